@@ -1,0 +1,93 @@
+//! The agent's configuration: `/etc/fota-agent/config.toml` parsed with serde
+//! (`deny_unknown_fields`) and validated, so that every error names the file, the
+//! line and the key, e.g. `config.toml:14: device "esp-1": unknown handler "esp8267"`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::UpdatePolicy;
+use crate::version::VersionScheme;
+
+/// Default location of the config file.
+pub const DEFAULT_PATH: &str = "/etc/fota-agent/config.toml";
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from (for messages).
+    pub path: PathBuf,
+    pub agent: AgentConfig,
+    pub source: SourceConfig,
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// `[agent]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Default `/var/lib/fota-agent`.
+    pub state_dir: PathBuf,
+    /// How often sources are polled; default 1 h.
+    pub poll_interval: Duration,
+    /// An update still running after this fails; default 30 min.
+    pub update_timeout: Duration,
+    /// At most this many updates at once across all devices; default 1, at least 1.
+    pub max_concurrent_updates: usize,
+}
+
+/// `[source]`, chosen by `kind`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    /// `kind = "directory"`: an ESH filesystem-provider tree at `path`
+    /// (default `<state_dir>/firmware`). Also the default when `[source]` is absent.
+    Directory { path: PathBuf },
+}
+
+/// One `[[device]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceConfig {
+    /// Unique among devices; `[A-Za-z0-9._-]+` (it names files in the state dir).
+    pub id: String,
+    /// The type (model) firmware must be built for (`type` in TOML).
+    pub device_type: String,
+    /// Default `immediate`.
+    pub policy: UpdatePolicy,
+    /// Default `esh`.
+    pub version_scheme: VersionScheme,
+    /// Refuse firmware that is not newer than what the device runs; default true.
+    pub only_newer: bool,
+    pub handler: HandlerConfig,
+}
+
+/// The device's handler and its handler-specific keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HandlerConfig {
+    /// `handler = "command"`.
+    Command(CommandConfig),
+}
+
+impl HandlerConfig {
+    /// The handler's name as written in the config.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HandlerConfig::Command(_) => "command",
+        }
+    }
+}
+
+/// Keys of `handler = "command"`: argv arrays of executables (see README, "Command
+/// handler protocol").
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandConfig {
+    /// Prints the device's current version on stdout. Without it the version is
+    /// unknown.
+    pub version_command: Option<Vec<String>>,
+    /// Exit 0: the update can run now; exit 1: not now. Without it: always.
+    pub executable_command: Option<Vec<String>>,
+    /// Moves the image to the device ahead of the update (background transfer).
+    pub transfer_command: Option<Vec<String>>,
+    /// Installs the image (required).
+    pub update_command: Vec<String>,
+    /// Limit for the version and executable commands; default 60 s. Transfer and
+    /// update are bounded by `agent.update_timeout`.
+    pub command_timeout: Duration,
+}

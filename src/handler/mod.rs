@@ -1,0 +1,123 @@
+//! Handlers install verified firmware on one kind of device (ESH
+//! `FirmwareUpdateHandler` / `FirmwareUpdateBackgroundTransferHandler`).
+//!
+//! Invariant: a handler only ever receives a [`VerifiedImage`], which only the
+//! engine's verification can make — handlers never see an unverified byte.
+
+pub mod command;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use crate::checksum::Digests;
+use crate::model::Firmware;
+use crate::progress::Progress;
+
+/// A firmware image on local disk whose size, checksums, device type and version
+/// rules have been checked. Only `engine::verify` constructs it.
+#[derive(Debug, Clone)]
+pub struct VerifiedImage {
+    path: PathBuf,
+    firmware: Firmware,
+    digests: Digests,
+}
+
+impl VerifiedImage {
+    pub(crate) fn new(path: PathBuf, firmware: Firmware, digests: Digests) -> Self {
+        VerifiedImage {
+            path,
+            firmware,
+            digests,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn firmware(&self) -> &Firmware {
+        &self.firmware
+    }
+
+    /// Size and the digests computed while verifying (MD5 and SHA-256 at least).
+    pub fn digests(&self) -> &Digests {
+        &self.digests
+    }
+}
+
+/// Why a handler could not do what it was asked; becomes the update's failure
+/// reason, so it says what failed in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("{step}: {message}")]
+    Failed { step: String, message: String },
+    #[error("{step}: timed out after {after:?}")]
+    Timeout {
+        step: String,
+        after: std::time::Duration,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("canceled")]
+    Canceled,
+}
+
+impl HandlerError {
+    pub fn failed(step: impl Into<String>, message: impl Into<String>) -> Self {
+        HandlerError::Failed {
+            step: step.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        HandlerError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Installs firmware on one device.
+#[async_trait]
+pub trait UpdateHandler: Send + Sync {
+    /// The version the device runs now; `None` when the device cannot tell (its
+    /// firmware status is then UNKNOWN).
+    async fn current_version(&self) -> Result<Option<String>, HandlerError>;
+
+    /// Whether the update can run now (device online, not busy, firmware already
+    /// transferred for background devices).
+    async fn is_update_executable(&self) -> Result<bool, HandlerError> {
+        Ok(true)
+    }
+
+    /// Installs `image`. The engine enters this at TRANSFERRING for an immediate
+    /// update of a handler without background transfer (the handler calls
+    /// `progress.advance_to(Updating)` when its update step starts), or at UPDATING
+    /// otherwise. Returning `Ok` means the device took the image; the engine then
+    /// confirms by the version the device reports.
+    async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError>;
+
+    /// Stops a running `transfer` or `update` as soon as possible. Called by the
+    /// engine on cancel and on timeout, after it dropped the running future.
+    async fn cancel(&self) {}
+
+    /// The background-transfer capability, when the device has one.
+    fn background_transfer(&self) -> Option<&dyn BackgroundTransfer> {
+        None
+    }
+}
+
+/// Moves firmware to the device ahead of the update step, so the later update is
+/// quick (e.g. into a spare flash slot).
+#[async_trait]
+pub trait BackgroundTransfer: Send + Sync {
+    /// Transfers `image`, reporting percent within the TRANSFERRING step.
+    async fn transfer(&self, image: &VerifiedImage, progress: &Progress)
+    -> Result<(), HandlerError>;
+}

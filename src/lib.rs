@@ -1,0 +1,16 @@
+//! fota-agent: a device-side firmware update agent for Linux gateways.
+//!
+//! A [`source`] says what firmware exists; the [`engine`] decides, fetches and
+//! verifies it into the state directory and hands a [`handler::VerifiedImage`] to the
+//! device's [`handler`]; [`progress`] flows back as events. See README.md
+//! ("Architecture") for the map.
+
+pub mod checksum;
+pub mod config;
+pub mod engine;
+pub mod handler;
+pub mod model;
+pub mod progress;
+pub mod source;
+pub mod store;
+pub mod version;

@@ -1,0 +1,92 @@
+//! The domain model shared by sources, the engine and handlers: what firmware is,
+//! what a device's firmware status is. Wire formats of servers convert into these
+//! types in one place each (`source::*`); nothing here knows about a protocol.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::checksum::Checksum;
+
+/// One firmware image for one device type in one version (ESH `Firmware`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firmware {
+    /// The device type (model) the image is built for; must equal the device's `type`.
+    pub device_type: String,
+    pub version: String,
+    /// Where the bytes are; the engine copies or downloads them into the state
+    /// directory and verifies them before any handler sees them.
+    pub location: FirmwareLocation,
+    /// Expected size in bytes, when the source knows it.
+    pub size: Option<u64>,
+    /// Every checksum the source gave; all of them must match.
+    pub checksums: Vec<Checksum>,
+    /// What the device must run before this image may be installed.
+    pub prerequisite: Option<Prerequisite>,
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub description: Option<String>,
+    pub changelog: Option<String>,
+}
+
+/// A version the device must run before an image may be installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prerequisite {
+    /// ESH `prerequisiteVersion`: the current version is at least this one.
+    AtLeast(String),
+    /// MCS prerequisite list: the current version is one of these.
+    OneOf(Vec<String>),
+}
+
+/// Where a firmware image can be read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirmwareLocation {
+    /// A file on the local file system (directory source, `install` command).
+    File(PathBuf),
+    /// An HTTP(S) URL (server sources).
+    Url(String),
+}
+
+impl fmt::Display for FirmwareLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FirmwareLocation::File(p) => write!(f, "{}", p.display()),
+            FirmwareLocation::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// A device's firmware status (ESH `FirmwareStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FirmwareStatus {
+    /// The device's version or the firmware available for it cannot be determined.
+    Unknown,
+    /// No newer firmware is available.
+    UpToDate,
+    /// Newer firmware exists but the handler says the update cannot run now.
+    UpdateAvailable,
+    /// Newer firmware exists and the update can run now.
+    UpdateExecutable,
+}
+
+impl fmt::Display for FirmwareStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FirmwareStatus::Unknown => "UNKNOWN",
+            FirmwareStatus::UpToDate => "UP_TO_DATE",
+            FirmwareStatus::UpdateAvailable => "UPDATE_AVAILABLE",
+            FirmwareStatus::UpdateExecutable => "UPDATE_EXECUTABLE",
+        })
+    }
+}
+
+/// When a device takes newer firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdatePolicy {
+    /// Download, transfer and update in one go as soon as firmware is available.
+    Immediate,
+    /// Transfer ahead of time; run the (quick) update step when the handler says
+    /// the update is executable.
+    Background,
+}
