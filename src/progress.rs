@@ -177,9 +177,7 @@ impl Progress {
         Self::live(&s)?;
         let idx = s.current.map_or(0, |i| i + 1);
         let Some(&step) = s.sequence.get(idx) else {
-            return Err(ProgressError::NoMoreSteps(
-                s.current.map(|i| s.sequence[i]),
-            ));
+            return Err(ProgressError::NoMoreSteps(s.current.map(|i| s.sequence[i])));
         };
         s.current = Some(idx);
         s.percent = None;
@@ -198,7 +196,10 @@ impl Progress {
                 Self::live(&s)?;
                 let cur = s.current.map(|i| s.sequence[i]);
                 let from = s.current.map_or(0, |i| i + 1);
-                (cur, s.sequence[from.min(s.sequence.len())..].contains(&step))
+                (
+                    cur,
+                    s.sequence[from.min(s.sequence.len())..].contains(&step),
+                )
             };
             if current == Some(step) {
                 return Ok(());

@@ -1,1 +1,237 @@
-//! Persistent state.
+//! Persistent per-device state in `state_dir`: the last outcome, the firmware already
+//! transferred in the background, and the update in flight. Every write is atomic
+//! (temp file in the same directory, fsync, rename, directory fsync), so a power cut
+//! leaves either the old or the new state, never a torn file. This is what lets the
+//! agent resolve, after a restart, an update whose outcome it never saw.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::progress::Outcome;
+
+/// Which part of an update was running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Downloading/verifying or transferring: nothing on the device changed yet
+    /// that the update step depends on, so it simply restarts.
+    Transfer,
+    /// The handler's update step was running: the device may or may not run the
+    /// new firmware now.
+    Update,
+}
+
+/// An update that had started and not yet finished when the state was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub version: String,
+    pub phase: Phase,
+    /// Seconds since the Unix epoch.
+    pub started_at: u64,
+}
+
+/// How the last update of the device ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeRecord {
+    pub version: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Seconds since the Unix epoch.
+    pub finished_at: u64,
+}
+
+/// Firmware moved to the device ahead of its update step (background policy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transferred {
+    pub version: String,
+    pub sha256: String,
+}
+
+/// Everything the agent remembers about one device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlight>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transferred: Option<Transferred>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<OutcomeRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt state file ({source}); moved aside to {moved_to}")]
+    Corrupt {
+        path: PathBuf,
+        moved_to: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Now, in seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (and creates) `state_dir` with its `devices/` and `downloads/` folders.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            root: state_dir.to_path_buf(),
+        };
+        for dir in [store.devices_dir(), store.downloads_dir()] {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn devices_dir(&self) -> PathBuf {
+        self.root.join("devices")
+    }
+
+    /// Where verified images are kept until their update is done.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.root.join("downloads")
+    }
+
+    fn device_path(&self, device_id: &str) -> PathBuf {
+        self.devices_dir().join(format!("{device_id}.json"))
+    }
+
+    /// The device's state; empty when none was written yet. A file that does not
+    /// parse is moved aside (never deleted) and reported.
+    pub fn load(&self, device_id: &str) -> Result<DeviceState, StoreError> {
+        let path = self.device_path(device_id);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(DeviceState::default());
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|source| {
+            let moved_to = path.with_extension(format!("json.corrupt-{}", now_secs()));
+            let moved = fs::rename(&path, &moved_to);
+            match moved {
+                Ok(()) => StoreError::Corrupt {
+                    path: path.clone(),
+                    moved_to,
+                    source,
+                },
+                Err(e) => io_err(&path)(e),
+            }
+        })
+    }
+
+    /// Replaces the device's state atomically and durably.
+    pub fn save(&self, device_id: &str, state: &DeviceState) -> Result<(), StoreError> {
+        let path = self.device_path(device_id);
+        let dir = self.devices_dir();
+        let json = serde_json::to_vec_pretty(state).map_err(|e| io_err(&path)(e.into()))?;
+        write_atomic(&dir, &path, &json)
+    }
+
+    /// Loads, changes and saves the device's state.
+    pub fn update(
+        &self,
+        device_id: &str,
+        change: impl FnOnce(&mut DeviceState),
+    ) -> Result<DeviceState, StoreError> {
+        let mut state = self.load(device_id)?;
+        change(&mut state);
+        self.save(device_id, &state)?;
+        Ok(state)
+    }
+}
+
+/// Temp file in `dir` + fsync + rename over `path` + fsync of `dir`.
+fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
+    tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
+    fsync_dir(dir)
+}
+
+/// Makes a rename in `dir` durable.
+pub fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load("a").unwrap(), DeviceState::default());
+        let state = DeviceState {
+            in_flight: Some(InFlight {
+                version: "2.0".into(),
+                phase: Phase::Update,
+                started_at: 7,
+            }),
+            transferred: None,
+            last_outcome: Some(OutcomeRecord {
+                version: "1.0".into(),
+                outcome: Outcome::Failed("boom".into()),
+                finished_at: 3,
+            }),
+        };
+        store.save("a", &state).unwrap();
+        assert_eq!(Store::open(dir.path()).unwrap().load("a").unwrap(), state);
+        // No temp files are left behind.
+        let names: Vec<_> = fs::read_dir(dir.path().join("devices"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+    }
+
+    #[test]
+    fn corrupt_file_is_moved_aside_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        fs::write(dir.path().join("devices/b.json"), b"{not json").unwrap();
+        let err = store.load("b").unwrap_err();
+        let StoreError::Corrupt { moved_to, .. } = err else {
+            panic!("expected Corrupt, got {err}");
+        };
+        assert_eq!(fs::read(moved_to).unwrap(), b"{not json");
+        assert_eq!(store.load("b").unwrap(), DeviceState::default());
+    }
+}

@@ -118,6 +118,9 @@ pub trait UpdateHandler: Send + Sync {
 #[async_trait]
 pub trait BackgroundTransfer: Send + Sync {
     /// Transfers `image`, reporting percent within the TRANSFERRING step.
-    async fn transfer(&self, image: &VerifiedImage, progress: &Progress)
-    -> Result<(), HandlerError>;
+    async fn transfer(
+        &self,
+        image: &VerifiedImage,
+        progress: &Progress,
+    ) -> Result<(), HandlerError>;
 }
