@@ -1,1 +1,450 @@
-//! The update engine.
+//! The update engine: per device, it asks the handler what runs now, asks the
+//! source what is offered, decides (`decide`), and runs updates (`update`) —
+//! immediate devices in one go, background devices transfer first and update when
+//! the handler says the update is executable. One update per device at a time, at
+//! most `max_concurrent_updates` overall. Nothing but the engine talks to both a
+//! source and a handler.
+
+pub mod decide;
+pub mod fetch;
+pub mod recover;
+pub mod update;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AgentConfig, Config, DeviceConfig};
+use crate::handler::{self, UpdateHandler};
+use crate::model::{Firmware, FirmwareLocation, FirmwareStatus, UpdatePolicy};
+use crate::progress::{Outcome, Progress, ProgressEvent};
+use crate::source::{self, FirmwareSource};
+use crate::store::{Store, StoreError};
+use decide::Selection;
+use update::Mode;
+
+/// A configured device and its handler.
+pub struct Device {
+    pub config: DeviceConfig,
+    pub handler: Arc<dyn UpdateHandler>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("state directory: {0}")]
+    Store(#[from] StoreError),
+    #[error("device {0:?}: policy \"background\" needs a handler with background transfer ({1})")]
+    NoBackgroundTransfer(String, String),
+    #[error("unknown device {0:?}")]
+    UnknownDevice(String),
+    #[error("device {0:?} is already updating")]
+    Busy(String),
+}
+
+/// What `check` found for one device.
+#[derive(Debug, Clone)]
+pub struct DeviceReport {
+    pub device_id: String,
+    pub device_type: String,
+    pub current_version: Option<String>,
+    pub status: FirmwareStatus,
+    pub selection: Selection,
+    /// Why the status could not be fully determined (handler or source error).
+    pub error: Option<String>,
+}
+
+/// What one poll-and-apply cycle did for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CycleResult {
+    pub device_id: String,
+    pub status: FirmwareStatus,
+    /// The version installed or transferred, if anything was attempted.
+    pub version: Option<String>,
+    /// `None` when nothing was attempted or a background transfer now waits.
+    pub outcome: Option<Outcome>,
+}
+
+struct Inner {
+    agent: AgentConfig,
+    source: Box<dyn FirmwareSource>,
+    devices: Vec<Arc<Device>>,
+    store: Store,
+    events: broadcast::Sender<ProgressEvent>,
+    permits: Semaphore,
+    running: Mutex<HashMap<String, CancellationToken>>,
+}
+
+/// The engine; cheap to clone, all clones share one state.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// Marks a device busy for the life of one update.
+struct Running {
+    inner: Arc<Inner>,
+    device_id: String,
+    token: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.inner.running().remove(&self.device_id);
+    }
+}
+
+impl Inner {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Engine {
+    /// An engine over explicit handlers (tests and embedders plug their own in).
+    pub fn new(
+        agent: AgentConfig,
+        source: Box<dyn FirmwareSource>,
+        devices: Vec<(DeviceConfig, Arc<dyn UpdateHandler>)>,
+    ) -> Result<Engine, EngineError> {
+        for (config, handler) in &devices {
+            if config.policy == UpdatePolicy::Background && handler.background_transfer().is_none()
+            {
+                return Err(EngineError::NoBackgroundTransfer(
+                    config.id.clone(),
+                    match config.handler.name() {
+                        "command" => "command handler: set transfer_command".into(),
+                        other => format!("handler {other:?} has none"),
+                    },
+                ));
+            }
+        }
+        let store = Store::open(&agent.state_dir)?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                permits: Semaphore::new(agent.max_concurrent_updates.max(1)),
+                agent,
+                source,
+                devices: devices
+                    .into_iter()
+                    .map(|(config, handler)| Arc::new(Device { config, handler }))
+                    .collect(),
+                store,
+                events,
+                running: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The engine the config describes.
+    pub fn from_config(config: &Config) -> Result<Engine, EngineError> {
+        let devices = config
+            .devices
+            .iter()
+            .map(|d| (d.clone(), handler::build(d)))
+            .collect();
+        Engine::new(
+            config.agent.clone(),
+            source::from_config(&config.source),
+            devices,
+        )
+    }
+
+    /// Progress events of every update from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ProgressEvent> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn source_description(&self) -> String {
+        self.inner.source.describe()
+    }
+
+    pub fn devices(&self) -> impl Iterator<Item = &DeviceConfig> {
+        self.inner.devices.iter().map(|d| &d.config)
+    }
+
+    fn device(&self, id: &str) -> Result<Arc<Device>, EngineError> {
+        self.inner
+            .devices
+            .iter()
+            .find(|d| d.config.id == id)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownDevice(id.to_string()))
+    }
+
+    /// Each device's firmware status and the firmware it would get.
+    pub async fn check(&self) -> Vec<DeviceReport> {
+        let mut reports = Vec::new();
+        for device in &self.inner.devices {
+            reports.push(self.check_device(device).await);
+        }
+        reports
+    }
+
+    async fn check_device(&self, device: &Device) -> DeviceReport {
+        let mut errors = Vec::new();
+        let current = match device.handler.current_version().await {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(format!("current version: {e}"));
+                None
+            }
+        };
+        let offered = match self.inner.source.firmware_for(&device.config).await {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push(format!("source: {e}"));
+                Vec::new()
+            }
+        };
+        let selection = decide::select(&device.config, current.as_deref(), &offered);
+        let executable = if selection.candidate.is_some() {
+            match self.executable(device).await {
+                Ok(x) => x,
+                Err(e) => {
+                    errors.push(format!("update executable: {e}"));
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        DeviceReport {
+            device_id: device.config.id.clone(),
+            device_type: device.config.device_type.clone(),
+            status: selection.status(current.as_deref(), executable),
+            current_version: current,
+            selection,
+            error: (!errors.is_empty()).then(|| errors.join("; ")),
+        }
+    }
+
+    /// ESH: a background device's update is executable only once its firmware is
+    /// on the device, and when the handler says so.
+    async fn executable(&self, device: &Device) -> Result<bool, String> {
+        device
+            .handler
+            .is_update_executable()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// One poll-and-apply cycle over all devices, concurrently.
+    pub async fn run_once(&self) -> Vec<CycleResult> {
+        let mut set = tokio::task::JoinSet::new();
+        for (idx, device) in self.inner.devices.iter().enumerate() {
+            let engine = self.clone();
+            let device = device.clone();
+            set.spawn(async move { (idx, engine.cycle_device(&device).await) });
+        }
+        let mut results: Vec<(usize, CycleResult)> = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(r) => results.push(r),
+                Err(e) => tracing::error!("device task failed: {e}"),
+            }
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
+    }
+
+    async fn cycle_device(&self, device: &Arc<Device>) -> CycleResult {
+        let report = self.check_device(device).await;
+        let id = device.config.id.clone();
+        if let Some(e) = &report.error {
+            tracing::warn!(device = %id, "{e}");
+        }
+        for (version, reason) in &report.selection.refused {
+            tracing::info!(device = %id, firmware_version = %version, "not installing: {reason}");
+        }
+        let mut result = CycleResult {
+            device_id: id.clone(),
+            status: report.status,
+            version: None,
+            outcome: None,
+        };
+        let Some(firmware) = report.selection.candidate else {
+            return result;
+        };
+        let mode = match device.config.policy {
+            UpdatePolicy::Immediate => Mode::Immediate,
+            UpdatePolicy::Background => {
+                let staged = match self.inner.store.load(&id) {
+                    Ok(s) => s.transferred.is_some_and(|t| t.version == firmware.version),
+                    Err(e) => {
+                        tracing::error!(device = %id, "{e}");
+                        false
+                    }
+                };
+                match (staged, report.status) {
+                    (false, _) => Mode::TransferOnly,
+                    (true, FirmwareStatus::UpdateExecutable) => Mode::UpdateTransferred,
+                    (true, _) => {
+                        tracing::info!(device = %id, firmware_version = %firmware.version,
+                            "firmware transferred; waiting until the update is executable");
+                        return result;
+                    }
+                }
+            }
+        };
+        if mode == Mode::Immediate && report.status != FirmwareStatus::UpdateExecutable {
+            tracing::info!(device = %id, firmware_version = %firmware.version,
+                "update available but not executable now");
+            return result;
+        }
+        result.version = Some(firmware.version.clone());
+        match self.start(device, &firmware, mode).await {
+            Ok(outcome) => result.outcome = outcome,
+            Err(e) => tracing::info!(device = %id, "{e}"),
+        }
+        // A background transfer that finished may be followed by its update at once.
+        if mode == Mode::TransferOnly && result.outcome.is_none() {
+            if let Ok(true) = self.executable(device).await {
+                result.outcome = self
+                    .start(device, &firmware, Mode::UpdateTransferred)
+                    .await
+                    .unwrap_or(None);
+                result.status = FirmwareStatus::UpdateExecutable;
+            }
+        }
+        result
+    }
+
+    /// Runs one update of `device` (one at a time per device; waits for a global
+    /// permit).
+    async fn start(
+        &self,
+        device: &Arc<Device>,
+        firmware: &Firmware,
+        mode: Mode,
+    ) -> Result<Option<Outcome>, EngineError> {
+        let running = self.claim(&device.config.id)?;
+        let _permit = self.inner.permits.acquire().await;
+        let progress = Arc::new(Progress::new(
+            &device.config.id,
+            &firmware.version,
+            self.inner.events.clone(),
+        ));
+        Ok(update::run(
+            device,
+            &self.inner.store,
+            firmware,
+            mode,
+            progress,
+            self.inner.agent.update_timeout,
+            running.token.clone(),
+        )
+        .await)
+    }
+
+    fn claim(&self, device_id: &str) -> Result<Running, EngineError> {
+        let mut running = self.inner.running();
+        if running.contains_key(device_id) {
+            return Err(EngineError::Busy(device_id.to_string()));
+        }
+        let token = CancellationToken::new();
+        running.insert(device_id.to_string(), token.clone());
+        Ok(Running {
+            inner: self.inner.clone(),
+            device_id: device_id.to_string(),
+            token,
+        })
+    }
+
+    /// Cancels the device's running update; false when none runs.
+    pub fn cancel(&self, device_id: &str) -> bool {
+        match self.inner.running().get(device_id) {
+            Some(t) => {
+                t.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Installs a local image on a device now (`fota-agent install`): verified like
+    /// any other, and checked against the device's version rules when `version` is
+    /// given.
+    pub async fn install(
+        &self,
+        device_id: &str,
+        image: &Path,
+        version: Option<&str>,
+        checksums: Vec<crate::checksum::Checksum>,
+    ) -> Result<Outcome, EngineError> {
+        let device = self.device(device_id)?;
+        let firmware = Firmware {
+            device_type: device.config.device_type.clone(),
+            version: version.unwrap_or("unknown").to_string(),
+            location: FirmwareLocation::File(image.to_path_buf()),
+            size: None,
+            checksums,
+            prerequisite: None,
+            vendor: None,
+            model: None,
+            description: None,
+            changelog: None,
+        };
+        if let Some(target) = version {
+            let current = device.handler.current_version().await;
+            let refusal = match current {
+                Ok(Some(current)) => crate::version::check_upgrade(
+                    device.config.version_scheme,
+                    &current,
+                    target,
+                    None,
+                    device.config.only_newer,
+                )
+                .err()
+                .map(|e| e.to_string()),
+                Ok(None) => None,
+                Err(e) => Some(format!("cannot read the current version: {e}")),
+            };
+            if let Some(reason) = refusal {
+                let progress = Progress::new(device_id, target, self.inner.events.clone());
+                let _ = progress.failed(reason.clone());
+                return Ok(Outcome::Failed(reason));
+            }
+        }
+        let mode = if version.is_some() {
+            Mode::Immediate
+        } else {
+            Mode::Install
+        };
+        Ok(self
+            .start(&device, &firmware, mode)
+            .await?
+            .unwrap_or(Outcome::Success))
+    }
+
+    /// Polls and applies every `poll_interval` until `shutdown`. Shutdown drops a
+    /// running update (handlers stop their processes); its in-flight record lets
+    /// the next start resolve it.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.run_once() => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.inner.agent.poll_interval) => {}
+            }
+        }
+    }
+
+    pub(crate) fn inner_devices(&self) -> &[Arc<Device>] {
+        &self.inner.devices
+    }
+
+    pub(crate) fn events(&self) -> broadcast::Sender<ProgressEvent> {
+        self.inner.events.clone()
+    }
+}

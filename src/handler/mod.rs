@@ -124,3 +124,12 @@ pub trait BackgroundTransfer: Send + Sync {
         progress: &Progress,
     ) -> Result<(), HandlerError>;
 }
+
+/// The handler a device's config names.
+pub fn build(device: &crate::config::DeviceConfig) -> std::sync::Arc<dyn UpdateHandler> {
+    match &device.handler {
+        crate::config::HandlerConfig::Command(c) => std::sync::Arc::new(
+            command::CommandHandler::new(&device.id, &device.device_type, c.clone()),
+        ),
+    }
+}

@@ -1,0 +1,46 @@
+//! `fota-agent install`: verify a local image and run the device's handler on it now.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use fota_agent::checksum::{Checksum, ChecksumAlgorithm};
+use fota_agent::progress::Outcome;
+
+pub struct InstallArgs {
+    pub device: String,
+    pub image: PathBuf,
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+    pub md5: Option<String>,
+}
+
+pub async fn install(config: &Path, args: InstallArgs) -> anyhow::Result<ExitCode> {
+    let config = super::load(config)?;
+    let engine = super::engine(&config)?;
+    let mut checksums = Vec::new();
+    for (alg, hex) in [
+        (ChecksumAlgorithm::Sha256, &args.sha256),
+        (ChecksumAlgorithm::Md5, &args.md5),
+    ] {
+        if let Some(hex) = hex {
+            checksums.push(Checksum::new(alg, hex).context("--sha256/--md5")?);
+        }
+    }
+    if args.version.is_none() {
+        eprintln!(
+            "note: no --version given: the version rules (only-newer, prerequisites) cannot be applied and the result is not confirmed by the device's version"
+        );
+    }
+    let shown = tokio::spawn(super::render::show_progress(engine.subscribe()));
+    let outcome = engine
+        .install(&args.device, &args.image, args.version.as_deref(), checksums)
+        .await?;
+    drop(engine);
+    let _ = shown.await;
+    println!("{}: {outcome}", args.device);
+    Ok(match outcome {
+        Outcome::Success => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}

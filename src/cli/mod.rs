@@ -1,0 +1,58 @@
+//! The binary's commands; the edge where library errors become `anyhow` and exit
+//! codes.
+
+mod check;
+mod install;
+mod render;
+mod run;
+
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use fota_agent::config::Config;
+use fota_agent::engine::Engine;
+
+pub use check::check;
+pub use install::{install, InstallArgs};
+pub use run::run;
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info` level.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+pub fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+}
+
+fn load(config: &Path) -> anyhow::Result<Config> {
+    // The error already names file, line and key.
+    Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn engine(config: &Config) -> anyhow::Result<Engine> {
+    Engine::from_config(config).with_context(|| format!("{}", config.path.display()))
+}
+
+pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    println!(
+        "{}: ok ({} device{})",
+        path.display(),
+        config.devices.len(),
+        if config.devices.len() == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,178 @@
+//! Brings a firmware image into the state directory and verifies it: the one place
+//! a [`VerifiedImage`] is made. The bytes are streamed once through every digest
+//! (never held in memory), size and checksums are compared, and only then is the
+//! file renamed into place; a mismatch deletes the partial file and names what
+//! differed.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::checksum::{ChecksumAlgorithm, ChecksumError, Digests, MultiHasher};
+use crate::handler::VerifiedImage;
+use crate::model::{Firmware, FirmwareLocation};
+use crate::progress::Progress;
+use crate::store::fsync_dir;
+
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("size mismatch: expected {expected} bytes, got {actual}")]
+    Size { expected: u64, actual: u64 },
+    #[error(transparent)]
+    Checksum(#[from] ChecksumError),
+    #[error("firmware is for device type {firmware:?}, device {device_id:?} is {device:?}")]
+    WrongDevice {
+        device_id: String,
+        device: String,
+        firmware: String,
+    },
+    #[error("cannot fetch {0}: HTTP(S) download is not available in this build")]
+    Unsupported(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
+    move |source| FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where `device_id`'s verified image lives until its update is done.
+pub fn image_path(downloads: &Path, device_id: &str) -> PathBuf {
+    downloads.join(format!("{device_id}.img"))
+}
+
+/// Copies `firmware` into `downloads`, reporting percent on the current progress
+/// step, and verifies it for `device_type`.
+pub async fn fetch_and_verify(
+    firmware: &Firmware,
+    device_id: &str,
+    device_type: &str,
+    downloads: &Path,
+    progress: &Progress,
+) -> Result<VerifiedImage, FetchError> {
+    if firmware.device_type != device_type {
+        return Err(FetchError::WrongDevice {
+            device_id: device_id.to_string(),
+            device: device_type.to_string(),
+            firmware: firmware.device_type.clone(),
+        });
+    }
+    let source = match &firmware.location {
+        FirmwareLocation::File(p) => p.clone(),
+        FirmwareLocation::Url(u) => return Err(FetchError::Unsupported(u.clone())),
+    };
+    let part = downloads.join(format!("{device_id}.part"));
+    let result = copy_hashing(&source, &part, firmware, progress).await;
+    let digests = match result.and_then(|d| check(firmware, d)) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
+        }
+    };
+    let dest = image_path(downloads, device_id);
+    tokio::fs::rename(&part, &dest).await.map_err(io(&dest))?;
+    fsync_dir(downloads).map_err(|e| FetchError::Io {
+        path: downloads.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(VerifiedImage::new(dest, firmware.clone(), digests))
+}
+
+/// Re-verifies an image that was staged earlier (background transfer) before its
+/// update step, so a file changed or corrupted on disk never reaches the device.
+pub async fn reverify(
+    path: &Path,
+    firmware: &Firmware,
+    sha256: &str,
+) -> Result<VerifiedImage, FetchError> {
+    let digests = hash_file(path, firmware).await?;
+    let digests = check(firmware, digests)?;
+    let actual = digests.get(ChecksumAlgorithm::Sha256).unwrap_or("");
+    if actual != sha256 {
+        return Err(ChecksumError::Mismatch {
+            algorithm: ChecksumAlgorithm::Sha256,
+            expected: sha256.to_string(),
+            actual: actual.to_string(),
+        }
+        .into());
+    }
+    Ok(VerifiedImage::new(path.to_path_buf(), firmware.clone(), digests))
+}
+
+fn hasher_for(firmware: &Firmware) -> MultiHasher {
+    // MD5 and SHA-256 always: handlers and servers report them.
+    MultiHasher::new(
+        firmware
+            .checksums
+            .iter()
+            .map(|c| c.algorithm)
+            .chain([ChecksumAlgorithm::Md5, ChecksumAlgorithm::Sha256]),
+    )
+}
+
+fn check(firmware: &Firmware, digests: Digests) -> Result<Digests, FetchError> {
+    if let Some(expected) = firmware.size {
+        if expected != digests.length {
+            return Err(FetchError::Size {
+                expected,
+                actual: digests.length,
+            });
+        }
+    }
+    digests.verify(&firmware.checksums)?;
+    Ok(digests)
+}
+
+async fn hash_file(path: &Path, firmware: &Firmware) -> Result<Digests, FetchError> {
+    let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
+    let mut hasher = hasher_for(firmware);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf).await.map_err(io(path))?;
+        if n == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+async fn copy_hashing(
+    source: &Path,
+    part: &Path,
+    firmware: &Firmware,
+    progress: &Progress,
+) -> Result<Digests, FetchError> {
+    let mut input = tokio::fs::File::open(source).await.map_err(io(source))?;
+    let total = match firmware.size {
+        Some(s) => s,
+        None => input.metadata().await.map_err(io(source))?.len(),
+    };
+    let mut output = tokio::fs::File::create(part).await.map_err(io(part))?;
+    let mut hasher = hasher_for(firmware);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = input.read(&mut buf).await.map_err(io(source))?;
+        if n == 0 {
+            break;
+        }
+        output.write_all(&buf[..n]).await.map_err(io(part))?;
+        hasher.update(&buf[..n]);
+        if total > 0 {
+            let pct = (hasher.length().min(total) * 100 / total) as u8;
+            // Percent only moves forward here; a misuse error cannot happen.
+            let _ = progress.update(pct);
+        }
+    }
+    output.sync_all().await.map_err(io(part))?;
+    Ok(hasher.finish())
+}

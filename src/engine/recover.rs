@@ -1,0 +1,96 @@
+//! Start-up recovery: an update that was in flight when the agent stopped (crash,
+//! kill, power cut) is resolved exactly once. A transfer simply restarts on the
+//! next cycle; an update step whose outcome was never seen is judged by the version
+//! the device reports now — success if it runs the target version, failure
+//! otherwise.
+
+use std::cmp::Ordering;
+
+use super::Engine;
+use crate::progress::{Outcome, Progress, ProgressStep};
+use crate::store::{now_secs, OutcomeRecord, Phase};
+
+/// What recovery decided for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub device_id: String,
+    pub version: String,
+    /// `None`: an interrupted transfer, which restarts.
+    pub outcome: Option<Outcome>,
+}
+
+impl Engine {
+    /// Resolves every in-flight record left by a previous run.
+    pub async fn recover(&self) -> Vec<Recovered> {
+        let mut out = Vec::new();
+        for device in self.inner_devices() {
+            let id = &device.config.id;
+            let state = match self.store().load(id) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(device = %id, "{e}");
+                    continue;
+                }
+            };
+            let Some(in_flight) = state.in_flight else {
+                continue;
+            };
+            let outcome = match in_flight.phase {
+                Phase::Transfer => {
+                    tracing::info!(device = %id, firmware_version = %in_flight.version,
+                        "transfer interrupted by a restart; it starts again");
+                    None
+                }
+                Phase::Update => Some(match device.handler.current_version().await {
+                    Ok(Some(v))
+                        if device.config.version_scheme.compare(&v, &in_flight.version)
+                            == Ok(Ordering::Equal) =>
+                    {
+                        Outcome::Success
+                    }
+                    Ok(Some(v)) => Outcome::Failed(format!(
+                        "interrupted by an agent restart; device reports version {v}, not {}",
+                        in_flight.version
+                    )),
+                    Ok(None) => Outcome::Failed(
+                        "interrupted by an agent restart; device reports no version".into(),
+                    ),
+                    Err(e) => Outcome::Failed(format!(
+                        "interrupted by an agent restart; cannot read the device's version: {e}"
+                    )),
+                }),
+            };
+            if let Some(o) = &outcome {
+                let progress = Progress::new(id, &in_flight.version, self.events());
+                let _ = progress.define_sequence(&[ProgressStep::Updating]);
+                let _ = progress.next();
+                let _ = match o {
+                    Outcome::Success => progress.success(),
+                    Outcome::Failed(r) => progress.failed(r.clone()),
+                    Outcome::Canceled => progress.canceled(),
+                };
+            }
+            let record = outcome.clone().map(|o| OutcomeRecord {
+                version: in_flight.version.clone(),
+                outcome: o,
+                finished_at: now_secs(),
+            });
+            let saved = self.store().update(id, |s| {
+                s.in_flight = None;
+                if let Some(r) = record {
+                    s.transferred = None;
+                    s.last_outcome = Some(r);
+                }
+            });
+            if let Err(e) = saved {
+                tracing::error!(device = %id, "cannot record recovered outcome: {e}");
+            }
+            out.push(Recovered {
+                device_id: id.clone(),
+                version: in_flight.version,
+                outcome,
+            });
+        }
+        out
+    }
+}

@@ -1,0 +1,245 @@
+//! One update of one device, start to finish: the progress sequence, fetch and
+//! verification, the handler's transfer and update steps, the version check
+//! afterwards, the update timeout, cancellation, and the records in the store that
+//! let a restart resolve an update it did not see finish.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::fetch::{self, FetchError};
+use super::Device;
+use crate::handler::{HandlerError, VerifiedImage};
+use crate::model::Firmware;
+use crate::progress::{Outcome, Progress, ProgressError, ProgressStep};
+use crate::store::{now_secs, InFlight, OutcomeRecord, Phase, Store, StoreError, Transferred};
+
+/// What to do with the firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// DOWNLOADING → TRANSFERRING → UPDATING in one go.
+    Immediate,
+    /// DOWNLOADING → TRANSFERRING, then wait (pending) for the update to become
+    /// executable.
+    TransferOnly,
+    /// UPDATING only, with firmware transferred earlier.
+    UpdateTransferred,
+    /// Like `Immediate`, for an operator's local image of unknown version: the
+    /// version the device reports afterwards cannot be checked.
+    Install,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Handler(#[from] HandlerError),
+    #[error("progress: {0}")]
+    Progress(#[from] ProgressError),
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    #[error("device reports version {reported} after the update, expected {expected}")]
+    VersionMismatch { reported: String, expected: String },
+    #[error("version check after the update: {0}")]
+    VersionCheck(String),
+    #[error("no firmware was transferred for version {0}")]
+    NotTransferred(String),
+}
+
+/// Runs one update under `timeout` and `cancel`, records its outcome and returns it.
+/// For [`Mode::TransferOnly`] a successful transfer returns `None`: the update
+/// itself is still to come.
+pub async fn run(
+    device: &Device,
+    store: &Store,
+    firmware: &Firmware,
+    mode: Mode,
+    progress: Arc<Progress>,
+    timeout: Duration,
+    cancel: CancellationToken,
+) -> Option<Outcome> {
+    let work = steps(device, store, firmware, mode, &progress);
+    let result = tokio::select! {
+        r = tokio::time::timeout(timeout, work) => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Outcome::Failed(e.to_string())),
+            Err(_) => {
+                device.handler.cancel().await;
+                Err(Outcome::Failed(format!(
+                    "timed out after {} in step {}",
+                    humantime::format_duration(timeout),
+                    progress.current_step().map_or("-".into(), |s| s.to_string())
+                )))
+            }
+        },
+        _ = cancel.cancelled() => {
+            device.handler.cancel().await;
+            Err(Outcome::Canceled)
+        }
+    };
+    let outcome = match result {
+        Ok(()) if mode == Mode::TransferOnly => None,
+        Ok(()) => Some(Outcome::Success),
+        Err(o) => Some(o),
+    };
+    finish(device, store, firmware, mode, &progress, outcome.clone());
+    outcome
+}
+
+async fn steps(
+    device: &Device,
+    store: &Store,
+    firmware: &Firmware,
+    mode: Mode,
+    progress: &Progress,
+) -> Result<(), UpdateError> {
+    use ProgressStep::*;
+    let id = &device.config.id;
+    let set_phase = |phase: Phase| {
+        store.update(id, |s| {
+            s.in_flight = Some(InFlight {
+                version: firmware.version.clone(),
+                phase,
+                started_at: now_secs(),
+            })
+        })
+    };
+    match mode {
+        Mode::Immediate | Mode::Install | Mode::TransferOnly => {
+            let sequence: &[ProgressStep] = if mode == Mode::TransferOnly {
+                &[Downloading, Transferring]
+            } else {
+                &[Downloading, Transferring, Updating]
+            };
+            progress.define_sequence(sequence)?;
+            set_phase(Phase::Transfer)?;
+            progress.next()?;
+            let image = fetch::fetch_and_verify(
+                firmware,
+                id,
+                &device.config.device_type,
+                &store.downloads_dir(),
+                progress,
+            )
+            .await?;
+            progress.next()?;
+            match device.handler.background_transfer() {
+                Some(bg) => {
+                    bg.transfer(&image, progress).await?;
+                    if mode == Mode::TransferOnly {
+                        store.update(id, |s| {
+                            s.in_flight = None;
+                            s.transferred = Some(transferred(&image));
+                        })?;
+                        progress.pending()?;
+                        return Ok(());
+                    }
+                    set_phase(Phase::Update)?;
+                    progress.next()?;
+                }
+                // The handler moves to UPDATING itself; the device may change from
+                // here on.
+                None => {
+                    set_phase(Phase::Update)?;
+                }
+            }
+            device.handler.update(&image, progress).await?;
+            if mode == Mode::Install {
+                return Ok(());
+            }
+            confirm_version(device, &firmware.version).await
+        }
+        Mode::UpdateTransferred => {
+            progress.define_sequence(&[Updating])?;
+            let state = store.load(id)?;
+            let staged = state
+                .transferred
+                .filter(|t| t.version == firmware.version)
+                .ok_or_else(|| UpdateError::NotTransferred(firmware.version.clone()))?;
+            let path = fetch::image_path(&store.downloads_dir(), id);
+            let image = fetch::reverify(&path, firmware, &staged.sha256).await?;
+            set_phase(Phase::Update)?;
+            progress.next()?;
+            device.handler.update(&image, progress).await?;
+            confirm_version(device, &firmware.version).await
+        }
+    }
+}
+
+fn transferred(image: &VerifiedImage) -> Transferred {
+    Transferred {
+        version: image.firmware().version.clone(),
+        sha256: image
+            .digests()
+            .get(crate::checksum::ChecksumAlgorithm::Sha256)
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
+/// After the handler reports success, the device must report the target version
+/// (when it can report one at all).
+pub async fn confirm_version(device: &Device, expected: &str) -> Result<(), UpdateError> {
+    let reported = device
+        .handler
+        .current_version()
+        .await
+        .map_err(|e| UpdateError::VersionCheck(e.to_string()))?;
+    let Some(reported) = reported else {
+        tracing::warn!(device = %device.config.id, "device reports no version; update not confirmed by version");
+        return Ok(());
+    };
+    match device.config.version_scheme.compare(&reported, expected) {
+        Ok(Ordering::Equal) => Ok(()),
+        _ => Err(UpdateError::VersionMismatch {
+            reported,
+            expected: expected.to_string(),
+        }),
+    }
+}
+
+/// Emits the terminal outcome once and writes it to the store; removes the staged
+/// image unless it waits for its update step.
+fn finish(
+    device: &Device,
+    store: &Store,
+    firmware: &Firmware,
+    mode: Mode,
+    progress: &Progress,
+    outcome: Option<Outcome>,
+) {
+    let id = &device.config.id;
+    let Some(outcome) = outcome else {
+        return;
+    };
+    let emitted = match &outcome {
+        Outcome::Success => progress.success(),
+        Outcome::Failed(r) => progress.failed(r.clone()),
+        Outcome::Canceled => progress.canceled(),
+    };
+    if let Err(e) = emitted {
+        tracing::error!(device = %id, "progress already finished: {e}");
+    }
+    let record = OutcomeRecord {
+        version: firmware.version.clone(),
+        outcome: outcome.clone(),
+        finished_at: now_secs(),
+    };
+    let keep_staged = mode == Mode::TransferOnly;
+    let saved = store.update(id, |s| {
+        s.in_flight = None;
+        if !keep_staged {
+            s.transferred = None;
+        }
+        s.last_outcome = Some(record);
+    });
+    if let Err(e) = saved {
+        tracing::error!(device = %id, "cannot record outcome: {e}");
+    }
+    if !keep_staged {
+        let _ = std::fs::remove_file(fetch::image_path(&store.downloads_dir(), id));
+    }
+}

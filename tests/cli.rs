@@ -1,0 +1,256 @@
+//! The `fota-agent` binary end to end: the demo, config errors, the command
+//! handler's timeout, and crash recovery — real processes, real files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+fn agent() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fota-agent"));
+    c.env("RUST_LOG", "info").env_remove("FOTA_AGENT_CONFIG");
+    c
+}
+
+fn run(config: &Path, args: &[&str]) -> Output {
+    agent()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn write_exec(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn wait_for(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return s;
+            }
+        }
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if kill(Pid::from_raw(pid), None).is_err() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// The README's demo: the pretend device goes from 1.0.0 to 2.0.0, then is up to date.
+#[test]
+fn demo_updates_the_demo_device_then_it_is_up_to_date() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = std::fs::read_to_string(repo().join("config/demo.toml")).unwrap();
+    let config = demo
+        .replace("\"../target/demo-state\"", &format!("{:?}", tmp.path().join("state")))
+        .replace("\"../", &format!("\"{}/", repo().display()));
+    let config_path = tmp.path().join("demo.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let flash = tmp.path().join("flash");
+    let run_demo = |args: &[&str]| {
+        agent()
+            .env("DEMO_FLASH", &flash)
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let check = run_demo(&["check"]);
+    let out = text(&check);
+    assert!(check.status.success(), "{out}");
+    assert!(out.contains("current=1.0.0"), "{out}");
+    assert!(out.contains("UPDATE_EXECUTABLE") && out.contains("would get=2.0.0"), "{out}");
+
+    let first = run_demo(&["run", "--once"]);
+    let out = text(&first);
+    assert!(first.status.success(), "{out}");
+    for needle in ["DOWNLOADING", "TRANSFERRING", "UPDATING", "update succeeded", "2.0.0: success"] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    let flashed = std::fs::read_to_string(&flash).unwrap();
+    assert!(flashed.starts_with("DEMO-SENSOR FIRMWARE 2.0.0\n"));
+
+    let second = run_demo(&["run", "--once"]);
+    let out = text(&second);
+    assert!(second.status.success(), "{out}");
+    assert!(out.contains("UP_TO_DATE"), "{out}");
+    assert!(!out.contains("DOWNLOADING"), "{out}");
+}
+
+#[test]
+fn check_config_names_file_line_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("config.toml");
+    let cases = [
+        (
+            "[agent]\nupdate_timeout = \"30m\"\n\n[[device]]\nid = \"esp-1\"\ntype = \"esp\"\nhandler = \"esp8267\"\n",
+            ":7:",
+            "esp8267",
+        ),
+        ("[agent]\ncolour = \"blue\"\n", ":2:", "colour"),
+        ("[agent]\n\nupdate_timeout = \"soon\"\n", ":3:", "update_timeout"),
+    ];
+    for (body, line, key) in cases {
+        std::fs::write(&path, body).unwrap();
+        let out = run(&path, &["check-config"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{body}");
+        let first = stderr.lines().next().unwrap_or("");
+        assert!(first.contains(&format!("config.toml{line}")), "{first}");
+        assert!(first.contains(key), "{first}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    }
+    std::fs::write(&path, "[agent]\nstate_dir = \"/tmp\"\n").unwrap();
+    let out = run(&path, &["check-config"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// A config with one command-handler device of type `t` offered version 2.0.
+fn setup(tmp: &Path, update_timeout: &str, update_script: &str) -> PathBuf {
+    let fw = tmp.join("firmware/t");
+    std::fs::create_dir_all(&fw).unwrap();
+    std::fs::write(fw.join("fw.bin"), b"firmware 2.0").unwrap();
+    std::fs::write(fw.join("fw.properties"), "version = 2.0\nimage = fw.bin\n").unwrap();
+    let dir = tmp.display();
+    write_exec(
+        &tmp.join("version.sh"),
+        &format!("cat {dir}/version 2>/dev/null || echo 1.0\n"),
+    );
+    write_exec(&tmp.join("update.sh"), update_script);
+    let config = tmp.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = \"{dir}/state\"\nupdate_timeout = \"{update_timeout}\"\n\
+             [source]\nkind = \"directory\"\npath = \"{dir}/firmware\"\n\
+             [[device]]\nid = \"dev\"\ntype = \"t\"\nhandler = \"command\"\n\
+             version_command = [\"{dir}/version.sh\"]\nupdate_command = [\"{dir}/update.sh\"]\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn command_past_the_update_timeout_is_killed_with_its_children() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().display().to_string();
+    let config = setup(
+        tmp.path(),
+        "1s",
+        &format!("sleep 1000 &\necho \"$$ $!\" > {dir}/pids.tmp && mv {dir}/pids.tmp {dir}/pids\nsleep 1000\n"),
+    );
+    let started = Instant::now();
+    let out = run(&config, &["run", "--once"]);
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("timed out after 1s"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{log}");
+    let pids = std::fs::read_to_string(tmp.path().join("pids")).unwrap();
+    for pid in pids.split_whitespace() {
+        assert!(gone(pid.parse().unwrap()), "process {pid} survived\n{log}");
+    }
+    assert_eq!(std::fs::read_to_string(tmp.path().join("version")).ok(), None);
+}
+
+/// Kills the agent with SIGKILL while the device's update step runs, then starts it
+/// again; the restarted agent resolves the outcome from the device's version.
+fn crash_mid_update(flash_before_hanging: bool) -> (tempfile::TempDir, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().display().to_string();
+    let flash = if flash_before_hanging {
+        format!("echo \"$FOTA_VERSION\" > {dir}/version\n")
+    } else {
+        String::new()
+    };
+    let config = setup(
+        tmp.path(),
+        "10m",
+        &format!(
+            "{flash}if [ -e {dir}/hang ]; then echo $$ > {dir}/pid; exec sleep 1000; fi\n\
+             echo \"$FOTA_VERSION\" > {dir}/version\n"
+        ),
+    );
+    std::fs::write(tmp.path().join("hang"), "").unwrap();
+    let mut child = agent()
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--once"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let script: i32 = wait_for(&tmp.path().join("pid")).trim().parse().unwrap();
+    child.kill().unwrap(); // SIGKILL: no chance to record anything
+    child.wait().unwrap();
+    // The "device" loses power too.
+    killpg(Pid::from_raw(script), Signal::SIGKILL).unwrap();
+    let state = std::fs::read_to_string(tmp.path().join("state/devices/dev.json")).unwrap();
+    assert!(state.contains("\"phase\": \"update\""), "{state}");
+    std::fs::remove_file(tmp.path().join("hang")).unwrap();
+
+    let out = run(&config, &["run", "--once"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    (tmp, log)
+}
+
+#[test]
+fn restart_after_crash_resolves_success_from_the_device_version() {
+    let (tmp, log) = crash_mid_update(true);
+    assert!(log.contains("recovered interrupted update: success"), "{log}");
+    // Already on 2.0: no second update.
+    assert!(!log.contains("DOWNLOADING"), "{log}");
+    let state = std::fs::read_to_string(tmp.path().join("state/devices/dev.json")).unwrap();
+    assert!(!state.contains("in_flight"), "{state}");
+    assert!(state.contains("\"outcome\": \"success\""), "{state}");
+    // Reported exactly once: a further start has nothing to recover.
+    let again = run(&tmp.path().join("config.toml"), &["run", "--once"]);
+    assert!(!text(&again).contains("recovered"), "{}", text(&again));
+}
+
+#[test]
+fn restart_after_crash_resolves_failure_and_retries() {
+    let (tmp, log) = crash_mid_update(false);
+    assert!(
+        log.contains("recovered interrupted update: failed: interrupted by an agent restart; device reports version 1.0, not 2.0"),
+        "{log}"
+    );
+    // The retry that follows installs it.
+    assert!(log.contains("2.0: success"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("version")).unwrap().trim(),
+        "2.0"
+    );
+}
