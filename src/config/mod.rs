@@ -1,12 +1,30 @@
 //! The agent's configuration: `/etc/fota-agent/config.toml` parsed with serde
 //! (`deny_unknown_fields`) and validated, so that every error names the file, the
 //! line and the key, e.g. `config.toml:14: device "esp-1": unknown handler "esp8267"`.
+//!
+//! The agent runs unattended on a gateway, so a config mistake must be reported
+//! once, precisely, before anything starts — never as a panic or a silently ignored
+//! key. Parsing is therefore split in two: `raw` mirrors the file with serde
+//! (unknown keys are errors; checked values keep their spans) and `validate`
+//! turns that into the types below, filling in defaults and resolving relative
+//! paths against the config file's directory. Errors are [`ConfigError`]s, one line
+//! each, `<path>:<line>: <message>`.
 
-use std::path::PathBuf;
+mod error;
+mod raw;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::UpdatePolicy;
 use crate::version::VersionScheme;
+
+pub use error::ConfigError;
+pub use validate::MAX_CONCURRENT_UPDATES;
 
 /// Default location of the config file.
 pub const DEFAULT_PATH: &str = "/etc/fota-agent/config.toml";
@@ -21,7 +39,8 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
 }
 
-/// `[agent]`
+/// `[agent]`. A relative `state_dir` is resolved against the config file's
+/// directory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
     /// Default `/var/lib/fota-agent`.
@@ -30,7 +49,8 @@ pub struct AgentConfig {
     pub poll_interval: Duration,
     /// An update still running after this fails; default 30 min.
     pub update_timeout: Duration,
-    /// At most this many updates at once across all devices; default 1, at least 1.
+    /// At most this many updates at once across all devices; default 1, at least 1
+    /// (and at most [`MAX_CONCURRENT_UPDATES`]).
     pub max_concurrent_updates: usize,
 }
 
@@ -39,6 +59,7 @@ pub struct AgentConfig {
 pub enum SourceConfig {
     /// `kind = "directory"`: an ESH filesystem-provider tree at `path`
     /// (default `<state_dir>/firmware`). Also the default when `[source]` is absent.
+    /// A relative `path` is resolved against the config file's directory.
     Directory { path: PathBuf },
 }
 
@@ -75,7 +96,10 @@ impl HandlerConfig {
 }
 
 /// Keys of `handler = "command"`: argv arrays of executables (see README, "Command
-/// handler protocol").
+/// handler protocol"). Each array is non-empty with a non-empty program (first
+/// element). A program containing `/` that is relative (`./bin/update.sh`) is
+/// resolved against the config file's directory; a bare name (`sh`) is left for
+/// `PATH` lookup, and the other arguments are passed as written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandConfig {
     /// Prints the device's current version on stdout. Without it the version is
@@ -90,4 +114,24 @@ pub struct CommandConfig {
     /// Limit for the version and executable commands; default 60 s. Transfer and
     /// update are bounded by `agent.update_timeout`.
     pub command_timeout: Duration,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config `text`. `path` names the file in messages
+    /// (`path.display()`, as given) and its directory is what relative paths are
+    /// resolved against; the file itself is not read.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(&e, text, path))?;
+        validate::Validator::new(text, path).config(raw)
+    }
 }

@@ -1,0 +1,61 @@
+//! The config file exactly as written: serde structs mirroring the TOML, before any
+//! validation. Every table denies unknown fields so that a misspelt key is an error
+//! naming it instead of a silently ignored setting. Values that are checked later
+//! are kept as `Spanned` strings (not parsed by serde into their final types) so
+//! that the checks in `validate` can report the line and the key of a bad value.
+//! `#[serde(flatten)]` is deliberately not used: it loses spans and does not work
+//! together with `deny_unknown_fields`.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub agent: Option<RawAgent>,
+    pub source: Option<Spanned<RawSource>>,
+    #[serde(default)]
+    pub device: Vec<Spanned<RawDevice>>,
+}
+
+/// `[agent]`; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAgent {
+    pub state_dir: Option<Spanned<String>>,
+    pub poll_interval: Option<Spanned<String>>,
+    pub update_timeout: Option<Spanned<String>>,
+    /// Signed so that `0` and `-1` reach validation and get its message.
+    pub max_concurrent_updates: Option<Spanned<i64>>,
+}
+
+/// `[source]`: `kind` plus the keys of every kind (validation checks which apply).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    pub kind: Option<Spanned<String>>,
+    /// `kind = "directory"`.
+    pub path: Option<Spanned<String>>,
+}
+
+/// One `[[device]]`: the common keys plus the keys of every handler (validation
+/// checks which apply to the device's handler).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDevice {
+    pub id: Option<Spanned<String>>,
+    #[serde(rename = "type")]
+    pub device_type: Option<Spanned<String>>,
+    pub handler: Option<Spanned<String>>,
+    pub policy: Option<Spanned<String>>,
+    pub version_scheme: Option<Spanned<String>>,
+    pub only_newer: Option<bool>,
+
+    // handler = "command"
+    pub version_command: Option<Spanned<Vec<String>>>,
+    pub executable_command: Option<Spanned<Vec<String>>>,
+    pub transfer_command: Option<Spanned<Vec<String>>>,
+    pub update_command: Option<Spanned<Vec<String>>>,
+    pub command_timeout: Option<Spanned<String>>,
+}

@@ -1,0 +1,416 @@
+use super::{PATH, parse_err};
+
+/// A config that should fail: where, on which key, saying what. A `message`
+/// ending in `…` is a prefix of the expected message; otherwise it is exact.
+struct Case {
+    name: &'static str,
+    text: &'static str,
+    line: usize,
+    key: Option<&'static str>,
+    message: &'static str,
+}
+
+fn check(cases: &[Case]) {
+    for case in cases {
+        let err = parse_err(case.text);
+        let shown = err.to_string();
+        let name = case.name;
+        assert_eq!(err.line(), Some(case.line), "{name}: line of {shown}");
+        assert_eq!(err.key(), case.key, "{name}: key of {shown}");
+        assert!(!shown.contains('\n'), "{name}: multi-line {shown:?}");
+        let prefix = format!("{PATH}:{}: ", case.line);
+        assert!(shown.starts_with(&prefix), "{name}: {shown}");
+        assert_eq!(shown[prefix.len()..], err.message(), "{name}");
+        match case.message.strip_suffix('…') {
+            Some(start) => assert!(err.message().starts_with(start), "{name}: {shown}"),
+            None => assert_eq!(err.message(), case.message, "{name}"),
+        }
+    }
+}
+
+/// A valid device (5 lines) to put before the one under test.
+const OTHER: &str =
+    "[[device]]\nid = \"other\"\ntype = \"t\"\nhandler = \"command\"\nupdate_command = [\"u\"]\n";
+
+#[test]
+fn unknown_keys_name_the_key_and_its_line() {
+    check(&[
+        Case {
+            name: "top level",
+            text: "# comment\n\ncolour = \"red\"\n[agent]\n",
+            line: 3,
+            key: Some("colour"),
+            message: "unknown field `colour`, expected one of `agent`, `source`, `device`",
+        },
+        Case {
+            name: "agent",
+            text: "[agent]\npoll_interval = \"1h\"\n\ncolour = 1\n",
+            line: 4,
+            key: Some("colour"),
+            message: "unknown field `colour`, expected one of `state_dir`, …",
+        },
+        Case {
+            name: "agent, dotted",
+            text: "agent.poll_interval = \"1h\"\nagent.colour = 1\n",
+            line: 2,
+            key: Some("colour"),
+            message: "unknown field `colour`, expected one of `state_dir`, …",
+        },
+        Case {
+            name: "source",
+            text: "[source]\nkind = \"directory\"\nurl = \"http://x\"\n",
+            line: 3,
+            key: Some("url"),
+            message: "unknown field `url`, expected `kind` or `path`",
+        },
+        Case {
+            name: "second device",
+            text: concat!(
+                "[[device]]\nid = \"other\"\ntype = \"t\"\nhandler = \"command\"\n",
+                "update_command = [\"u\"]\n\n[[device]]\nid = \"d\"\ncolour = \"red\"\n"
+            ),
+            line: 9,
+            key: Some("colour"),
+            message: "unknown field `colour`, expected one of `id`, `type`, …",
+        },
+        Case {
+            name: "quoted key",
+            text: "[agent]\n\"colour\" = 1\n",
+            line: 2,
+            key: Some("colour"),
+            message: "unknown field `colour`, …",
+        },
+        Case {
+            name: "key with a line break",
+            text: "\n\"a\\nb\" = 1\n",
+            line: 2,
+            key: Some("a\\nb"),
+            message: "unknown field `a\\nb`, …",
+        },
+    ]);
+}
+
+#[test]
+fn toml_syntax_and_type_errors_carry_their_line() {
+    check(&[
+        Case {
+            name: "unclosed table header",
+            text: "# x\n[agent\n",
+            line: 2,
+            key: None,
+            message: "unclosed table, expected `]`",
+        },
+        Case {
+            name: "unterminated string",
+            text: "[agent]\nstate_dir = \"/x\"\npoll_interval = \"1h\n",
+            line: 3,
+            key: None,
+            message: "…",
+        },
+        Case {
+            name: "duplicate key",
+            text: "[agent]\npoll_interval = \"1h\"\npoll_interval = \"2h\"\n",
+            line: 3,
+            key: None,
+            message: "duplicate key",
+        },
+        Case {
+            name: "wrong type",
+            text: "[agent]\n\nmax_concurrent_updates = \"2\"\n",
+            line: 3,
+            key: None,
+            message: "invalid type: string \"2\", expected i64",
+        },
+        Case {
+            name: "wrong type in argv",
+            text: "[[device]]\nid = \"d\"\nupdate_command = [\"u\", 1]\n",
+            line: 3,
+            key: None,
+            message: "invalid type: integer `1`, expected a string",
+        },
+        Case {
+            name: "device is not a table",
+            text: "\ndevice = 1\n",
+            line: 2,
+            key: None,
+            message: "invalid type: integer `1`, expected a sequence",
+        },
+    ]);
+}
+
+#[test]
+fn agent_values_are_checked() {
+    check(&[
+        Case {
+            name: "bad duration",
+            text: "[agent]\npoll_interval = \"1h\"\nupdate_timeout = \"30 minutez\"\n",
+            line: 3,
+            key: Some("update_timeout"),
+            message: "agent.update_timeout: invalid duration \"30 minutez\": …",
+        },
+        Case {
+            name: "zero update_timeout",
+            text: "[agent]\nupdate_timeout = \"0s\"\n",
+            line: 2,
+            key: Some("update_timeout"),
+            message: "agent.update_timeout: must not be zero",
+        },
+        Case {
+            name: "zero poll_interval",
+            text: "\n[agent]\npoll_interval = \"0m\"\n",
+            line: 3,
+            key: Some("poll_interval"),
+            message: "agent.poll_interval: must not be zero",
+        },
+        Case {
+            name: "empty duration",
+            text: "[agent]\npoll_interval = \"\"\n",
+            line: 2,
+            key: Some("poll_interval"),
+            message: "agent.poll_interval: invalid duration \"\": …",
+        },
+        Case {
+            name: "absurd duration",
+            text: "[agent]\npoll_interval = \"1000years\"\n",
+            line: 2,
+            key: Some("poll_interval"),
+            message: "agent.poll_interval: duration \"1000years\" is too long (at most 10years)",
+        },
+        Case {
+            name: "zero max_concurrent_updates",
+            text: "[agent]\nmax_concurrent_updates = 0\n",
+            line: 2,
+            key: Some("max_concurrent_updates"),
+            message: "agent.max_concurrent_updates: must be between 1 and 1024, got 0",
+        },
+        Case {
+            name: "negative max_concurrent_updates",
+            text: "[agent]\n\n\nmax_concurrent_updates = -1\n",
+            line: 4,
+            key: Some("max_concurrent_updates"),
+            message: "agent.max_concurrent_updates: must be between 1 and 1024, got -1",
+        },
+        Case {
+            name: "huge max_concurrent_updates",
+            text: "[agent]\nmax_concurrent_updates = 9223372036854775807\n",
+            line: 2,
+            key: Some("max_concurrent_updates"),
+            message: "agent.max_concurrent_updates: must be between 1 and 1024, \
+                      got 9223372036854775807",
+        },
+        Case {
+            name: "empty state_dir",
+            text: "[agent]\nstate_dir = \"\"\n",
+            line: 2,
+            key: Some("state_dir"),
+            message: "agent.state_dir: must not be empty",
+        },
+    ]);
+}
+
+#[test]
+fn source_is_checked() {
+    check(&[
+        Case {
+            name: "unknown kind",
+            text: "[source]\nkind = \"http\"\n",
+            line: 2,
+            key: Some("kind"),
+            message: "source: unknown kind \"http\" (known: directory)",
+        },
+        Case {
+            name: "missing kind",
+            text: "[agent]\n\n[source]\npath = \"/x\"\n",
+            line: 3,
+            key: Some("kind"),
+            message: "source: missing key \"kind\" (known: directory)",
+        },
+        Case {
+            name: "empty path",
+            text: "[source]\nkind = \"directory\"\npath = \"\"\n",
+            line: 3,
+            key: Some("path"),
+            message: "source.path: must not be empty",
+        },
+    ]);
+}
+
+#[test]
+fn device_ids_are_checked() {
+    check(&[
+        Case {
+            name: "duplicate id",
+            text: concat!(
+                "[[device]]\nid = \"other\"\ntype = \"t\"\nhandler = \"command\"\n",
+                "update_command = [\"u\"]\n\n[[device]]\ntype = \"t\"\nid = \"other\"\n"
+            ),
+            line: 9,
+            key: Some("id"),
+            message: "device \"other\": duplicate id (first defined at line 2)",
+        },
+        Case {
+            name: "space in id",
+            text: "[[device]]\nid = \"a b\"\n",
+            line: 2,
+            key: Some("id"),
+            message: "device: id \"a b\" may only contain A-Z, a-z, 0-9, '.', '_' and '-'",
+        },
+        Case {
+            name: "slash in id",
+            text: "[[device]]\nid = \"../etc\"\n",
+            line: 2,
+            key: Some("id"),
+            message: "device: id \"../etc\" may only contain A-Z, a-z, 0-9, '.', '_' and '-'",
+        },
+        Case {
+            name: "non-ASCII id",
+            text: "[[device]]\nid = \"gerät\"\n",
+            line: 2,
+            key: Some("id"),
+            message: "device: id \"gerät\" may only contain A-Z, a-z, 0-9, '.', '_' and '-'",
+        },
+        Case {
+            name: "newline in id",
+            text: "[[device]]\nid = \"a\\nb\"\n",
+            line: 2,
+            key: Some("id"),
+            message: "device: id \"a\\nb\" may only contain A-Z, a-z, 0-9, '.', '_' and '-'",
+        },
+        Case {
+            name: "empty id",
+            text: "[[device]]\nid = \"\"\n",
+            line: 2,
+            key: Some("id"),
+            message: "device: id \"\" must not be empty",
+        },
+        Case {
+            name: "missing id",
+            text: "\n[[device]]\ntype = \"t\"\n",
+            line: 2,
+            key: Some("id"),
+            message: "device: missing key \"id\"",
+        },
+    ]);
+    let long = format!("[[device]]\nid = \"{}\"\n", "a".repeat(129));
+    let err = parse_err(&long);
+    assert_eq!((err.line(), err.key()), (Some(2), Some("id")));
+    assert!(
+        err.message().ends_with("is longer than 128 characters"),
+        "{err}"
+    );
+}
+
+#[test]
+fn device_keys_are_checked() {
+    check(&[
+        Case {
+            name: "unknown handler",
+            text: concat!(
+                "[[device]]\nid = \"other\"\ntype = \"t\"\nhandler = \"command\"\n",
+                "update_command = [\"u\"]\n\n[[device]]\nid = \"esp-1\"\ntype = \"esp\"\n",
+                "\nhandler = \"esp8267\"\n"
+            ),
+            line: 11,
+            key: Some("handler"),
+            message: "device \"esp-1\": unknown handler \"esp8267\" (known: command)",
+        },
+        Case {
+            name: "missing handler",
+            text: "[[device]]\nid = \"d\"\ntype = \"t\"\n",
+            line: 1,
+            key: Some("handler"),
+            message: "device \"d\": missing key \"handler\" (known: command)",
+        },
+        Case {
+            name: "missing type",
+            text: "\n\n[[device]]\nid = \"d\"\nhandler = \"command\"\n",
+            line: 3,
+            key: Some("type"),
+            message: "device \"d\": missing key \"type\"",
+        },
+        Case {
+            name: "blank type",
+            text: "[[device]]\nid = \"d\"\ntype = \" \"\n",
+            line: 3,
+            key: Some("type"),
+            message: "device \"d\": type must not be empty",
+        },
+        Case {
+            name: "bad policy",
+            text: "[[device]]\nid = \"d\"\ntype = \"t\"\npolicy = \"sometimes\"\n",
+            line: 4,
+            key: Some("policy"),
+            message: "device \"d\": unknown policy \"sometimes\" (known: immediate, background)",
+        },
+        Case {
+            name: "capitalised policy",
+            text: "[[device]]\nid = \"d\"\ntype = \"t\"\npolicy = \"Immediate\"\n",
+            line: 4,
+            key: Some("policy"),
+            message: "device \"d\": unknown policy \"Immediate\" (known: immediate, background)",
+        },
+        Case {
+            name: "bad version_scheme",
+            text: "[[device]]\nid = \"d\"\ntype = \"t\"\n\nversion_scheme = \"calver\"\n",
+            line: 5,
+            key: Some("version_scheme"),
+            message: "device \"d\": unknown version_scheme \"calver\" \
+                      (known: esh, espressif, particle, semver)",
+        },
+        Case {
+            name: "missing update_command",
+            text: concat!(
+                "[[device]]\nid = \"other\"\ntype = \"t\"\nhandler = \"command\"\n",
+                "update_command = [\"u\"]\n\n[[device]]\nid = \"d\"\ntype = \"t\"\n",
+                "handler = \"command\"\nversion_command = [\"v\"]\n"
+            ),
+            line: 7,
+            key: Some("update_command"),
+            message: "device \"d\": missing key \"update_command\" (required by handler \"command\")",
+        },
+        Case {
+            name: "empty update_command",
+            text: "[[device]]\nid = \"d\"\ntype = \"t\"\nhandler = \"command\"\nupdate_command = []\n",
+            line: 5,
+            key: Some("update_command"),
+            message: "device \"d\": update_command: must not be empty",
+        },
+        Case {
+            name: "empty program",
+            text: concat!(
+                "[[device]]\nid = \"d\"\ntype = \"t\"\nhandler = \"command\"\n",
+                "update_command = [\"u\"]\nversion_command = [\"\", \"x\"]\n"
+            ),
+            line: 6,
+            key: Some("version_command"),
+            message: "device \"d\": version_command: the program (first element) must not be empty",
+        },
+        Case {
+            name: "bad command_timeout",
+            text: concat!(
+                "[[device]]\nid = \"d\"\ntype = \"t\"\nhandler = \"command\"\n",
+                "update_command = [\"u\"]\ncommand_timeout = \"soon\"\n"
+            ),
+            line: 6,
+            key: Some("command_timeout"),
+            message: "device \"d\": command_timeout: invalid duration \"soon\": …",
+        },
+        Case {
+            name: "zero command_timeout",
+            text: concat!(
+                "[[device]]\nid = \"d\"\ntype = \"t\"\nhandler = \"command\"\n",
+                "update_command = [\"u\"]\ncommand_timeout = \"0s\"\n"
+            ),
+            line: 6,
+            key: Some("command_timeout"),
+            message: "device \"d\": command_timeout: must not be zero",
+        },
+    ]);
+}
+
+#[test]
+fn the_first_error_wins_and_later_devices_are_unaffected() {
+    let text = format!("{OTHER}\n[[device]]\nid = \"bad id\"\n\n[[device]]\nid = \"\"\n");
+    let err = parse_err(&text);
+    assert_eq!((err.line(), err.key()), (Some(8), Some("id")));
+}

@@ -1,0 +1,312 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{PATH, parse};
+use crate::config::{
+    AgentConfig, CommandConfig, Config, DeviceConfig, HandlerConfig, SourceConfig,
+};
+use crate::model::UpdatePolicy;
+use crate::version::VersionScheme;
+
+const FULL: &str = r#"
+# Every key set.
+[agent]
+state_dir = "/var/lib/fota"
+poll_interval = "1h 30m"
+update_timeout = "45m"
+max_concurrent_updates = 2
+
+[source]
+kind = "directory"
+path = "/srv/firmware"
+
+[[device]]
+id = "demo-1"
+type = "demo-sensor"
+handler = "command"
+policy = "background"
+version_scheme = "semver"
+only_newer = false
+version_command = ["/usr/lib/x/version.sh", "--id", "demo-1"]
+executable_command = ["/usr/lib/x/ready.sh"]
+transfer_command = ["/usr/lib/x/transfer.sh"]
+update_command = ["/usr/lib/x/update.sh", ""]
+command_timeout = "90s"
+
+[[device]]
+id = "esp_2.A"
+type = "esp8266"
+handler = "command"
+update_command = ["sh", "-c", "flash"]
+"#;
+
+fn argv(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+fn default_agent() -> AgentConfig {
+    AgentConfig {
+        state_dir: PathBuf::from("/var/lib/fota-agent"),
+        poll_interval: Duration::from_secs(3600),
+        update_timeout: Duration::from_secs(1800),
+        max_concurrent_updates: 1,
+    }
+}
+
+/// A device with every default and just an update command.
+fn minimal_device(id: &str, device_type: &str, update: &[&str]) -> DeviceConfig {
+    DeviceConfig {
+        id: id.into(),
+        device_type: device_type.into(),
+        policy: UpdatePolicy::Immediate,
+        version_scheme: VersionScheme::Esh,
+        only_newer: true,
+        handler: HandlerConfig::Command(CommandConfig {
+            version_command: None,
+            executable_command: None,
+            transfer_command: None,
+            update_command: argv(update),
+            command_timeout: Duration::from_secs(60),
+        }),
+    }
+}
+
+fn command(device: &DeviceConfig) -> &CommandConfig {
+    match &device.handler {
+        HandlerConfig::Command(c) => c,
+    }
+}
+
+#[test]
+fn full_config_parses_with_defaults_filled() {
+    let config = parse(FULL).unwrap();
+    let expected = Config {
+        path: PathBuf::from(PATH),
+        agent: AgentConfig {
+            state_dir: PathBuf::from("/var/lib/fota"),
+            poll_interval: Duration::from_secs(90 * 60),
+            update_timeout: Duration::from_secs(45 * 60),
+            max_concurrent_updates: 2,
+        },
+        source: SourceConfig::Directory {
+            path: PathBuf::from("/srv/firmware"),
+        },
+        devices: vec![
+            DeviceConfig {
+                id: "demo-1".into(),
+                device_type: "demo-sensor".into(),
+                policy: UpdatePolicy::Background,
+                version_scheme: VersionScheme::Semver,
+                only_newer: false,
+                handler: HandlerConfig::Command(CommandConfig {
+                    version_command: Some(argv(&["/usr/lib/x/version.sh", "--id", "demo-1"])),
+                    executable_command: Some(argv(&["/usr/lib/x/ready.sh"])),
+                    transfer_command: Some(argv(&["/usr/lib/x/transfer.sh"])),
+                    update_command: argv(&["/usr/lib/x/update.sh", ""]),
+                    command_timeout: Duration::from_secs(90),
+                }),
+            },
+            minimal_device("esp_2.A", "esp8266", &["sh", "-c", "flash"]),
+        ],
+    };
+    assert_eq!(config, expected);
+    assert_eq!(config.devices[0].handler.name(), "command");
+}
+
+#[test]
+fn empty_files_give_defaults_and_no_devices() {
+    let expected = Config {
+        path: PathBuf::from(PATH),
+        agent: default_agent(),
+        source: SourceConfig::Directory {
+            path: PathBuf::from("/var/lib/fota-agent/firmware"),
+        },
+        devices: vec![],
+    };
+    for text in [
+        "",
+        "\n\n",
+        "# nothing\n",
+        "[agent]\n",
+        "[agent]\n[source]\nkind = \"directory\"\n",
+    ] {
+        assert_eq!(parse(text).unwrap(), expected, "{text:?}");
+    }
+}
+
+#[test]
+fn source_defaults_to_firmware_below_the_state_dir() {
+    for text in [
+        "[agent]\nstate_dir = \"/data/fota\"\n",
+        "[agent]\nstate_dir = \"/data/fota\"\n[source]\nkind = \"directory\"\n",
+    ] {
+        let config = parse(text).unwrap();
+        assert_eq!(
+            config.source,
+            SourceConfig::Directory {
+                path: PathBuf::from("/data/fota/firmware")
+            },
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn every_policy_and_version_scheme_name_is_accepted() {
+    let cases = [
+        ("policy", "immediate"),
+        ("policy", "background"),
+        ("version_scheme", "esh"),
+        ("version_scheme", "espressif"),
+        ("version_scheme", "particle"),
+        ("version_scheme", "semver"),
+    ];
+    for (key, value) in cases {
+        let text = format!(
+            "[[device]]\nid = \"d\"\ntype = \"t\"\nhandler = \"command\"\n\
+             update_command = [\"u\"]\n{key} = \"{value}\"\n"
+        );
+        let device = &parse(&text).unwrap().devices[0];
+        let got = match key {
+            "policy" => serde_json::to_value(device.policy).unwrap(),
+            _ => serde_json::to_value(device.version_scheme).unwrap(),
+        };
+        assert_eq!(got, value, "{key} = {value}");
+    }
+}
+
+#[test]
+fn durations_in_humantime_forms() {
+    let cases = [
+        ("90s", 90),
+        ("30m", 1800),
+        ("1h 30m", 5400),
+        ("2h", 7200),
+        ("1day", 86400),
+    ];
+    for (text, secs) in cases {
+        let config = parse(&format!("[agent]\npoll_interval = \"{text}\"\n")).unwrap();
+        assert_eq!(
+            config.agent.poll_interval,
+            Duration::from_secs(secs),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn devices_may_be_written_as_inline_tables() {
+    let text = "device = [{ id = \"a\", type = \"t\", handler = \"command\", \
+                update_command = [\"u\"] }]\n";
+    let config = parse(text).unwrap();
+    assert_eq!(config.devices, vec![minimal_device("a", "t", &["u"])]);
+}
+
+const RELATIVE: &str = r#"
+[agent]
+state_dir = "state"
+
+[source]
+kind = "directory"
+path = "../firmware"
+
+[[device]]
+id = "d"
+type = "t"
+handler = "command"
+version_command = ["bin/version.sh", "./not/resolved"]
+executable_command = ["sh", "-c", "exit 0"]
+transfer_command = ["/usr/bin/transfer", "x"]
+update_command = ["./bin/update.sh", "bin/arg"]
+"#;
+
+#[test]
+fn relative_paths_resolve_against_the_config_directory() {
+    let config = Config::parse(RELATIVE, Path::new("/opt/demo/config.toml")).unwrap();
+    assert_eq!(config.agent.state_dir, PathBuf::from("/opt/demo/state"));
+    assert_eq!(
+        config.source,
+        SourceConfig::Directory {
+            path: PathBuf::from("/opt/demo/../firmware")
+        }
+    );
+    let cmd = command(&config.devices[0]);
+    let version = argv(&["/opt/demo/bin/version.sh", "./not/resolved"]);
+    assert_eq!(cmd.version_command, Some(version));
+    assert_eq!(cmd.executable_command, Some(argv(&["sh", "-c", "exit 0"])));
+    assert_eq!(
+        cmd.transfer_command,
+        Some(argv(&["/usr/bin/transfer", "x"]))
+    );
+    assert_eq!(
+        cmd.update_command,
+        argv(&["/opt/demo/./bin/update.sh", "bin/arg"])
+    );
+}
+
+#[test]
+fn relative_state_dir_also_moves_the_default_source() {
+    let text = "[agent]\nstate_dir = \"state\"\n";
+    let config = Config::parse(text, Path::new("demo/config.toml")).unwrap();
+    assert_eq!(config.agent.state_dir, PathBuf::from("demo/state"));
+    assert_eq!(
+        config.source,
+        SourceConfig::Directory {
+            path: PathBuf::from("demo/state/firmware")
+        }
+    );
+}
+
+#[test]
+fn bare_file_name_leaves_relative_paths_as_written() {
+    let config = Config::parse(RELATIVE, Path::new("config.toml")).unwrap();
+    assert_eq!(config.path, PathBuf::from("config.toml"));
+    assert_eq!(config.agent.state_dir, PathBuf::from("state"));
+    let cmd = command(&config.devices[0]);
+    assert_eq!(cmd.update_command, argv(&["./bin/update.sh", "bin/arg"]));
+}
+
+#[test]
+fn load_reads_the_file_and_resolves_against_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, RELATIVE).unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.path, path);
+    assert_eq!(config.agent.state_dir, dir.path().join("state"));
+    let update = &command(&config.devices[0]).update_command[0];
+    assert_eq!(Path::new(update), dir.path().join("./bin/update.sh"));
+}
+
+#[test]
+fn load_of_a_missing_file_is_a_read_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.toml");
+    let err = Config::load(&path).unwrap_err();
+    assert_eq!(err.line(), None);
+    assert_eq!(err.key(), None);
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!("{}: cannot read: ", path.display())),
+        "{shown}"
+    );
+    assert!(!shown.contains('\n'), "{shown}");
+}
+
+#[test]
+fn never_panics_on_truncated_or_mangled_input() {
+    let replacements = [
+        "", "\n", "\"", "[", "]", "=", "0", "-1", "x", "ä", "\0", "'''",
+    ];
+    for (i, _) in FULL.char_indices() {
+        let _ = parse(&FULL[..i]);
+        for r in replacements {
+            let mangled = format!("{}{r}{}", &FULL[..i], &FULL[i + 1..]);
+            if let Err(e) = parse(&mangled) {
+                let shown = e.to_string();
+                assert!(!shown.contains('\n'), "multi-line error: {shown:?}");
+                assert!(shown.starts_with(PATH), "{shown}");
+            }
+        }
+    }
+}

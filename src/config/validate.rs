@@ -1,0 +1,448 @@
+//! Turns the raw, as-written config into the validated [`Config`]: fills in
+//! defaults, parses durations and enums, checks ranges, ids and required keys, and
+//! resolves relative paths. Every failure becomes a [`ConfigError`] carrying the
+//! line of the offending value (from its toml span) and its key, so the operator
+//! is pointed at the exact place to fix; nothing here panics, whatever the input.
+//!
+//! Relative paths are resolved against the directory of the config file as given
+//! (`path.parent()`), so a config next to its scripts and firmware tree works from
+//! anywhere: this applies to `agent.state_dir`, `source.path` and the program (first
+//! element) of a command when it contains a `/`. A bare program name (`["sh", …]`)
+//! is left alone for `PATH` lookup, as are all other arguments.
+//!
+//! Beyond what the field docs say, two upper bounds keep absurd values from
+//! overflowing timers and semaphores later: durations are at most 10 years and
+//! `max_concurrent_updates` at most [`MAX_CONCURRENT_UPDATES`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::value::StrDeserializer;
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use toml::Spanned;
+
+use super::error::{line_of, one_line};
+use super::raw::{RawAgent, RawConfig, RawDevice, RawSource};
+use super::{
+    AgentConfig, CommandConfig, Config, ConfigError, DeviceConfig, HandlerConfig, SourceConfig,
+};
+use crate::model::UpdatePolicy;
+use crate::version::VersionScheme;
+
+/// Upper bound of `agent.max_concurrent_updates`.
+pub const MAX_CONCURRENT_UPDATES: usize = 1024;
+
+const DEFAULT_STATE_DIR: &str = "/var/lib/fota-agent";
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60 * 60);
+const DEFAULT_UPDATE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Ten years as humantime counts them (365.25 days each), so it prints as `10years`.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
+
+const KNOWN_SOURCE_KINDS: &str = "directory";
+const KNOWN_HANDLERS: &str = "command";
+const KNOWN_POLICIES: &str = "immediate, background";
+const KNOWN_VERSION_SCHEMES: &str = "esh, espressif, particle, semver";
+const MAX_ID_LEN: usize = 128;
+
+/// Keys of `[[device]]` that belong to a handler, each with the handlers it
+/// applies to.
+const HANDLER_KEYS: &[(&str, &[&str])] = &[
+    ("version_command", &["command"]),
+    ("executable_command", &["command"]),
+    ("transfer_command", &["command"]),
+    ("update_command", &["command"]),
+    ("command_timeout", &["command"]),
+];
+
+/// Validation context: the text (for line numbers), the file name (for messages)
+/// and the directory relative paths are resolved against.
+pub(super) struct Validator<'a> {
+    text: &'a str,
+    path: &'a Path,
+    base: &'a Path,
+}
+
+impl<'a> Validator<'a> {
+    pub(super) fn new(text: &'a str, path: &'a Path) -> Self {
+        let base = path.parent().unwrap_or(Path::new(""));
+        Validator { text, path, base }
+    }
+
+    /// An error at byte `offset`.
+    fn error(&self, offset: usize, key: Option<&str>, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: line_of(self.text, offset),
+            key: key.map(str::to_string),
+            message: one_line(&message),
+        }
+    }
+
+    /// An error about the value `at` of `key`.
+    fn at<T>(&self, at: &Spanned<T>, key: &str, message: String) -> ConfigError {
+        self.error(at.span().start, Some(key), message)
+    }
+
+    pub(super) fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let agent = self.agent(raw.agent.unwrap_or_default())?;
+        let source = match raw.source {
+            Some(source) => self.source(source, &agent)?,
+            None => SourceConfig::Directory {
+                path: agent.state_dir.join("firmware"),
+            },
+        };
+        let mut devices = Vec::with_capacity(raw.device.len());
+        // id -> line of its first definition
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for raw_device in raw.device {
+            let device = self.device(raw_device, &mut seen)?;
+            devices.push(device);
+        }
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            agent,
+            source,
+            devices,
+        })
+    }
+
+    fn agent(&self, raw: RawAgent) -> Result<AgentConfig, ConfigError> {
+        let state_dir = match raw.state_dir {
+            Some(dir) => self.dir(&dir, "state_dir", "agent.state_dir")?,
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+        };
+        let poll_interval = match raw.poll_interval {
+            Some(d) => self.duration(&d, "poll_interval", "agent.poll_interval")?,
+            None => DEFAULT_POLL_INTERVAL,
+        };
+        let update_timeout = match raw.update_timeout {
+            Some(d) => self.duration(&d, "update_timeout", "agent.update_timeout")?,
+            None => DEFAULT_UPDATE_TIMEOUT,
+        };
+        let max_concurrent_updates = match raw.max_concurrent_updates {
+            Some(n) => usize::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| (1..=MAX_CONCURRENT_UPDATES).contains(n))
+                .ok_or_else(|| {
+                    self.at(
+                        &n,
+                        "max_concurrent_updates",
+                        format!(
+                            "agent.max_concurrent_updates: must be between 1 and \
+                             {MAX_CONCURRENT_UPDATES}, got {}",
+                            n.get_ref()
+                        ),
+                    )
+                })?,
+            None => 1,
+        };
+        Ok(AgentConfig {
+            state_dir,
+            poll_interval,
+            update_timeout,
+            max_concurrent_updates,
+        })
+    }
+
+    fn source(
+        &self,
+        raw: Spanned<RawSource>,
+        agent: &AgentConfig,
+    ) -> Result<SourceConfig, ConfigError> {
+        let start = raw.span().start;
+        let raw = raw.into_inner();
+        let Some(kind) = raw.kind else {
+            return Err(self.error(
+                start,
+                Some("kind"),
+                format!("source: missing key \"kind\" (known: {KNOWN_SOURCE_KINDS})"),
+            ));
+        };
+        match kind.get_ref().as_str() {
+            "directory" => {
+                let path = match raw.path {
+                    Some(path) => self.dir(&path, "path", "source.path")?,
+                    None => agent.state_dir.join("firmware"),
+                };
+                Ok(SourceConfig::Directory { path })
+            }
+            other => Err(self.at(
+                &kind,
+                "kind",
+                format!("source: unknown kind {other:?} (known: {KNOWN_SOURCE_KINDS})"),
+            )),
+        }
+    }
+
+    fn device(
+        &self,
+        raw: Spanned<RawDevice>,
+        seen: &mut HashMap<String, usize>,
+    ) -> Result<DeviceConfig, ConfigError> {
+        let start = raw.span().start;
+        let raw = raw.into_inner();
+
+        let Some(id_value) = &raw.id else {
+            return Err(self.error(start, Some("id"), "device: missing key \"id\"".into()));
+        };
+        let id = id_value.get_ref().clone();
+        self.check_id(id_value)?;
+        let id_line = line_of(self.text, id_value.span().start);
+        if let Some(first) = seen.insert(id.clone(), id_line) {
+            return Err(self.at(
+                id_value,
+                "id",
+                format!("device {id:?}: duplicate id (first defined at line {first})"),
+            ));
+        }
+        let dev = format!("device {id:?}");
+
+        let device_type = match &raw.device_type {
+            None => {
+                let msg = format!("{dev}: missing key \"type\"");
+                return Err(self.error(start, Some("type"), msg));
+            }
+            Some(t) if t.get_ref().trim().is_empty() => {
+                let msg = format!("{dev}: type must not be empty");
+                return Err(self.at(t, "type", msg));
+            }
+            Some(t) => t.get_ref().clone(),
+        };
+
+        let policy = match &raw.policy {
+            None => UpdatePolicy::Immediate,
+            Some(p) => parse_enum(p.get_ref()).ok_or_else(|| {
+                let msg = format!(
+                    "{dev}: unknown policy {:?} (known: {KNOWN_POLICIES})",
+                    p.get_ref()
+                );
+                self.at(p, "policy", msg)
+            })?,
+        };
+        let version_scheme = match &raw.version_scheme {
+            None => VersionScheme::default(),
+            Some(s) => parse_enum(s.get_ref()).ok_or_else(|| {
+                let msg = format!(
+                    "{dev}: unknown version_scheme {:?} (known: {KNOWN_VERSION_SCHEMES})",
+                    s.get_ref()
+                );
+                self.at(s, "version_scheme", msg)
+            })?,
+        };
+
+        let handler = self.handler(&raw, &dev, start)?;
+
+        Ok(DeviceConfig {
+            id,
+            device_type,
+            policy,
+            version_scheme,
+            only_newer: raw.only_newer.unwrap_or(true),
+            handler,
+        })
+    }
+
+    /// Checks the characters and length of a device id.
+    fn check_id(&self, id: &Spanned<String>) -> Result<(), ConfigError> {
+        let value = id.get_ref();
+        let problem = if value.is_empty() {
+            Some("must not be empty".to_string())
+        } else if value.len() > MAX_ID_LEN {
+            Some(format!("is longer than {MAX_ID_LEN} characters"))
+        } else if !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            Some("may only contain A-Z, a-z, 0-9, '.', '_' and '-'".to_string())
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(self.at(id, "id", format!("device: id {value:?} {problem}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// The device's handler and its handler-specific keys.
+    fn handler(
+        &self,
+        raw: &RawDevice,
+        dev: &str,
+        start: usize,
+    ) -> Result<HandlerConfig, ConfigError> {
+        let Some(handler) = &raw.handler else {
+            let msg = format!("{dev}: missing key \"handler\" (known: {KNOWN_HANDLERS})");
+            return Err(self.error(start, Some("handler"), msg));
+        };
+        let name = handler.get_ref().as_str();
+        if !KNOWN_HANDLERS.split(", ").any(|known| known == name) {
+            let msg = format!("{dev}: unknown handler {name:?} (known: {KNOWN_HANDLERS})");
+            return Err(self.at(handler, "handler", msg));
+        }
+
+        // Keys of other handlers are mistakes, not silently ignored settings.
+        for (key, offset) in handler_keys_present(raw) {
+            let applies = HANDLER_KEYS
+                .iter()
+                .any(|(k, handlers)| *k == key && handlers.contains(&name));
+            if !applies {
+                let msg = format!("{dev}: key {key:?} does not apply to handler {name:?}");
+                return Err(self.error(offset, Some(key), msg));
+            }
+        }
+
+        // The only handler so far; `name` was checked against KNOWN_HANDLERS above.
+        let Some(update) = &raw.update_command else {
+            let msg =
+                format!("{dev}: missing key \"update_command\" (required by handler {name:?})");
+            return Err(self.error(start, Some("update_command"), msg));
+        };
+        Ok(HandlerConfig::Command(CommandConfig {
+            version_command: self.opt_command(&raw.version_command, "version_command", dev)?,
+            executable_command: self.opt_command(
+                &raw.executable_command,
+                "executable_command",
+                dev,
+            )?,
+            transfer_command: self.opt_command(&raw.transfer_command, "transfer_command", dev)?,
+            update_command: self.command(update, "update_command", dev)?,
+            command_timeout: match &raw.command_timeout {
+                Some(d) => {
+                    self.duration(d, "command_timeout", &format!("{dev}: command_timeout"))?
+                }
+                None => DEFAULT_COMMAND_TIMEOUT,
+            },
+        }))
+    }
+
+    fn opt_command(
+        &self,
+        argv: &Option<Spanned<Vec<String>>>,
+        key: &str,
+        dev: &str,
+    ) -> Result<Option<Vec<String>>, ConfigError> {
+        argv.as_ref()
+            .map(|argv| self.command(argv, key, dev))
+            .transpose()
+    }
+
+    /// Checks an argv array and resolves a relative program path containing `/`.
+    fn command(
+        &self,
+        argv: &Spanned<Vec<String>>,
+        key: &str,
+        dev: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        let mut out = argv.get_ref().clone();
+        let Some(program) = out.first_mut() else {
+            let msg = format!("{dev}: {key}: must not be empty");
+            return Err(self.at(argv, key, msg));
+        };
+        if program.is_empty() {
+            let msg = format!("{dev}: {key}: the program (first element) must not be empty");
+            return Err(self.at(argv, key, msg));
+        }
+        if program.contains('/') && Path::new(program.as_str()).is_relative() {
+            let resolved = self.base.join(program.as_str());
+            let Some(resolved) = resolved.to_str() else {
+                let msg = format!(
+                    "{dev}: {key}: cannot resolve {program:?} against the config \
+                     directory {:?}: not valid UTF-8",
+                    self.base
+                );
+                return Err(self.at(argv, key, msg));
+            };
+            *program = resolved.to_string();
+        }
+        Ok(out)
+    }
+
+    /// A directory path: non-empty, relative ones resolved against the config's
+    /// directory.
+    fn dir(&self, value: &Spanned<String>, key: &str, name: &str) -> Result<PathBuf, ConfigError> {
+        let raw = value.get_ref();
+        if raw.is_empty() {
+            return Err(self.at(value, key, format!("{name}: must not be empty")));
+        }
+        Ok(self.base.join(raw))
+    }
+
+    /// A humantime duration, neither zero nor longer than [`MAX_DURATION`]. `name`
+    /// prefixes the message (e.g. `agent.update_timeout`).
+    fn duration(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        name: &str,
+    ) -> Result<Duration, ConfigError> {
+        let raw = value.get_ref();
+        match humantime::parse_duration(raw) {
+            Err(e) => Err(self.at(value, key, format!("{name}: invalid duration {raw:?}: {e}"))),
+            Ok(d) if d.is_zero() => Err(self.at(value, key, format!("{name}: must not be zero"))),
+            Ok(d) if d > MAX_DURATION => Err(self.at(
+                value,
+                key,
+                format!(
+                    "{name}: duration {raw:?} is too long (at most {})",
+                    humantime::format_duration(MAX_DURATION)
+                ),
+            )),
+            Ok(d) => Ok(d),
+        }
+    }
+}
+
+/// Handler-specific keys set on `raw`, with the offset of their values.
+fn handler_keys_present(raw: &RawDevice) -> Vec<(&'static str, usize)> {
+    let argv = |v: &Option<Spanned<Vec<String>>>| v.as_ref().map(|v| v.span().start);
+    [
+        ("version_command", argv(&raw.version_command)),
+        ("executable_command", argv(&raw.executable_command)),
+        ("transfer_command", argv(&raw.transfer_command)),
+        ("update_command", argv(&raw.update_command)),
+        (
+            "command_timeout",
+            raw.command_timeout.as_ref().map(|v| v.span().start),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, offset)| offset.map(|o| (key, o)))
+    .collect()
+}
+
+/// A unit enum from its serde name, so the accepted names are exactly those of the
+/// type's `#[serde(rename_all)]`.
+fn parse_enum<T: DeserializeOwned>(name: &str) -> Option<T> {
+    let de: StrDeserializer<'_, serde::de::value::Error> = name.into_deserializer();
+    T::deserialize(de).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_names_parse() {
+        for name in KNOWN_POLICIES.split(", ") {
+            assert!(parse_enum::<UpdatePolicy>(name).is_some(), "{name}");
+        }
+        for name in KNOWN_VERSION_SCHEMES.split(", ") {
+            assert!(parse_enum::<VersionScheme>(name).is_some(), "{name}");
+        }
+        assert_eq!(parse_enum::<UpdatePolicy>("Immediate"), None);
+    }
+
+    #[test]
+    fn handler_keys_table_covers_every_handler_key() {
+        let keys: Vec<&str> = HANDLER_KEYS.iter().map(|(k, _)| *k).collect();
+        let raw: RawDevice = toml::from_str(
+            "version_command = ['a']\nexecutable_command = ['a']\ntransfer_command = ['a']\n\
+             update_command = ['a']\ncommand_timeout = '1s'",
+        )
+        .unwrap();
+        let present: Vec<&str> = handler_keys_present(&raw).iter().map(|(k, _)| *k).collect();
+        assert_eq!(present, keys);
+    }
+}
