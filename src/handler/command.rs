@@ -1,1 +1,1338 @@
-//! The command handler.
+//! The command handler: plugs any device in through external programs, so a new
+//! device needs a script, not a new agent build.
+//!
+//! # Protocol
+//!
+//! Each configured command is an argv array, run directly (no shell):
+//!
+//! | step       | key                  | arguments appended | bounded by               |
+//! |------------|----------------------|--------------------|--------------------------|
+//! | version    | `version_command`    | none               | `command_timeout`        |
+//! | executable | `executable_command` | none               | `command_timeout`        |
+//! | transfer   | `transfer_command`   | the image path     | the engine's update time |
+//! | update     | `update_command`     | the image path     | the engine's update time |
+//!
+//! Environment (added to the agent's own): `FOTA_DEVICE_ID`, `FOTA_DEVICE_TYPE`,
+//! `FOTA_STEP` (`version`, `executable`, `transfer`, `update`); for transfer and
+//! update also `FOTA_IMAGE` (the verified image's path), `FOTA_VERSION`,
+//! `FOTA_IMAGE_SIZE` (bytes) and, when computed, `FOTA_MD5` and `FOTA_SHA256`
+//! (lowercase hex). Any of these names inherited from the agent's environment is
+//! removed first, so a variable that is absent really is absent. stdin is
+//! `/dev/null`; the working directory is the agent's.
+//!
+//! stdout, read line by line while the command runs (invalid UTF-8 is replaced,
+//! lines longer than 16 KiB are cut):
+//! - version step: the first non-empty line, trimmed, is the version; no output
+//!   means the version is unknown.
+//! - other steps: `PROGRESS <0-100>` (an optional `%` is accepted) sets the percent
+//!   of the current progress step (transfer and update only; out-of-range, invalid
+//!   or decreasing values are logged and ignored); `MESSAGE <text>` is logged at
+//!   info level; anything else is logged at debug level.
+//!
+//! stderr lines are logged as warnings; the last non-empty one becomes the reason
+//! of a failure.
+//!
+//! Exit status: 0 is success. For the executable step 1 means "not now"; any other
+//! status (or a signal) fails the step with
+//! `"<step> command: exited with status N: <last stderr line>"`.
+//!
+//! Each command runs in its own process group. A command still running when its
+//! future is dropped (engine timeout, version/executable timeout) has its whole
+//! group killed with SIGKILL at once; [`UpdateHandler::cancel`] sends SIGTERM to the
+//! group of a running transfer or update, and SIGKILL after a grace period
+//! (default [`DEFAULT_CANCEL_GRACE`]). Processes a command leaves behind after it
+//! exited normally are left alone; the agent stops reading their output
+//! shortly after the command itself exited.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::time::Instant;
+
+use super::{BackgroundTransfer, HandlerError, UpdateHandler, VerifiedImage};
+use crate::checksum::ChecksumAlgorithm;
+use crate::config::CommandConfig;
+use crate::progress::{Progress, ProgressError, ProgressStep};
+
+/// How long [`UpdateHandler::cancel`] waits after SIGTERM before it sends SIGKILL.
+pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// How long output is still read after the command exited, when a process it left
+/// behind keeps stdout or stderr open.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// How often `cancel` looks whether the process group is gone.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+
+/// Longest line kept from a command's output; the rest of the line is dropped.
+const MAX_LINE: usize = 16 * 1024;
+
+/// Longest stderr line quoted in an error message.
+const MAX_REASON: usize = 512;
+
+/// Every environment variable the handler sets.
+const ENV_NAMES: [&str; 8] = [
+    "FOTA_DEVICE_ID",
+    "FOTA_DEVICE_TYPE",
+    "FOTA_STEP",
+    "FOTA_IMAGE",
+    "FOTA_VERSION",
+    "FOTA_IMAGE_SIZE",
+    "FOTA_MD5",
+    "FOTA_SHA256",
+];
+
+/// Which command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Version,
+    Executable,
+    Transfer,
+    Update,
+}
+
+impl Step {
+    /// The value of `FOTA_STEP`.
+    fn env(self) -> &'static str {
+        match self {
+            Step::Version => "version",
+            Step::Executable => "executable",
+            Step::Transfer => "transfer",
+            Step::Update => "update",
+        }
+    }
+
+    /// The `step` of a [`HandlerError`].
+    fn label(self) -> &'static str {
+        match self {
+            Step::Version => "version command",
+            Step::Executable => "executable command",
+            Step::Transfer => "transfer command",
+            Step::Update => "update command",
+        }
+    }
+
+    /// Whether `cancel` stops it (transfer and update; the others have their own
+    /// timeout).
+    fn cancelable(self) -> bool {
+        matches!(self, Step::Transfer | Step::Update)
+    }
+}
+
+/// A command that is running now.
+#[derive(Debug)]
+struct Running {
+    /// Its process group (= the pid of the command).
+    pgid: Pid,
+    cancelable: bool,
+    /// Set by `cancel`, so that the run reports [`HandlerError::Canceled`].
+    canceled: Arc<AtomicBool>,
+}
+
+/// Runs the configured commands of one device.
+#[derive(Debug)]
+pub struct CommandHandler {
+    device_id: String,
+    device_type: String,
+    config: CommandConfig,
+    cancel_grace: Duration,
+    running: Mutex<Vec<Running>>,
+}
+
+impl CommandHandler {
+    pub fn new(device_id: &str, device_type: &str, config: CommandConfig) -> Self {
+        CommandHandler {
+            device_id: device_id.to_string(),
+            device_type: device_type.to_string(),
+            config,
+            cancel_grace: DEFAULT_CANCEL_GRACE,
+            running: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// How long `cancel` waits after SIGTERM before SIGKILL (default
+    /// [`DEFAULT_CANCEL_GRACE`]).
+    pub fn with_cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+
+    pub fn config(&self) -> &CommandConfig {
+        &self.config
+    }
+
+    fn running(&self) -> MutexGuard<'_, Vec<Running>> {
+        // The list stays consistent even if a holder panicked.
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a version or executable command, killed after `command_timeout`.
+    async fn run_bounded(&self, step: Step, argv: &[String]) -> Result<RunOutput, HandlerError> {
+        let after = self.config.command_timeout;
+        match tokio::time::timeout(after, self.run(step, argv, None, None)).await {
+            Ok(result) => result,
+            // The dropped run killed the process group.
+            Err(_) => {
+                tracing::warn!(device = %self.device_id, step = step.env(), ?after,
+                    "{} timed out; killed it", step.label());
+                Err(HandlerError::Timeout {
+                    step: step.label().to_string(),
+                    after,
+                })
+            }
+        }
+    }
+
+    /// Runs a transfer or update command and maps its exit status.
+    async fn run_install(
+        &self,
+        step: Step,
+        argv: &[String],
+        image: &VerifiedImage,
+        progress: &Progress,
+    ) -> Result<(), HandlerError> {
+        let out = self.run(step, argv, Some(image), Some(progress)).await?;
+        if out.status.success() {
+            Ok(())
+        } else if out.canceled {
+            Err(HandlerError::Canceled)
+        } else {
+            Err(out.failure(step))
+        }
+    }
+
+    /// Spawns `argv` (plus the image path), follows its output until it exited and
+    /// its output is read, and returns how it ended. Dropping the returned future
+    /// kills the command's process group.
+    async fn run(
+        &self,
+        step: Step,
+        argv: &[String],
+        image: Option<&VerifiedImage>,
+        progress: Option<&Progress>,
+    ) -> Result<RunOutput, HandlerError> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(HandlerError::failed(step.label(), "the command is empty"));
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        for name in ENV_NAMES {
+            cmd.env_remove(name);
+        }
+        cmd.env("FOTA_DEVICE_ID", &self.device_id)
+            .env("FOTA_DEVICE_TYPE", &self.device_type)
+            .env("FOTA_STEP", step.env());
+        if let Some(image) = image {
+            cmd.arg(image.path());
+            let digests = image.digests();
+            cmd.env("FOTA_IMAGE", image.path())
+                .env("FOTA_VERSION", &image.firmware().version)
+                .env("FOTA_IMAGE_SIZE", digests.length.to_string());
+            if let Some(md5) = digests.get(ChecksumAlgorithm::Md5) {
+                cmd.env("FOTA_MD5", md5);
+            }
+            if let Some(sha256) = digests.get(ChecksumAlgorithm::Sha256) {
+                cmd.env("FOTA_SHA256", sha256);
+            }
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+
+        tracing::debug!(device = %self.device_id, step = step.env(), ?argv,
+            image = ?image.map(|i| i.path()), "running {}", step.label());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| HandlerError::io(format!("{}: cannot run {program}", step.label()), e))?;
+        let canceled = Arc::new(AtomicBool::new(false));
+        // Declared after `child`, so it is dropped (and kills the group) first.
+        let mut guard = child.id().and_then(|id| i32::try_from(id).ok()).map(|id| {
+            let pgid = Pid::from_raw(id);
+            self.running().push(Running {
+                pgid,
+                cancelable: step.cancelable(),
+                canceled: canceled.clone(),
+            });
+            GroupGuard {
+                handler: self,
+                pgid,
+                armed: true,
+            }
+        });
+
+        let mut stdout = child.stdout.take().map(LineReader::new);
+        let mut stderr = child.stderr.take().map(LineReader::new);
+        let mut out = Output {
+            handler: self,
+            step,
+            progress,
+            version: None,
+            last_stderr: None,
+        };
+        let mut status: Option<ExitStatus> = None;
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            if status.is_some() && stdout.is_none() && stderr.is_none() {
+                break;
+            }
+            tokio::select! {
+                line = next_line(&mut stdout), if stdout.is_some() => match line {
+                    Some(line) => out.stdout_line(&line),
+                    None => stdout = None,
+                },
+                line = next_line(&mut stderr), if stderr.is_some() => match line {
+                    Some(line) => out.stderr_line(&line),
+                    None => stderr = None,
+                },
+                exit = child.wait(), if status.is_none() => {
+                    let exit = exit.map_err(|e| {
+                        HandlerError::io(format!("{}: waiting for {program}", step.label()), e)
+                    })?;
+                    status = Some(exit);
+                    drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+                },
+                () = tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)),
+                    if drain_until.is_some() =>
+                {
+                    tracing::debug!(device = %self.device_id, step = step.env(),
+                        "{} exited but processes it left behind keep its output open; \
+                         no longer reading it", step.label());
+                    break;
+                },
+            }
+        }
+        if let Some(guard) = guard.as_mut() {
+            guard.disarm();
+        }
+        let Some(status) = status else {
+            // The loop only ends with a status.
+            return Err(HandlerError::failed(
+                step.label(),
+                "ended without exit status",
+            ));
+        };
+        tracing::debug!(device = %self.device_id, step = step.env(), %status,
+            "{} finished", step.label());
+        Ok(RunOutput {
+            status,
+            version: out.version,
+            last_stderr: out.last_stderr,
+            canceled: canceled.load(Ordering::SeqCst),
+        })
+    }
+}
+
+/// Reads the next line, or `None` at the end of the stream (or on a read error,
+/// which is logged).
+async fn next_line<R: AsyncRead + Unpin>(reader: &mut Option<LineReader<R>>) -> Option<String> {
+    let reader = reader.as_mut()?;
+    match reader.next_line().await {
+        Ok(line) => line,
+        Err(e) => {
+            tracing::warn!("reading command output: {e}");
+            None
+        }
+    }
+}
+
+/// Kills the process group of a command whose run did not finish (its future was
+/// dropped), and keeps the handler's list of running commands current.
+struct GroupGuard<'a> {
+    handler: &'a CommandHandler,
+    pgid: Pid,
+    armed: bool,
+}
+
+impl GroupGuard<'_> {
+    /// The run finished: nothing to kill, and `cancel` no longer concerns it.
+    fn disarm(&mut self) {
+        self.armed = false;
+        self.forget();
+    }
+
+    fn forget(&self) {
+        self.handler.running().retain(|r| r.pgid != self.pgid);
+    }
+}
+
+impl Drop for GroupGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // A pgid is not reused while a member of the group lives; once none
+            // does this is ESRCH.
+            match killpg(self.pgid, Signal::SIGKILL) {
+                Ok(()) => tracing::info!(device = %self.handler.device_id, pgid = %self.pgid,
+                    "command abandoned while running; killed its process group"),
+                Err(Errno::ESRCH) => {}
+                Err(e) => tracing::warn!(device = %self.handler.device_id, pgid = %self.pgid,
+                    "cannot kill process group of abandoned command: {e}"),
+            }
+            self.forget();
+        }
+    }
+}
+
+/// What the output of a command said.
+struct Output<'a> {
+    handler: &'a CommandHandler,
+    step: Step,
+    progress: Option<&'a Progress>,
+    version: Option<String>,
+    last_stderr: Option<String>,
+}
+
+impl Output<'_> {
+    fn stdout_line(&mut self, line: &str) {
+        let device = &self.handler.device_id;
+        let step = self.step.env();
+        if self.step == Step::Version {
+            let trimmed = line.trim();
+            if self.version.is_none() && !trimmed.is_empty() {
+                self.version = Some(trimmed.to_string());
+            } else {
+                tracing::debug!(device = %device, step, "stdout: {line}");
+            }
+            return;
+        }
+        match parse_line(line) {
+            Line::Progress(Ok(percent)) => match self.progress {
+                Some(progress) => {
+                    if let Err(e) = progress.update(percent) {
+                        tracing::warn!(device = %device, step, "ignoring PROGRESS {percent}: {e}");
+                    }
+                }
+                None => tracing::debug!(device = %device, step,
+                    "ignoring PROGRESS {percent} outside transfer and update"),
+            },
+            Line::Progress(Err(value)) => tracing::warn!(device = %device, step,
+                "ignoring invalid PROGRESS {value:?}: expected a number from 0 to 100"),
+            Line::Message(text) => tracing::info!(device = %device, step, "{text}"),
+            Line::Other(text) => tracing::debug!(device = %device, step, "stdout: {text}"),
+        }
+    }
+
+    fn stderr_line(&mut self, line: &str) {
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            return;
+        }
+        tracing::warn!(device = %self.handler.device_id, step = self.step.env(), "{trimmed}");
+        self.last_stderr = Some(truncate(trimmed, MAX_REASON));
+    }
+}
+
+/// How a command ended.
+#[derive(Debug)]
+struct RunOutput {
+    status: ExitStatus,
+    /// Version step: the first non-empty stdout line, trimmed.
+    version: Option<String>,
+    last_stderr: Option<String>,
+    /// `cancel` was called while it ran.
+    canceled: bool,
+}
+
+impl RunOutput {
+    /// The error for an unsuccessful exit status.
+    fn failure(&self, step: Step) -> HandlerError {
+        let mut message = describe_status(self.status);
+        if let Some(reason) = &self.last_stderr {
+            message.push_str(": ");
+            message.push_str(reason);
+        }
+        HandlerError::failed(step.label(), message)
+    }
+}
+
+/// `exited with status 3`, `killed by signal SIGKILL`.
+fn describe_status(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exited with status {code}")
+    } else if let Some(signal) = status.signal() {
+        match Signal::try_from(signal) {
+            Ok(s) => format!("killed by signal {}", s.as_str()),
+            Err(_) => format!("killed by signal {signal}"),
+        }
+    } else {
+        format!("ended with {status}")
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// One stdout line of a transfer, update or executable command.
+#[derive(Debug, PartialEq, Eq)]
+enum Line<'a> {
+    /// `PROGRESS <n>`: the percent, or the text that is not one.
+    Progress(Result<u8, &'a str>),
+    /// `MESSAGE <text>`
+    Message(&'a str),
+    Other(&'a str),
+}
+
+fn parse_line(line: &str) -> Line<'_> {
+    let line = line.trim();
+    if let Some(rest) = keyword(line, "PROGRESS") {
+        let number = rest.strip_suffix('%').unwrap_or(rest).trim_end();
+        return Line::Progress(match number.parse::<u8>() {
+            Ok(n) if n <= 100 && number.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(rest),
+        });
+    }
+    if let Some(text) = keyword(line, "MESSAGE") {
+        return Line::Message(text);
+    }
+    Line::Other(line)
+}
+
+/// The rest of `line` after `word` and whitespace, if `line` starts with `word` as a
+/// whole word.
+fn keyword<'a>(line: &'a str, word: &str) -> Option<&'a str> {
+    let rest = line.strip_prefix(word)?;
+    if rest.is_empty() || rest.starts_with(char::is_whitespace) {
+        Some(rest.trim_start())
+    } else {
+        None
+    }
+}
+
+/// Reads lines of any bytes: lossy UTF-8, `\r\n` or `\n` endings, lines cut at
+/// [`MAX_LINE`] bytes. Cancel safe: a partial line survives a dropped `next_line`.
+struct LineReader<R> {
+    inner: BufReader<R>,
+    line: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(inner: R) -> Self {
+        LineReader {
+            inner: BufReader::new(inner),
+            line: Vec::new(),
+        }
+    }
+
+    /// The next line, or `None` at the end of the stream.
+    async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        loop {
+            // The only await point; `fill_buf` is cancel safe and everything else
+            // lives in `self`.
+            let available = self.inner.fill_buf().await?;
+            if available.is_empty() {
+                if self.line.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(self.take_line()));
+            }
+            let (chunk, used, complete) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (&available[..i], i + 1, true),
+                None => (available, available.len(), false),
+            };
+            let room = MAX_LINE.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            self.inner.consume(used);
+            if complete {
+                return Ok(Some(self.take_line()));
+            }
+        }
+    }
+
+    fn take_line(&mut self) -> String {
+        if self.line.last() == Some(&b'\r') {
+            self.line.pop();
+        }
+        let line = String::from_utf8_lossy(&self.line).into_owned();
+        self.line.clear();
+        line
+    }
+}
+
+/// Whether a process of the group is still alive (zombies do not count: they are
+/// dead, only not reaped yet, which nobody may do in a container without init).
+fn group_alive(pgid: Pid) -> bool {
+    if let Err(Errno::ESRCH) = killpg(pgid, None) {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((state, pgrp)) = parse_stat(&stat)
+            && pgrp == pgid.as_raw()
+            && state != 'Z'
+            && state != 'X'
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// State and process group from `/proc/<pid>/stat`.
+fn parse_stat(stat: &str) -> Option<(char, i32)> {
+    // The command name may contain spaces and parentheses; it ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+fn signal_group(pgid: Pid, signal: Signal, device: &str) {
+    match killpg(pgid, signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(device, %pgid, "cannot send {signal} to process group: {e}"),
+    }
+}
+
+#[async_trait]
+impl UpdateHandler for CommandHandler {
+    async fn current_version(&self) -> Result<Option<String>, HandlerError> {
+        let Some(argv) = &self.config.version_command else {
+            return Ok(None);
+        };
+        let out = self.run_bounded(Step::Version, argv).await?;
+        if !out.status.success() {
+            return Err(out.failure(Step::Version));
+        }
+        Ok(out.version)
+    }
+
+    async fn is_update_executable(&self) -> Result<bool, HandlerError> {
+        let Some(argv) = &self.config.executable_command else {
+            return Ok(true);
+        };
+        let out = self.run_bounded(Step::Executable, argv).await?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(out.failure(Step::Executable)),
+        }
+    }
+
+    async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
+        match progress.advance_to(ProgressStep::Updating) {
+            Ok(()) => {}
+            Err(e @ ProgressError::AlreadyFinished(_)) => {
+                return Err(HandlerError::failed(
+                    Step::Update.label(),
+                    format!("not started: {e}"),
+                ));
+            }
+            Err(e) => tracing::warn!(device = %self.device_id,
+                "cannot report the update step: {e}"),
+        }
+        self.run_install(Step::Update, &self.config.update_command, image, progress)
+            .await
+    }
+
+    async fn cancel(&self) {
+        let targets: Vec<Pid> = self
+            .running()
+            .iter()
+            .filter(|r| r.cancelable)
+            .map(|r| {
+                r.canceled.store(true, Ordering::SeqCst);
+                r.pgid
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let device = self.device_id.as_str();
+        for &pgid in &targets {
+            tracing::info!(device, %pgid, "canceling: sending SIGTERM to the command");
+            signal_group(pgid, Signal::SIGTERM, device);
+        }
+        let deadline = Instant::now() + self.cancel_grace;
+        let mut left = targets.clone();
+        loop {
+            left.retain(|&pgid| group_alive(pgid));
+            if left.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(CANCEL_POLL).await;
+        }
+        for &pgid in &left {
+            tracing::warn!(device, %pgid, grace = ?self.cancel_grace,
+                "command still running after SIGTERM; sending SIGKILL");
+        }
+        // Also any group that still exists only as far as `/proc` could not tell
+        // (zombies, or a `/proc` of another pid namespace): SIGKILL harms neither.
+        for pgid in targets {
+            if killpg(pgid, None).is_ok() {
+                signal_group(pgid, Signal::SIGKILL, device);
+            }
+        }
+    }
+
+    fn background_transfer(&self) -> Option<&dyn BackgroundTransfer> {
+        match self.config.transfer_command {
+            Some(_) => Some(self),
+            None => None,
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundTransfer for CommandHandler {
+    async fn transfer(
+        &self,
+        image: &VerifiedImage,
+        progress: &Progress,
+    ) -> Result<(), HandlerError> {
+        let Some(argv) = &self.config.transfer_command else {
+            return Err(HandlerError::failed(
+                Step::Transfer.label(),
+                "no transfer_command configured",
+            ));
+        };
+        self.run_install(Step::Transfer, argv, image, progress)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use tokio::sync::broadcast;
+
+    use super::*;
+    use crate::checksum::MultiHasher;
+    use crate::model::{Firmware, FirmwareLocation};
+    use crate::progress::{ProgressEvent, ProgressKind};
+
+    fn script(name: &str) -> String {
+        format!(
+            "{}/tests/scripts/command/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    /// `sh <fixture> <args...>`
+    fn sh(name: &str, args: &[&str]) -> Vec<String> {
+        let mut argv = vec!["sh".to_string(), script(name)];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv
+    }
+
+    fn config() -> CommandConfig {
+        CommandConfig {
+            version_command: None,
+            executable_command: None,
+            transfer_command: None,
+            update_command: vec!["true".to_string()],
+            command_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn handler(config: CommandConfig) -> CommandHandler {
+        CommandHandler::new("gw-1", "sensor-v2", config)
+    }
+
+    fn image_with(dir: &Path, algorithms: &[ChecksumAlgorithm]) -> VerifiedImage {
+        let path = dir.join("image 2.0.bin");
+        let bytes = b"firmware bytes";
+        std::fs::write(&path, bytes).unwrap();
+        let mut hasher = MultiHasher::new(algorithms.iter().copied());
+        hasher.update(bytes);
+        let firmware = Firmware {
+            device_type: "sensor-v2".into(),
+            version: "2.0".into(),
+            location: FirmwareLocation::File(path.clone()),
+            size: Some(bytes.len() as u64),
+            checksums: vec![],
+            prerequisite: None,
+            vendor: None,
+            model: None,
+            description: None,
+            changelog: None,
+        };
+        VerifiedImage::new(path, firmware, hasher.finish())
+    }
+
+    fn image(dir: &Path) -> VerifiedImage {
+        image_with(dir, &[ChecksumAlgorithm::Md5, ChecksumAlgorithm::Sha256])
+    }
+
+    /// A progress that has started `start`, and its events from then on.
+    fn progress(
+        steps: &[ProgressStep],
+        start: ProgressStep,
+    ) -> (Progress, broadcast::Receiver<ProgressEvent>) {
+        let (tx, mut rx) = broadcast::channel(256);
+        let p = Progress::new("gw-1", "2.0", tx);
+        p.define_sequence(steps).unwrap();
+        p.advance_to(start).unwrap();
+        while rx.try_recv().is_ok() {}
+        (p, rx)
+    }
+
+    fn kinds(rx: &mut broadcast::Receiver<ProgressEvent>) -> Vec<ProgressKind> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| e.kind)
+            .collect()
+    }
+
+    /// Dead: no such process, or a zombie nobody reaped (PID 1 of a container may
+    /// not reap).
+    fn is_gone(pid: i32) -> bool {
+        if let Err(Errno::ESRCH) = nix::sys::signal::kill(Pid::from_raw(pid), None) {
+            return true;
+        }
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => matches!(parse_stat(&stat), Some(('Z' | 'X', _))),
+            Err(_) => true,
+        }
+    }
+
+    async fn assert_gone(pids: &[i32]) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !pids.iter().all(|&p| is_gone(p)) {
+            assert!(Instant::now() < deadline, "still alive: {pids:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The pids a fixture wrote into `file`, once it did.
+    async fn pids(file: &Path) -> Vec<i32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                return text
+                    .split_whitespace()
+                    .map(|p| p.parse().unwrap())
+                    .collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never written",
+                file.display()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn failed(err: HandlerError) -> (String, String) {
+        match err {
+            HandlerError::Failed { step, message } => (step, message),
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_protocol_lines() {
+        assert_eq!(parse_line("PROGRESS 42"), Line::Progress(Ok(42)));
+        assert_eq!(parse_line("  PROGRESS\t100 \r"), Line::Progress(Ok(100)));
+        assert_eq!(parse_line("PROGRESS 0%"), Line::Progress(Ok(0)));
+        assert_eq!(parse_line("PROGRESS 101"), Line::Progress(Err("101")));
+        assert_eq!(parse_line("PROGRESS +5"), Line::Progress(Err("+5")));
+        assert_eq!(parse_line("PROGRESS 4.5"), Line::Progress(Err("4.5")));
+        assert_eq!(parse_line("PROGRESS"), Line::Progress(Err("")));
+        assert_eq!(parse_line("PROGRESSIVE 5"), Line::Other("PROGRESSIVE 5"));
+        assert_eq!(
+            parse_line("MESSAGE  hello world "),
+            Line::Message("hello world")
+        );
+        assert_eq!(parse_line("MESSAGE"), Line::Message(""));
+        assert_eq!(parse_line("progress 5"), Line::Other("progress 5"));
+        assert_eq!(parse_line("ÿ PROGRESS 5"), Line::Other("ÿ PROGRESS 5"));
+    }
+
+    #[test]
+    fn parses_proc_stat_and_truncates_reasons() {
+        assert_eq!(parse_stat("123 (a) b (c)) S 1 77 77 0 -1"), Some(('S', 77)));
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(truncate("héllo", 2), "h…");
+        assert_eq!(truncate("short", 10), "short");
+    }
+
+    #[tokio::test]
+    async fn line_reader_handles_any_bytes() {
+        let mut data = b"one\r\ntwo\n\n\xff\xfebad\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', MAX_LINE + 100));
+        data.extend(b"\nlast");
+        let mut r = LineReader::new(&data[..]);
+        let mut lines = Vec::new();
+        while let Some(line) = r.next_line().await.unwrap() {
+            lines.push(line);
+        }
+        assert_eq!(lines.len(), 6);
+        assert_eq!(&lines[..4], ["one", "two", "", "\u{fffd}\u{fffd}bad"]);
+        assert_eq!(lines[4].len(), MAX_LINE);
+        assert_eq!(lines[5], "last");
+    }
+
+    #[tokio::test]
+    async fn reads_the_version() {
+        let h = handler(CommandConfig {
+            version_command: Some(sh("version.sh", &[])),
+            ..config()
+        });
+        assert_eq!(
+            h.current_version().await.unwrap().as_deref(),
+            Some("1.2.3-rc1")
+        );
+    }
+
+    #[tokio::test]
+    async fn version_is_unknown_without_command_or_output() {
+        assert_eq!(handler(config()).current_version().await.unwrap(), None);
+        let h = handler(CommandConfig {
+            version_command: Some(vec!["sh".into(), "-c".into(), "echo; echo '  '".into()]),
+            ..config()
+        });
+        assert_eq!(h.current_version().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn version_command_failure_names_status_and_reason() {
+        let h = handler(CommandConfig {
+            version_command: Some(sh("fail.sh", &["3"])),
+            ..config()
+        });
+        let err = h.current_version().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "version command: exited with status 3: device not responding"
+        );
+    }
+
+    #[tokio::test]
+    async fn version_command_killed_by_signal() {
+        let h = handler(CommandConfig {
+            version_command: Some(vec!["sh".into(), "-c".into(), "kill -9 $$".into()]),
+            ..config()
+        });
+        let (step, message) = failed(h.current_version().await.unwrap_err());
+        assert_eq!(step, "version command");
+        assert_eq!(message, "killed by signal SIGKILL");
+    }
+
+    #[tokio::test]
+    async fn version_command_timeout_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pids");
+        let h = handler(CommandConfig {
+            version_command: Some(sh("hang.sh", &[pid_file.to_str().unwrap(), "ignore"])),
+            command_timeout: Duration::from_millis(300),
+            ..config()
+        });
+        let started = Instant::now();
+        let err = h.current_version().await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        match err {
+            HandlerError::Timeout { step, after } => {
+                assert_eq!(step, "version command");
+                assert_eq!(after, Duration::from_millis(300));
+            }
+            other => panic!("expected Timeout, got {other:?}"),
+        }
+        let pids = pids(&pid_file).await;
+        assert_eq!(pids.len(), 2);
+        assert_gone(&pids).await;
+        assert!(h.running().is_empty());
+    }
+
+    #[tokio::test]
+    async fn leftover_processes_do_not_block_a_finished_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let h = handler(CommandConfig {
+            version_command: Some(sh("leftover.sh", &[pid_file.to_str().unwrap()])),
+            ..config()
+        });
+        let started = Instant::now();
+        let version = h.current_version().await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(version.as_deref(), Some("2.0.1"));
+        let leftover = pids(&pid_file).await;
+        for &pid in &leftover {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        assert_gone(&leftover).await;
+    }
+
+    #[tokio::test]
+    async fn executable_by_exit_status() {
+        assert!(handler(config()).is_update_executable().await.unwrap());
+        let with = |status: &str| {
+            handler(CommandConfig {
+                executable_command: Some(sh("exit.sh", &[status])),
+                ..config()
+            })
+        };
+        assert!(with("0").is_update_executable().await.unwrap());
+        assert!(!with("1").is_update_executable().await.unwrap());
+        let (step, message) = failed(with("2").is_update_executable().await.unwrap_err());
+        assert_eq!(step, "executable command");
+        assert_eq!(message, "exited with status 2");
+    }
+
+    #[tokio::test]
+    async fn executable_command_timeout() {
+        let h = handler(CommandConfig {
+            executable_command: Some(vec!["sleep".into(), "1000".into()]),
+            command_timeout: Duration::from_millis(100),
+            ..config()
+        });
+        let err = h.is_update_executable().await.unwrap_err();
+        assert!(matches!(err, HandlerError::Timeout { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "executable command: timed out after 100ms");
+    }
+
+    #[tokio::test]
+    async fn full_pipes_do_not_deadlock_and_the_last_reason_wins() {
+        let h = handler(CommandConfig {
+            executable_command: Some(sh("flood.sh", &[])),
+            ..config()
+        });
+        let (step, message) = failed(h.is_update_executable().await.unwrap_err());
+        assert_eq!(step, "executable command");
+        assert_eq!(message, "exited with status 7: final reason");
+    }
+
+    #[tokio::test]
+    async fn update_reports_progress_and_passes_image_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("seen");
+        let image = image(dir.path());
+        let h = handler(CommandConfig {
+            update_command: sh("update.sh", &[out.to_str().unwrap(), "two words"]),
+            ..config()
+        });
+        use ProgressStep::*;
+        // The engine enters an immediate update at TRANSFERRING.
+        let (progress, mut rx) = progress(&[Downloading, Transferring, Updating], Transferring);
+        h.update(&image, &progress).await.unwrap();
+        assert_eq!(
+            kinds(&mut rx),
+            vec![
+                ProgressKind::Step(Updating),
+                ProgressKind::Percent(Updating, 10),
+                ProgressKind::Percent(Updating, 50),
+                ProgressKind::Percent(Updating, 100),
+            ]
+        );
+
+        let seen = std::fs::read_to_string(&out).unwrap();
+        let lines: Vec<&str> = seen.lines().collect();
+        let image_path = image.path().to_str().unwrap();
+        let args: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("ARG="))
+            .collect();
+        assert_eq!(args, [out.to_str().unwrap(), "two words", image_path]);
+        let digests = image.digests();
+        let expected_env = [
+            "FOTA_DEVICE_ID=gw-1".to_string(),
+            "FOTA_DEVICE_TYPE=sensor-v2".to_string(),
+            format!("FOTA_IMAGE={image_path}"),
+            "FOTA_IMAGE_SIZE=14".to_string(),
+            format!("FOTA_MD5={}", digests.get(ChecksumAlgorithm::Md5).unwrap()),
+            format!(
+                "FOTA_SHA256={}",
+                digests.get(ChecksumAlgorithm::Sha256).unwrap()
+            ),
+            "FOTA_STEP=update".to_string(),
+            "FOTA_VERSION=2.0".to_string(),
+        ];
+        let env: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("FOTA_"))
+            .collect();
+        assert_eq!(env, expected_env);
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            lines.contains(&format!("PWD={}", cwd.display()).as_str()),
+            "{seen}"
+        );
+        assert!(lines.contains(&"STDIN_BYTES=0"), "{seen}");
+        assert!(h.running().is_empty());
+    }
+
+    #[tokio::test]
+    async fn absent_digests_are_absent_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("seen");
+        let image = image_with(dir.path(), &[ChecksumAlgorithm::Md5]);
+        let h = handler(CommandConfig {
+            update_command: sh("update.sh", &[out.to_str().unwrap()]),
+            ..config()
+        });
+        let (progress, _rx) = progress(&[ProgressStep::Updating], ProgressStep::Updating);
+        h.update(&image, &progress).await.unwrap();
+        let seen = std::fs::read_to_string(&out).unwrap();
+        assert!(seen.lines().any(|l| l == "SHA256_SET=unset"), "{seen}");
+        assert!(seen.lines().any(|l| l.starts_with("FOTA_MD5=")), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn update_failure_carries_the_stderr_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image(dir.path());
+        let h = handler(CommandConfig {
+            update_command: sh("fail.sh", &["4"]),
+            ..config()
+        });
+        let (progress, _rx) = progress(&[ProgressStep::Updating], ProgressStep::Updating);
+        let err = h.update(&image, &progress).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "update command: exited with status 4: device not responding"
+        );
+    }
+
+    #[tokio::test]
+    async fn update_does_not_start_after_the_update_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image(dir.path());
+        let marker = dir.path().join("ran");
+        let h = handler(CommandConfig {
+            update_command: vec!["touch".into(), marker.to_str().unwrap().into()],
+            ..config()
+        });
+        let (progress, _rx) = progress(&[ProgressStep::Updating], ProgressStep::Updating);
+        progress.canceled().unwrap();
+        let (step, _) = failed(h.update(&image, &progress).await.unwrap_err());
+        assert_eq!(step, "update command");
+        assert!(!marker.exists());
+    }
+
+    #[tokio::test]
+    async fn spawn_failures_name_the_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image(dir.path());
+        let (progress, _rx) = progress(&[ProgressStep::Updating], ProgressStep::Updating);
+
+        let missing = "/nonexistent/flash-tool";
+        let h = handler(CommandConfig {
+            update_command: vec![missing.into()],
+            ..config()
+        });
+        match h.update(&image, &progress).await.unwrap_err() {
+            err @ HandlerError::Io { .. } => {
+                assert!(
+                    err.to_string()
+                        .starts_with(&format!("update command: cannot run {missing}: "))
+                );
+                let HandlerError::Io { source, .. } = err else {
+                    unreachable!()
+                };
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected Io, got {other:?}"),
+        }
+
+        let not_executable: PathBuf = dir.path().join("flash.sh");
+        std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
+        let h = handler(CommandConfig {
+            version_command: Some(vec![not_executable.to_str().unwrap().into()]),
+            ..config()
+        });
+        let err = h.current_version().await.unwrap_err();
+        assert!(
+            err.to_string().contains(not_executable.to_str().unwrap()),
+            "{err}"
+        );
+        let HandlerError::Io { source, .. } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied);
+
+        let h = handler(CommandConfig {
+            update_command: vec![],
+            ..config()
+        });
+        let (step, message) = failed(h.update(&image, &progress).await.unwrap_err());
+        assert_eq!(
+            (step.as_str(), message.as_str()),
+            ("update command", "the command is empty")
+        );
+    }
+
+    #[tokio::test]
+    async fn background_transfer_only_when_configured() {
+        assert!(handler(config()).background_transfer().is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("seen");
+        let image = image(dir.path());
+        let h = handler(CommandConfig {
+            transfer_command: Some(sh("update.sh", &[out.to_str().unwrap()])),
+            ..config()
+        });
+        let transfer = h.background_transfer().expect("transfer configured");
+        let (progress, mut rx) = progress(
+            &[ProgressStep::Transferring, ProgressStep::Updating],
+            ProgressStep::Transferring,
+        );
+        transfer.transfer(&image, &progress).await.unwrap();
+        assert_eq!(
+            kinds(&mut rx),
+            vec![
+                ProgressKind::Percent(ProgressStep::Transferring, 10),
+                ProgressKind::Percent(ProgressStep::Transferring, 50),
+                ProgressKind::Percent(ProgressStep::Transferring, 100),
+            ]
+        );
+        let seen = std::fs::read_to_string(&out).unwrap();
+        assert!(seen.lines().any(|l| l == "FOTA_STEP=transfer"), "{seen}");
+        assert!(
+            seen.lines()
+                .any(|l| l == format!("ARG={}", image.path().display())),
+            "{seen}"
+        );
+    }
+
+    /// The engine's timeout: the update future is dropped, then `cancel` is called.
+    #[tokio::test]
+    async fn dropped_update_then_cancel_leaves_no_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pids");
+        let image = image(dir.path());
+        let h = handler(CommandConfig {
+            update_command: sh("hang.sh", &[pid_file.to_str().unwrap(), "ignore"]),
+            ..config()
+        });
+        let (progress, mut rx) = progress(&[ProgressStep::Updating], ProgressStep::Updating);
+        // Time out once the script is surely running (it reported PROGRESS 1).
+        let started = async {
+            loop {
+                if let Ok(ProgressEvent {
+                    kind: ProgressKind::Percent(_, 1),
+                    ..
+                }) = rx.recv().await
+                {
+                    break;
+                }
+            }
+        };
+        let result = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::select! {
+                r = h.update(&image, &progress) => panic!("update ended: {r:?}"),
+                () = started => {}
+            }
+        })
+        .await;
+        assert!(result.is_ok(), "the script never started");
+        let canceled = Instant::now();
+        h.cancel().await;
+        assert!(canceled.elapsed() < Duration::from_secs(1));
+        let pids = pids(&pid_file).await;
+        assert_eq!(pids.len(), 2);
+        assert_gone(&pids).await;
+        assert!(h.running().is_empty());
+    }
+
+    #[tokio::test]
+    async fn dropped_update_under_a_short_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pids");
+        let image = image(dir.path());
+        let h = handler(CommandConfig {
+            update_command: sh("hang.sh", &[pid_file.to_str().unwrap(), "plain"]),
+            ..config()
+        });
+        let (progress, _rx) = progress(&[ProgressStep::Updating], ProgressStep::Updating);
+        // Long enough for the script to write its pids on a slow machine; `pids`
+        // below tells when it did not.
+        let r = tokio::time::timeout(Duration::from_millis(500), h.update(&image, &progress)).await;
+        assert!(r.is_err());
+        h.cancel().await;
+        let pids = pids(&pid_file).await;
+        assert_gone(&pids).await;
+    }
+
+    #[tokio::test]
+    async fn cancel_terminates_a_running_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pids");
+        let image = image(dir.path());
+        let h = handler(CommandConfig {
+            update_command: sh("hang.sh", &[pid_file.to_str().unwrap(), "term"]),
+            ..config()
+        });
+        let (progress, _rx) = progress(&[ProgressStep::Updating], ProgressStep::Updating);
+        let (result, elapsed) = tokio::join!(h.update(&image, &progress), async {
+            pids(&pid_file).await;
+            let started = Instant::now();
+            h.cancel().await;
+            started.elapsed()
+        });
+        assert!(matches!(result, Err(HandlerError::Canceled)), "{result:?}");
+        // SIGTERM sufficed: no wait for the grace period.
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+        assert_gone(&pids(&pid_file).await).await;
+        assert!(h.running().is_empty());
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_what_ignores_sigterm_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pids");
+        let image = image(dir.path());
+        let h = handler(CommandConfig {
+            transfer_command: Some(sh("hang.sh", &[pid_file.to_str().unwrap(), "ignore"])),
+            ..config()
+        })
+        .with_cancel_grace(Duration::from_millis(200));
+        let (progress, _rx) = progress(&[ProgressStep::Transferring], ProgressStep::Transferring);
+        let transfer = h.background_transfer().unwrap();
+        let (result, elapsed) = tokio::join!(transfer.transfer(&image, &progress), async {
+            pids(&pid_file).await;
+            let started = Instant::now();
+            h.cancel().await;
+            started.elapsed()
+        });
+        assert!(matches!(result, Err(HandlerError::Canceled)), "{result:?}");
+        assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+        assert_gone(&pids(&pid_file).await).await;
+    }
+
+    #[tokio::test]
+    async fn cancel_without_a_running_command_returns_at_once() {
+        let h = handler(config());
+        let started = Instant::now();
+        h.cancel().await;
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+}
