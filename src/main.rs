@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "fota-agent", version, about = "Firmware update agent for Linux gateways")]
+#[command(
+    name = "fota-agent",
+    version,
+    about = "Firmware update agent for Linux gateways"
+)]
 struct Args {
     /// Configuration file.
     #[arg(long, global = true, env = "FOTA_AGENT_CONFIG", default_value = fota_agent::config::DEFAULT_PATH)]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 fn agent() -> Command {
@@ -44,12 +44,16 @@ fn write_exec(path: &Path, body: &str) {
 fn wait_for(path: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if s.ends_with('\n') {
-                return s;
-            }
+        if let Ok(s) = std::fs::read_to_string(path)
+            && s.ends_with('\n')
+        {
+            return s;
         }
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -71,7 +75,10 @@ fn demo_updates_the_demo_device_then_it_is_up_to_date() {
     let tmp = tempfile::tempdir().unwrap();
     let demo = std::fs::read_to_string(repo().join("config/demo.toml")).unwrap();
     let config = demo
-        .replace("\"../target/demo-state\"", &format!("{:?}", tmp.path().join("state")))
+        .replace(
+            "\"../target/demo-state\"",
+            &format!("{:?}", tmp.path().join("state")),
+        )
         .replace("\"../", &format!("\"{}/", repo().display()));
     let config_path = tmp.path().join("demo.toml");
     std::fs::write(&config_path, config).unwrap();
@@ -90,12 +97,21 @@ fn demo_updates_the_demo_device_then_it_is_up_to_date() {
     let out = text(&check);
     assert!(check.status.success(), "{out}");
     assert!(out.contains("current=1.0.0"), "{out}");
-    assert!(out.contains("UPDATE_EXECUTABLE") && out.contains("would get=2.0.0"), "{out}");
+    assert!(
+        out.contains("UPDATE_EXECUTABLE") && out.contains("would get=2.0.0"),
+        "{out}"
+    );
 
     let first = run_demo(&["run", "--once"]);
     let out = text(&first);
     assert!(first.status.success(), "{out}");
-    for needle in ["DOWNLOADING", "TRANSFERRING", "UPDATING", "update succeeded", "2.0.0: success"] {
+    for needle in [
+        "DOWNLOADING",
+        "TRANSFERRING",
+        "UPDATING",
+        "update succeeded",
+        "2.0.0: success",
+    ] {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
     let flashed = std::fs::read_to_string(&flash).unwrap();
@@ -119,7 +135,11 @@ fn check_config_names_file_line_and_key() {
             "esp8267",
         ),
         ("[agent]\ncolour = \"blue\"\n", ":2:", "colour"),
-        ("[agent]\n\nupdate_timeout = \"soon\"\n", ":3:", "update_timeout"),
+        (
+            "[agent]\n\nupdate_timeout = \"soon\"\n",
+            ":3:",
+            "update_timeout",
+        ),
     ];
     for (body, line, key) in cases {
         std::fs::write(&path, body).unwrap();
@@ -169,7 +189,9 @@ fn command_past_the_update_timeout_is_killed_with_its_children() {
     let config = setup(
         tmp.path(),
         "1s",
-        &format!("sleep 1000 &\necho \"$$ $!\" > {dir}/pids.tmp && mv {dir}/pids.tmp {dir}/pids\nsleep 1000\n"),
+        &format!(
+            "sleep 1000 &\necho \"$$ $!\" > {dir}/pids.tmp && mv {dir}/pids.tmp {dir}/pids\nsleep 1000\n"
+        ),
     );
     let started = Instant::now();
     let out = run(&config, &["run", "--once"]);
@@ -181,7 +203,10 @@ fn command_past_the_update_timeout_is_killed_with_its_children() {
     for pid in pids.split_whitespace() {
         assert!(gone(pid.parse().unwrap()), "process {pid} survived\n{log}");
     }
-    assert_eq!(std::fs::read_to_string(tmp.path().join("version")).ok(), None);
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("version")).ok(),
+        None
+    );
 }
 
 /// Kills the agent with SIGKILL while the device's update step runs, then starts it
@@ -229,7 +254,10 @@ fn crash_mid_update(flash_before_hanging: bool) -> (tempfile::TempDir, String) {
 #[test]
 fn restart_after_crash_resolves_success_from_the_device_version() {
     let (tmp, log) = crash_mid_update(true);
-    assert!(log.contains("recovered interrupted update: success"), "{log}");
+    assert!(
+        log.contains("recovered interrupted update: success"),
+        "{log}"
+    );
     // Already on 2.0: no second update.
     assert!(!log.contains("DOWNLOADING"), "{log}");
     let state = std::fs::read_to_string(tmp.path().join("state/devices/dev.json")).unwrap();
@@ -250,7 +278,9 @@ fn restart_after_crash_resolves_failure_and_retries() {
     // The retry that follows installs it.
     assert!(log.contains("2.0: success"), "{log}");
     assert_eq!(
-        std::fs::read_to_string(tmp.path().join("version")).unwrap().trim(),
+        std::fs::read_to_string(tmp.path().join("version"))
+            .unwrap()
+            .trim(),
         "2.0"
     );
 }

@@ -26,7 +26,10 @@ async fn immediate_device_goes_downloading_transferring_updating() {
     let engine = engine(
         state.path(),
         fw.path(),
-        vec![(device_config("s1", "sensor", UpdatePolicy::Immediate), dev.clone())],
+        vec![(
+            device_config("s1", "sensor", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
     );
     let mut rx = engine.subscribe();
 
@@ -54,7 +57,12 @@ async fn immediate_device_goes_downloading_transferring_updating() {
     assert_eq!(st.last_outcome.unwrap().outcome, Outcome::Success);
     assert_eq!(st.in_flight, None);
     // The staged image is removed once the update is done.
-    assert_eq!(std::fs::read_dir(engine.store().downloads_dir()).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(engine.store().downloads_dir())
+            .unwrap()
+            .count(),
+        0
+    );
 
     // Up to date now: a second cycle does nothing.
     let again = engine.run_once().await;
@@ -72,7 +80,10 @@ async fn background_device_transfers_first_and_updates_when_executable() {
     let engine = engine(
         state.path(),
         fw.path(),
-        vec![(device_config("v1", "valve", UpdatePolicy::Background), dev.clone())],
+        vec![(
+            device_config("v1", "valve", UpdatePolicy::Background),
+            dev.clone(),
+        )],
     );
     let mut rx = engine.subscribe();
 
@@ -120,12 +131,21 @@ async fn background_device_transfers_first_and_updates_when_executable() {
 async fn checksum_mismatch_fails_before_the_handler_runs() {
     let (state, fw) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let wrong = "0123456789abcdef0123456789abcdef";
-    offer(fw.path(), "sensor", "2.0", b"payload", &format!("md5Hash = {wrong}\n"));
+    offer(
+        fw.path(),
+        "sensor",
+        "2.0",
+        b"payload",
+        &format!("md5Hash = {wrong}\n"),
+    );
     let dev = FakeDevice::new("1.0");
     let engine = engine(
         state.path(),
         fw.path(),
-        vec![(device_config("s1", "sensor", UpdatePolicy::Immediate), dev.clone())],
+        vec![(
+            device_config("s1", "sensor", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
     );
     let mut rx = engine.subscribe();
 
@@ -139,12 +159,23 @@ async fn checksum_mismatch_fails_before_the_handler_runs() {
     assert!(reason.contains(&md5_hex(b"payload")), "{reason}");
     assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
     assert_eq!(dev.version().as_deref(), Some("1.0"));
-    assert_eq!(std::fs::read_dir(engine.store().downloads_dir()).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(engine.store().downloads_dir())
+            .unwrap()
+            .count(),
+        0
+    );
     let kinds = drain(&mut rx);
-    assert!(matches!(kinds.last(), Some(ProgressKind::Finished(Outcome::Failed(_)))));
+    assert!(matches!(
+        kinds.last(),
+        Some(ProgressKind::Finished(Outcome::Failed(_)))
+    ));
     assert!(!kinds.contains(&ProgressKind::Step(Transferring)));
     let st = engine.store().load("s1").unwrap();
-    assert!(matches!(st.last_outcome.unwrap().outcome, Outcome::Failed(_)));
+    assert!(matches!(
+        st.last_outcome.unwrap().outcome,
+        Outcome::Failed(_)
+    ));
     assert_eq!(st.in_flight, None);
 }
 
@@ -159,8 +190,14 @@ async fn older_firmware_and_unmet_prerequisites_are_refused() {
         state.path(),
         fw.path(),
         vec![
-            (device_config("d1", "old", UpdatePolicy::Immediate), downgrade_target.clone()),
-            (device_config("d2", "pre", UpdatePolicy::Immediate), needs_prereq.clone()),
+            (
+                device_config("d1", "old", UpdatePolicy::Immediate),
+                downgrade_target.clone(),
+            ),
+            (
+                device_config("d2", "pre", UpdatePolicy::Immediate),
+                needs_prereq.clone(),
+            ),
         ],
     );
 
@@ -191,13 +228,22 @@ async fn firmware_for_another_type_never_reaches_the_device() {
     let engine = engine(
         state.path(),
         fw.path(),
-        vec![(device_config("s1", "sensor", UpdatePolicy::Immediate), dev.clone())],
+        vec![(
+            device_config("s1", "sensor", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
     );
     assert_eq!(engine.check().await[0].status, FirmwareStatus::Unknown);
     // Even installed by hand, the verified image is for the device's own type only,
     // and a version rule refusal stops it before any byte moves.
-    let outcome = engine.install("s1", &image, Some("0.5"), vec![]).await.unwrap();
-    assert!(matches!(outcome, Outcome::Failed(ref r) if r.contains("not newer")), "{outcome:?}");
+    let outcome = engine
+        .install("s1", &image, Some("0.5"), vec![])
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Failed(ref r) if r.contains("not newer")),
+        "{outcome:?}"
+    );
     assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
 }
 
@@ -209,7 +255,10 @@ async fn update_running_past_the_timeout_fails_and_cancels_the_handler() {
     let engine = engine(
         state.path(),
         fw.path(),
-        vec![(device_config("s1", "slow", UpdatePolicy::Immediate), dev.clone())],
+        vec![(
+            device_config("s1", "slow", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
     );
     let mut rx = engine.subscribe();
     let started = tokio::time::Instant::now();
@@ -222,7 +271,10 @@ async fn update_running_past_the_timeout_fails_and_cancels_the_handler() {
     assert!(reason.contains("timed out after 30m"), "{reason}");
     assert!(reason.contains("UPDATING"), "{reason}");
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_secs(30 * 60) && elapsed < Duration::from_secs(31 * 60), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(30 * 60) && elapsed < Duration::from_secs(31 * 60),
+        "{elapsed:?}"
+    );
     assert_eq!(dev.cancels.load(Ordering::SeqCst), 1);
     assert_eq!(dev.version().as_deref(), Some("1.0"));
     let finished: Vec<_> = drain(&mut rx)
@@ -240,7 +292,10 @@ async fn cancel_stops_a_running_update() {
     let engine = engine(
         state.path(),
         fw.path(),
-        vec![(device_config("s1", "slow", UpdatePolicy::Immediate), dev.clone())],
+        vec![(
+            device_config("s1", "slow", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
     );
     let mut rx = engine.subscribe();
     let runner = tokio::spawn({

@@ -34,7 +34,12 @@ pub async fn install(config: &Path, args: InstallArgs) -> anyhow::Result<ExitCod
     }
     let shown = tokio::spawn(super::render::show_progress(engine.subscribe()));
     let outcome = engine
-        .install(&args.device, &args.image, args.version.as_deref(), checksums)
+        .install(
+            &args.device,
+            &args.image,
+            args.version.as_deref(),
+            checksums,
+        )
         .await?;
     drop(engine);
     let _ = shown.await;

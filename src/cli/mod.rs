@@ -15,7 +15,7 @@ use fota_agent::config::Config;
 use fota_agent::engine::Engine;
 
 pub use check::check;
-pub use install::{install, InstallArgs};
+pub use install::{InstallArgs, install};
 pub use run::run;
 
 /// Logs to stderr; `RUST_LOG` overrides the default `info` level.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use fota_agent::progress::Outcome;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
@@ -33,11 +33,11 @@ pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
             .count();
         for r in &results {
             tracing::info!(device = %r.device_id, status = %r.status, "{}",
-                match (&r.version, &r.outcome) {
-                    (Some(v), Some(o)) => format!("{v}: {o}"),
-                    (Some(v), None) => format!("{v}: transferred, update pending"),
-                    _ => r.status.to_string(),
-                });
+            match (&r.version, &r.outcome) {
+                (Some(v), Some(o)) => format!("{v}: {o}"),
+                (Some(v), None) => format!("{v}: transferred, update pending"),
+                _ => r.status.to_string(),
+            });
         }
         return Ok(if failed == 0 {
             ExitCode::SUCCESS

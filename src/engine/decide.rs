@@ -45,7 +45,10 @@ pub fn select(device: &DeviceConfig, current: Option<&str>, offered: &[Firmware]
         if fw.device_type != device.device_type {
             refused.push((
                 fw.version.clone(),
-                format!("built for type {:?}, device is {:?}", fw.device_type, device.device_type),
+                format!(
+                    "built for type {:?}, device is {:?}",
+                    fw.device_type, device.device_type
+                ),
             ));
         } else if let Err(e) = scheme.validate(&fw.version) {
             refused.push((fw.version.clone(), e.to_string()));

@@ -106,7 +106,11 @@ pub async fn reverify(
         }
         .into());
     }
-    Ok(VerifiedImage::new(path.to_path_buf(), firmware.clone(), digests))
+    Ok(VerifiedImage::new(
+        path.to_path_buf(),
+        firmware.clone(),
+        digests,
+    ))
 }
 
 fn hasher_for(firmware: &Firmware) -> MultiHasher {
@@ -121,13 +125,13 @@ fn hasher_for(firmware: &Firmware) -> MultiHasher {
 }
 
 fn check(firmware: &Firmware, digests: Digests) -> Result<Digests, FetchError> {
-    if let Some(expected) = firmware.size {
-        if expected != digests.length {
-            return Err(FetchError::Size {
-                expected,
-                actual: digests.length,
-            });
-        }
+    if let Some(expected) = firmware.size
+        && expected != digests.length
+    {
+        return Err(FetchError::Size {
+            expected,
+            actual: digests.length,
+        });
     }
     digests.verify(&firmware.checksums)?;
     Ok(digests)
@@ -167,8 +171,8 @@ async fn copy_hashing(
         }
         output.write_all(&buf[..n]).await.map_err(io(part))?;
         hasher.update(&buf[..n]);
-        if total > 0 {
-            let pct = (hasher.length().min(total) * 100 / total) as u8;
+        if let Some(pct) = (hasher.length().min(total) * 100).checked_div(total) {
+            let pct = pct as u8;
             // Percent only moves forward here; a misuse error cannot happen.
             let _ = progress.update(pct);
         }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, Config, DeviceConfig};
@@ -305,14 +305,15 @@ impl Engine {
             Err(e) => tracing::info!(device = %id, "{e}"),
         }
         // A background transfer that finished may be followed by its update at once.
-        if mode == Mode::TransferOnly && result.outcome.is_none() {
-            if let Ok(true) = self.executable(device).await {
-                result.outcome = self
-                    .start(device, &firmware, Mode::UpdateTransferred)
-                    .await
-                    .unwrap_or(None);
-                result.status = FirmwareStatus::UpdateExecutable;
-            }
+        if mode == Mode::TransferOnly
+            && result.outcome.is_none()
+            && let Ok(true) = self.executable(device).await
+        {
+            result.outcome = self
+                .start(device, &firmware, Mode::UpdateTransferred)
+                .await
+                .unwrap_or(None);
+            result.status = FirmwareStatus::UpdateExecutable;
         }
         result
     }

@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 
 use super::Engine;
 use crate::progress::{Outcome, Progress, ProgressStep};
-use crate::store::{now_secs, OutcomeRecord, Phase};
+use crate::store::{OutcomeRecord, Phase, now_secs};
 
 /// What recovery decided for one device.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::fetch::{self, FetchError};
 use super::Device;
+use super::fetch::{self, FetchError};
 use crate::handler::{HandlerError, VerifiedImage};
 use crate::model::Firmware;
 use crate::progress::{Outcome, Progress, ProgressError, ProgressStep};
-use crate::store::{now_secs, InFlight, OutcomeRecord, Phase, Store, StoreError, Transferred};
+use crate::store::{InFlight, OutcomeRecord, Phase, Store, StoreError, Transferred, now_secs};
 
 /// What to do with the firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -87,7 +87,11 @@ impl UpdateHandler for FakeDevice {
 
 #[async_trait]
 impl BackgroundTransfer for FakeDevice {
-    async fn transfer(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
+    async fn transfer(
+        &self,
+        image: &VerifiedImage,
+        progress: &Progress,
+    ) -> Result<(), HandlerError> {
         self.transfers.fetch_add(1, Ordering::SeqCst);
         *self.received.lock().unwrap() = std::fs::read(image.path()).unwrap();
         progress.update(100).unwrap();
@@ -123,7 +127,13 @@ pub fn agent_config(state_dir: &Path) -> AgentConfig {
 
 /// Writes `<root>/<type>/fw-<version>.bin` and its `.properties`; `extra` lines
 /// are appended to the properties (checksums, prerequisites).
-pub fn offer(root: &Path, device_type: &str, version: &str, content: &[u8], extra: &str) -> PathBuf {
+pub fn offer(
+    root: &Path,
+    device_type: &str,
+    version: &str,
+    content: &[u8],
+    extra: &str,
+) -> PathBuf {
     let dir = root.join(device_type);
     std::fs::create_dir_all(&dir).unwrap();
     let image = dir.join(format!("fw-{version}.bin"));
@@ -162,7 +172,9 @@ pub fn engine_with(
 
 /// Every event received so far.
 pub fn drain(rx: &mut broadcast::Receiver<ProgressEvent>) -> Vec<ProgressKind> {
-    std::iter::from_fn(|| rx.try_recv().ok()).map(|e| e.kind).collect()
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|e| e.kind)
+        .collect()
 }
 
 /// The events without percent updates.
@@ -175,7 +187,8 @@ pub fn steps_only(kinds: &[ProgressKind]) -> Vec<ProgressKind> {
 }
 
 pub fn md5_hex(data: &[u8]) -> String {
-    let mut h = fota_agent::checksum::MultiHasher::new([fota_agent::checksum::ChecksumAlgorithm::Md5]);
+    let mut h =
+        fota_agent::checksum::MultiHasher::new([fota_agent::checksum::ChecksumAlgorithm::Md5]);
     h.update(data);
     h.finish()
         .get(fota_agent::checksum::ChecksumAlgorithm::Md5)
