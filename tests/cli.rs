@@ -151,9 +151,11 @@ fn check_config_names_file_line_and_key() {
         assert!(first.contains(key), "{first}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     }
-    std::fs::write(&path, "[agent]\nstate_dir = \"/tmp\"\n").unwrap();
-    let out = run(&path, &["check-config"]);
-    assert!(out.status.success(), "{}", text(&out));
+    for shipped in ["config/config.toml", "config/demo.toml"] {
+        let out = run(&repo().join(shipped), &["check-config"]);
+        assert!(out.status.success(), "{shipped}: {}", text(&out));
+        assert!(text(&out).contains(": ok ("), "{}", text(&out));
+    }
 }
 
 /// A config with one command-handler device of type `t` offered version 2.0.
@@ -276,7 +278,7 @@ fn restart_after_crash_resolves_failure_and_retries() {
         "{log}"
     );
     // The retry that follows installs it.
-    assert!(log.contains("2.0: success"), "{log}");
+    assert!(log.contains("1.0 → 2.0: success"), "{log}");
     assert_eq!(
         std::fs::read_to_string(tmp.path().join("version"))
             .unwrap()

@@ -32,12 +32,13 @@ pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
             .filter(|r| matches!(r.outcome, Some(Outcome::Failed(_))))
             .count();
         for r in &results {
-            tracing::info!(device = %r.device_id, status = %r.status, "{}",
-            match (&r.version, &r.outcome) {
-                (Some(v), Some(o)) => format!("{v}: {o}"),
-                (Some(v), None) => format!("{v}: transferred, update pending"),
-                _ => r.status.to_string(),
-            });
+            let from = r.current_version.as_deref().unwrap_or("?");
+            let summary = match (&r.version, &r.outcome) {
+                (Some(v), Some(o)) => format!("{from} → {v}: {o}"),
+                (Some(v), None) => format!("{from} → {v}: transferred, update pending"),
+                (None, _) => format!("{from}: {}", r.status),
+            };
+            tracing::info!(device = %r.device_id, status = %r.status, "{}: {summary}", r.device_id);
         }
         return Ok(if failed == 0 {
             ExitCode::SUCCESS

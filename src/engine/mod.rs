@@ -61,6 +61,8 @@ pub struct DeviceReport {
 pub struct CycleResult {
     pub device_id: String,
     pub status: FirmwareStatus,
+    /// The version the device ran at the start of the cycle.
+    pub current_version: Option<String>,
     /// The version installed or transferred, if anything was attempted.
     pub version: Option<String>,
     /// `None` when nothing was attempted or a background transfer now waits.
@@ -267,6 +269,7 @@ impl Engine {
         let mut result = CycleResult {
             device_id: id.clone(),
             status: report.status,
+            current_version: report.current_version.clone(),
             version: None,
             outcome: None,
         };
