@@ -11,6 +11,7 @@ pub mod engine;
 pub mod handler;
 pub mod model;
 pub mod progress;
+pub mod serial;
 pub mod source;
 pub mod store;
 pub mod version;

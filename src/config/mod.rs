@@ -84,6 +84,10 @@ pub struct DeviceConfig {
 pub enum HandlerConfig {
     /// `handler = "command"`.
     Command(CommandConfig),
+    /// `handler = "esp8266"`: the Espressif ROM serial bootloader.
+    Esp8266(Esp8266Config),
+    /// `handler = "xmodem"`: XMODEM / XMODEM-1K / YMODEM to an MCU bootloader.
+    Xmodem(XmodemConfig),
 }
 
 impl HandlerConfig {
@@ -91,6 +95,8 @@ impl HandlerConfig {
     pub fn name(&self) -> &'static str {
         match self {
             HandlerConfig::Command(_) => "command",
+            HandlerConfig::Esp8266(_) => "esp8266",
+            HandlerConfig::Xmodem(_) => "xmodem",
         }
     }
 }
@@ -134,4 +140,71 @@ impl Config {
             toml::from_str(text).map_err(|e| ConfigError::from_toml(&e, text, path))?;
         validate::Validator::new(text, path).config(raw)
     }
+}
+
+/// The UART a serial handler talks to (`port`, `baud`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialConfig {
+    /// E.g. `/dev/ttyUSB0`.
+    pub port: PathBuf,
+    /// Default 115200.
+    pub baud: u32,
+}
+
+/// How the ESP8266 is put into its ROM bootloader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EspReset {
+    /// esptool's classic DTR/RTS sequence (EN and GPIO0 wired to RTS and DTR).
+    #[default]
+    Classic,
+    /// The device is already in its bootloader (or is put there by other means).
+    None,
+}
+
+/// Keys of `handler = "esp8266"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Esp8266Config {
+    pub serial: SerialConfig,
+    /// Flash address of the image; a multiple of 4 KiB; default 0.
+    pub flash_offset: u32,
+    /// Default `classic`.
+    pub reset: EspReset,
+    /// Reports the application's version (the ROM cannot); see the command handler.
+    pub version_command: Option<Vec<String>>,
+    /// Limit for `version_command`; default 60 s.
+    pub command_timeout: Duration,
+}
+
+/// Which XMODEM family protocol a bootloader speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+pub enum XmodemProtocol {
+    /// 128-byte blocks (CRC-16 or checksum, as the receiver asks).
+    #[default]
+    #[serde(rename = "xmodem")]
+    Xmodem,
+    /// 1024-byte blocks.
+    #[serde(rename = "xmodem-1k")]
+    Xmodem1k,
+    /// 1024-byte blocks after a header block with file name and size.
+    #[serde(rename = "ymodem")]
+    Ymodem,
+}
+
+/// Keys of `handler = "xmodem"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XmodemConfig {
+    pub serial: SerialConfig,
+    /// Default `xmodem`.
+    pub protocol: XmodemProtocol,
+    /// Sent first to make the application jump into its bootloader (e.g. "update\r").
+    pub enter_command: Option<String>,
+    /// How long to wait for the receiver's start, ACK or NAK; default 10 s.
+    pub response_timeout: Duration,
+    /// Retries of one block (and of the start) before the update fails; default 10.
+    pub retries: u32,
+    /// Reports the application's version; see the command handler.
+    pub version_command: Option<Vec<String>>,
+    /// Limit for `version_command`; default 60 s.
+    pub command_timeout: Duration,
 }

@@ -58,4 +58,16 @@ pub(super) struct RawDevice {
     pub transfer_command: Option<Spanned<Vec<String>>>,
     pub update_command: Option<Spanned<Vec<String>>>,
     pub command_timeout: Option<Spanned<String>>,
+
+    // serial handlers (esp8266, xmodem)
+    pub port: Option<Spanned<String>>,
+    pub baud: Option<Spanned<i64>>,
+    // handler = "esp8266"
+    pub flash_offset: Option<Spanned<i64>>,
+    pub reset: Option<Spanned<String>>,
+    // handler = "xmodem"
+    pub protocol: Option<Spanned<String>>,
+    pub enter_command: Option<Spanned<String>>,
+    pub response_timeout: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
 }

@@ -25,7 +25,8 @@ use toml::Spanned;
 use super::error::{line_of, one_line};
 use super::raw::{RawAgent, RawConfig, RawDevice, RawSource};
 use super::{
-    AgentConfig, CommandConfig, Config, ConfigError, DeviceConfig, HandlerConfig, SourceConfig,
+    AgentConfig, CommandConfig, Config, ConfigError, DeviceConfig, Esp8266Config, EspReset,
+    HandlerConfig, SerialConfig, SourceConfig, XmodemConfig, XmodemProtocol,
 };
 use crate::model::UpdatePolicy;
 use crate::version::VersionScheme;
@@ -41,7 +42,12 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 
 const KNOWN_SOURCE_KINDS: &str = "directory";
-const KNOWN_HANDLERS: &str = "command";
+const KNOWN_HANDLERS: &str = "command, esp8266, xmodem";
+const KNOWN_RESETS: &str = "classic, none";
+const KNOWN_PROTOCOLS: &str = "xmodem, xmodem-1k, ymodem";
+const DEFAULT_BAUD: u32 = 115_200;
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_RETRIES: u32 = 10;
 const KNOWN_POLICIES: &str = "immediate, background";
 const KNOWN_VERSION_SCHEMES: &str = "esh, espressif, particle, semver";
 const MAX_ID_LEN: usize = 128;
@@ -49,11 +55,19 @@ const MAX_ID_LEN: usize = 128;
 /// Keys of `[[device]]` that belong to a handler, each with the handlers it
 /// applies to.
 const HANDLER_KEYS: &[(&str, &[&str])] = &[
-    ("version_command", &["command"]),
+    ("version_command", &["command", "esp8266", "xmodem"]),
     ("executable_command", &["command"]),
     ("transfer_command", &["command"]),
     ("update_command", &["command"]),
-    ("command_timeout", &["command"]),
+    ("command_timeout", &["command", "esp8266", "xmodem"]),
+    ("port", &["esp8266", "xmodem"]),
+    ("baud", &["esp8266", "xmodem"]),
+    ("flash_offset", &["esp8266"]),
+    ("reset", &["esp8266"]),
+    ("protocol", &["xmodem"]),
+    ("enter_command", &["xmodem"]),
+    ("response_timeout", &["xmodem"]),
+    ("retries", &["xmodem"]),
 ];
 
 /// Validation context: the text (for line numbers), the file name (for messages)
@@ -293,28 +307,133 @@ impl<'a> Validator<'a> {
             }
         }
 
-        // The only handler so far; `name` was checked against KNOWN_HANDLERS above.
-        let Some(update) = &raw.update_command else {
-            let msg =
-                format!("{dev}: missing key \"update_command\" (required by handler {name:?})");
-            return Err(self.error(start, Some("update_command"), msg));
+        let command_timeout = match &raw.command_timeout {
+            Some(d) => self.duration(d, "command_timeout", &format!("{dev}: command_timeout"))?,
+            None => DEFAULT_COMMAND_TIMEOUT,
         };
-        Ok(HandlerConfig::Command(CommandConfig {
-            version_command: self.opt_command(&raw.version_command, "version_command", dev)?,
-            executable_command: self.opt_command(
-                &raw.executable_command,
-                "executable_command",
-                dev,
-            )?,
-            transfer_command: self.opt_command(&raw.transfer_command, "transfer_command", dev)?,
-            update_command: self.command(update, "update_command", dev)?,
-            command_timeout: match &raw.command_timeout {
-                Some(d) => {
-                    self.duration(d, "command_timeout", &format!("{dev}: command_timeout"))?
-                }
-                None => DEFAULT_COMMAND_TIMEOUT,
-            },
-        }))
+        let version_command = self.opt_command(&raw.version_command, "version_command", dev)?;
+        match name {
+            "esp8266" => Ok(HandlerConfig::Esp8266(Esp8266Config {
+                serial: self.serial(raw, dev, start, name)?,
+                flash_offset: match &raw.flash_offset {
+                    Some(o) => u32::try_from(*o.get_ref())
+                        .ok()
+                        .filter(|o| o % 0x1000 == 0 && *o < 0x0100_0000)
+                        .ok_or_else(|| {
+                            let msg = format!(
+                                "{dev}: flash_offset must be a multiple of 0x1000 below \
+                                 16 MiB, got {:#x}",
+                                o.get_ref()
+                            );
+                            self.at(o, "flash_offset", msg)
+                        })?,
+                    None => 0,
+                },
+                reset: match &raw.reset {
+                    Some(r) => parse_enum(r.get_ref()).ok_or_else(|| {
+                        let msg = format!(
+                            "{dev}: unknown reset {:?} (known: {KNOWN_RESETS})",
+                            r.get_ref()
+                        );
+                        self.at(r, "reset", msg)
+                    })?,
+                    None => EspReset::default(),
+                },
+                version_command,
+                command_timeout,
+            })),
+            "xmodem" => Ok(HandlerConfig::Xmodem(XmodemConfig {
+                serial: self.serial(raw, dev, start, name)?,
+                protocol: match &raw.protocol {
+                    Some(p) => parse_enum(p.get_ref()).ok_or_else(|| {
+                        let msg = format!(
+                            "{dev}: unknown protocol {:?} (known: {KNOWN_PROTOCOLS})",
+                            p.get_ref()
+                        );
+                        self.at(p, "protocol", msg)
+                    })?,
+                    None => XmodemProtocol::default(),
+                },
+                enter_command: raw.enter_command.as_ref().map(|c| c.get_ref().clone()),
+                response_timeout: match &raw.response_timeout {
+                    Some(d) => {
+                        self.duration(d, "response_timeout", &format!("{dev}: response_timeout"))?
+                    }
+                    None => DEFAULT_RESPONSE_TIMEOUT,
+                },
+                retries: match &raw.retries {
+                    Some(r) => u32::try_from(*r.get_ref())
+                        .ok()
+                        .filter(|r| (1..=100).contains(r))
+                        .ok_or_else(|| {
+                            let msg = format!(
+                                "{dev}: retries must be between 1 and 100, got {}",
+                                r.get_ref()
+                            );
+                            self.at(r, "retries", msg)
+                        })?,
+                    None => DEFAULT_RETRIES,
+                },
+                version_command,
+                command_timeout,
+            })),
+            _ => {
+                // `name` was checked against KNOWN_HANDLERS above: "command".
+                let Some(update) = &raw.update_command else {
+                    let msg = format!(
+                        "{dev}: missing key \"update_command\" (required by handler {name:?})"
+                    );
+                    return Err(self.error(start, Some("update_command"), msg));
+                };
+                Ok(HandlerConfig::Command(CommandConfig {
+                    version_command,
+                    executable_command: self.opt_command(
+                        &raw.executable_command,
+                        "executable_command",
+                        dev,
+                    )?,
+                    transfer_command: self.opt_command(
+                        &raw.transfer_command,
+                        "transfer_command",
+                        dev,
+                    )?,
+                    update_command: self.command(update, "update_command", dev)?,
+                    command_timeout,
+                }))
+            }
+        }
+    }
+
+    /// `port` (required) and `baud` of a serial handler.
+    fn serial(
+        &self,
+        raw: &RawDevice,
+        dev: &str,
+        start: usize,
+        name: &str,
+    ) -> Result<SerialConfig, ConfigError> {
+        let port = match &raw.port {
+            Some(p) if !p.get_ref().is_empty() => PathBuf::from(p.get_ref()),
+            Some(p) => return Err(self.at(p, "port", format!("{dev}: port must not be empty"))),
+            None => {
+                let msg = format!("{dev}: missing key \"port\" (required by handler {name:?})");
+                return Err(self.error(start, Some("port"), msg));
+            }
+        };
+        let baud = match &raw.baud {
+            Some(b) => u32::try_from(*b.get_ref())
+                .ok()
+                .filter(|b| (300..=4_000_000).contains(b))
+                .ok_or_else(|| {
+                    let msg = format!(
+                        "{dev}: baud must be between 300 and 4000000, got {}",
+                        b.get_ref()
+                    );
+                    self.at(b, "baud", msg)
+                })?,
+            None => DEFAULT_BAUD,
+        };
+        Ok(SerialConfig { port, baud })
     }
 
     fn opt_command(
@@ -397,15 +516,23 @@ impl<'a> Validator<'a> {
 /// Handler-specific keys set on `raw`, with the offset of their values.
 fn handler_keys_present(raw: &RawDevice) -> Vec<(&'static str, usize)> {
     let argv = |v: &Option<Spanned<Vec<String>>>| v.as_ref().map(|v| v.span().start);
+    fn at<T>(v: &Option<Spanned<T>>) -> Option<usize> {
+        v.as_ref().map(|v| v.span().start)
+    }
     [
         ("version_command", argv(&raw.version_command)),
         ("executable_command", argv(&raw.executable_command)),
         ("transfer_command", argv(&raw.transfer_command)),
         ("update_command", argv(&raw.update_command)),
-        (
-            "command_timeout",
-            raw.command_timeout.as_ref().map(|v| v.span().start),
-        ),
+        ("command_timeout", at(&raw.command_timeout)),
+        ("port", at(&raw.port)),
+        ("baud", at(&raw.baud)),
+        ("flash_offset", at(&raw.flash_offset)),
+        ("reset", at(&raw.reset)),
+        ("protocol", at(&raw.protocol)),
+        ("enter_command", at(&raw.enter_command)),
+        ("response_timeout", at(&raw.response_timeout)),
+        ("retries", at(&raw.retries)),
     ]
     .into_iter()
     .filter_map(|(key, offset)| offset.map(|o| (key, o)))
@@ -439,7 +566,9 @@ mod tests {
         let keys: Vec<&str> = HANDLER_KEYS.iter().map(|(k, _)| *k).collect();
         let raw: RawDevice = toml::from_str(
             "version_command = ['a']\nexecutable_command = ['a']\ntransfer_command = ['a']\n\
-             update_command = ['a']\ncommand_timeout = '1s'",
+             update_command = ['a']\ncommand_timeout = '1s'\nport = 'p'\nbaud = 1\n\
+             flash_offset = 0\nreset = 'r'\nprotocol = 'p'\nenter_command = 'e'\n\
+             response_timeout = '1s'\nretries = 1",
         )
         .unwrap();
         let present: Vec<&str> = handler_keys_present(&raw).iter().map(|(k, _)| *k).collect();

@@ -42,6 +42,8 @@ pub enum EngineError {
     UnknownDevice(String),
     #[error("device {0:?} is already updating")]
     Busy(String),
+    #[error(transparent)]
+    Handler(#[from] crate::handler::HandlerError),
 }
 
 /// What `check` found for one device.
@@ -146,8 +148,8 @@ impl Engine {
         let devices = config
             .devices
             .iter()
-            .map(|d| (d.clone(), handler::build(d)))
-            .collect();
+            .map(|d| Ok((d.clone(), handler::build(d)?)))
+            .collect::<Result<Vec<_>, EngineError>>()?;
         Engine::new(
             config.agent.clone(),
             source::from_config(&config.source),

@@ -126,10 +126,22 @@ pub trait BackgroundTransfer: Send + Sync {
 }
 
 /// The handler a device's config names.
-pub fn build(device: &crate::config::DeviceConfig) -> std::sync::Arc<dyn UpdateHandler> {
+pub fn build(
+    device: &crate::config::DeviceConfig,
+) -> Result<std::sync::Arc<dyn UpdateHandler>, HandlerError> {
+    use crate::config::HandlerConfig;
     match &device.handler {
-        crate::config::HandlerConfig::Command(c) => std::sync::Arc::new(
-            command::CommandHandler::new(&device.id, &device.device_type, c.clone()),
-        ),
+        HandlerConfig::Command(c) => Ok(std::sync::Arc::new(command::CommandHandler::new(
+            &device.id,
+            &device.device_type,
+            c.clone(),
+        ))),
+        other => Err(HandlerError::failed(
+            format!("device {:?}", device.id),
+            format!(
+                "handler {:?} is not built into this agent yet",
+                other.name()
+            ),
+        )),
     }
 }

@@ -312,14 +312,14 @@ fn device_keys_are_checked() {
             ),
             line: 11,
             key: Some("handler"),
-            message: "device \"esp-1\": unknown handler \"esp8267\" (known: command)",
+            message: "device \"esp-1\": unknown handler \"esp8267\" (known: command, esp8266, xmodem)",
         },
         Case {
             name: "missing handler",
             text: "[[device]]\nid = \"d\"\ntype = \"t\"\n",
             line: 1,
             key: Some("handler"),
-            message: "device \"d\": missing key \"handler\" (known: command)",
+            message: "device \"d\": missing key \"handler\" (known: command, esp8266, xmodem)",
         },
         Case {
             name: "missing type",
@@ -413,4 +413,55 @@ fn the_first_error_wins_and_later_devices_are_unaffected() {
     let text = format!("{OTHER}\n[[device]]\nid = \"bad id\"\n\n[[device]]\nid = \"\"\n");
     let err = parse_err(&text);
     assert_eq!((err.line(), err.key()), (Some(8), Some("id")));
+}
+
+#[test]
+fn serial_handler_errors_name_key_and_line() {
+    let cases = [
+        (
+            "[[device]]\nid = \"e\"\ntype = \"t\"\nhandler = \"esp8266\"\n",
+            1,
+            "port",
+        ),
+        (
+            "[[device]]\nid = \"e\"\ntype = \"t\"\nhandler = \"esp8266\"\nport = \"/dev/x\"\nflash_offset = 0x1234\n",
+            6,
+            "flash_offset",
+        ),
+        (
+            "[[device]]\nid = \"e\"\ntype = \"t\"\nhandler = \"esp8266\"\nport = \"/dev/x\"\nreset = \"usb\"\n",
+            6,
+            "reset",
+        ),
+        (
+            "[[device]]\nid = \"e\"\ntype = \"t\"\nhandler = \"xmodem\"\nport = \"/dev/x\"\nbaud = 12\n",
+            6,
+            "baud",
+        ),
+        (
+            "[[device]]\nid = \"e\"\ntype = \"t\"\nhandler = \"xmodem\"\nport = \"/dev/x\"\nprotocol = \"zmodem\"\n",
+            6,
+            "protocol",
+        ),
+        (
+            "[[device]]\nid = \"e\"\ntype = \"t\"\nhandler = \"xmodem\"\nport = \"/dev/x\"\nreset = \"none\"\n",
+            6,
+            "reset",
+        ),
+        (
+            "[[device]]\nid = \"e\"\ntype = \"t\"\nhandler = \"command\"\nupdate_command = [\"x\"]\nport = \"/dev/x\"\n",
+            6,
+            "port",
+        ),
+    ];
+    for (text, line, key) in cases {
+        let err = crate::config::Config::parse(text, std::path::Path::new("c.toml")).unwrap_err();
+        assert_eq!(err.line(), Some(line), "{err}");
+        assert_eq!(err.key(), Some(key), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("c.toml:{line}: device \"e\"")),
+            "{err}"
+        );
+    }
 }

@@ -74,6 +74,7 @@ fn minimal_device(id: &str, device_type: &str, update: &[&str]) -> DeviceConfig 
 fn command(device: &DeviceConfig) -> &CommandConfig {
     match &device.handler {
         HandlerConfig::Command(c) => c,
+        other => panic!("expected the command handler, got {other:?}"),
     }
 }
 
@@ -309,4 +310,30 @@ fn never_panics_on_truncated_or_mangled_input() {
             }
         }
     }
+}
+
+#[test]
+fn serial_handlers_parse_with_defaults() {
+    let config = parse(
+        "[[device]]\nid = \"esp\"\ntype = \"light\"\nhandler = \"esp8266\"\nport = \"/dev/ttyUSB0\"\n\
+         flash_offset = 0x1000\nreset = \"none\"\n\
+         [[device]]\nid = \"mcu\"\ntype = \"stm\"\nhandler = \"xmodem\"\nport = \"/dev/ttyS1\"\n\
+         baud = 57600\nprotocol = \"ymodem\"\nenter_command = \"boot\\r\"\nretries = 3\n",
+    )
+    .unwrap();
+    let HandlerConfig::Esp8266(esp) = &config.devices[0].handler else {
+        panic!("{:?}", config.devices[0].handler);
+    };
+    assert_eq!(esp.serial.port, PathBuf::from("/dev/ttyUSB0"));
+    assert_eq!(esp.serial.baud, 115_200);
+    assert_eq!(esp.flash_offset, 0x1000);
+    assert_eq!(esp.reset, crate::config::EspReset::None);
+    let HandlerConfig::Xmodem(x) = &config.devices[1].handler else {
+        panic!("{:?}", config.devices[1].handler);
+    };
+    assert_eq!(x.serial.baud, 57_600);
+    assert_eq!(x.protocol, crate::config::XmodemProtocol::Ymodem);
+    assert_eq!(x.enter_command.as_deref(), Some("boot\r"));
+    assert_eq!(x.retries, 3);
+    assert_eq!(x.response_timeout, Duration::from_secs(10));
 }
