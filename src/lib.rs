@@ -7,6 +7,7 @@
 
 pub mod checksum;
 pub mod config;
+pub mod download;
 pub mod engine;
 pub mod handler;
 pub mod model;

@@ -50,6 +50,8 @@ enum Command {
     },
     /// Validate the configuration file and exit.
     CheckConfig,
+    /// Download and verify one file with the agent's download engine.
+    Fetch(cli::FetchArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
     cli::init_logging();
     let result = match args.command {
         Command::CheckConfig => cli::check_config(&args.config),
+        Command::Fetch(fetch) => cli::block_on(cli::fetch(fetch)),
         Command::Check => cli::block_on(cli::check(&args.config)),
         Command::Run { once } => cli::block_on(cli::run(&args.config, once)),
         Command::Install {

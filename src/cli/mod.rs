@@ -2,6 +2,7 @@
 //! codes.
 
 mod check;
+mod fetch;
 mod install;
 mod render;
 mod run;
@@ -15,6 +16,7 @@ use fota_agent::config::Config;
 use fota_agent::engine::Engine;
 
 pub use check::check;
+pub use fetch::{fetch, FetchArgs};
 pub use install::{InstallArgs, install};
 pub use run::run;
 

@@ -36,6 +36,10 @@ pub struct Config {
     pub path: PathBuf,
     pub agent: AgentConfig,
     pub source: SourceConfig,
+    /// How firmware is downloaded over HTTP(S): the download keys of `[source]`
+    /// (`ca_bundle`, `client_cert`, `client_key`, `https_only`, `connect_timeout`,
+    /// `stall_timeout`, `download_attempts`, `max_image_size`).
+    pub download: crate::download::DownloadConfig,
     pub devices: Vec<DeviceConfig>,
 }
 

@@ -37,6 +37,16 @@ pub(super) struct RawSource {
     pub kind: Option<Spanned<String>>,
     /// `kind = "directory"`.
     pub path: Option<Spanned<String>>,
+
+    // Downloads over HTTP(S), for every kind.
+    pub ca_bundle: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
+    pub https_only: Option<bool>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub stall_timeout: Option<Spanned<String>>,
+    pub download_attempts: Option<Spanned<i64>>,
+    pub max_image_size: Option<Spanned<i64>>,
 }
 
 /// One `[[device]]`: the common keys plus the keys of every handler (validation

@@ -28,6 +28,7 @@ use super::{
     AgentConfig, CommandConfig, Config, ConfigError, DeviceConfig, Esp8266Config, EspReset,
     HandlerConfig, SerialConfig, SourceConfig, XmodemConfig, XmodemProtocol,
 };
+use crate::download::DownloadConfig;
 use crate::model::UpdatePolicy;
 use crate::version::VersionScheme;
 
@@ -101,11 +102,17 @@ impl<'a> Validator<'a> {
 
     pub(super) fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let agent = self.agent(raw.agent.unwrap_or_default())?;
-        let source = match raw.source {
-            Some(source) => self.source(source, &agent)?,
-            None => SourceConfig::Directory {
-                path: agent.state_dir.join("firmware"),
-            },
+        let (source, download) = match raw.source {
+            Some(source) => {
+                let download = self.download(source.get_ref())?;
+                (self.source(source, &agent)?, download)
+            }
+            None => (
+                SourceConfig::Directory {
+                    path: agent.state_dir.join("firmware"),
+                },
+                DownloadConfig::default(),
+            ),
         };
         let mut devices = Vec::with_capacity(raw.device.len());
         // id -> line of its first definition
@@ -118,6 +125,7 @@ impl<'a> Validator<'a> {
             path: self.path.to_path_buf(),
             agent,
             source,
+            download,
             devices,
         })
     }
@@ -158,6 +166,54 @@ impl<'a> Validator<'a> {
             update_timeout,
             max_concurrent_updates,
         })
+    }
+
+    /// The download keys of `[source]`.
+    fn download(&self, raw: &RawSource) -> Result<DownloadConfig, ConfigError> {
+        let mut d = DownloadConfig::default();
+        let file = |v: &Option<Spanned<String>>, key: &str| {
+            v.as_ref()
+                .map(|p| self.dir(p, key, &format!("source.{key}")))
+                .transpose()
+        };
+        d.ca_bundle = file(&raw.ca_bundle, "ca_bundle")?;
+        d.client_cert = file(&raw.client_cert, "client_cert")?;
+        d.client_key = file(&raw.client_key, "client_key")?;
+        if let (Some(key), None) = (&raw.client_key, &raw.client_cert) {
+            let msg = "source.client_key: needs client_cert".to_string();
+            return Err(self.at(key, "client_key", msg));
+        }
+        d.https_only = raw.https_only.unwrap_or(false);
+        if let Some(t) = &raw.connect_timeout {
+            d.connect_timeout = self.duration(t, "connect_timeout", "source.connect_timeout")?;
+        }
+        if let Some(t) = &raw.stall_timeout {
+            d.stall_timeout = self.duration(t, "stall_timeout", "source.stall_timeout")?;
+        }
+        if let Some(n) = &raw.download_attempts {
+            d.max_attempts = u32::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    let msg = format!(
+                        "source.download_attempts: must be between 1 and 100, got {}",
+                        n.get_ref()
+                    );
+                    self.at(n, "download_attempts", msg)
+                })?;
+        }
+        if let Some(n) = &raw.max_image_size {
+            d.max_image_size = Some(u64::try_from(*n.get_ref()).ok().filter(|n| *n > 0).ok_or_else(
+                || {
+                    let msg = format!(
+                        "source.max_image_size: must be a positive number of bytes, got {}",
+                        n.get_ref()
+                    );
+                    self.at(n, "max_image_size", msg)
+                },
+            )?);
+        }
+        Ok(d)
     }
 
     fn source(

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::checksum::{ChecksumAlgorithm, ChecksumError, Digests, MultiHasher};
+use crate::download::{part_path, DownloadRequest, Downloader};
 use crate::handler::VerifiedImage;
 use crate::model::{Firmware, FirmwareLocation};
 use crate::progress::Progress;
@@ -34,8 +35,10 @@ pub enum FetchError {
         device: String,
         firmware: String,
     },
-    #[error("cannot fetch {0}: HTTP(S) download is not available in this build")]
-    Unsupported(String),
+    #[error(transparent)]
+    Download(#[from] crate::download::DownloadError),
+    #[error("image of {size} bytes exceeds max_image_size {max}")]
+    TooLarge { size: u64, max: u64 },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
@@ -57,6 +60,7 @@ pub async fn fetch_and_verify(
     device_id: &str,
     device_type: &str,
     downloads: &Path,
+    downloader: &Downloader,
     progress: &Progress,
 ) -> Result<VerifiedImage, FetchError> {
     if firmware.device_type != device_type {
@@ -66,11 +70,35 @@ pub async fn fetch_and_verify(
             firmware: firmware.device_type.clone(),
         });
     }
+    let dest = image_path(downloads, device_id);
     let source = match &firmware.location {
         FirmwareLocation::File(p) => p.clone(),
-        FirmwareLocation::Url(u) => return Err(FetchError::Unsupported(u.clone())),
+        FirmwareLocation::Url(url) => {
+            let request = DownloadRequest {
+                url,
+                dest: &dest,
+                size: firmware.size,
+                checksums: &firmware.checksums,
+                also_hash: &ALWAYS,
+            };
+            let report = |done: u64, total: Option<u64>| {
+                if let Some(pct) = total.and_then(|t| (done.min(t) * 100).checked_div(t)) {
+                    let _ = progress.update(pct as u8);
+                }
+            };
+            let digests = downloader.fetch(&request, &report).await?;
+            return Ok(VerifiedImage::new(dest, firmware.clone(), digests));
+        }
     };
-    let part = downloads.join(format!("{device_id}.part"));
+    if let (Some(max), Ok(meta)) = (downloader.config().max_image_size, std::fs::metadata(&source))
+        && meta.len() > max
+    {
+        return Err(FetchError::TooLarge {
+            size: meta.len(),
+            max,
+        });
+    }
+    let part = part_path(&dest);
     let result = copy_hashing(&source, &part, firmware, progress).await;
     let digests = match result.and_then(|d| check(firmware, d)) {
         Ok(d) => d,
@@ -79,7 +107,6 @@ pub async fn fetch_and_verify(
             return Err(e);
         }
     };
-    let dest = image_path(downloads, device_id);
     tokio::fs::rename(&part, &dest).await.map_err(io(&dest))?;
     fsync_dir(downloads).map_err(|e| FetchError::Io {
         path: downloads.to_path_buf(),
@@ -113,14 +140,16 @@ pub async fn reverify(
     ))
 }
 
+/// Computed for every image, given or not: handlers and servers report them.
+const ALWAYS: [ChecksumAlgorithm; 2] = [ChecksumAlgorithm::Md5, ChecksumAlgorithm::Sha256];
+
 fn hasher_for(firmware: &Firmware) -> MultiHasher {
-    // MD5 and SHA-256 always: handlers and servers report them.
     MultiHasher::new(
         firmware
             .checksums
             .iter()
             .map(|c| c.algorithm)
-            .chain([ChecksumAlgorithm::Md5, ChecksumAlgorithm::Sha256]),
+            .chain(ALWAYS),
     )
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, Config, DeviceConfig};
+use crate::download::{DownloadConfig, Downloader};
 use crate::handler::{self, UpdateHandler};
 use crate::model::{Firmware, FirmwareLocation, FirmwareStatus, UpdatePolicy};
 use crate::progress::{Outcome, Progress, ProgressEvent};
@@ -44,6 +45,8 @@ pub enum EngineError {
     Busy(String),
     #[error(transparent)]
     Handler(#[from] crate::handler::HandlerError),
+    #[error(transparent)]
+    Download(#[from] crate::download::DownloadError),
 }
 
 /// What `check` found for one device.
@@ -76,6 +79,7 @@ struct Inner {
     source: Box<dyn FirmwareSource>,
     devices: Vec<Arc<Device>>,
     store: Store,
+    downloader: Downloader,
     events: broadcast::Sender<ProgressEvent>,
     permits: Semaphore,
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -110,6 +114,7 @@ impl Engine {
     /// An engine over explicit handlers (tests and embedders plug their own in).
     pub fn new(
         agent: AgentConfig,
+        download: &DownloadConfig,
         source: Box<dyn FirmwareSource>,
         devices: Vec<(DeviceConfig, Arc<dyn UpdateHandler>)>,
     ) -> Result<Engine, EngineError> {
@@ -126,6 +131,7 @@ impl Engine {
             }
         }
         let store = Store::open(&agent.state_dir)?;
+        let downloader = Downloader::new(download.clone())?;
         let (events, _) = broadcast::channel(1024);
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -137,6 +143,7 @@ impl Engine {
                     .map(|(config, handler)| Arc::new(Device { config, handler }))
                     .collect(),
                 store,
+                downloader,
                 events,
                 running: Mutex::new(HashMap::new()),
             }),
@@ -152,6 +159,7 @@ impl Engine {
             .collect::<Result<Vec<_>, EngineError>>()?;
         Engine::new(
             config.agent.clone(),
+            &config.download,
             source::from_config(&config.source),
             devices,
         )
@@ -341,6 +349,7 @@ impl Engine {
         Ok(update::run(
             device,
             &self.inner.store,
+            &self.inner.downloader,
             firmware,
             mode,
             progress,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Device;
+use crate::download::Downloader;
 use super::fetch::{self, FetchError};
 use crate::handler::{HandlerError, VerifiedImage};
 use crate::model::Firmware;
@@ -52,16 +53,18 @@ pub enum UpdateError {
 /// Runs one update under `timeout` and `cancel`, records its outcome and returns it.
 /// For [`Mode::TransferOnly`] a successful transfer returns `None`: the update
 /// itself is still to come.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     device: &Device,
     store: &Store,
+    downloader: &Downloader,
     firmware: &Firmware,
     mode: Mode,
     progress: Arc<Progress>,
     timeout: Duration,
     cancel: CancellationToken,
 ) -> Option<Outcome> {
-    let work = steps(device, store, firmware, mode, &progress);
+    let work = steps(device, store, downloader, firmware, mode, &progress);
     let result = tokio::select! {
         r = tokio::time::timeout(timeout, work) => match r {
             Ok(Ok(())) => Ok(()),
@@ -92,6 +95,7 @@ pub async fn run(
 async fn steps(
     device: &Device,
     store: &Store,
+    downloader: &Downloader,
     firmware: &Firmware,
     mode: Mode,
     progress: &Progress,
@@ -122,6 +126,7 @@ async fn steps(
                 id,
                 &device.config.device_type,
                 &store.downloads_dir(),
+                downloader,
                 progress,
             )
             .await?;

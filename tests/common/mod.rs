@@ -161,6 +161,7 @@ pub fn engine_with(
 ) -> Engine {
     Engine::new(
         agent,
+        &Default::default(),
         Box::new(DirectorySource::new(firmware)),
         devices
             .into_iter()

@@ -61,7 +61,7 @@ fn unknown_keys_name_the_key_and_its_line() {
             text: "[source]\nkind = \"directory\"\nurl = \"http://x\"\n",
             line: 3,
             key: Some("url"),
-            message: "unknown field `url`, expected `kind` or `path`",
+            message: "unknown field `url`, expected one of `kind`, `path`, `ca_bundle`, `client_cert`, `client_key`, `https_only`, `connect_timeout`, `stall_timeout`, `download_attempts`, `max_image_size`",
         },
         Case {
             name: "second device",

@@ -92,6 +92,7 @@ fn full_config_parses_with_defaults_filled() {
         source: SourceConfig::Directory {
             path: PathBuf::from("/srv/firmware"),
         },
+        download: crate::download::DownloadConfig::default(),
         devices: vec![
             DeviceConfig {
                 id: "demo-1".into(),
@@ -122,6 +123,7 @@ fn empty_files_give_defaults_and_no_devices() {
         source: SourceConfig::Directory {
             path: PathBuf::from("/var/lib/fota-agent/firmware"),
         },
+        download: crate::download::DownloadConfig::default(),
         devices: vec![],
     };
     for text in [
@@ -336,4 +338,28 @@ fn serial_handlers_parse_with_defaults() {
     assert_eq!(x.enter_command.as_deref(), Some("boot\r"));
     assert_eq!(x.retries, 3);
     assert_eq!(x.response_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn download_keys_of_source() {
+    let config = parse(
+        "[source]\nkind = \"directory\"\npath = \"fw\"\nca_bundle = \"ca.pem\"\n\
+         client_cert = \"/etc/c.pem\"\nclient_key = \"/etc/k.pem\"\nhttps_only = true\n\
+         connect_timeout = \"5s\"\nstall_timeout = \"20s\"\ndownload_attempts = 3\n\
+         max_image_size = 1048576\n",
+    )
+    .unwrap();
+    let d = &config.download;
+    assert_eq!(d.ca_bundle, Some(PathBuf::from(PATH).parent().unwrap().join("ca.pem")));
+    assert_eq!(d.client_cert, Some(PathBuf::from("/etc/c.pem")));
+    assert_eq!(d.client_key, Some(PathBuf::from("/etc/k.pem")));
+    assert!(d.https_only);
+    assert_eq!(d.connect_timeout, Duration::from_secs(5));
+    assert_eq!(d.stall_timeout, Duration::from_secs(20));
+    assert_eq!(d.max_attempts, 3);
+    assert_eq!(d.max_image_size, Some(1 << 20));
+    let err = parse("[source]\nkind = \"directory\"\n\nclient_key = \"k\"\n").unwrap_err();
+    assert_eq!((err.line(), err.key()), (Some(4), Some("client_key")));
+    let err = parse("[source]\nkind = \"directory\"\nmax_image_size = -1\n").unwrap_err();
+    assert_eq!((err.line(), err.key()), (Some(3), Some("max_image_size")));
 }

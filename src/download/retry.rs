@@ -1,0 +1,65 @@
+//! When to try a download again: exponential backoff with full jitter (AWS
+//! architecture blog's "full jitter": a uniform random delay between zero and the
+//! exponential cap), unless the server said when with `Retry-After`.
+
+use std::time::{Duration, SystemTime};
+
+/// The wait before attempt `attempt + 1` (attempt counts from 1).
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let exp = base.saturating_mul(
+        1u32.checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX),
+    );
+    let cap = exp.min(max);
+    cap.mul_f64(fastrand::f64())
+}
+
+/// A `Retry-After` value: delta-seconds or an HTTP-date. Bounded by `max` so a
+/// hostile server cannot park the agent for a day.
+pub fn retry_after(value: &str, now: SystemTime, max: Duration) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_under_the_exponential_cap() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(5);
+        for attempt in 1..40 {
+            let cap = base
+                .saturating_mul(1u32.checked_shl(attempt - 1).unwrap_or(u32::MAX))
+                .min(max);
+            for _ in 0..50 {
+                assert!(backoff(attempt, base, max) <= cap);
+            }
+        }
+    }
+
+    #[test]
+    fn parses_both_retry_after_forms() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        let max = Duration::from_secs(600);
+        assert_eq!(retry_after("2", now, max), Some(Duration::from_secs(2)));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now, max),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now, max),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("99999", now, max), Some(max));
+        assert_eq!(retry_after("soon", now, max), None);
+    }
+}
