@@ -16,7 +16,7 @@ use fota_agent::config::Config;
 use fota_agent::engine::Engine;
 
 pub use check::check;
-pub use fetch::{fetch, FetchArgs};
+pub use fetch::{FetchArgs, fetch};
 pub use install::{InstallArgs, install};
 pub use run::run;
 

@@ -203,15 +203,18 @@ impl<'a> Validator<'a> {
                 })?;
         }
         if let Some(n) = &raw.max_image_size {
-            d.max_image_size = Some(u64::try_from(*n.get_ref()).ok().filter(|n| *n > 0).ok_or_else(
-                || {
-                    let msg = format!(
-                        "source.max_image_size: must be a positive number of bytes, got {}",
-                        n.get_ref()
-                    );
-                    self.at(n, "max_image_size", msg)
-                },
-            )?);
+            d.max_image_size = Some(
+                u64::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        let msg = format!(
+                            "source.max_image_size: must be a positive number of bytes, got {}",
+                            n.get_ref()
+                        );
+                        self.at(n, "max_image_size", msg)
+                    })?,
+            );
         }
         Ok(d)
     }

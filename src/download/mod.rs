@@ -62,6 +62,9 @@ impl Default for DownloadConfig {
     }
 }
 
+/// The longest `Retry-After` honoured; a server asking for more gets retried then.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
 /// Space kept free in the state directory beyond the image itself.
 const FREE_SPACE_MARGIN: u64 = 1 << 20;
 
@@ -376,9 +379,7 @@ impl Downloader {
                     .headers()
                     .get(header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| {
-                        retry::retry_after(v, SystemTime::now(), self.config.backoff_max)
-                    });
+                    .and_then(|v| retry::retry_after(v, SystemTime::now(), MAX_RETRY_AFTER));
                 return Err(DownloadError::Http {
                     url,
                     status: s,

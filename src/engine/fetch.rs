@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::checksum::{ChecksumAlgorithm, ChecksumError, Digests, MultiHasher};
-use crate::download::{part_path, DownloadRequest, Downloader};
+use crate::download::{DownloadRequest, Downloader, part_path};
 use crate::handler::VerifiedImage;
 use crate::model::{Firmware, FirmwareLocation};
 use crate::progress::Progress;
@@ -90,8 +90,10 @@ pub async fn fetch_and_verify(
             return Ok(VerifiedImage::new(dest, firmware.clone(), digests));
         }
     };
-    if let (Some(max), Ok(meta)) = (downloader.config().max_image_size, std::fs::metadata(&source))
-        && meta.len() > max
+    if let (Some(max), Ok(meta)) = (
+        downloader.config().max_image_size,
+        std::fs::metadata(&source),
+    ) && meta.len() > max
     {
         return Err(FetchError::TooLarge {
             size: meta.len(),
@@ -144,13 +146,7 @@ pub async fn reverify(
 const ALWAYS: [ChecksumAlgorithm; 2] = [ChecksumAlgorithm::Md5, ChecksumAlgorithm::Sha256];
 
 fn hasher_for(firmware: &Firmware) -> MultiHasher {
-    MultiHasher::new(
-        firmware
-            .checksums
-            .iter()
-            .map(|c| c.algorithm)
-            .chain(ALWAYS),
-    )
+    MultiHasher::new(firmware.checksums.iter().map(|c| c.algorithm).chain(ALWAYS))
 }
 
 fn check(firmware: &Firmware, digests: Digests) -> Result<Digests, FetchError> {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Device;
-use crate::download::Downloader;
 use super::fetch::{self, FetchError};
+use crate::download::Downloader;
 use crate::handler::{HandlerError, VerifiedImage};
 use crate::model::Firmware;
 use crate::progress::{Outcome, Progress, ProgressError, ProgressStep};

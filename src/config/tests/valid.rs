@@ -350,7 +350,10 @@ fn download_keys_of_source() {
     )
     .unwrap();
     let d = &config.download;
-    assert_eq!(d.ca_bundle, Some(PathBuf::from(PATH).parent().unwrap().join("ca.pem")));
+    assert_eq!(
+        d.ca_bundle,
+        Some(PathBuf::from(PATH).parent().unwrap().join("ca.pem"))
+    );
     assert_eq!(d.client_cert, Some(PathBuf::from("/etc/c.pem")));
     assert_eq!(d.client_key, Some(PathBuf::from("/etc/k.pem")));
     assert!(d.https_only);
