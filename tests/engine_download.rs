@@ -111,7 +111,9 @@ async fn url_firmware_with_a_bad_checksum_never_reaches_the_device() {
     assert!(reason.contains("SHA-256 mismatch"), "{reason}");
     assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
     assert_eq!(
-        std::fs::read_dir(engine.store().downloads_dir()).unwrap().count(),
+        std::fs::read_dir(engine.store().downloads_dir())
+            .unwrap()
+            .count(),
         0,
         "nothing kept"
     );

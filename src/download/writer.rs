@@ -15,8 +15,10 @@ use super::DownloadError;
 use super::partial::{self, Partial};
 use crate::checksum::{ChecksumAlgorithm, Digests, MultiHasher};
 
-/// Chunks in flight between network and disk (reqwest chunks are ≤ 16 KiB–64 KiB).
-const QUEUE: usize = 32;
+/// Chunks in flight between network and disk. hyper hands over chunks of up to a
+/// few hundred KiB on a fast link, so a short queue bounds memory to about 1 MiB
+/// while still letting hashing and writing overlap with receiving.
+const QUEUE: usize = 4;
 /// fsync and record progress this often.
 const SYNC_EVERY: u64 = 16 << 20;
 const READ_BUF: usize = 256 << 10;
@@ -51,6 +53,11 @@ impl Writer {
         file.set_len(start).map_err(io(&part))?;
         file.seek(SeekFrom::Start(start)).map_err(io(&part))?;
         let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+        let syncer = Syncer::spawn(
+            file.try_clone().map_err(io(&part))?,
+            dest.clone(),
+            record.clone(),
+        );
         let worker = tokio::task::spawn_blocking(move || {
             let mut hasher = hasher;
             let mut record = record;
@@ -62,12 +69,11 @@ impl Writer {
                 position += chunk.len() as u64;
                 unsynced += chunk.len() as u64;
                 if unsynced >= SYNC_EVERY {
-                    file.sync_data().map_err(io(&part))?;
-                    record.durable = position;
-                    partial::save(&dest, &record).map_err(io(&part))?;
+                    syncer.request(position);
                     unsynced = 0;
                 }
             }
+            syncer.finish();
             file.sync_all().map_err(io(&part))?;
             record.durable = position;
             partial::save(&dest, &record).map_err(io(&part))?;
@@ -89,6 +95,44 @@ impl Writer {
             path: PathBuf::from("download writer"),
             source: std::io::Error::other(e),
         })?
+    }
+}
+
+/// Makes written bytes durable in the background: fsyncs a clone of the file
+/// descriptor on its own thread and then records how much is durable, so the
+/// writer never waits for the disk in the middle of a download.
+struct Syncer {
+    tx: std::sync::mpsc::Sender<u64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Syncer {
+    fn spawn(file: std::fs::File, dest: PathBuf, mut record: Partial) -> Syncer {
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let thread = std::thread::spawn(move || {
+            while let Ok(mut position) = rx.recv() {
+                // Coalesce requests that piled up while the last sync ran.
+                while let Ok(later) = rx.try_recv() {
+                    position = later;
+                }
+                // Everything up to `position` was written before the request, so
+                // after fdatasync it is on stable storage.
+                if file.sync_data().is_ok() {
+                    record.durable = position;
+                    let _ = partial::save(&dest, &record);
+                }
+            }
+        });
+        Syncer { tx, thread }
+    }
+
+    fn request(&self, position: u64) {
+        let _ = self.tx.send(position);
+    }
+
+    fn finish(self) {
+        drop(self.tx);
+        let _ = self.thread.join();
     }
 }
 

@@ -346,14 +346,17 @@ impl Engine {
             &firmware.version,
             self.inner.events.clone(),
         ));
+        let ctx = update::Context {
+            store: &self.inner.store,
+            downloader: &self.inner.downloader,
+            timeout: self.inner.agent.update_timeout,
+        };
         Ok(update::run(
+            &ctx,
             device,
-            &self.inner.store,
-            &self.inner.downloader,
             firmware,
             mode,
             progress,
-            self.inner.agent.update_timeout,
             running.token.clone(),
         )
         .await)

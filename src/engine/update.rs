@@ -53,18 +53,23 @@ pub enum UpdateError {
 /// Runs one update under `timeout` and `cancel`, records its outcome and returns it.
 /// For [`Mode::TransferOnly`] a successful transfer returns `None`: the update
 /// itself is still to come.
-#[allow(clippy::too_many_arguments)]
+/// What every update shares: where state lives, how to download, how long it may take.
+pub struct Context<'a> {
+    pub store: &'a Store,
+    pub downloader: &'a Downloader,
+    pub timeout: Duration,
+}
+
 pub async fn run(
+    ctx: &Context<'_>,
     device: &Device,
-    store: &Store,
-    downloader: &Downloader,
     firmware: &Firmware,
     mode: Mode,
     progress: Arc<Progress>,
-    timeout: Duration,
     cancel: CancellationToken,
 ) -> Option<Outcome> {
-    let work = steps(device, store, downloader, firmware, mode, &progress);
+    let (store, timeout) = (ctx.store, ctx.timeout);
+    let work = steps(ctx, device, firmware, mode, &progress);
     let result = tokio::select! {
         r = tokio::time::timeout(timeout, work) => match r {
             Ok(Ok(())) => Ok(()),
@@ -93,13 +98,13 @@ pub async fn run(
 }
 
 async fn steps(
+    ctx: &Context<'_>,
     device: &Device,
-    store: &Store,
-    downloader: &Downloader,
     firmware: &Firmware,
     mode: Mode,
     progress: &Progress,
 ) -> Result<(), UpdateError> {
+    let store = ctx.store;
     use ProgressStep::*;
     let id = &device.config.id;
     let set_phase = |phase: Phase| {
@@ -126,7 +131,7 @@ async fn steps(
                 id,
                 &device.config.device_type,
                 &store.downloads_dir(),
-                downloader,
+                ctx.downloader,
                 progress,
             )
             .await?;

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Download benchmark: one file (default 1 GiB) served from a local HTTP server,
+# fetched by `curl -o`, by `curl -o` + `sha256sum`, and by `fota-agent fetch
+# --sha256` (which writes, hashes, fsyncs and verifies in one pass), with
+# fota-agent's peak RSS. `curl -o && sync -d` is the like-for-like baseline for
+# the fsync the agent does before renaming the file into place. Prints a table. Not a test: nothing here passes or fails.
+#   bench/download.sh [SIZE_MIB]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size_mib="${1:-1024}"
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+command -v bc >/dev/null || { apt-get update -qq && apt-get install -y -qq bc; }
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time; }
+cargo build --release --quiet
+agent=target/release/fota-agent
+
+work=$(mktemp -d /var/tmp/fota-bench.XXXXXX)
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+mkdir -p "$work/srv"
+head -c "$((size_mib << 20))" /dev/urandom > "$work/srv/fw.bin"
+sha=$(sha256sum "$work/srv/fw.bin" | cut -d' ' -f1)
+port=$((20000 + RANDOM % 20000))
+python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work/srv" >/dev/null 2>&1 &
+server=$!
+url="http://127.0.0.1:$port/fw.bin"
+for _ in $(seq 50); do curl -sf -o /dev/null -r 0-0 "$url" && break; sleep 0.1; done
+
+secs() { # runs "$@", prints wall seconds
+    local t0 t1
+    t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
+    echo "$t1 - $t0" | bc -l | xargs printf '%.2f'
+}
+best() { # best of 3 runs of "$@" (first run warms the page cache)
+    local b=999999 t
+    for _ in 1 2 3; do
+        rm -f "$work"/out*
+        t=$(secs "$@")
+        b=$(echo "if ($t < $b) $t else $b" | bc -l)
+    done
+    printf '%.2f' "$b"
+}
+curl_only=$(best curl -sf -o "$work/out" "$url")
+curl_sync=$(best bash -c "curl -sf -o '$work/out' '$url' && sync -d '$work/out'")
+curl_sha=$(best bash -c "curl -sf -o '$work/out' '$url' && sha256sum '$work/out'")
+agent_t=$(best "$agent" fetch "$url" -o "$work/out" --sha256 "$sha")
+rm -f "$work"/out*
+/usr/bin/time -v "$agent" fetch "$url" -o "$work/out" --sha256 "$sha" 2> "$work/time.txt" >/dev/null
+rss_kib=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
+
+mibs() { echo "$size_mib / $1" | bc -l | xargs printf '%.0f'; }
+printf '\n%s MiB over loopback (best of 3)\n\n' "$size_mib"
+printf '| %-38s | %8s | %8s |\n' "command" "seconds" "MiB/s"
+printf '|%s|%s|%s|\n' "----------------------------------------" "----------" "----------"
+printf '| %-38s | %8s | %8s |\n' "curl -o" "$curl_only" "$(mibs "$curl_only")"
+printf '| %-38s | %8s | %8s |\n' "curl -o && sync -d (fdatasync)" "$curl_sync" "$(mibs "$curl_sync")"
+printf '| %-38s | %8s | %8s |\n' "curl -o && sha256sum" "$curl_sha" "$(mibs "$curl_sha")"
+printf '| %-38s | %8s | %8s |\n' "fota-agent fetch --sha256" "$agent_t" "$(mibs "$agent_t")"
+printf '\nfota-agent peak RSS: %.1f MiB\n' "$(echo "$rss_kib / 1024" | bc -l)"
