@@ -150,7 +150,10 @@ impl Esp8266Handler {
     pub fn check_image(&self, image: &[u8]) -> Result<image::ImageInfo, HandlerError> {
         let info = image::validate(image)
             .map_err(|e| HandlerError::failed("esp8266 image check", e.to_string()))?;
-        if self.flash_offset % protocol::FLASH_SECTOR_SIZE != 0 {
+        if !self
+            .flash_offset
+            .is_multiple_of(protocol::FLASH_SECTOR_SIZE)
+        {
             return Err(HandlerError::failed(
                 "esp8266 image check",
                 format!(
