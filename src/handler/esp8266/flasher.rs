@@ -447,3 +447,216 @@ impl<'a, L: Link> Flasher<'a, L> {
         Duration::from_secs_f64(bytes as f64 * 10.0 / f64::from(self.baud))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+
+    use super::*;
+    use crate::serial::ModemControl;
+
+    /// One end of an in-memory pipe that records modem-line calls.
+    struct MockLink {
+        io: DuplexStream,
+        calls: Arc<Mutex<Vec<&'static str>>>,
+        modem_lines: bool,
+    }
+
+    impl MockLink {
+        fn record(&self, call: &'static str) -> std::io::Result<()> {
+            if !self.modem_lines {
+                return Err(std::io::Error::from_raw_os_error(25)); // ENOTTY, as a pty
+            }
+            self.calls.lock().unwrap().push(call);
+            Ok(())
+        }
+    }
+
+    impl ModemControl for MockLink {
+        fn set_dtr(&mut self, on: bool) -> std::io::Result<()> {
+            self.record(if on { "DTR on" } else { "DTR off" })
+        }
+        fn set_rts(&mut self, on: bool) -> std::io::Result<()> {
+            self.record(if on { "RTS on" } else { "RTS off" })
+        }
+        fn clear_input(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl AsyncRead for MockLink {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for MockLink {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    fn link(modem_lines: bool) -> (MockLink, DuplexStream, Arc<Mutex<Vec<&'static str>>>) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let calls = Arc::new(Mutex::new(vec![]));
+        let link = MockLink {
+            io: a,
+            calls: Arc::clone(&calls),
+            modem_lines,
+        };
+        (link, b, calls)
+    }
+
+    /// Answers every request with status 0 (SYNC twice), like a minimal ROM.
+    fn answer_everything(mut device: DuplexStream) {
+        tokio::spawn(async move {
+            let mut dec = Decoder::new();
+            let mut buf = [0u8; 2048];
+            while let Ok(n) = device.read(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+                for &b in &buf[..n] {
+                    if let Decoded::Frame(f) = dec.push(b) {
+                        let reply = slip::encode(&[1, f[1], 2, 0, 0, 0, 0, 0, 0, 0]);
+                        let times = if f[1] == Op::SYNC.0 { 2 } else { 1 };
+                        for _ in 0..times {
+                            let _ = device.write_all(&reply).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn classic_reset_drives_dtr_and_rts_like_esptool() {
+        let (mut link, device, calls) = link(true);
+        answer_everything(device);
+        let mut f = Flasher::new(
+            &mut link,
+            "mock",
+            115_200,
+            EspReset::Classic,
+            Timeouts::default(),
+        );
+        f.connect().await.unwrap();
+        f.finish().await.unwrap();
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [
+                // into the bootloader: EN low, GPIO0 low, EN high, GPIO0 high
+                "DTR off", "RTS on", "DTR on", "RTS off", "DTR off",
+                // hard reset into the application
+                "RTS on", "RTS off",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn reset_none_touches_no_modem_line() {
+        let (mut link, device, calls) = link(true);
+        answer_everything(device);
+        let mut f = Flasher::new(
+            &mut link,
+            "mock",
+            115_200,
+            EspReset::None,
+            Timeouts::default(),
+        );
+        f.connect().await.unwrap();
+        f.finish().await.unwrap();
+        assert!(calls.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn classic_reset_without_modem_lines_says_what_to_do() {
+        let (mut link, _device, _) = link(false);
+        let mut f = Flasher::new(
+            &mut link,
+            "/dev/pts/9",
+            115_200,
+            EspReset::Classic,
+            Timeouts::default(),
+        );
+        let err = f.connect().await.unwrap_err().to_string();
+        assert!(
+            err.starts_with("esp8266 reset: cannot set DTR on /dev/pts/9"),
+            "{err}"
+        );
+        assert!(err.contains("reset = \"none\""), "{err}");
+    }
+
+    #[tokio::test]
+    async fn garbage_from_the_device_never_panics() {
+        let (mut link, mut device, _) = link(true);
+        tokio::spawn(async move {
+            let mut x: u32 = 0xDEAD_BEEF;
+            let mut chunk = [0u8; 256];
+            loop {
+                for b in chunk.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    // Plenty of frame delimiters and escapes.
+                    *b = match x % 7 {
+                        0 => slip::END,
+                        1 => slip::ESC,
+                        2 => 0x01,
+                        _ => x as u8,
+                    };
+                }
+                if device.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                // Swallow what the flasher sends so it never blocks.
+                let mut sink = [0u8; 4096];
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(1), device.read(&mut sink)).await;
+            }
+        });
+        let timeouts = Timeouts {
+            syncs_per_round: 5,
+            ..Timeouts::default()
+        };
+        let mut f = Flasher::new(&mut link, "mock", 115_200, EspReset::None, timeouts);
+        let err = f.connect().await.unwrap_err().to_string();
+        assert!(err.starts_with("esp8266 SYNC: no response"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_link_fails_with_the_step() {
+        let (mut link, device, _) = link(true);
+        drop(device);
+        let mut f = Flasher::new(
+            &mut link,
+            "mock",
+            115_200,
+            EspReset::None,
+            Timeouts::default(),
+        );
+        let err = f.connect().await.unwrap_err().to_string();
+        assert!(err.starts_with("esp8266 SYNC"), "{err}");
+    }
+}

@@ -235,3 +235,56 @@ impl UpdateHandler for Esp8266Handler {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SerialConfig;
+    use std::time::Duration;
+
+    fn handler(flash_offset: u32) -> Esp8266Handler {
+        Esp8266Handler::new(
+            "esp",
+            "esp",
+            &Esp8266Config {
+                serial: SerialConfig {
+                    port: "/dev/null".into(),
+                    baud: 115_200,
+                },
+                flash_offset,
+                reset: EspReset::None,
+                version_command: None,
+                command_timeout: Duration::from_secs(1),
+            },
+        )
+    }
+
+    #[test]
+    fn check_image_refuses_bad_images_and_offsets() {
+        let img = image::build(0x4010_0004, &[(0x4010_0000, &[1, 2, 3][..])]);
+        assert!(handler(0).check_image(&img).is_ok());
+        assert!(handler(0xFF_F000).check_image(&img).is_ok());
+        let err = handler(0xFF_FFF0 & !0xFFF)
+            .check_image(&[0u8; 4])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("esp8266 image check: image is 4 bytes"),
+            "{err}"
+        );
+        let mut big = img.clone();
+        big.resize(0x2000, 0xFF);
+        let err = handler(0xFF_F000)
+            .check_image(&big)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("past the 16 MiB"), "{err}");
+        let err = handler(0x800).check_image(&img).unwrap_err().to_string();
+        assert!(err.contains("not a multiple of 4 KiB"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn without_version_command_the_version_is_unknown() {
+        assert_eq!(handler(0).current_version().await.unwrap(), None);
+    }
+}
