@@ -83,7 +83,13 @@ fn engine(
 ) -> Engine {
     let mut agent = common::agent_config(state);
     agent.max_concurrent_updates = max;
-    Engine::new(agent, Box::new(DirectorySource::new(firmware)), devices).unwrap()
+    Engine::new(
+        agent,
+        &fota_agent::download::DownloadConfig::default(),
+        Box::new(DirectorySource::new(firmware)),
+        devices,
+    )
+    .unwrap()
 }
 
 struct Run {
