@@ -5,6 +5,7 @@
 //! engine's verification can make — handlers never see an unverified byte.
 
 pub mod command;
+pub mod esp8266;
 
 use std::path::{Path, PathBuf};
 
@@ -135,6 +136,11 @@ pub fn build(
             &device.id,
             &device.device_type,
             c.clone(),
+        ))),
+        HandlerConfig::Esp8266(c) => Ok(std::sync::Arc::new(esp8266::Esp8266Handler::new(
+            &device.id,
+            &device.device_type,
+            c,
         ))),
         other => Err(HandlerError::failed(
             format!("device {:?}", device.id),
