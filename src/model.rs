@@ -26,6 +26,60 @@ pub struct Firmware {
     pub model: Option<String>,
     pub description: Option<String>,
     pub changelog: Option<String>,
+    /// A server's instructions for this particular rollout (hawkBit deployment,
+    /// MCS push); `None` for firmware that is merely available.
+    pub deployment: Option<Deployment>,
+}
+
+impl Firmware {
+    /// Firmware with only the essentials set.
+    pub fn new(device_type: &str, version: &str, location: FirmwareLocation) -> Firmware {
+        Firmware {
+            device_type: device_type.to_string(),
+            version: version.to_string(),
+            location,
+            size: None,
+            checksums: Vec::new(),
+            prerequisite: None,
+            vendor: None,
+            model: None,
+            description: None,
+            changelog: None,
+            deployment: None,
+        }
+    }
+}
+
+/// How a server wants one step of a deployment handled (hawkBit `skip`, `attempt`,
+/// `forced`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handling {
+    /// Not now: for `update`, download (and transfer) only.
+    Skip,
+    /// The device's policy decides.
+    #[default]
+    Attempt,
+    /// Now, regardless of the device's policy.
+    Forced,
+}
+
+/// A server's instructions for one rollout of firmware to one device.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Deployment {
+    /// The server's id for it (hawkBit action id), for reports.
+    pub id: String,
+    pub download: Handling,
+    pub update: Handling,
+    /// `Some(false)`: the maintenance window is closed — transfer ahead, update
+    /// later.
+    pub maintenance_window_open: Option<bool>,
+}
+
+impl Deployment {
+    /// Whether the update step may run now (else: transfer only, then wait).
+    pub fn update_allowed(&self) -> bool {
+        self.update != Handling::Skip && self.maintenance_window_open != Some(false)
+    }
 }
 
 /// A version the device must run before an image may be installed.

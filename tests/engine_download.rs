@@ -44,6 +44,7 @@ fn firmware(url: String, sha256: &str) -> Firmware {
         model: None,
         description: None,
         changelog: None,
+        deployment: None,
     }
 }
 

@@ -4,8 +4,9 @@
 
 use std::cmp::Ordering;
 
+use super::update::Mode;
 use crate::config::DeviceConfig;
-use crate::model::{Firmware, FirmwareStatus};
+use crate::model::{Deployment, Firmware, FirmwareStatus, Handling, UpdatePolicy};
 use crate::version::check_upgrade;
 
 /// The outcome of looking at what a source offers for one device.
@@ -95,5 +96,89 @@ pub fn select(device: &DeviceConfig, current: Option<&str>, offered: &[Firmware]
         candidate,
         refused,
         offered_any,
+    }
+}
+
+/// What to do with a candidate now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Run(Mode),
+    /// Nothing now, and why (for the log).
+    Wait(&'static str),
+}
+
+/// Chooses immediate update, transfer ahead, update of staged firmware, or waiting,
+/// from the device's policy, the server's deployment instructions (hawkBit
+/// `forced`/`attempt`/`skip`, maintenance window), whether the firmware is already
+/// staged, and whether the handler says the update can run now.
+///
+/// `forced` overrides the device's policy, not the handler: a device that says it
+/// cannot update now (busy, offline) is not updated.
+pub fn plan(
+    policy: UpdatePolicy,
+    deployment: Option<&Deployment>,
+    staged: bool,
+    executable: bool,
+) -> Plan {
+    let update_allowed = deployment.is_none_or(|d| d.update_allowed());
+    let forced = deployment.is_some_and(|d| d.update == Handling::Forced);
+    if !update_allowed {
+        return if staged {
+            Plan::Wait("firmware staged; the server has not allowed the update yet")
+        } else {
+            Plan::Run(Mode::TransferOnly)
+        };
+    }
+    let immediate = forced || policy == UpdatePolicy::Immediate;
+    match (immediate, staged, executable) {
+        (_, true, true) => Plan::Run(Mode::UpdateTransferred),
+        (true, false, true) => Plan::Run(Mode::Immediate),
+        (true, _, false) => Plan::Wait("update available but not executable now"),
+        (false, false, _) => Plan::Run(Mode::TransferOnly),
+        (false, true, false) => {
+            Plan::Wait("firmware transferred; waiting until the update is executable")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use UpdatePolicy::*;
+
+    fn dep(update: Handling, window: Option<bool>) -> Deployment {
+        Deployment {
+            id: "1".into(),
+            download: Handling::Forced,
+            update,
+            maintenance_window_open: window,
+        }
+    }
+
+    #[test]
+    fn plans() {
+        use Handling::*;
+        let run = Plan::Run;
+        let cases: &[(UpdatePolicy, Option<Deployment>, bool, bool, Plan)] = &[
+            (Immediate, None, false, true, run(Mode::Immediate)),
+            (Immediate, None, false, false, Plan::Wait("update available but not executable now")),
+            (Background, None, false, false, run(Mode::TransferOnly)),
+            (Background, None, false, true, run(Mode::TransferOnly)),
+            (Background, None, true, true, run(Mode::UpdateTransferred)),
+            (Background, Some(dep(Forced, None)), false, true, run(Mode::Immediate)),
+            (Background, Some(dep(Attempt, None)), false, true, run(Mode::TransferOnly)),
+            (Immediate, Some(dep(Skip, None)), false, true, run(Mode::TransferOnly)),
+            (Immediate, Some(dep(Forced, Some(false))), false, true, run(Mode::TransferOnly)),
+            (Immediate, Some(dep(Forced, Some(false))), true, true,
+                Plan::Wait("firmware staged; the server has not allowed the update yet")),
+            (Immediate, Some(dep(Attempt, Some(true))), true, true, run(Mode::UpdateTransferred)),
+        ];
+        for (policy, d, staged, exec, expected) in cases {
+            assert_eq!(
+                &plan(*policy, d.as_ref(), *staged, *exec),
+                expected,
+                "{policy:?} {d:?} staged={staged} executable={exec}"
+            );
+        }
     }
 }

@@ -286,40 +286,40 @@ impl Engine {
         let Some(firmware) = report.selection.candidate else {
             return result;
         };
-        let mode = match device.config.policy {
-            UpdatePolicy::Immediate => Mode::Immediate,
-            UpdatePolicy::Background => {
-                let staged = match self.inner.store.load(&id) {
-                    Ok(s) => s.transferred.is_some_and(|t| t.version == firmware.version),
-                    Err(e) => {
-                        tracing::error!(device = %id, "{e}");
-                        false
-                    }
-                };
-                match (staged, report.status) {
-                    (false, _) => Mode::TransferOnly,
-                    (true, FirmwareStatus::UpdateExecutable) => Mode::UpdateTransferred,
-                    (true, _) => {
-                        tracing::info!(device = %id, firmware_version = %firmware.version,
-                            "firmware transferred; waiting until the update is executable");
-                        return result;
-                    }
-                }
+        let staged = match self.inner.store.load(&id) {
+            Ok(s) => s.transferred.is_some_and(|t| t.version == firmware.version),
+            Err(e) => {
+                tracing::error!(device = %id, "{e}");
+                false
             }
         };
-        if mode == Mode::Immediate && report.status != FirmwareStatus::UpdateExecutable {
-            tracing::info!(device = %id, firmware_version = %firmware.version,
-                "update available but not executable now");
-            return result;
-        }
+        let plan = decide::plan(
+            device.config.policy,
+            firmware.deployment.as_ref(),
+            staged,
+            report.status == FirmwareStatus::UpdateExecutable,
+        );
+        let mode = match plan {
+            decide::Plan::Run(mode) => mode,
+            decide::Plan::Wait(why) => {
+                tracing::info!(device = %id, firmware_version = %firmware.version, "{why}");
+                return result;
+            }
+        };
         result.version = Some(firmware.version.clone());
         match self.start(device, &firmware, mode).await {
             Ok(outcome) => result.outcome = outcome,
             Err(e) => tracing::info!(device = %id, "{e}"),
         }
-        // A background transfer that finished may be followed by its update at once.
+        // A background transfer that finished may be followed by its update at once,
+        // unless the server said not yet.
+        let update_allowed = firmware
+            .deployment
+            .as_ref()
+            .is_none_or(|d| d.update_allowed());
         if mode == Mode::TransferOnly
             && result.outcome.is_none()
+            && update_allowed
             && let Ok(true) = self.executable(device).await
         {
             result.outcome = self
@@ -409,6 +409,7 @@ impl Engine {
             model: None,
             description: None,
             changelog: None,
+            deployment: None,
         };
         if let Some(target) = version {
             let current = device.handler.current_version().await;

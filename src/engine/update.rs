@@ -116,12 +116,15 @@ async fn steps(
             })
         })
     };
+    let background = device.handler.background_transfer();
     match mode {
         Mode::Immediate | Mode::Install | Mode::TransferOnly => {
-            let sequence: &[ProgressStep] = if mode == Mode::TransferOnly {
-                &[Downloading, Transferring]
-            } else {
-                &[Downloading, Transferring, Updating]
+            // A handler without background transfer can still have its image
+            // downloaded and staged ahead (a closed maintenance window).
+            let sequence: &[ProgressStep] = match (mode, background.is_some()) {
+                (Mode::TransferOnly, true) => &[Downloading, Transferring],
+                (Mode::TransferOnly, false) => &[Downloading],
+                _ => &[Downloading, Transferring, Updating],
             };
             progress.define_sequence(sequence)?;
             set_phase(Phase::Transfer)?;
@@ -135,27 +138,22 @@ async fn steps(
                 progress,
             )
             .await?;
-            progress.next()?;
-            match device.handler.background_transfer() {
-                Some(bg) => {
-                    bg.transfer(&image, progress).await?;
-                    if mode == Mode::TransferOnly {
-                        store.update(id, |s| {
-                            s.in_flight = None;
-                            s.transferred = Some(transferred(&image));
-                        })?;
-                        progress.pending()?;
-                        return Ok(());
-                    }
-                    set_phase(Phase::Update)?;
-                    progress.next()?;
-                }
-                // The handler moves to UPDATING itself; the device may change from
-                // here on.
-                None => {
-                    set_phase(Phase::Update)?;
-                }
+            if let Some(bg) = background {
+                progress.next()?;
+                bg.transfer(&image, progress).await?;
             }
+            if mode == Mode::TransferOnly {
+                store.update(id, |s| {
+                    s.in_flight = None;
+                    s.transferred = Some(transferred(&image));
+                })?;
+                progress.pending()?;
+                return Ok(());
+            }
+            set_phase(Phase::Update)?;
+            // A handler without background transfer is entered at TRANSFERRING and
+            // moves to UPDATING itself.
+            progress.next()?;
             device.handler.update(&image, progress).await?;
             if mode == Mode::Install {
                 return Ok(());
@@ -163,7 +161,11 @@ async fn steps(
             confirm_version(device, &firmware.version).await
         }
         Mode::UpdateTransferred => {
-            progress.define_sequence(&[Updating])?;
+            progress.define_sequence(if background.is_some() {
+                &[Updating]
+            } else {
+                &[Transferring, Updating]
+            })?;
             let state = store.load(id)?;
             let staged = state
                 .transferred

@@ -775,6 +775,7 @@ mod tests {
             model: None,
             description: None,
             changelog: None,
+            deployment: None,
         };
         VerifiedImage::new(path, firmware, hasher.finish())
     }

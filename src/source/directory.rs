@@ -228,6 +228,7 @@ fn read_firmware(file: &Path, folder: &Path, device_type: &str) -> Result<Firmwa
         model: optional("model"),
         description: optional("description"),
         changelog: optional("changelog"),
+        deployment: None,
     })
 }
 
