@@ -288,7 +288,7 @@ impl<'l, L: Link> Sender<'l, L> {
             let header = ymodem_header(file.name, file.data.len() as u64, file.mtime);
             let size = if header.len() > 128 { 1024 } else { 128 };
             let block = encode_block(0, &header, size, 0, check);
-            self.send_block(&block, true, "header").await?;
+            self.send_block(&block, "header").await?;
             self.wait_crc_request("header", "no 'C' after the header's ACK")
                 .await?;
         }
@@ -300,7 +300,7 @@ impl<'l, L: Link> Sender<'l, L> {
             let number = ((i + 1) % 256) as u8;
             let block = encode_block(number, &file.data[start..end], size, CPMEOF, check);
             let step = format!("block {}/{total}", i + 1);
-            self.send_block(&block, i == 0, &step).await?;
+            self.send_block(&block, &step).await?;
             on_ack(end as u64);
         }
 
@@ -309,7 +309,7 @@ impl<'l, L: Link> Sender<'l, L> {
             self.wait_crc_request("end of batch", "no 'C' after EOT")
                 .await?;
             let block = encode_block(0, &[], 128, 0, check);
-            self.send_block(&block, false, "end of batch").await?;
+            self.send_block(&block, "end of batch").await?;
         }
         Ok(())
     }
@@ -363,6 +363,7 @@ impl<'l, L: Link> Sender<'l, L> {
                 // A start character stands alone: the receiver then waits. Text
                 // that merely contains a 'C' goes on.
                 if self.quiet_after_start(quiet).await? {
+                    tracing::debug!(?check, "receiver started");
                     return Ok(check);
                 }
             }
@@ -442,22 +443,27 @@ impl<'l, L: Link> Sender<'l, L> {
         ))
     }
 
-    /// Sends `block` until it is acknowledged. `first`: a 'C' from the receiver
-    /// counts as NAK (it did not see the block and repeats its start request).
-    async fn send_block(
-        &mut self,
-        block: &[u8],
-        first: bool,
-        step: &str,
-    ) -> Result<(), XmodemError> {
+    /// Sends `block` until it is acknowledged. Answers already waiting before a
+    /// (re)send are stale (e.g. a late ACK of the previous attempt) and dropped,
+    /// so that one answer is never taken for the next block's.
+    async fn send_block(&mut self, block: &[u8], step: &str) -> Result<(), XmodemError> {
         let mut naks = 0u32;
         for _ in 0..self.opts.retries {
+            self.purge(step).await?;
             self.write(block).await.map_err(|e| self.io(step, e))?;
             let wait = self.opts.response_timeout + self.wire_time(block.len());
-            match self.reply(wait, first, step).await? {
-                Reply::Ack => return Ok(()),
-                Reply::Nak => naks += 1,
-                Reply::Timeout => {}
+            match self.reply(wait, step).await? {
+                Reply::Ack => {
+                    tracing::trace!("{} {step}: ACK", self.label);
+                    return Ok(());
+                }
+                Reply::Nak => {
+                    tracing::debug!("{} {step}: NAK, sending it again", self.label);
+                    naks += 1;
+                }
+                Reply::Timeout => {
+                    tracing::debug!("{} {step}: no answer, sending it again", self.label);
+                }
                 Reply::Canceled => return Err(self.err(step, ErrorKind::ReceiverCanceled)),
             }
         }
@@ -477,10 +483,13 @@ impl<'l, L: Link> Sender<'l, L> {
     async fn send_eot(&mut self) -> Result<(), XmodemError> {
         let step = "end of transmission";
         for _ in 0..self.opts.retries {
+            self.purge(step).await?;
             self.write(&[EOT]).await.map_err(|e| self.io(step, e))?;
-            match self.reply(self.opts.response_timeout, false, step).await? {
+            match self.reply(self.opts.response_timeout, step).await? {
                 Reply::Ack => return Ok(()),
-                Reply::Nak | Reply::Timeout => {}
+                Reply::Nak | Reply::Timeout => {
+                    tracing::debug!("{} {step}: EOT not acknowledged yet", self.label);
+                }
                 Reply::Canceled => return Err(self.err(step, ErrorKind::ReceiverCanceled)),
             }
         }
@@ -493,13 +502,23 @@ impl<'l, L: Link> Sender<'l, L> {
         ))
     }
 
+    /// Drops bytes that already arrived (at most a few KiB, so that a line that
+    /// never stops talking cannot hold the sender here).
+    async fn purge(&mut self, step: &str) -> Result<(), XmodemError> {
+        for _ in 0..4096 {
+            if read_byte(self.link, Duration::ZERO)
+                .await
+                .map_err(|e| self.io(step, e))?
+                .is_none()
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The receiver's answer within `wait`; other bytes are ignored.
-    async fn reply(
-        &mut self,
-        wait: Duration,
-        first: bool,
-        step: &str,
-    ) -> Result<Reply, XmodemError> {
+    async fn reply(&mut self, wait: Duration, step: &str) -> Result<Reply, XmodemError> {
         let deadline = Instant::now() + wait;
         let mut last_can = false;
         loop {
@@ -516,7 +535,6 @@ impl<'l, L: Link> Sender<'l, L> {
             match b {
                 ACK => return Ok(Reply::Ack),
                 NAK => return Ok(Reply::Nak),
-                CRC_REQUEST if first => return Ok(Reply::Nak),
                 CAN if last_can => return Ok(Reply::Canceled),
                 _ => {}
             }
