@@ -605,3 +605,90 @@ async fn lrzsz_rb_ymodem_with_crc_errors() {
     assert_eq!(outcome, Outcome::Success, "{log}");
     assert_eq!(received(dir.path(), "fw-2.0.bin", &log), data, "{log}");
 }
+
+// ---------------------------------------------------------------- the binary
+
+/// `fota-agent install --device mcu IMAGE --version 2.0` with `handler = "xmodem"`
+/// (YMODEM) on a pty, lrzsz's `rb` as the bootloader; the device's version command
+/// reports 2.0 once `rb` holds an exact copy of the image.
+#[tokio::test]
+async fn agent_binary_installs_over_ymodem_to_lrzsz() {
+    lrzsz::require("rb");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let recv = dir.join("recv");
+    std::fs::create_dir_all(&recv).unwrap();
+    std::fs::create_dir_all(dir.join("firmware")).unwrap();
+    let data = image(6000, 30);
+    let image_path = dir.join("fw-2.0.bin");
+    std::fs::write(&image_path, &data).unwrap();
+    let version = dir.join("version.sh");
+    std::fs::write(
+        &version,
+        format!(
+            "#!/bin/sh\nif cmp -s '{}' '{}'; then echo 2.0; else echo 1.0; fi\n",
+            recv.join("fw-2.0.bin").display(),
+            image_path.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&version, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let pty = Arc::new(Pty::open());
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = {state:?}\nupdate_timeout = \"2m\"\n\
+             [source]\nkind = \"directory\"\npath = {fw:?}\n\
+             [[device]]\nid = \"mcu\"\ntype = \"stm\"\nhandler = \"xmodem\"\n\
+             port = {port:?}\nbaud = 115200\nprotocol = \"ymodem\"\n\
+             response_timeout = \"3s\"\nretries = 10\n\
+             version_command = [{version:?}]\n",
+            state = dir.join("state").display().to_string(),
+            fw = dir.join("firmware").display().to_string(),
+            port = pty.slave_path.display().to_string(),
+            version = version.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let receiver = lrzsz::Receiver::spawn(
+        pty.clone(),
+        "rb",
+        &["-b", "-q", "-t", "10", "--delay-startup", "1", "-y"],
+        &recv,
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_fota-agent"))
+            .env("RUST_LOG", "info")
+            .env_remove("FOTA_AGENT_CONFIG")
+            .arg("--config")
+            .arg(&config)
+            .args(["install", "--device", "mcu"])
+            .arg(&image_path)
+            .args(["--version", "2.0"])
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("fota-agent install hung")
+    .unwrap();
+    let (status, stderr) = receiver.finish(Duration::from_secs(10)).await;
+    let log = format!(
+        "{}{}\nrb: {status:?} {stderr}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("firmware sent"), "{log}");
+    assert!(log.contains("mcu: success"), "{log}");
+    assert_eq!(
+        std::fs::read(recv.join("fw-2.0.bin")).unwrap(),
+        data,
+        "{log}"
+    );
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+}

@@ -219,10 +219,17 @@ impl Receiver<'_> {
     async fn start(&mut self, start_char: u8) -> Result<(), SimOutcome> {
         for _ in 0..self.cfg.start_attempts {
             self.send(&[start_char]).await;
-            if let Some(b) = self.pty.read_byte(self.cfg.start_interval).await {
-                if matches!(b, SOH | STX | EOT) {
-                    self.pty.unread(&[b]);
-                    return Ok(());
+            // Other bytes (a repeated enter command) do not hurry the next request.
+            let next = tokio::time::Instant::now() + self.cfg.start_interval;
+            loop {
+                let left = next.saturating_duration_since(tokio::time::Instant::now());
+                match self.pty.read_byte(left).await {
+                    None => break,
+                    Some(b) if matches!(b, SOH | STX | EOT) => {
+                        self.pty.unread(&[b]);
+                        return Ok(());
+                    }
+                    Some(_) => {}
                 }
             }
         }

@@ -206,11 +206,7 @@ impl UpdateHandler for XmodemHandler {
                     mtime: None,
                 },
                 |acked| {
-                    let pct = if total == 0 {
-                        100
-                    } else {
-                        (acked.min(total) * 100 / total) as u8
-                    };
+                    let pct = (acked.min(total) * 100).checked_div(total).unwrap_or(100) as u8;
                     if let Err(e) = progress.update(pct) {
                         tracing::debug!("progress: {e}");
                     }
