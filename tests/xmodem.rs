@@ -89,6 +89,7 @@ fn rig(cfg: XmodemConfig, data: &[u8]) -> Rig {
             update_timeout: Duration::from_secs(120),
             max_concurrent_updates: 1,
         },
+        &Default::default(),
         Box::new(DirectorySource::new(&tmp.path().join("firmware"))),
         vec![(device, handler.clone() as Arc<dyn UpdateHandler>)],
     )
