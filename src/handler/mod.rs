@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod esp8266;
+pub mod xmodem;
 
 use std::path::{Path, PathBuf};
 
@@ -142,12 +143,10 @@ pub fn build(
             &device.device_type,
             c,
         ))),
-        other => Err(HandlerError::failed(
-            format!("device {:?}", device.id),
-            format!(
-                "handler {:?} is not built into this agent yet",
-                other.name()
-            ),
-        )),
+        HandlerConfig::Xmodem(c) => Ok(std::sync::Arc::new(xmodem::XmodemHandler::new(
+            &device.id,
+            &device.device_type,
+            c,
+        ))),
     }
 }
