@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::*;
 use fota_agent::model::{FirmwareStatus, UpdatePolicy};
 use fota_agent::progress::{Outcome, ProgressKind, ProgressStep::*};
+use fota_agent::source::CancelOutcome;
 
 #[tokio::test]
 async fn immediate_device_goes_downloading_transferring_updating() {
@@ -285,10 +286,10 @@ async fn update_running_past_the_timeout_fails_and_cancels_the_handler() {
 }
 
 #[tokio::test]
-async fn cancel_stops_a_running_update() {
+async fn cancel_is_refused_once_the_update_step_writes_the_device() {
     let (state, fw) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     offer(fw.path(), "slow", "2.0", b"slow firmware", "");
-    let dev = FakeDevice::build("1.0", false, Some(Duration::from_secs(3600)));
+    let dev = FakeDevice::build("1.0", false, Some(Duration::from_millis(300)));
     let engine = engine(
         state.path(),
         fw.path(),
@@ -309,11 +310,44 @@ async fn cancel_stops_a_running_update() {
             _ => continue,
         }
     }
-    assert!(engine.cancel("s1"));
+    // The update step writes the device: past the point of no return.
+    assert_eq!(engine.cancel("s1"), CancelOutcome::TooLate);
+    let results = runner.await.unwrap();
+    assert_eq!(results[0].outcome, Some(Outcome::Success));
+    assert_eq!(dev.cancels.load(Ordering::SeqCst), 0);
+    assert_eq!(engine.cancel("s1"), CancelOutcome::NotRunning);
+}
+
+#[tokio::test]
+async fn cancel_stops_a_transfer_in_progress() {
+    let (state, fw) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    offer(fw.path(), "slow", "2.0", b"slow firmware", "");
+    let dev = FakeDevice::build("1.0", true, None);
+    dev.transfer_takes(Duration::from_secs(3600));
+    let engine = engine(
+        state.path(),
+        fw.path(),
+        vec![(
+            device_config("s1", "slow", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    );
+    let mut rx = engine.subscribe();
+    let runner = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_once().await }
+    });
+    loop {
+        if let ProgressKind::Percent(Transferring, _) = rx.recv().await.unwrap().kind {
+            break;
+        }
+    }
+    assert_eq!(engine.cancel("s1"), CancelOutcome::Canceled);
     let results = runner.await.unwrap();
     assert_eq!(results[0].outcome, Some(Outcome::Canceled));
     assert_eq!(dev.cancels.load(Ordering::SeqCst), 1);
-    assert!(!engine.cancel("s1"), "nothing runs any more");
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
+    assert_eq!(dev.version().as_deref(), Some("1.0"));
 }
 
 #[tokio::test]

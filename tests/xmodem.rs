@@ -439,7 +439,10 @@ async fn engine_cancel_sends_can_to_the_receiver() {
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(rig.engine.cancel("mcu"));
+        assert_eq!(
+            rig.engine.cancel("mcu"),
+            fota_agent::source::CancelOutcome::Canceled
+        );
     };
     let (outcome, sim, ()) =
         tokio::join!(rig.install(), xmodem_sim::receive(&pty, sim_cfg), canceler);

@@ -161,17 +161,58 @@ mod tests {
         let run = Plan::Run;
         let cases: &[(UpdatePolicy, Option<Deployment>, bool, bool, Plan)] = &[
             (Immediate, None, false, true, run(Mode::Immediate)),
-            (Immediate, None, false, false, Plan::Wait("update available but not executable now")),
+            (
+                Immediate,
+                None,
+                false,
+                false,
+                Plan::Wait("update available but not executable now"),
+            ),
             (Background, None, false, false, run(Mode::TransferOnly)),
             (Background, None, false, true, run(Mode::TransferOnly)),
             (Background, None, true, true, run(Mode::UpdateTransferred)),
-            (Background, Some(dep(Forced, None)), false, true, run(Mode::Immediate)),
-            (Background, Some(dep(Attempt, None)), false, true, run(Mode::TransferOnly)),
-            (Immediate, Some(dep(Skip, None)), false, true, run(Mode::TransferOnly)),
-            (Immediate, Some(dep(Forced, Some(false))), false, true, run(Mode::TransferOnly)),
-            (Immediate, Some(dep(Forced, Some(false))), true, true,
-                Plan::Wait("firmware staged; the server has not allowed the update yet")),
-            (Immediate, Some(dep(Attempt, Some(true))), true, true, run(Mode::UpdateTransferred)),
+            (
+                Background,
+                Some(dep(Forced, None)),
+                false,
+                true,
+                run(Mode::Immediate),
+            ),
+            (
+                Background,
+                Some(dep(Attempt, None)),
+                false,
+                true,
+                run(Mode::TransferOnly),
+            ),
+            (
+                Immediate,
+                Some(dep(Skip, None)),
+                false,
+                true,
+                run(Mode::TransferOnly),
+            ),
+            (
+                Immediate,
+                Some(dep(Forced, Some(false))),
+                false,
+                true,
+                run(Mode::TransferOnly),
+            ),
+            (
+                Immediate,
+                Some(dep(Forced, Some(false))),
+                true,
+                true,
+                Plan::Wait("firmware staged; the server has not allowed the update yet"),
+            ),
+            (
+                Immediate,
+                Some(dep(Attempt, Some(true))),
+                true,
+                true,
+                run(Mode::UpdateTransferred),
+            ),
         ];
         for (policy, d, staged, exec, expected) in cases {
             assert_eq!(

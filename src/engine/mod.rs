@@ -21,8 +21,10 @@ use crate::config::{AgentConfig, Config, DeviceConfig};
 use crate::download::{DownloadConfig, Downloader};
 use crate::handler::{self, UpdateHandler};
 use crate::model::{Firmware, FirmwareLocation, FirmwareStatus, UpdatePolicy};
-use crate::progress::{Outcome, Progress, ProgressEvent};
-use crate::source::{self, FirmwareSource};
+use crate::progress::{Outcome, Progress, ProgressEvent, ProgressStep};
+use crate::source::{
+    self, CancelOutcome, DeviceVersion, EngineLink, EngineRequest, FirmwareSource,
+};
 use crate::store::{Store, StoreError};
 use decide::Selection;
 use update::Mode;
@@ -82,7 +84,13 @@ struct Inner {
     downloader: Downloader,
     events: broadcast::Sender<ProgressEvent>,
     permits: Semaphore,
-    running: Mutex<HashMap<String, CancellationToken>>,
+    running: Mutex<HashMap<String, RunningUpdate>>,
+}
+
+/// An update in progress: how to stop it and how far it got.
+struct RunningUpdate {
+    token: CancellationToken,
+    progress: Option<Arc<Progress>>,
 }
 
 /// The engine; cheap to clone, all clones share one state.
@@ -105,7 +113,7 @@ impl Drop for Running {
 }
 
 impl Inner {
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningUpdate>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -346,6 +354,9 @@ impl Engine {
             &firmware.version,
             self.inner.events.clone(),
         ));
+        if let Some(r) = self.inner.running().get_mut(&device.config.id) {
+            r.progress = Some(progress.clone());
+        }
         let ctx = update::Context {
             store: &self.inner.store,
             downloader: &self.inner.downloader,
@@ -368,7 +379,13 @@ impl Engine {
             return Err(EngineError::Busy(device_id.to_string()));
         }
         let token = CancellationToken::new();
-        running.insert(device_id.to_string(), token.clone());
+        running.insert(
+            device_id.to_string(),
+            RunningUpdate {
+                token: token.clone(),
+                progress: None,
+            },
+        );
         Ok(Running {
             inner: self.inner.clone(),
             device_id: device_id.to_string(),
@@ -376,15 +393,19 @@ impl Engine {
         })
     }
 
-    /// Cancels the device's running update; false when none runs.
-    pub fn cancel(&self, device_id: &str) -> bool {
-        match self.inner.running().get(device_id) {
-            Some(t) => {
-                t.cancel();
-                true
-            }
-            None => false,
+    /// Cancels the device's running update, unless its update step already runs
+    /// (the point of no return: the device is being written).
+    pub fn cancel(&self, device_id: &str) -> CancelOutcome {
+        let running = self.inner.running();
+        let Some(update) = running.get(device_id) else {
+            return CancelOutcome::NotRunning;
+        };
+        let step = update.progress.as_ref().and_then(|p| p.current_step());
+        if matches!(step, Some(ProgressStep::Updating | ProgressStep::Rebooting)) {
+            return CancelOutcome::TooLate;
         }
+        update.token.cancel();
+        CancelOutcome::Canceled
     }
 
     /// Installs a local image on a device now (`fota-agent install`): verified like
@@ -443,20 +464,71 @@ impl Engine {
             .unwrap_or(Outcome::Success))
     }
 
-    /// Polls and applies every `poll_interval` until `shutdown`. Shutdown drops a
-    /// running update (handlers stop their processes); its in-flight record lets
-    /// the next start resolve it.
+    /// Polls and applies every `poll_interval` (or when the source asks) until
+    /// `shutdown`, while the source's own task runs and hears every progress event.
+    /// Shutdown drops a running update (handlers stop their processes); its
+    /// in-flight record lets the next start resolve it.
     pub async fn run(&self, shutdown: CancellationToken) {
+        let (tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let mut tasks = tokio::task::JoinSet::new();
+        let engine = self.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move { engine.inner.source.run(EngineLink::new(tx), stop).await });
+        let engine = self.clone();
+        let mut events = self.subscribe();
+        tasks.spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(ev) => engine.inner.source.report(&ev).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("source missed {n} progress events")
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        let engine = self.clone();
+        let notify = wake.clone();
+        tasks.spawn(async move {
+            while let Some(request) = requests.recv().await {
+                match request {
+                    EngineRequest::CheckNow => notify.notify_one(),
+                    EngineRequest::Cancel { device_id, reply } => {
+                        let _ = reply.send(engine.cancel(&device_id));
+                    }
+                }
+            }
+        });
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.run_once() => {}
+                _ = shutdown.cancelled() => break,
+                results = self.run_once() => self.report_versions(&results).await,
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.inner.agent.poll_interval) => {}
+                _ = wake.notified() => {}
             }
         }
+        tasks.abort_all();
+    }
+
+    /// Tells the source what each device runs after a cycle.
+    pub async fn report_versions(&self, results: &[CycleResult]) {
+        let versions: Vec<DeviceVersion> = results
+            .iter()
+            .zip(self.devices())
+            .map(|(r, d)| DeviceVersion {
+                device_id: r.device_id.clone(),
+                device_type: d.device_type.clone(),
+                version: match (&r.outcome, &r.version) {
+                    (Some(Outcome::Success), Some(v)) => Some(v.clone()),
+                    _ => r.current_version.clone(),
+                },
+            })
+            .collect();
+        self.inner.source.report_versions(&versions).await;
     }
 
     pub(crate) fn inner_devices(&self) -> &[Arc<Device>] {

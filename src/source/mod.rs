@@ -5,10 +5,15 @@
 pub mod directory;
 pub mod properties;
 
+mod link;
+
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeviceConfig, SourceConfig};
 use crate::model::Firmware;
+use crate::progress::ProgressEvent;
+pub use link::{CancelOutcome, EngineLink, EngineRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -28,6 +33,28 @@ pub trait FirmwareSource: Send + Sync {
 
     /// Every firmware the source offers for `device` (any version; the engine picks).
     async fn firmware_for(&self, device: &DeviceConfig) -> Result<Vec<Firmware>, SourceError>;
+
+    /// Every progress event of every update, in order, for servers that track
+    /// progress (feedback, telemetry). Called from one task; a slow server delays
+    /// only its own reports.
+    async fn report(&self, _event: &ProgressEvent) {}
+
+    /// The version each device runs (`None`: unknown), after start-up and after
+    /// every cycle.
+    async fn report_versions(&self, _versions: &[DeviceVersion]) {}
+
+    /// The source's own background work — polling its server on the server's
+    /// schedule, keeping a push channel open — until `shutdown`. It asks the engine
+    /// for a check or a cancel through `link`.
+    async fn run(&self, _link: EngineLink, _shutdown: CancellationToken) {}
+}
+
+/// A device and the version it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceVersion {
+    pub device_id: String,
+    pub device_type: String,
+    pub version: Option<String>,
 }
 
 /// The source the config names.

@@ -29,6 +29,8 @@ pub struct FakeDevice {
     pub update_takes: Option<Duration>,
     /// Bytes of the image the handler was given last.
     pub received: Mutex<Vec<u8>>,
+    /// The transfer step takes this long (tokio time).
+    pub transfer_takes: Mutex<Option<Duration>>,
 }
 
 impl FakeDevice {
@@ -46,7 +48,12 @@ impl FakeDevice {
             cancels: AtomicUsize::new(0),
             update_takes,
             received: Mutex::new(Vec::new()),
+            transfer_takes: Mutex::new(None),
         })
+    }
+
+    pub fn transfer_takes(&self, d: Duration) {
+        *self.transfer_takes.lock().unwrap() = Some(d);
     }
 
     pub fn version(&self) -> Option<String> {
@@ -94,6 +101,11 @@ impl BackgroundTransfer for FakeDevice {
     ) -> Result<(), HandlerError> {
         self.transfers.fetch_add(1, Ordering::SeqCst);
         *self.received.lock().unwrap() = std::fs::read(image.path()).unwrap();
+        progress.update(1).unwrap();
+        let takes = *self.transfer_takes.lock().unwrap();
+        if let Some(d) = takes {
+            tokio::time::sleep(d).await;
+        }
         progress.update(100).unwrap();
         Ok(())
     }

@@ -1,0 +1,120 @@
+//! A source's side of the engine loop: it hears every progress event and the
+//! versions after a cycle, and can ask for a check now or a cancel.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use fota_agent::config::DeviceConfig;
+use fota_agent::engine::Engine;
+use fota_agent::handler::UpdateHandler;
+use fota_agent::model::{Firmware, FirmwareLocation, UpdatePolicy};
+use fota_agent::progress::{Outcome, ProgressEvent, ProgressKind};
+use fota_agent::source::{CancelOutcome, DeviceVersion, EngineLink, FirmwareSource, SourceError};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct Recorder {
+    offer: Mutex<Vec<Firmware>>,
+    events: Mutex<Vec<ProgressEvent>>,
+    versions: Mutex<Vec<Vec<DeviceVersion>>>,
+    link: Mutex<Option<EngineLink>>,
+}
+
+struct Source(Arc<Recorder>);
+
+#[async_trait]
+impl FirmwareSource for Source {
+    fn describe(&self) -> String {
+        "recorder".into()
+    }
+    async fn firmware_for(&self, _d: &DeviceConfig) -> Result<Vec<Firmware>, SourceError> {
+        Ok(self.0.offer.lock().unwrap().clone())
+    }
+    async fn report(&self, event: &ProgressEvent) {
+        self.0.events.lock().unwrap().push(event.clone());
+    }
+    async fn report_versions(&self, versions: &[DeviceVersion]) {
+        self.0.versions.lock().unwrap().push(versions.to_vec());
+    }
+    async fn run(&self, link: EngineLink, shutdown: CancellationToken) {
+        *self.0.link.lock().unwrap() = Some(link);
+        shutdown.cancelled().await;
+    }
+}
+
+async fn until<F: Fn() -> bool>(what: &str, f: F) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn pushes_trigger_cycles_and_the_source_hears_everything() {
+    let (state, fw) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let image = offer(fw.path(), "t", "2.0", b"new firmware", "");
+    let rec = Arc::new(Recorder::default());
+    let dev = FakeDevice::new("1.0");
+    let engine = Engine::new(
+        agent_config(state.path()),
+        &Default::default(),
+        Box::new(Source(rec.clone())),
+        vec![(
+            device_config("d", "t", UpdatePolicy::Immediate),
+            dev.clone() as Arc<dyn UpdateHandler>,
+        )],
+    )
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn({
+        let (engine, shutdown) = (engine.clone(), shutdown.clone());
+        async move { engine.run(shutdown).await }
+    });
+
+    // First cycle: nothing offered; versions reported.
+    until("first versions", || rec.versions.lock().unwrap().len() == 1).await;
+    assert_eq!(
+        rec.versions.lock().unwrap()[0][0].version.as_deref(),
+        Some("1.0")
+    );
+
+    // The server offers firmware and pushes: a cycle runs at once (the poll
+    // interval is an hour).
+    rec.offer
+        .lock()
+        .unwrap()
+        .push(Firmware::new("t", "2.0", FirmwareLocation::File(image)));
+    let link = rec.link.lock().unwrap().clone().unwrap();
+    link.check_now();
+    until("second versions", || {
+        rec.versions.lock().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(
+        rec.versions.lock().unwrap()[1][0].version.as_deref(),
+        Some("2.0")
+    );
+    let kinds: Vec<ProgressKind> = rec
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
+    assert!(matches!(kinds.first(), Some(ProgressKind::Sequence(_))));
+    assert_eq!(
+        kinds.last(),
+        Some(&ProgressKind::Finished(Outcome::Success))
+    );
+
+    assert_eq!(link.cancel("d").await, CancelOutcome::NotRunning);
+    shutdown.cancel();
+    runner.await.unwrap();
+}
