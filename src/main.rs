@@ -52,6 +52,9 @@ enum Command {
     CheckConfig,
     /// Download and verify one file with the agent's download engine.
     Fetch(cli::FetchArgs),
+    /// Write the man page or shell completions (used by the Debian package).
+    #[command(subcommand, hide = true)]
+    Generate(cli::Generate),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::CheckConfig => cli::check_config(&args.config),
         Command::Fetch(fetch) => cli::block_on(cli::fetch(fetch)),
+        Command::Generate(what) => cli::generate::<Args>(what),
         Command::Check => cli::block_on(cli::check(&args.config)),
         Command::Run { once } => cli::block_on(cli::run(&args.config, once)),
         Command::Install {

@@ -3,6 +3,7 @@
 
 mod check;
 mod fetch;
+mod generate;
 mod install;
 mod render;
 mod run;
@@ -17,6 +18,7 @@ use fota_agent::engine::Engine;
 
 pub use check::check;
 pub use fetch::{FetchArgs, fetch};
+pub use generate::{Generate, generate};
 pub use install::{InstallArgs, install};
 pub use run::run;
 
