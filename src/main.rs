@@ -85,6 +85,12 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // A bad config is EX_CONFIG (78): the unit's RestartPreventExitStatus keeps
+        // systemd from restarting into the same error forever.
+        Err(e) if e.downcast_ref::<fota_agent::config::ConfigError>().is_some() => {
+            eprintln!("fota-agent: {e}");
+            ExitCode::from(78)
+        }
         Err(e) => {
             eprintln!("fota-agent: {e:#}");
             ExitCode::FAILURE

@@ -145,7 +145,7 @@ fn check_config_names_file_line_and_key() {
         std::fs::write(&path, body).unwrap();
         let out = run(&path, &["check-config"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{body}");
+        assert_eq!(out.status.code(), Some(78), "EX_CONFIG for {body}");
         let first = stderr.lines().next().unwrap_or("");
         assert!(first.contains(&format!("config.toml{line}")), "{first}");
         assert!(first.contains(key), "{first}");

@@ -42,8 +42,8 @@ pub fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::R
 }
 
 fn load(config: &Path) -> anyhow::Result<Config> {
-    // The error already names file, line and key.
-    Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))
+    // The error already names file, line and key; main maps it to EX_CONFIG.
+    Config::load(config).map_err(anyhow::Error::new)
 }
 
 fn engine(config: &Config) -> anyhow::Result<Engine> {

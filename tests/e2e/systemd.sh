@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# End to end on a real systemd: boots a debootstrapped Debian bookworm tree with
+# `systemd-nspawn -b`, installs the built .deb with dpkg, and checks what an
+# operator meets: the unit active (READY=1 reached), the status endpoint, a
+# firmware dropped into the directory source applied to a demo device, journald
+# fields, a watchdog restart after SIGSTOP, a broken config leaving the unit
+# failed with the error visible, and purge removing the state.
+#
+# The Debian tree is cached in /var/cache/fota-agent-e2e (debootstrap takes
+# minutes); every run works on a fresh copy of it. Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$(pwd)
+
+cache=/var/cache/fota-agent-e2e/bookworm
+need=()
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+if [ ! -d "$cache" ]; then
+    echo "e2e: debootstrapping bookworm into $cache (once)"
+    rm -rf "$cache.tmp"
+    mkdir -p "$(dirname "$cache")"
+    debootstrap --variant=minbase \
+        --include=systemd,systemd-sysv,dbus,iproute2,curl,adduser,ca-certificates \
+        bookworm "$cache.tmp" >/dev/null
+    mv "$cache.tmp" "$cache"
+fi
+
+deb=$(bash debian/build.sh 2>/dev/null | tail -n 1)
+root=$(mktemp -d /var/tmp/fota-e2e.XXXXXX)
+nspawn_pid=""
+cleanup() {
+    if [ -n "$nspawn_pid" ]; then
+        kill "$nspawn_pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$nspawn_pid" 2>/dev/null || true
+    fi
+    rm -rf "$root"
+}
+trap cleanup EXIT
+cp -a "$cache/." "$root/"
+cp "$deb" "$root/fota-agent.deb"
+
+passed=0
+failed=0
+check() { # check NAME COMMAND...: one line per check
+    local name=$1; shift
+    if "$@"; then
+        echo "ok   $name"; passed=$((passed + 1))
+    else
+        echo "FAIL $name"; failed=$((failed + 1))
+    fi
+}
+chroot_run() { systemd-nspawn -q -D "$root" --register=no --keep-unit "$@"; }
+
+# Install before boot, as on a freshly imaged gateway.
+chroot_run dpkg -i /fota-agent.deb >"$root.dpkg.log" 2>&1 || { cat "$root.dpkg.log"; exit 1; }
+check "package installed, unit enabled" test -L "$root/etc/systemd/system/multi-user.target.wants/fota-agent.service"
+check "system user in dialout" grep -q '^dialout:.*fota-agent' "$root/etc/group"
+check "config is a conffile" grep -q '/etc/fota-agent/config.toml' "$root/var/lib/dpkg/info/fota-agent.conffiles"
+
+# A demo device driven by the command handler; its "flash" lives in the state dir.
+install -D -m 755 "$repo/demo/device.sh" "$root/usr/local/lib/fota-demo/demo/device.sh"
+cat >> "$root/etc/fota-agent/config.toml" <<'CONF'
+
+[[device]]
+id = "demo-sensor-1"
+type = "demo-sensor"
+handler = "command"
+version_command = ["/usr/local/lib/fota-demo/demo/device.sh", "version"]
+update_command = ["/usr/local/lib/fota-demo/demo/device.sh", "update"]
+CONF
+sed -i 's/^poll_interval = .*/poll_interval = "2s"/' "$root/etc/fota-agent/config.toml"
+# The demo script keeps its flash where the hardened unit may write.
+mkdir -p "$root/etc/systemd/system/fota-agent.service.d"
+cat > "$root/etc/systemd/system/fota-agent.service.d/e2e.conf" <<'CONF'
+[Service]
+Environment=DEMO_FLASH=/var/lib/fota-agent/demo-sensor-1.flash
+WatchdogSec=6s
+CONF
+
+systemd-nspawn -D "$root" -b --register=no --keep-unit --private-network \
+    --console=pipe >"$root.console" 2>&1 &
+nspawn_pid=$!
+leader=""
+for _ in $(seq 300); do
+    leader=$(pgrep -P "$nspawn_pid" -x systemd | head -n 1 || true)
+    [ -n "$leader" ] && break
+    sleep 0.1
+done
+[ -n "$leader" ] || { echo "container did not start"; cat "$root.console"; exit 1; }
+ct() { nsenter -t "$leader" -m -u -i -n -p "$@"; }
+for _ in $(seq 600); do
+    state=$(ct systemctl is-system-running 2>/dev/null || true)
+    case "$state" in running|degraded) break ;; esac
+    sleep 0.1
+done
+echo "e2e: container is $state"
+
+wait_for() { # wait_for SECONDS COMMAND...
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || return 1
+        sleep 0.5
+    done
+}
+active() { [ "$(ct systemctl show -p ActiveState --value fota-agent)" = active ]; }
+check "unit active after boot (READY=1 reached)" wait_for 30 active
+check "systemd-analyze verify is clean" bash -c "! nsenter -t $leader -m -u -i -n -p systemd-analyze verify --man=no fota-agent.service 2>&1 | grep ."
+exposure=$(ct systemd-analyze security fota-agent.service 2>/dev/null | sed -n 's/.*Overall exposure level for fota-agent.service: \([0-9.]*\).*/\1/p')
+echo "e2e: systemd-analyze security exposure $exposure"
+check "security exposure <= 2.5" awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 2.5) }'
+
+# Drop firmware into the directory source; the agent applies it on its next poll.
+mkdir -p "$root/var/lib/fota-agent/firmware/demo-sensor"
+cp "$repo"/demo/firmware/demo-sensor/demo-sensor-2.0.0.* "$root/var/lib/fota-agent/firmware/demo-sensor/"
+flashed() { head -n 1 "$root/var/lib/fota-agent/demo-sensor-1.flash" 2>/dev/null | grep -q "DEMO-SENSOR FIRMWARE 2.0.0"; }
+check "dropped firmware applied to the demo device" wait_for 60 flashed
+check "journal has the update result" wait_for 10 bash -c "nsenter -t $leader -m -u -i -n -p journalctl -u fota-agent --no-pager | grep -q 'update succeeded'"
+
+# A hung agent is restarted by the watchdog.
+pid=$(ct systemctl show -p MainPID --value fota-agent)
+ct sh -c "kill -STOP $pid"
+restarted() {
+    local now
+    now=$(ct systemctl show -p MainPID --value fota-agent)
+    [ -n "$now" ] && [ "$now" != 0 ] && [ "$now" != "$pid" ] && active
+}
+check "watchdog restarts a stopped agent" wait_for 60 restarted
+check "journal names the watchdog" bash -c "nsenter -t $leader -m -u -i -n -p journalctl -u fota-agent --no-pager | grep -qi 'watchdog'"
+
+# A broken config leaves the unit failed, the error visible.
+echo 'colour = "blue"' >> "$root/etc/fota-agent/config.toml"
+ct systemctl restart fota-agent >/dev/null 2>&1 || true
+failed_unit() { [ "$(ct systemctl show -p ActiveState --value fota-agent)" = failed ]; }
+check "broken config leaves the unit failed" wait_for 30 failed_unit
+check "config error visible in systemctl status" bash -c "nsenter -t $leader -m -u -i -n -p systemctl status fota-agent --no-pager -n 20 2>&1 | grep -q 'config.toml:[0-9]*: unknown field'"
+
+# Purge removes the state.
+ct dpkg --purge fota-agent >/dev/null 2>&1
+check "purge removes /var/lib/fota-agent" test ! -e "$root/var/lib/fota-agent"
+
+echo "e2e systemd: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
