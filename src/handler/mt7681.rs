@@ -94,9 +94,12 @@ use crate::version::VersionScheme;
 pub const HEADER_LEN: usize = 128;
 /// First bytes of the upgrade header (`UART_FW_HEADER` in flash_map.h).
 pub const HEADER_MAGIC: [u8; 3] = [0x76, 0x81, 0xAA];
-/// Reboots the module; its loader then runs the recovery firmware.
+/// Reboots the module; its loader then runs the recovery firmware. The session
+/// stays at `baud` throughout: no source shows a baud switch for the upgrade.
 pub const REBOOT_COMMAND: &[u8] = b"AT#Reboot\r";
 /// What the module prints when it is in recovery mode (what the uploader waits for).
+/// Uncertain: the recovery firmware is a binary library, so only this substring
+/// (from `mt7681_uploader.py`) is known, not the whole line.
 pub const RECOVERY_BANNER: &[u8] = b"Recovery Mode";
 /// Starts the module's XMODEM receiver.
 pub const UPDATE_COMMAND: &[u8] = b"AT#UpdateFW\r";
@@ -107,6 +110,11 @@ const CANCEL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a region lives in the MT7681's flash (the default, non-`XIP_164`
 /// layout of flash_map.h).
+///
+/// Uncertain: the type → offset mapping is done by `spi_flash_update_fw` in a
+/// binary library; these are read off flash_map.h's names and order. The handler
+/// only uses `type_id` and `size` (the module picks the offset); builds with
+/// `FLASH_XIP_164` have larger STA/AP regions, which this size check refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegionLayout {
     /// The header's type byte.
@@ -193,6 +201,9 @@ pub fn check_image(data: &[u8], region: Mt7681Region) -> Result<ImageHeader, Str
             want.type_id
         ));
     }
+    // Uncertain: `header.sh` (which writes the length) is not published; the
+    // receiver bounds what it writes by it, so anything up to the contents' size is
+    // accepted.
     let contents = data.len() - HEADER_LEN;
     if length == 0 || length as usize > contents {
         return Err(format!(
