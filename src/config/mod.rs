@@ -92,6 +92,9 @@ pub enum HandlerConfig {
     Esp8266(Esp8266Config),
     /// `handler = "xmodem"`: XMODEM / XMODEM-1K / YMODEM to an MCU bootloader.
     Xmodem(XmodemConfig),
+    /// `handler = "mt7681"`: MediaTek MT7681 (LinkIt Connect 7681) UART upgrade
+    /// (`AT#Reboot`, recovery mode, `AT#UpdateFW`, XMODEM).
+    Mt7681(Mt7681Config),
 }
 
 impl HandlerConfig {
@@ -101,6 +104,7 @@ impl HandlerConfig {
             HandlerConfig::Command(_) => "command",
             HandlerConfig::Esp8266(_) => "esp8266",
             HandlerConfig::Xmodem(_) => "xmodem",
+            HandlerConfig::Mt7681(_) => "mt7681",
         }
     }
 }
@@ -209,6 +213,54 @@ pub struct XmodemConfig {
     pub retries: u32,
     /// Reports the application's version; see the command handler.
     pub version_command: Option<Vec<String>>,
+    /// Limit for `version_command`; default 60 s.
+    pub command_timeout: Duration,
+}
+
+/// The MT7681 flash region an image is written to: the "type" byte of the
+/// 128-byte upgrade header (`UART_FlASH_UPG_ID` in the MT7681 SDK's
+/// `flash_map.h`, 1 to 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+pub enum Mt7681Region {
+    /// Type 1, the boot loader (flash 0x0000, 20 KiB).
+    #[serde(rename = "loader")]
+    Loader,
+    /// Type 2, the recovery (uploader) firmware (0x6000, 64 KiB).
+    #[serde(rename = "recovery")]
+    Recovery,
+    /// Type 3, the EEPROM / calibration block (0x17000, 4 KiB).
+    #[serde(rename = "eeprom")]
+    Eeprom,
+    /// Type 4, the station firmware (0x1F000; 188 KiB with its XIP part).
+    #[default]
+    #[serde(rename = "sta")]
+    Sta,
+    /// Type 5, the station firmware's XIP/overlay part alone (0x30000, 120 KiB).
+    #[serde(rename = "sta-xip")]
+    StaXip,
+    /// Type 6, the soft-AP firmware (0x4F000; 188 KiB with its XIP part).
+    #[serde(rename = "ap")]
+    Ap,
+    /// Type 7, the soft-AP firmware's XIP/overlay part alone (0x60000, 120 KiB).
+    #[serde(rename = "ap-xip")]
+    ApXip,
+}
+
+/// Keys of `handler = "mt7681"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mt7681Config {
+    /// Default 115200 (what MediaTek's `mt7681_uploader.py` uses).
+    pub serial: SerialConfig,
+    /// The region images must be built for (header type byte); default `sta`.
+    pub region: Mt7681Region,
+    /// Longest wait for "Recovery Mode", the receiver's start, an ACK or a NAK;
+    /// default 10 s.
+    pub response_timeout: Duration,
+    /// Attempts of entering recovery mode, of the start and of each block; default 10.
+    pub retries: u32,
+    /// Reports the module's version (required: the MT7681 only upgrades to a
+    /// higher version, so the handler must know the current one).
+    pub version_command: Vec<String>,
     /// Limit for `version_command`; default 60 s.
     pub command_timeout: Duration,
 }

@@ -60,7 +60,8 @@ pub(super) struct RawDevice {
     pub handler: Option<Spanned<String>>,
     pub policy: Option<Spanned<String>>,
     pub version_scheme: Option<Spanned<String>>,
-    pub only_newer: Option<bool>,
+    /// Spanned so that `handler = "mt7681"` can point at an `only_newer = false`.
+    pub only_newer: Option<Spanned<bool>>,
 
     // handler = "command"
     pub version_command: Option<Spanned<Vec<String>>>,
@@ -69,7 +70,7 @@ pub(super) struct RawDevice {
     pub update_command: Option<Spanned<Vec<String>>>,
     pub command_timeout: Option<Spanned<String>>,
 
-    // serial handlers (esp8266, xmodem)
+    // serial handlers (esp8266, xmodem, mt7681)
     pub port: Option<Spanned<String>>,
     pub baud: Option<Spanned<i64>>,
     // handler = "esp8266"
@@ -78,6 +79,9 @@ pub(super) struct RawDevice {
     // handler = "xmodem"
     pub protocol: Option<Spanned<String>>,
     pub enter_command: Option<Spanned<String>>,
+    // handler = "xmodem" and "mt7681"
     pub response_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
+    // handler = "mt7681"
+    pub region: Option<Spanned<String>>,
 }

@@ -26,7 +26,7 @@ use super::error::{line_of, one_line};
 use super::raw::{RawAgent, RawConfig, RawDevice, RawSource};
 use super::{
     AgentConfig, CommandConfig, Config, ConfigError, DeviceConfig, Esp8266Config, EspReset,
-    HandlerConfig, SerialConfig, SourceConfig, XmodemConfig, XmodemProtocol,
+    HandlerConfig, Mt7681Config, SerialConfig, SourceConfig, XmodemConfig, XmodemProtocol,
 };
 use crate::download::DownloadConfig;
 use crate::model::UpdatePolicy;
@@ -43,7 +43,8 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 
 const KNOWN_SOURCE_KINDS: &str = "directory";
-const KNOWN_HANDLERS: &str = "command, esp8266, xmodem";
+const KNOWN_HANDLERS: &str = "command, esp8266, mt7681, xmodem";
+const KNOWN_MT7681_REGIONS: &str = "loader, recovery, eeprom, sta, sta-xip, ap, ap-xip";
 const KNOWN_RESETS: &str = "classic, none";
 const KNOWN_PROTOCOLS: &str = "xmodem, xmodem-1k, ymodem";
 const DEFAULT_BAUD: u32 = 115_200;
@@ -56,19 +57,26 @@ const MAX_ID_LEN: usize = 128;
 /// Keys of `[[device]]` that belong to a handler, each with the handlers it
 /// applies to.
 const HANDLER_KEYS: &[(&str, &[&str])] = &[
-    ("version_command", &["command", "esp8266", "xmodem"]),
+    (
+        "version_command",
+        &["command", "esp8266", "xmodem", "mt7681"],
+    ),
     ("executable_command", &["command"]),
     ("transfer_command", &["command"]),
     ("update_command", &["command"]),
-    ("command_timeout", &["command", "esp8266", "xmodem"]),
-    ("port", &["esp8266", "xmodem"]),
-    ("baud", &["esp8266", "xmodem"]),
+    (
+        "command_timeout",
+        &["command", "esp8266", "xmodem", "mt7681"],
+    ),
+    ("port", &["esp8266", "xmodem", "mt7681"]),
+    ("baud", &["esp8266", "xmodem", "mt7681"]),
     ("flash_offset", &["esp8266"]),
     ("reset", &["esp8266"]),
     ("protocol", &["xmodem"]),
     ("enter_command", &["xmodem"]),
-    ("response_timeout", &["xmodem"]),
-    ("retries", &["xmodem"]),
+    ("response_timeout", &["xmodem", "mt7681"]),
+    ("retries", &["xmodem", "mt7681"]),
+    ("region", &["mt7681"]),
 ];
 
 /// Validation context: the text (for line numbers), the file name (for messages)
@@ -312,7 +320,7 @@ impl<'a> Validator<'a> {
             device_type,
             policy,
             version_scheme,
-            only_newer: raw.only_newer.unwrap_or(true),
+            only_newer: raw.only_newer.as_ref().is_none_or(|o| *o.get_ref()),
             handler,
         })
     }
@@ -414,28 +422,48 @@ impl<'a> Validator<'a> {
                     None => XmodemProtocol::default(),
                 },
                 enter_command: raw.enter_command.as_ref().map(|c| c.get_ref().clone()),
-                response_timeout: match &raw.response_timeout {
-                    Some(d) => {
-                        self.duration(d, "response_timeout", &format!("{dev}: response_timeout"))?
-                    }
-                    None => DEFAULT_RESPONSE_TIMEOUT,
-                },
-                retries: match &raw.retries {
-                    Some(r) => u32::try_from(*r.get_ref())
-                        .ok()
-                        .filter(|r| (1..=100).contains(r))
-                        .ok_or_else(|| {
-                            let msg = format!(
-                                "{dev}: retries must be between 1 and 100, got {}",
-                                r.get_ref()
-                            );
-                            self.at(r, "retries", msg)
-                        })?,
-                    None => DEFAULT_RETRIES,
-                },
+                response_timeout: self.response_timeout(raw, dev)?,
+                retries: self.retries(raw, dev)?,
                 version_command,
                 command_timeout,
             })),
+            "mt7681" => {
+                // The MT7681 only upgrades to a higher version (MCS rule): the
+                // handler needs the current version and never allows a downgrade.
+                if let Some(o) = &raw.only_newer
+                    && !*o.get_ref()
+                {
+                    let msg = format!(
+                        "{dev}: only_newer = false is not allowed for handler \"mt7681\" \
+                         (an MT7681 only upgrades to a higher version)"
+                    );
+                    return Err(self.at(o, "only_newer", msg));
+                }
+                let Some(version_command) = version_command else {
+                    let msg = format!(
+                        "{dev}: missing key \"version_command\" (required by handler {name:?}: \
+                         an MT7681 only upgrades to a higher version)"
+                    );
+                    return Err(self.error(start, Some("version_command"), msg));
+                };
+                Ok(HandlerConfig::Mt7681(Mt7681Config {
+                    serial: self.serial(raw, dev, start, name)?,
+                    region: match &raw.region {
+                        Some(r) => parse_enum(r.get_ref()).ok_or_else(|| {
+                            let msg = format!(
+                                "{dev}: unknown region {:?} (known: {KNOWN_MT7681_REGIONS})",
+                                r.get_ref()
+                            );
+                            self.at(r, "region", msg)
+                        })?,
+                        None => Default::default(),
+                    },
+                    response_timeout: self.response_timeout(raw, dev)?,
+                    retries: self.retries(raw, dev)?,
+                    version_command,
+                    command_timeout,
+                }))
+            }
             _ => {
                 // `name` was checked against KNOWN_HANDLERS above: "command".
                 let Some(update) = &raw.update_command else {
@@ -460,6 +488,31 @@ impl<'a> Validator<'a> {
                     command_timeout,
                 }))
             }
+        }
+    }
+
+    /// `response_timeout` of the xmodem and mt7681 handlers.
+    fn response_timeout(&self, raw: &RawDevice, dev: &str) -> Result<Duration, ConfigError> {
+        match &raw.response_timeout {
+            Some(d) => self.duration(d, "response_timeout", &format!("{dev}: response_timeout")),
+            None => Ok(DEFAULT_RESPONSE_TIMEOUT),
+        }
+    }
+
+    /// `retries` of the xmodem and mt7681 handlers: 1 to 100.
+    fn retries(&self, raw: &RawDevice, dev: &str) -> Result<u32, ConfigError> {
+        match &raw.retries {
+            Some(r) => u32::try_from(*r.get_ref())
+                .ok()
+                .filter(|r| (1..=100).contains(r))
+                .ok_or_else(|| {
+                    let msg = format!(
+                        "{dev}: retries must be between 1 and 100, got {}",
+                        r.get_ref()
+                    );
+                    self.at(r, "retries", msg)
+                }),
+            None => Ok(DEFAULT_RETRIES),
         }
     }
 
@@ -592,6 +645,7 @@ fn handler_keys_present(raw: &RawDevice) -> Vec<(&'static str, usize)> {
         ("enter_command", at(&raw.enter_command)),
         ("response_timeout", at(&raw.response_timeout)),
         ("retries", at(&raw.retries)),
+        ("region", at(&raw.region)),
     ]
     .into_iter()
     .filter_map(|(key, offset)| offset.map(|o| (key, o)))
@@ -617,6 +671,12 @@ mod tests {
         for name in KNOWN_VERSION_SCHEMES.split(", ") {
             assert!(parse_enum::<VersionScheme>(name).is_some(), "{name}");
         }
+        for name in KNOWN_MT7681_REGIONS.split(", ") {
+            assert!(
+                parse_enum::<crate::config::Mt7681Region>(name).is_some(),
+                "{name}"
+            );
+        }
         assert_eq!(parse_enum::<UpdatePolicy>("Immediate"), None);
     }
 
@@ -627,7 +687,7 @@ mod tests {
             "version_command = ['a']\nexecutable_command = ['a']\ntransfer_command = ['a']\n\
              update_command = ['a']\ncommand_timeout = '1s'\nport = 'p'\nbaud = 1\n\
              flash_offset = 0\nreset = 'r'\nprotocol = 'p'\nenter_command = 'e'\n\
-             response_timeout = '1s'\nretries = 1",
+             response_timeout = '1s'\nretries = 1\nregion = 'sta'",
         )
         .unwrap();
         let present: Vec<&str> = handler_keys_present(&raw).iter().map(|(k, _)| *k).collect();

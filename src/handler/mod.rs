@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod esp8266;
+pub mod mt7681;
 pub mod xmodem;
 
 use std::path::{Path, PathBuf};
@@ -146,6 +147,12 @@ pub fn build(
         HandlerConfig::Xmodem(c) => Ok(std::sync::Arc::new(xmodem::XmodemHandler::new(
             &device.id,
             &device.device_type,
+            c,
+        ))),
+        HandlerConfig::Mt7681(c) => Ok(std::sync::Arc::new(mt7681::Mt7681Handler::new(
+            &device.id,
+            &device.device_type,
+            device.version_scheme,
             c,
         ))),
     }

@@ -312,14 +312,14 @@ fn device_keys_are_checked() {
             ),
             line: 11,
             key: Some("handler"),
-            message: "device \"esp-1\": unknown handler \"esp8267\" (known: command, esp8266, xmodem)",
+            message: "device \"esp-1\": unknown handler \"esp8267\" (known: command, esp8266, mt7681, xmodem)",
         },
         Case {
             name: "missing handler",
             text: "[[device]]\nid = \"d\"\ntype = \"t\"\n",
             line: 1,
             key: Some("handler"),
-            message: "device \"d\": missing key \"handler\" (known: command, esp8266, xmodem)",
+            message: "device \"d\": missing key \"handler\" (known: command, esp8266, mt7681, xmodem)",
         },
         Case {
             name: "missing type",
@@ -462,6 +462,67 @@ fn serial_handler_errors_name_key_and_line() {
             err.to_string()
                 .starts_with(&format!("c.toml:{line}: device \"e\"")),
             "{err}"
+        );
+    }
+}
+
+#[test]
+fn mt7681_keys_are_checked() {
+    let base = "[[device]]\nid = \"e\"\ntype = \"t\"\nhandler = \"mt7681\"\nport = \"/dev/x\"\n";
+    let cases = [
+        (
+            format!("{base}version_command = [\"v\"]\nonly_newer = false\n"),
+            7,
+            "only_newer",
+            "only_newer = false is not allowed for handler \"mt7681\"",
+        ),
+        (
+            base.to_string(),
+            1,
+            "version_command",
+            "missing key \"version_command\" (required by handler \"mt7681\"",
+        ),
+        (
+            format!("{base}version_command = [\"v\"]\nregion = \"bootrom\"\n"),
+            7,
+            "region",
+            "unknown region \"bootrom\" (known: loader, recovery, eeprom, sta, sta-xip, ap, ap-xip)",
+        ),
+        (
+            format!("{base}version_command = [\"v\"]\nprotocol = \"ymodem\"\n"),
+            7,
+            "protocol",
+            "key \"protocol\" does not apply to handler \"mt7681\"",
+        ),
+        (
+            format!("{base}version_command = [\"v\"]\nretries = 0\n"),
+            7,
+            "retries",
+            "retries must be between 1 and 100, got 0",
+        ),
+        (
+            "[[device]]\nid = \"e\"\ntype = \"t\"\nhandler = \"mt7681\"\nversion_command = [\"v\"]\n"
+                .to_string(),
+            1,
+            "port",
+            "missing key \"port\" (required by handler \"mt7681\")",
+        ),
+        (
+            "[[device]]\nid = \"e\"\ntype = \"t\"\nhandler = \"xmodem\"\nport = \"/dev/x\"\nregion = \"sta\"\n"
+                .to_string(),
+            6,
+            "region",
+            "key \"region\" does not apply to handler \"xmodem\"",
+        ),
+    ];
+    for (text, line, key, message) in cases {
+        let err = crate::config::Config::parse(&text, std::path::Path::new("c.toml")).unwrap_err();
+        assert_eq!(err.line(), Some(line), "{err}");
+        assert_eq!(err.key(), Some(key), "{err}");
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(&format!("c.toml:{line}: device \"e\": {message}")),
+            "{shown}"
         );
     }
 }

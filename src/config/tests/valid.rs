@@ -366,3 +366,38 @@ fn download_keys_of_source() {
     let err = parse("[source]\nkind = \"directory\"\nmax_image_size = -1\n").unwrap_err();
     assert_eq!((err.line(), err.key()), (Some(3), Some("max_image_size")));
 }
+
+#[test]
+fn mt7681_parses_with_defaults() {
+    let config = parse(
+        "[[device]]\nid = \"wifi\"\ntype = \"mt7681\"\nhandler = \"mt7681\"\n\
+         port = \"/dev/ttyUSB1\"\nversion_command = [\"./ver.sh\"]\n\
+         [[device]]\nid = \"wifi2\"\ntype = \"mt7681\"\nhandler = \"mt7681\"\n\
+         port = \"/dev/ttyUSB2\"\nbaud = 57600\nregion = \"ap\"\nretries = 3\n\
+         response_timeout = \"4s\"\nonly_newer = true\nversion_command = [\"v\"]\n",
+    )
+    .unwrap();
+    let HandlerConfig::Mt7681(m) = &config.devices[0].handler else {
+        panic!("{:?}", config.devices[0].handler);
+    };
+    assert_eq!(m.serial.port, PathBuf::from("/dev/ttyUSB1"));
+    assert_eq!(m.serial.baud, 115_200);
+    assert_eq!(m.region, crate::config::Mt7681Region::Sta);
+    assert_eq!(m.retries, 10);
+    assert_eq!(m.response_timeout, Duration::from_secs(10));
+    assert_eq!(m.command_timeout, Duration::from_secs(60));
+    assert!(
+        m.version_command[0].ends_with("/ver.sh"),
+        "{:?}",
+        m.version_command
+    );
+    assert!(config.devices[0].only_newer);
+    let HandlerConfig::Mt7681(m) = &config.devices[1].handler else {
+        panic!("{:?}", config.devices[1].handler);
+    };
+    assert_eq!(m.serial.baud, 57_600);
+    assert_eq!(m.region, crate::config::Mt7681Region::Ap);
+    assert_eq!(m.retries, 3);
+    assert_eq!(m.response_timeout, Duration::from_secs(4));
+    assert_eq!(config.devices[1].handler.name(), "mt7681");
+}

@@ -1,0 +1,479 @@
+//! The mt7681 handler over a pty against the simulated module in `mt7681_sim`
+//! (AT#Reboot, recovery mode, AT#UpdateFW, the SDK's 128-byte XMODEM receiver
+//! writing into a simulated flash), through the engine and through the
+//! `fota-agent` binary.
+
+mod mt7681_sim;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fota_agent::config::{
+    AgentConfig, DeviceConfig, HandlerConfig, Mt7681Config, Mt7681Region, SerialConfig,
+};
+use fota_agent::engine::Engine;
+use fota_agent::handler::UpdateHandler;
+use fota_agent::handler::mt7681::{Mt7681Handler, encode_header};
+use fota_agent::model::UpdatePolicy;
+use fota_agent::progress::{Outcome, ProgressEvent, ProgressKind, ProgressStep};
+use fota_agent::source::directory::DirectorySource;
+use fota_agent::version::VersionScheme;
+use mt7681_sim::{Faults, Pty, SimConfig, SimOutcome};
+use tokio::sync::broadcast;
+
+/// Deterministic bytes that are not all alike (and include control characters).
+fn contents(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 8) as u8
+        })
+        .collect()
+}
+
+/// An SDK-style `*_header.bin`: the upgrade header, then the contents.
+fn header_bin(region: Mt7681Region, contents: &[u8]) -> Vec<u8> {
+    let mut v = encode_header(region, contents.len() as u32).to_vec();
+    v.extend_from_slice(contents);
+    v
+}
+
+fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+struct Rig {
+    tmp: tempfile::TempDir,
+    engine: Engine,
+    image: PathBuf,
+    /// What `version_command` prints (the simulator rewrites it on success).
+    version_file: PathBuf,
+    events: broadcast::Receiver<ProgressEvent>,
+}
+
+/// An engine with one mt7681 device "wifi" running `current`, the image written
+/// to `fw.bin`. `only_newer` is the engine's setting (the handler ignores it).
+fn rig(pty: &Pty, region: Mt7681Region, image: &[u8], current: &str, only_newer: bool) -> Rig {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("fota_agent=debug")
+        .try_init();
+    let tmp = tempfile::tempdir().unwrap();
+    let image_path = tmp.path().join("fw.bin");
+    std::fs::write(&image_path, image).unwrap();
+    std::fs::create_dir_all(tmp.path().join("firmware")).unwrap();
+    let version_file = tmp.path().join("version");
+    std::fs::write(&version_file, format!("{current}\n")).unwrap();
+    let script = tmp.path().join("version.sh");
+    write_script(&script, &format!("cat '{}'", version_file.display()));
+    let cfg = Mt7681Config {
+        serial: SerialConfig {
+            port: pty.slave_path.clone(),
+            baud: 115_200,
+        },
+        region,
+        response_timeout: Duration::from_secs(1),
+        retries: 3,
+        version_command: vec![script.display().to_string()],
+        command_timeout: Duration::from_secs(10),
+    };
+    let device = DeviceConfig {
+        id: "wifi".into(),
+        device_type: "mt7681".into(),
+        policy: UpdatePolicy::Immediate,
+        version_scheme: VersionScheme::Esh,
+        only_newer,
+        handler: HandlerConfig::Mt7681(cfg.clone()),
+    };
+    let handler = Arc::new(Mt7681Handler::new(
+        "wifi",
+        "mt7681",
+        VersionScheme::Esh,
+        &cfg,
+    ));
+    let engine = Engine::new(
+        AgentConfig {
+            state_dir: tmp.path().join("state"),
+            poll_interval: Duration::from_secs(3600),
+            update_timeout: Duration::from_secs(120),
+            max_concurrent_updates: 1,
+        },
+        &Default::default(),
+        Box::new(DirectorySource::new(&tmp.path().join("firmware"))),
+        vec![(device, handler as Arc<dyn UpdateHandler>)],
+    )
+    .unwrap();
+    let events = engine.subscribe();
+    Rig {
+        tmp,
+        engine,
+        image: image_path,
+        version_file,
+        events,
+    }
+}
+
+impl Rig {
+    async fn install(&self, version: &str) -> Outcome {
+        self.engine
+            .install("wifi", &self.image, Some(version), vec![])
+            .await
+            .unwrap()
+    }
+
+    fn sim(&self) -> SimConfig {
+        let mut s = SimConfig::new();
+        s.version_file = Some(self.version_file.clone());
+        s
+    }
+
+    fn kinds(&mut self) -> Vec<ProgressKind> {
+        std::iter::from_fn(|| self.events.try_recv().ok())
+            .map(|e| e.kind)
+            .collect()
+    }
+}
+
+fn failure(o: &Outcome) -> String {
+    match o {
+        Outcome::Failed(r) => r.clone(),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// Percents of TRANSFERRING strictly increase to 100, then UPDATING, then success.
+fn assert_progress(kinds: &[ProgressKind]) {
+    let percents: Vec<u8> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            ProgressKind::Percent(ProgressStep::Transferring, p) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    assert!(percents.len() >= 5, "{kinds:?}");
+    assert!(percents.windows(2).all(|w| w[0] < w[1]), "{percents:?}");
+    assert_eq!(percents.last(), Some(&100), "{percents:?}");
+    let last_percent = kinds
+        .iter()
+        .rposition(|k| matches!(k, ProgressKind::Percent(ProgressStep::Transferring, _)))
+        .unwrap();
+    let updating = kinds
+        .iter()
+        .position(|k| *k == ProgressKind::Step(ProgressStep::Updating))
+        .expect("UPDATING");
+    assert!(updating > last_percent, "{kinds:?}");
+    assert_eq!(
+        kinds.last(),
+        Some(&ProgressKind::Finished(Outcome::Success)),
+        "{kinds:?}"
+    );
+}
+
+/// Everything outside `[offset, offset + len)` is still erased (0xFF).
+fn assert_only_region_written(flash: &[u8], offset: usize, len: usize) {
+    assert!(
+        flash[..offset].iter().all(|&b| b == 0xFF),
+        "below the region"
+    );
+    assert!(
+        flash[offset + len..].iter().all(|&b| b == 0xFF),
+        "past the header's length"
+    );
+}
+
+// ---------------------------------------------------------------- success
+
+#[tokio::test]
+async fn sta_firmware_lands_at_0x1f000_byte_identical() {
+    let pty = Pty::open();
+    let data = contents(5000, 1); // not a multiple of 128: the last block is padded
+    let mut rig = rig(
+        &pty,
+        Mt7681Region::Sta,
+        &header_bin(Mt7681Region::Sta, &data),
+        "1.0",
+        true,
+    );
+    let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, rig.sim()));
+    assert_eq!(outcome, Outcome::Success, "{sim:?}");
+    assert_eq!(sim.outcome, SimOutcome::Complete);
+    assert_eq!(sim.reboots, 1);
+    assert_eq!(sim.update_commands, 1);
+    assert_eq!(sim.header, Some((4, 5000)));
+    assert_eq!(sim.region_contents().unwrap(), &data[..]);
+    assert_only_region_written(&sim.flash, 0x1F000, 5000);
+    // Header block + 40 data blocks, all 128 bytes; nothing repeated.
+    assert_eq!(sim.blocks_seen, 1 + 40);
+    assert_eq!(sim.duplicates, 0);
+    assert_eq!(sim.naks, 0);
+    // The engine confirmed the new version the module reports.
+    assert_eq!(
+        std::fs::read_to_string(&rig.version_file).unwrap().trim(),
+        "2.0"
+    );
+    assert_progress(&rig.kinds());
+}
+
+#[tokio::test]
+async fn ap_firmware_lands_at_0x4f000() {
+    let pty = Pty::open();
+    let data = contents(1024, 2);
+    let rig = rig(
+        &pty,
+        Mt7681Region::Ap,
+        &header_bin(Mt7681Region::Ap, &data),
+        "1.9",
+        true,
+    );
+    let mut sim_cfg = rig.sim();
+    sim_cfg.new_version = "1.10".into();
+    let (outcome, sim) = tokio::join!(rig.install("1.10"), mt7681_sim::run(&pty, sim_cfg));
+    assert_eq!(outcome, Outcome::Success, "{sim:?}");
+    assert_eq!(sim.header, Some((6, 1024)));
+    assert_eq!(&sim.flash[0x4F000..0x4F000 + 1024], &data[..]);
+    assert_only_region_written(&sim.flash, 0x4F000, 1024);
+}
+
+// ---------------------------------------------------------------- faults
+
+#[tokio::test]
+async fn nak_corruption_and_chatter_are_recovered() {
+    let pty = Pty::open();
+    let data = contents(3000, 3);
+    let rig = rig(
+        &pty,
+        Mt7681Region::Sta,
+        &header_bin(Mt7681Region::Sta, &data),
+        "1.0",
+        true,
+    );
+    let mut sim_cfg = rig.sim();
+    sim_cfg.faults = Faults {
+        nak: Some(2),
+        corrupt: Some(5),
+        garbage_before_ack: b"[flash] write ok, Checking\r\n".to_vec(),
+        ignore_reboots: 1,
+        ..Faults::default()
+    };
+    // Longer than the handler's response timeout, so the ignored reboot does not
+    // end the session.
+    sim_cfg.idle = Duration::from_secs(2);
+    let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
+    assert_eq!(outcome, Outcome::Success, "{sim:?}");
+    assert_eq!(sim.outcome, SimOutcome::Complete);
+    assert_eq!(sim.naks, 2);
+    assert_eq!(sim.region_contents().unwrap(), &data[..]);
+    // The first AT#Reboot was ignored; the handler repeated it.
+    assert_eq!(sim.reboots, 1);
+    assert!(
+        sim.received
+            .windows(10)
+            .filter(|w| *w == b"AT#Reboot\r")
+            .count()
+            >= 2
+    );
+}
+
+#[tokio::test]
+async fn silent_module_fails_in_recovery_step_then_a_second_attempt_works() {
+    let pty = Pty::open();
+    let data = contents(2000, 4);
+    let rig = rig(
+        &pty,
+        Mt7681Region::Sta,
+        &header_bin(Mt7681Region::Sta, &data),
+        "1.0",
+        true,
+    );
+    let mut sim_cfg = rig.sim();
+    sim_cfg.faults.silent = true;
+    sim_cfg.idle = Duration::from_secs(2);
+    let started = Instant::now();
+    let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
+    let elapsed = started.elapsed();
+    let reason = failure(&outcome);
+    assert!(
+        reason.contains("mt7681 recovery mode (AT#Reboot)")
+            && reason.contains("no \"Recovery Mode\"")
+            && reason.contains("3 attempts of 1s"),
+        "{reason}"
+    );
+    // 3 attempts of 1 s, plus the version command and slack.
+    assert!(elapsed < Duration::from_secs(8), "{elapsed:?}");
+    assert_eq!(sim.outcome, SimOutcome::Silent);
+
+    // The module answers again: a second attempt works.
+    let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, rig.sim()));
+    assert_eq!(outcome, Outcome::Success, "{sim:?}");
+    assert_eq!(sim.region_contents().unwrap(), &data[..]);
+}
+
+#[tokio::test]
+async fn module_silent_mid_transfer_fails_naming_the_block_then_retry_works() {
+    let pty = Pty::open();
+    let data = contents(2000, 5);
+    let rig = rig(
+        &pty,
+        Mt7681Region::Sta,
+        &header_bin(Mt7681Region::Sta, &data),
+        "1.0",
+        true,
+    );
+    let mut sim_cfg = rig.sim();
+    sim_cfg.faults.silent_from_block = Some(3);
+    sim_cfg.idle = Duration::from_secs(2);
+    let started = Instant::now();
+    let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
+    let elapsed = started.elapsed();
+    let reason = failure(&outcome);
+    // 2000 bytes + header = 17 blocks; the third one goes unanswered.
+    assert!(
+        reason.contains("mt7681 xmodem block 3/17") && reason.contains("no ACK after 3 attempts"),
+        "{reason}"
+    );
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert_eq!(sim.outcome, SimOutcome::Silent);
+    // The handler told the module to give up.
+    assert!(
+        sim.received.windows(2).any(|w| w == [0x18, 0x18]),
+        "no CAN CAN"
+    );
+
+    let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, rig.sim()));
+    assert_eq!(outcome, Outcome::Success, "{sim:?}");
+    assert_eq!(sim.region_contents().unwrap(), &data[..]);
+}
+
+// ---------------------------------------------------------------- refusals
+
+/// With the engine's `only_newer` off (config validation forbids that for
+/// mt7681, so this builds the device config directly) the handler itself
+/// refuses an equal or lower version, before sending anything.
+#[tokio::test]
+async fn not_higher_versions_are_refused_before_anything_is_sent() {
+    let pty = Pty::open();
+    let data = contents(500, 6);
+    let rig = rig(
+        &pty,
+        Mt7681Region::Sta,
+        &header_bin(Mt7681Region::Sta, &data),
+        "1.5",
+        false,
+    );
+    for target in ["1.5", "1.4", "1.05"] {
+        let reason = failure(&rig.install(target).await);
+        assert!(
+            reason.contains("mt7681 version check")
+                && reason.contains(&format!("refusing version {target}"))
+                && reason.contains("only upgrades to a higher version"),
+            "{reason}"
+        );
+    }
+    // An image installed without a version is refused too.
+    let outcome = rig
+        .engine
+        .install("wifi", &rig.image, None, vec![])
+        .await
+        .unwrap();
+    let reason = failure(&outcome);
+    assert!(reason.contains("version is unknown"), "{reason}");
+    assert!(
+        pty.drain(Duration::from_millis(300)).await.is_empty(),
+        "the module saw bytes"
+    );
+}
+
+#[tokio::test]
+async fn image_for_another_region_is_refused_before_anything_is_sent() {
+    let pty = Pty::open();
+    let rig = rig(
+        &pty,
+        Mt7681Region::Sta,
+        &header_bin(Mt7681Region::Loader, &contents(500, 7)),
+        "1.0",
+        true,
+    );
+    let reason = failure(&rig.install("2.0").await);
+    assert!(
+        reason.contains("mt7681 image") && reason.contains("region type is 1"),
+        "{reason}"
+    );
+    // A raw binary without the upgrade header.
+    std::fs::write(&rig.image, contents(500, 8)).unwrap();
+    let reason = failure(&rig.install("2.0").await);
+    assert!(reason.contains("no MT7681 upgrade header"), "{reason}");
+    assert!(pty.drain(Duration::from_millis(300)).await.is_empty());
+    drop(rig.tmp);
+}
+
+// ---------------------------------------------------------------- the binary
+
+/// `fota-agent install --device wifi IMAGE --version 2.0` with
+/// `handler = "mt7681"` against the simulated module; its version command reads
+/// the file the simulator rewrites once the upgrade completed.
+#[tokio::test]
+async fn agent_binary_installs_to_the_simulated_module() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("firmware")).unwrap();
+    let data = contents(4000, 9);
+    let image_path = dir.join("MT7681_sta_header.bin");
+    std::fs::write(&image_path, header_bin(Mt7681Region::Sta, &data)).unwrap();
+    let version_file = dir.join("version");
+    std::fs::write(&version_file, "1.0\n").unwrap();
+    let script = dir.join("version.sh");
+    write_script(&script, &format!("cat '{}'", version_file.display()));
+    let pty = Pty::open();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = {state:?}\nupdate_timeout = \"2m\"\n\
+             [source]\nkind = \"directory\"\npath = {fw:?}\n\
+             [[device]]\nid = \"wifi\"\ntype = \"mt7681\"\nhandler = \"mt7681\"\n\
+             port = {port:?}\nregion = \"sta\"\n\
+             response_timeout = \"2s\"\nretries = 5\n\
+             version_command = [{version:?}]\n",
+            state = dir.join("state").display().to_string(),
+            fw = dir.join("firmware").display().to_string(),
+            port = pty.slave_path.display().to_string(),
+            version = script.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut sim_cfg = SimConfig::new();
+    sim_cfg.version_file = Some(version_file.clone());
+    sim_cfg.idle = Duration::from_secs(5);
+    let agent = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_fota-agent"))
+            .env("RUST_LOG", "info")
+            .env_remove("FOTA_AGENT_CONFIG")
+            .arg("--config")
+            .arg(&config)
+            .args(["install", "--device", "wifi"])
+            .arg(&image_path)
+            .args(["--version", "2.0"])
+            .stdin(std::process::Stdio::null())
+            .output(),
+    );
+    let (out, sim) = tokio::join!(agent, mt7681_sim::run(&pty, sim_cfg));
+    let out = out.expect("fota-agent install hung").unwrap();
+    let log = format!(
+        "{}{}\nsim: {:?} header {:?}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        sim.outcome,
+        sim.header
+    );
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("wifi: success"), "{log}");
+    assert_eq!(sim.outcome, SimOutcome::Complete, "{log}");
+    assert_eq!(sim.region_contents().unwrap(), &data[..], "{log}");
+}
