@@ -65,6 +65,50 @@ pub enum SourceConfig {
     /// (default `<state_dir>/firmware`). Also the default when `[source]` is absent.
     /// A relative `path` is resolved against the config file's directory.
     Directory { path: PathBuf },
+    /// `kind = "mcs"`: MediaTek Cloud Sandbox (REST + command server push).
+    Mcs(McsConfig),
+}
+
+/// Keys of `kind = "mcs"`. See README, "MCS source".
+#[derive(Debug, Clone, PartialEq)]
+pub struct McsConfig {
+    /// The REST API root; default `https://api.mediatek.com/mcs/v2`.
+    pub base_url: String,
+    /// Which agent device each MCS device is: the gateway's own `device_id` /
+    /// `device_key` (bound to `gateway_device`, default `"gateway"`) plus every
+    /// `[source.devices]` entry. At least one; agent device ids and MCS device ids
+    /// are unique among them.
+    pub devices: Vec<McsDevice>,
+    /// `host:port` of the command server; default: asked from the REST API
+    /// (`GET devices/{deviceId}/connections`).
+    pub command_server: Option<String>,
+    /// How often the command channel sends its heartbeat; default 60 s (MCS drops
+    /// a device silent for 120 s).
+    pub heartbeat_interval: Duration,
+    /// A push whose timestamp is older than this is refused as stale; default 10 min.
+    pub max_push_age: Duration,
+    /// The string data channel progress and outcomes are uploaded to; default
+    /// `fota_status`; `""` turns reporting off.
+    pub status_channel: Option<String>,
+}
+
+/// One agent device and its MCS identity. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct McsDevice {
+    /// The `[[device]]` id in this config.
+    pub agent_device: String,
+    pub device_id: String,
+    pub device_key: String,
+}
+
+impl std::fmt::Debug for McsDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McsDevice")
+            .field("agent_device", &self.agent_device)
+            .field("device_id", &self.device_id)
+            .field("device_key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// One `[[device]]`.

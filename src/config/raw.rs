@@ -6,6 +6,8 @@
 //! `#[serde(flatten)]` is deliberately not used: it loses spans and does not work
 //! together with `deny_unknown_fields`.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -37,6 +39,18 @@ pub(super) struct RawSource {
     pub kind: Option<Spanned<String>>,
     /// `kind = "directory"`.
     pub path: Option<Spanned<String>>,
+
+    // kind = "mcs"
+    pub base_url: Option<Spanned<String>>,
+    pub device_id: Option<Spanned<String>>,
+    pub device_key: Option<Spanned<String>>,
+    pub gateway_device: Option<Spanned<String>>,
+    pub command_server: Option<Spanned<String>>,
+    pub heartbeat_interval: Option<Spanned<String>>,
+    pub max_push_age: Option<Spanned<String>>,
+    pub status_channel: Option<Spanned<String>>,
+    /// `[source.devices]`: agent device id -> its own MCS credentials.
+    pub devices: Option<Spanned<BTreeMap<String, Spanned<RawMcsDevice>>>>,
 
     // Downloads over HTTP(S), for every kind.
     pub ca_bundle: Option<Spanned<String>>,
@@ -84,4 +98,12 @@ pub(super) struct RawDevice {
     pub retries: Option<Spanned<i64>>,
     // handler = "mt7681"
     pub region: Option<Spanned<String>>,
+}
+
+/// One entry of `[source.devices]` (`kind = "mcs"`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMcsDevice {
+    pub device_id: Option<Spanned<String>>,
+    pub device_key: Option<Spanned<String>>,
 }

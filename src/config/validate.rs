@@ -26,7 +26,8 @@ use super::error::{line_of, one_line};
 use super::raw::{RawAgent, RawConfig, RawDevice, RawSource};
 use super::{
     AgentConfig, CommandConfig, Config, ConfigError, DeviceConfig, Esp8266Config, EspReset,
-    HandlerConfig, Mt7681Config, SerialConfig, SourceConfig, XmodemConfig, XmodemProtocol,
+    HandlerConfig, McsConfig, McsDevice, Mt7681Config, SerialConfig, SourceConfig, XmodemConfig,
+    XmodemProtocol,
 };
 use crate::download::DownloadConfig;
 use crate::model::UpdatePolicy;
@@ -42,7 +43,12 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Ten years as humantime counts them (365.25 days each), so it prints as `10years`.
 const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 
-const KNOWN_SOURCE_KINDS: &str = "directory";
+const KNOWN_SOURCE_KINDS: &str = "directory, mcs";
+const DEFAULT_MCS_BASE_URL: &str = "https://api.mediatek.com/mcs/v2";
+const DEFAULT_MCS_GATEWAY_DEVICE: &str = "gateway";
+const DEFAULT_MCS_HEARTBEAT: Duration = Duration::from_secs(60);
+const DEFAULT_MCS_MAX_PUSH_AGE: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_MCS_STATUS_CHANNEL: &str = "fota_status";
 const KNOWN_HANDLERS: &str = "command, esp8266, mt7681, xmodem";
 const KNOWN_MT7681_REGIONS: &str = "loader, recovery, eeprom, sta, sta-xip, ap, ap-xip";
 const KNOWN_RESETS: &str = "classic, none";
@@ -110,10 +116,18 @@ impl<'a> Validator<'a> {
 
     pub(super) fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let agent = self.agent(raw.agent.unwrap_or_default())?;
+        let mut devices = Vec::with_capacity(raw.device.len());
+        // id -> line of its first definition
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for raw_device in raw.device {
+            let device = self.device(raw_device, &mut seen)?;
+            devices.push(device);
+        }
+        // After the devices: a source may name them (MCS device mapping).
         let (source, download) = match raw.source {
             Some(source) => {
                 let download = self.download(source.get_ref())?;
-                (self.source(source, &agent)?, download)
+                (self.source(source, &agent, &devices)?, download)
             }
             None => (
                 SourceConfig::Directory {
@@ -122,13 +136,6 @@ impl<'a> Validator<'a> {
                 DownloadConfig::default(),
             ),
         };
-        let mut devices = Vec::with_capacity(raw.device.len());
-        // id -> line of its first definition
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for raw_device in raw.device {
-            let device = self.device(raw_device, &mut seen)?;
-            devices.push(device);
-        }
         Ok(Config {
             path: self.path.to_path_buf(),
             agent,
@@ -231,29 +238,210 @@ impl<'a> Validator<'a> {
         &self,
         raw: Spanned<RawSource>,
         agent: &AgentConfig,
+        devices: &[DeviceConfig],
     ) -> Result<SourceConfig, ConfigError> {
         let start = raw.span().start;
         let raw = raw.into_inner();
-        let Some(kind) = raw.kind else {
+        let Some(kind) = &raw.kind else {
             return Err(self.error(
                 start,
                 Some("kind"),
                 format!("source: missing key \"kind\" (known: {KNOWN_SOURCE_KINDS})"),
             ));
         };
-        match kind.get_ref().as_str() {
+        let name = kind.get_ref().as_str();
+        for (key, offset, kinds) in source_keys_present(&raw) {
+            if !kinds.contains(&name) && KNOWN_SOURCE_KINDS.split(", ").any(|k| k == name) {
+                let msg = format!("source: key {key:?} does not apply to kind {name:?}");
+                return Err(self.error(offset, Some(key), msg));
+            }
+        }
+        match name {
+            "mcs" => self.mcs(&raw, start, devices).map(SourceConfig::Mcs),
             "directory" => {
-                let path = match raw.path {
-                    Some(path) => self.dir(&path, "path", "source.path")?,
+                let path = match &raw.path {
+                    Some(path) => self.dir(path, "path", "source.path")?,
                     None => agent.state_dir.join("firmware"),
                 };
                 Ok(SourceConfig::Directory { path })
             }
             other => Err(self.at(
-                &kind,
+                kind,
                 "kind",
                 format!("source: unknown kind {other:?} (known: {KNOWN_SOURCE_KINDS})"),
             )),
+        }
+    }
+
+    /// The keys of `kind = "mcs"`; `devices` are the configured `[[device]]`s the
+    /// MCS identities are bound to.
+    fn mcs(
+        &self,
+        raw: &RawSource,
+        start: usize,
+        devices: &[DeviceConfig],
+    ) -> Result<McsConfig, ConfigError> {
+        let base_url = match &raw.base_url {
+            Some(u) => self.http_url(u, "base_url", "source.base_url")?,
+            None => DEFAULT_MCS_BASE_URL.to_string(),
+        };
+        let known = |id: &str| devices.iter().any(|d| d.id == id);
+        let mut bound: Vec<McsDevice> = Vec::new();
+        let mut add = |binding: McsDevice, at: usize, key: &str| {
+            if bound.iter().any(|b| b.agent_device == binding.agent_device) {
+                let msg = format!(
+                    "source: device {:?} has two MCS identities",
+                    binding.agent_device
+                );
+                return Err(self.error(at, Some(key), msg));
+            }
+            if bound.iter().any(|b| b.device_id == binding.device_id) {
+                let msg = format!(
+                    "source: MCS device_id {:?} is bound to two devices",
+                    binding.device_id
+                );
+                return Err(self.error(at, Some(key), msg));
+            }
+            bound.push(binding);
+            Ok(())
+        };
+        match (&raw.device_id, &raw.device_key) {
+            (Some(id), Some(key)) => {
+                let device_id = self.mcs_credential(id, "device_id", "source.device_id")?;
+                let device_key = self.mcs_credential(key, "device_key", "source.device_key")?;
+                let (agent_device, at) = match &raw.gateway_device {
+                    Some(g) => (g.get_ref().clone(), g.span().start),
+                    None => (DEFAULT_MCS_GATEWAY_DEVICE.to_string(), id.span().start),
+                };
+                if !known(&agent_device) {
+                    let msg = format!(
+                        "source.gateway_device: no [[device]] with id {agent_device:?} \
+                         (the device the gateway's own device_id stands for)"
+                    );
+                    return Err(self.error(at, Some("gateway_device"), msg));
+                }
+                let binding = McsDevice {
+                    agent_device,
+                    device_id,
+                    device_key,
+                };
+                add(binding, at, "gateway_device")?;
+            }
+            (Some(id), None) => {
+                let msg = "source.device_id: needs device_key".to_string();
+                return Err(self.at(id, "device_key", msg));
+            }
+            (None, Some(key)) => {
+                let msg = "source.device_key: needs device_id".to_string();
+                return Err(self.at(key, "device_id", msg));
+            }
+            (None, None) => {
+                if let Some(g) = &raw.gateway_device {
+                    let msg = "source.gateway_device: needs device_id and device_key".to_string();
+                    return Err(self.at(g, "gateway_device", msg));
+                }
+            }
+        }
+        if let Some(map) = &raw.devices {
+            for (agent, entry) in map.get_ref() {
+                let name = format!("source.devices.{agent}");
+                let at = entry.span().start;
+                if !known(agent) {
+                    let msg = format!("{name}: no [[device]] with id {agent:?}");
+                    return Err(self.error(at, Some(agent), msg));
+                }
+                let field = |v: &Option<Spanned<String>>, key: &str| match v {
+                    Some(v) => self.mcs_credential(v, key, &format!("{name}.{key}")),
+                    None => {
+                        let msg = format!("{name}: missing key {key:?}");
+                        Err(self.error(at, Some(key), msg))
+                    }
+                };
+                let binding = McsDevice {
+                    agent_device: agent.clone(),
+                    device_id: field(&entry.get_ref().device_id, "device_id")?,
+                    device_key: field(&entry.get_ref().device_key, "device_key")?,
+                };
+                add(binding, at, agent)?;
+            }
+        }
+        if bound.is_empty() {
+            let msg = "source: kind \"mcs\" needs device_id and device_key (the gateway's \
+                       own) or [source.devices]"
+                .to_string();
+            return Err(self.error(start, Some("device_id"), msg));
+        }
+        let command_server = match &raw.command_server {
+            Some(c) => {
+                let value = c.get_ref();
+                let ok = value
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !ok {
+                    let msg = format!("source.command_server: expected host:port, got {value:?}");
+                    return Err(self.at(c, "command_server", msg));
+                }
+                Some(value.clone())
+            }
+            None => None,
+        };
+        let heartbeat_interval = match &raw.heartbeat_interval {
+            Some(d) => self.duration(d, "heartbeat_interval", "source.heartbeat_interval")?,
+            None => DEFAULT_MCS_HEARTBEAT,
+        };
+        let max_push_age = match &raw.max_push_age {
+            Some(d) => self.duration(d, "max_push_age", "source.max_push_age")?,
+            None => DEFAULT_MCS_MAX_PUSH_AGE,
+        };
+        let status_channel = match &raw.status_channel {
+            Some(c) if c.get_ref().is_empty() => None,
+            Some(c) => Some(self.mcs_credential(c, "status_channel", "source.status_channel")?),
+            None => Some(DEFAULT_MCS_STATUS_CHANNEL.to_string()),
+        };
+        Ok(McsConfig {
+            base_url,
+            devices: bound,
+            command_server,
+            heartbeat_interval,
+            max_push_age,
+            status_channel,
+        })
+    }
+
+    /// An MCS id, key or channel: it travels inside comma-separated lines, so
+    /// printable ASCII without commas or spaces. The message never shows the value
+    /// (it may be a key).
+    fn mcs_credential(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        name: &str,
+    ) -> Result<String, ConfigError> {
+        let v = value.get_ref();
+        if v.is_empty() {
+            return Err(self.at(value, key, format!("{name}: must not be empty")));
+        }
+        if !v.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+            let msg = format!("{name}: may only contain printable ASCII without ',' or spaces");
+            return Err(self.at(value, key, msg));
+        }
+        Ok(v.clone())
+    }
+
+    /// An absolute http(s) URL, without a trailing `/`.
+    fn http_url(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        name: &str,
+    ) -> Result<String, ConfigError> {
+        let v = value.get_ref();
+        match reqwest::Url::parse(v) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                Ok(v.trim_end_matches('/').to_string())
+            }
+            Ok(_) => Err(self.at(value, key, format!("{name}: {v:?} is not an http(s) URL"))),
+            Err(e) => Err(self.at(value, key, format!("{name}: invalid URL {v:?}: {e}"))),
         }
     }
 
@@ -649,6 +837,31 @@ fn handler_keys_present(raw: &RawDevice) -> Vec<(&'static str, usize)> {
     ]
     .into_iter()
     .filter_map(|(key, offset)| offset.map(|o| (key, o)))
+    .collect()
+}
+
+/// Kind-specific keys of `[source]` set on `raw`, with the offset of their values
+/// and the kinds they apply to.
+fn source_keys_present(raw: &RawSource) -> Vec<(&'static str, usize, &'static [&'static str])> {
+    fn at<T>(v: &Option<Spanned<T>>) -> Option<usize> {
+        v.as_ref().map(|v| v.span().start)
+    }
+    const DIR: &[&str] = &["directory"];
+    const MCS: &[&str] = &["mcs"];
+    [
+        ("path", at(&raw.path), DIR),
+        ("base_url", at(&raw.base_url), MCS),
+        ("device_id", at(&raw.device_id), MCS),
+        ("device_key", at(&raw.device_key), MCS),
+        ("gateway_device", at(&raw.gateway_device), MCS),
+        ("command_server", at(&raw.command_server), MCS),
+        ("heartbeat_interval", at(&raw.heartbeat_interval), MCS),
+        ("max_push_age", at(&raw.max_push_age), MCS),
+        ("status_channel", at(&raw.status_channel), MCS),
+        ("devices", at(&raw.devices), MCS),
+    ]
+    .into_iter()
+    .filter_map(|(key, offset, kinds)| offset.map(|o| (key, o, kinds)))
     .collect()
 }
 

@@ -168,7 +168,7 @@ impl Engine {
         Engine::new(
             config.agent.clone(),
             &config.download,
-            source::from_config(&config.source),
+            source::from_config(config),
             devices,
         )
     }

@@ -3,6 +3,7 @@
 //! place; the engine never sees a protocol.
 
 pub mod directory;
+pub mod mcs;
 pub mod properties;
 
 mod link;
@@ -10,7 +11,7 @@ mod link;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DeviceConfig, SourceConfig};
+use crate::config::{Config, DeviceConfig, SourceConfig};
 use crate::model::Firmware;
 use crate::progress::ProgressEvent;
 pub use link::{CancelOutcome, EngineLink, EngineRequest};
@@ -57,9 +58,16 @@ pub struct DeviceVersion {
     pub version: Option<String>,
 }
 
-/// The source the config names.
-pub fn from_config(config: &SourceConfig) -> Box<dyn FirmwareSource> {
-    match config {
+/// The source the config names (server sources also need the devices, the
+/// download settings and the state directory).
+pub fn from_config(config: &Config) -> Box<dyn FirmwareSource> {
+    match &config.source {
         SourceConfig::Directory { path } => Box::new(directory::DirectorySource::new(path)),
+        SourceConfig::Mcs(mcs) => Box::new(mcs::McsSource::new(
+            mcs,
+            &config.devices,
+            &config.download,
+            &config.agent.state_dir,
+        )),
     }
 }

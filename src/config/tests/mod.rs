@@ -2,6 +2,7 @@
 //! error with its exact line and key in `errors`.
 
 mod errors;
+mod mcs;
 mod valid;
 
 use std::path::Path;

@@ -1,0 +1,615 @@
+//! The MediaTek Cloud Sandbox (MCS) source: firmware offered through the MCS device
+//! REST API, firmware pushed through the MCS command server, and progress,
+//! outcomes and versions reported back.
+//!
+//! How it fits: `firmware_for` asks MCS what the device may install (`rest`), or —
+//! when an operator pressed *Push* and the command channel (`push`) delivered a
+//! valid `deviceId,deviceKey,timestamp,FOTA,version,MD5,URL` line — offers exactly
+//! that pushed firmware with `update: Forced`, so the engine installs it at once
+//! regardless of the device's policy. The engine downloads the URL and verifies
+//! the MD5 itself. A push is kept (durably, in `state`) until its update finishes,
+//! so a push during a running update waits for it and then runs: the source asks
+//! the engine for a check now when the push arrives and again every
+//! [`RECHECK_INTERVAL`] while it is pending; the engine never runs two updates of
+//! one device at once. Progress steps and outcomes go to a status data channel and
+//! the running version to `PUT devices/{id}/firmwares`, through a durable outbox
+//! that a background task drains with backoff — each report is sent once and
+//! survives a restart.
+//!
+//! **Devices.** MCS gives every device its own `deviceId`/`deviceKey`. The gateway
+//! is one MCS device (`device_id`/`device_key` in `[source]`, bound to the
+//! `[[device]]` named by `gateway_device`, default `gateway`); each attached device
+//! that is its own MCS device is listed in `[source.devices]`. A push reaches the
+//! agent device whose MCS identity's connection it arrived on and whose id and
+//! key it carries. Devices without an MCS identity get nothing from this source.
+//!
+//! **Found vs assumed** (public MCS docs in the `Mediatek-Cloud/mcs-resources` and
+//! `Mediatek-Cloud/MCS` repositories; the service itself was retired):
+//! found — base `https://api.mediatek.com/mcs/v2`, the `deviceKey` header, the
+//! report/available/url/connections/datapoints resources and their documented
+//! fields (see `wire`), the push line format, the TCP command server address from
+//! `connections`, the heartbeat `deviceId,deviceKey,timestamp` at least every 120 s;
+//! MCS filters *available* by compatibility with the version the device reported.
+//! Assumed — an MD5 in the REST answers (`md5` or `checksum`; firmware without one
+//! is not offered: nothing unverified reaches a device), a `prerequisites` list of
+//! versions per firmware (checked again by the engine), newline-terminated
+//! command lines, millisecond timestamps (seconds also accepted), and a string data
+//! channel (`status_channel`, default `fota_status`) as the place for progress
+//! and outcomes, since MCS has no FOTA status resource. The values are
+//! `<version>,<STEP>` for steps and `<version>,SUCCESS`, `<version>,FAILED,<reason>`,
+//! `<version>,CANCELED` for outcomes.
+
+pub mod push;
+pub mod rest;
+pub mod state;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::{DeviceVersion, EngineLink, FirmwareSource, SourceError};
+use crate::checksum::{Checksum, ChecksumAlgorithm};
+use crate::config::{DeviceConfig, McsConfig, McsDevice};
+use crate::download::DownloadConfig;
+use crate::model::{Deployment, Firmware, FirmwareLocation, Handling, Prerequisite};
+use crate::progress::{Outcome, ProgressEvent, ProgressKind};
+use crate::store::{Store, now_secs};
+use push::{Expect, LineError, Push};
+use rest::{Rest, RestError};
+use state::{ReportKind, State, StateFile};
+
+/// While a push waits for its update, the engine is asked for a check this often.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Outbox retry backoff: first step and ceiling.
+const OUTBOX_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const OUTBOX_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
+
+/// An MCS identity and the agent device it stands for.
+#[derive(Debug, Clone)]
+struct Bound {
+    mcs: McsDevice,
+    device: DeviceConfig,
+}
+
+struct Inner {
+    config: McsConfig,
+    bound: Vec<Bound>,
+    rest: Rest,
+    https_only: bool,
+    state_dir: std::path::PathBuf,
+    file: StateFile,
+    state: Mutex<State>,
+    /// Agent device id → the version it runs, from the engine.
+    versions: Mutex<HashMap<String, Option<String>>>,
+    /// Agent device id → the version last queued for the server.
+    reported_versions: Mutex<HashMap<String, String>>,
+    /// MCS device id → the command channel's last problem (None: connected).
+    channel_errors: Mutex<HashMap<String, Option<String>>>,
+    outbox_wake: tokio::sync::Notify,
+    link: Mutex<Option<EngineLink>>,
+}
+
+/// The MCS source. Cheap to share; all state is behind one `Arc`.
+pub struct McsSource {
+    inner: Arc<Inner>,
+}
+
+impl McsSource {
+    /// The source for `config`; `devices` are all configured devices (those with
+    /// an MCS identity are used), `download` gives TLS trust and `https_only`,
+    /// `state_dir` holds `mcs/state.json`.
+    pub fn new(
+        config: &McsConfig,
+        devices: &[DeviceConfig],
+        download: &DownloadConfig,
+        state_dir: &Path,
+    ) -> McsSource {
+        let bound = config
+            .devices
+            .iter()
+            .filter_map(|m| {
+                let device = devices.iter().find(|d| d.id == m.agent_device)?;
+                Some(Bound {
+                    mcs: m.clone(),
+                    device: device.clone(),
+                })
+            })
+            .collect();
+        let file = StateFile::new(state_dir);
+        let (state, problem) = file.load();
+        if let Some(p) = problem {
+            tracing::error!("MCS state: {p}");
+        }
+        McsSource {
+            inner: Arc::new(Inner {
+                rest: Rest::new(&config.base_url, download),
+                config: config.clone(),
+                bound,
+                https_only: download.https_only,
+                state_dir: state_dir.to_path_buf(),
+                file,
+                state: Mutex::new(state),
+                versions: Mutex::new(HashMap::new()),
+                reported_versions: Mutex::new(HashMap::new()),
+                channel_errors: Mutex::new(HashMap::new()),
+                outbox_wake: tokio::sync::Notify::new(),
+                link: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Reports not yet acknowledged by the server (for tests and diagnostics).
+    pub fn queued_reports(&self) -> usize {
+        self.inner.state().outbox.len()
+    }
+
+    /// The pushed version `device_id` is still to get, if any.
+    pub fn pending_push(&self, device_id: &str) -> Option<String> {
+        self.inner
+            .state()
+            .pending
+            .get(device_id)
+            .map(|p| p.version.clone())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn bound_agent(&self, agent_device: &str) -> Option<&Bound> {
+        self.bound.iter().find(|b| b.device.id == agent_device)
+    }
+
+    fn bound_mcs(&self, mcs_device_id: &str) -> Option<&Bound> {
+        self.bound.iter().find(|b| b.mcs.device_id == mcs_device_id)
+    }
+
+    /// Changes the state and saves it; a failed save is logged (the change stays
+    /// in memory and is saved with the next one).
+    fn change<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut state = self.state();
+        let r = f(&mut state);
+        if let Err(e) = self.file.save(&state) {
+            tracing::error!("MCS state not saved: {e}");
+        }
+        r
+    }
+
+    fn check_now(&self) {
+        if let Some(link) = lock(&self.link).as_ref() {
+            link.check_now();
+        }
+    }
+
+    /// Queues a status data point for `agent_device`, if a status channel is set.
+    fn status(state: &mut State, config: &McsConfig, mcs: &McsDevice, value: String) {
+        if let Some(channel) = &config.status_channel {
+            state.enqueue(
+                &mcs.device_id,
+                ReportKind::Status {
+                    channel: channel.clone(),
+                    timestamp_ms: now_ms(),
+                    value,
+                },
+            );
+        }
+    }
+
+    /// Handles one command line of `mcs`'s channel.
+    fn on_line(&self, mcs: &McsDevice, line: &str) {
+        let Some(bound) = self.bound_mcs(&mcs.device_id) else {
+            return;
+        };
+        let agent = &bound.device.id;
+        let current = lock(&self.versions).get(agent).cloned().flatten();
+        let last = self.state().last_push.get(&mcs.device_id).copied();
+        let expect = Expect {
+            device: mcs,
+            scheme: bound.device.version_scheme,
+            only_newer: bound.device.only_newer,
+            current: current.as_deref(),
+            last_accepted_ms: last,
+            now_ms: now_ms(),
+            max_age: self.config.max_push_age,
+            https_only: self.https_only,
+        };
+        match push::validate(line, &expect) {
+            Ok(push) => {
+                tracing::info!(device = %agent, mcs_device = %mcs.device_id,
+                    firmware_version = %push.version, "firmware push accepted; updating now");
+                self.change(|s| {
+                    s.last_push.insert(mcs.device_id.clone(), push.timestamp_ms);
+                    if let Some(old) = s.pending.insert(agent.clone(), push) {
+                        tracing::info!(device = %agent, firmware_version = %old.version,
+                            "an earlier push not yet installed is replaced");
+                    }
+                });
+                self.check_now();
+            }
+            Err(LineError::NotFota(what)) => {
+                tracing::debug!(mcs_device = %mcs.device_id, "command channel: ignoring {what}");
+            }
+            Err(LineError::Refused(reason)) => {
+                tracing::warn!(device = %agent, mcs_device = %mcs.device_id,
+                    "command channel: ignoring push: {reason}");
+            }
+        }
+    }
+
+    /// The firmware MCS offers `bound`'s device over REST.
+    async fn available(&self, bound: &Bound) -> Result<Vec<Firmware>, RestError> {
+        let mut out = Vec::new();
+        let mut skipped = Vec::new();
+        for item in self.rest.available(&bound.mcs).await? {
+            let mut url = item.url.clone();
+            let mut md5 = item.md5.clone().or_else(|| item.checksum.clone());
+            if url.is_none() || md5.is_none() {
+                let answer = self.rest.firmware_url(&bound.mcs, &item.fwid).await?;
+                url = Some(answer.url);
+                md5 = md5.or(answer.md5);
+            }
+            let (Some(url), Some(md5)) = (url, md5) else {
+                skipped.push(format!("{} has no MD5", item.version));
+                continue;
+            };
+            let checksum = match Checksum::new(ChecksumAlgorithm::Md5, &md5) {
+                Ok(c) => c,
+                Err(e) => {
+                    skipped.push(format!("{}: {e}", item.version));
+                    continue;
+                }
+            };
+            let mut fw = Firmware::new(
+                &bound.device.device_type,
+                &item.version,
+                FirmwareLocation::Url(url),
+            );
+            fw.checksums.push(checksum);
+            fw.prerequisite = item
+                .prerequisites
+                .filter(|p| !p.is_empty())
+                .map(Prerequisite::OneOf);
+            fw.model = item.name;
+            fw.description = item.description;
+            out.push(fw);
+        }
+        for s in &skipped {
+            tracing::warn!(device = %bound.device.id, "MCS firmware not offered: {s}");
+        }
+        if out.is_empty() && !skipped.is_empty() {
+            return Err(RestError {
+                method: "GET".into(),
+                path: format!("devices/{}/firmwares/available", bound.mcs.device_id),
+                problem: format!("no usable firmware: {}", skipped.join("; ")),
+                status: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Sends the outbox, oldest first, until `shutdown`; retries with backoff.
+    async fn flush_outbox(&self, shutdown: CancellationToken) {
+        let mut backoff = OUTBOX_BACKOFF_MIN;
+        loop {
+            let next = self.state().outbox.first().cloned();
+            let Some(report) = next else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.outbox_wake.notified() => continue,
+                }
+            };
+            let Some(bound) = self.bound_mcs(&report.mcs_device_id) else {
+                tracing::warn!(mcs_device = %report.mcs_device_id,
+                    "dropping a queued report: the device is no longer configured");
+                self.change(|s| s.outbox.retain(|r| r.seq != report.seq));
+                continue;
+            };
+            let sent = match &report.what {
+                ReportKind::Version { version } => {
+                    self.rest.report_version(&bound.mcs, version).await
+                }
+                ReportKind::Status {
+                    channel,
+                    timestamp_ms,
+                    value,
+                } => {
+                    let point = wire::Datapoint {
+                        data_chn_id: channel.clone(),
+                        timestamp: *timestamp_ms,
+                        values: wire::DatapointValue {
+                            value: value.clone(),
+                        },
+                    };
+                    self.rest.upload(&bound.mcs, point).await
+                }
+            };
+            match sent {
+                Ok(()) => {
+                    backoff = OUTBOX_BACKOFF_MIN;
+                    self.change(|s| s.outbox.retain(|r| r.seq != report.seq));
+                }
+                Err(e) if e.transient() => {
+                    tracing::warn!(device = %bound.device.id,
+                        "report not delivered, retrying in {}: {e}",
+                        humantime::format_duration(backoff));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(OUTBOX_BACKOFF_MAX);
+                }
+                Err(e) => {
+                    // The server refuses this very request; repeating it would
+                    // block every later report.
+                    tracing::error!(device = %bound.device.id, "report refused, dropped: {e}");
+                    self.change(|s| s.outbox.retain(|r| r.seq != report.seq));
+                }
+            }
+        }
+    }
+
+    /// Queues outcomes the engine resolved while nobody listened (start-up
+    /// recovery runs before the source's task).
+    fn reconcile_outcomes(&self) {
+        let Ok(store) = Store::open(&self.state_dir) else {
+            return;
+        };
+        for bound in &self.bound {
+            let Ok(device_state) = store.load(&bound.device.id) else {
+                continue;
+            };
+            let Some(record) = device_state.last_outcome else {
+                continue;
+            };
+            let key = outcome_key(&record.version, &record.outcome);
+            let known = self.state().last_outcome.get(&bound.device.id) == Some(&key);
+            if !known {
+                self.change(|s| {
+                    s.last_outcome.insert(bound.device.id.clone(), key);
+                    let value = outcome_value(&record.version, &record.outcome);
+                    Self::status(s, &self.config, &bound.mcs, value);
+                    if s.pending
+                        .get(&bound.device.id)
+                        .is_some_and(|p| p.version == record.version)
+                    {
+                        s.pending.remove(&bound.device.id);
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(now_secs() * 1000, |d| d.as_millis() as u64)
+}
+
+fn outcome_key(version: &str, outcome: &Outcome) -> String {
+    format!("{version} {outcome}")
+}
+
+/// The status channel value of an outcome.
+fn outcome_value(version: &str, outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Success => format!("{version},SUCCESS"),
+        Outcome::Failed(reason) => format!("{version},FAILED,{reason}"),
+        Outcome::Canceled => format!("{version},CANCELED"),
+    }
+}
+
+fn source_error(e: RestError) -> SourceError {
+    SourceError::Io {
+        context: "MCS".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The command channel's view of the source.
+struct Sink(Arc<Inner>);
+
+impl push::LineSink for Sink {
+    async fn address(&self, device: &McsDevice) -> Result<String, String> {
+        match &self.0.config.command_server {
+            Some(a) => Ok(a.clone()),
+            None => self
+                .0
+                .rest
+                .connection(device)
+                .await
+                .map(|(ip, port)| format!("{ip}:{port}"))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn line(&self, device: &McsDevice, line: &str) {
+        self.0.on_line(device, line);
+    }
+
+    fn channel_error(&self, device: &McsDevice, error: Option<String>) {
+        lock(&self.0.channel_errors).insert(device.device_id.clone(), error);
+    }
+}
+
+#[async_trait]
+impl FirmwareSource for McsSource {
+    fn describe(&self) -> String {
+        let ids: Vec<String> = self
+            .inner
+            .bound
+            .iter()
+            .map(|b| format!("{}={}", b.device.id, b.mcs.device_id))
+            .collect();
+        format!("mcs {} ({})", self.inner.config.base_url, ids.join(", "))
+    }
+
+    async fn firmware_for(&self, device: &DeviceConfig) -> Result<Vec<Firmware>, SourceError> {
+        let Some(bound) = self.inner.bound_agent(&device.id) else {
+            return Ok(Vec::new());
+        };
+        let pending = self.inner.state().pending.get(&device.id).cloned();
+        if let Some(push) = pending {
+            return Ok(vec![pushed_firmware(device, &push)]);
+        }
+        let offered = self.inner.available(bound).await.map_err(source_error)?;
+        // A command channel that cannot connect is worth seeing in `check` too.
+        if let Some(Some(e)) = lock(&self.inner.channel_errors).get(&bound.mcs.device_id) {
+            tracing::debug!(device = %device.id, "command channel: {e}");
+        }
+        Ok(offered)
+    }
+
+    async fn report(&self, event: &ProgressEvent) {
+        let inner = &self.inner;
+        let Some(bound) = inner.bound_agent(&event.device_id) else {
+            return;
+        };
+        let version = &event.firmware_version;
+        let value = match &event.kind {
+            ProgressKind::Step(step) => format!("{version},{step}"),
+            ProgressKind::Pending => format!("{version},PENDING"),
+            ProgressKind::Finished(o) => outcome_value(version, o),
+            ProgressKind::Sequence(_) | ProgressKind::Percent(..) => return,
+        };
+        inner.change(|s| {
+            Inner::status(s, &inner.config, &bound.mcs, value);
+            if let ProgressKind::Finished(outcome) = &event.kind {
+                s.last_outcome
+                    .insert(bound.device.id.clone(), outcome_key(version, outcome));
+                if s.pending
+                    .get(&bound.device.id)
+                    .is_some_and(|p| &p.version == version)
+                {
+                    s.pending.remove(&bound.device.id);
+                }
+                if *outcome == Outcome::Success {
+                    s.enqueue(
+                        &bound.mcs.device_id,
+                        ReportKind::Version {
+                            version: version.clone(),
+                        },
+                    );
+                    lock(&inner.reported_versions).insert(bound.device.id.clone(), version.clone());
+                }
+            }
+        });
+        inner.outbox_wake.notify_one();
+    }
+
+    async fn report_versions(&self, versions: &[DeviceVersion]) {
+        let inner = &self.inner;
+        for v in versions {
+            lock(&inner.versions).insert(v.device_id.clone(), v.version.clone());
+            let Some(bound) = inner.bound_agent(&v.device_id) else {
+                continue;
+            };
+            let Some(current) = &v.version else {
+                continue;
+            };
+            let fresh = lock(&inner.reported_versions).get(&v.device_id) != Some(current);
+            // A pending push the device has caught up with (or overtaken) is done.
+            let pending = inner.state().pending.get(&v.device_id).cloned();
+            let overtaken = pending.filter(|p| {
+                bound
+                    .device
+                    .version_scheme
+                    .compare(&p.version, current)
+                    .is_ok_and(|o| o != std::cmp::Ordering::Greater)
+            });
+            if !fresh && overtaken.is_none() {
+                continue;
+            }
+            inner.change(|s| {
+                if fresh {
+                    s.enqueue(
+                        &bound.mcs.device_id,
+                        ReportKind::Version {
+                            version: current.clone(),
+                        },
+                    );
+                }
+                if let Some(p) = &overtaken {
+                    s.pending.remove(&v.device_id);
+                    if &p.version != current && bound.device.only_newer {
+                        let reason = format!("device runs {current}, not older");
+                        tracing::warn!(device = %v.device_id, firmware_version = %p.version,
+                            "pushed firmware dropped: {reason}");
+                        Inner::status(
+                            s,
+                            &inner.config,
+                            &bound.mcs,
+                            outcome_value(&p.version, &Outcome::Failed(reason)),
+                        );
+                    }
+                }
+            });
+            if fresh {
+                lock(&inner.reported_versions).insert(v.device_id.clone(), current.clone());
+            }
+        }
+        inner.outbox_wake.notify_one();
+    }
+
+    async fn run(&self, link: EngineLink, shutdown: CancellationToken) {
+        let inner = self.inner.clone();
+        *lock(&inner.link) = Some(link);
+        inner.reconcile_outcomes();
+        let mut tasks = tokio::task::JoinSet::new();
+        {
+            let (inner, stop) = (inner.clone(), shutdown.clone());
+            tasks.spawn(async move { inner.flush_outbox(stop).await });
+        }
+        let sink = Arc::new(Sink(inner.clone()));
+        for bound in &inner.bound {
+            let (sink, stop, mcs) = (sink.clone(), shutdown.clone(), bound.mcs.clone());
+            let heartbeat = inner.config.heartbeat_interval;
+            tasks.spawn(async move { push::run_channel(sink, mcs, heartbeat, stop).await });
+        }
+        inner.outbox_wake.notify_one();
+        // Pushes left from before a restart, or waiting for a running update.
+        let mut recheck = tokio::time::interval(RECHECK_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = recheck.tick() => {
+                    if !inner.state().pending.is_empty() {
+                        inner.check_now();
+                    }
+                }
+            }
+        }
+        tasks.shutdown().await;
+    }
+}
+
+/// The firmware of a push: what the engine installs now.
+fn pushed_firmware(device: &DeviceConfig, push: &Push) -> Firmware {
+    let mut fw = Firmware::new(
+        &device.device_type,
+        &push.version,
+        FirmwareLocation::Url(push.url.clone()),
+    );
+    if let Ok(c) = Checksum::new(ChecksumAlgorithm::Md5, &push.md5) {
+        fw.checksums.push(c);
+    }
+    fw.description = Some("pushed from MCS".into());
+    fw.deployment = Some(Deployment {
+        id: push.timestamp_ms.to_string(),
+        download: Handling::Forced,
+        update: Handling::Forced,
+        maintenance_window_open: None,
+    });
+    fw
+}

@@ -1,0 +1,474 @@
+//! The MCS command channel: one long-lived TCP connection per MCS device to the
+//! command server, a heartbeat on it, and validation of every firmware push line
+//! it delivers.
+//!
+//! What MCS documents (API reference "getConnection", "Command server format"):
+//! the device asks `GET devices/{deviceId}/connections` for the command server's
+//! `ip` and `port`, opens a TCP connection, and sends the heartbeat
+//! `deviceId,deviceKey,timestamp` to be identified, then again at least every 120
+//! seconds or the server disconnects it. Commands arrive as comma-separated lines
+//! starting `deviceId,deviceKey,timestamp`; a firmware push (the Push button on
+//! the device's firmware tab) is `deviceId,deviceKey,timestamp,FOTA,version,MD5,URL`.
+//!
+//! What is assumed: lines end with `\n` (a trailing `\r` and spaces around fields
+//! are dropped; MCS's own examples write `deviceId, deviceKey, …`); the timestamp
+//! is Unix time in milliseconds (MCS data points use milliseconds) — a value below
+//! 10^11 is taken as seconds; the agent's heartbeat sends milliseconds, newline
+//! terminated. Data channel commands (`…,dataChnId,value`) on the same connection
+//! are ignored. The URL is the last field and may itself contain commas.
+//!
+//! A line is accepted only when every field checks out: the device id is the
+//! connection's, the key matches (compared in constant time), the timestamp is
+//! neither older than `max_push_age` nor more than [`MAX_CLOCK_SKEW`] ahead nor
+//! at or before the last accepted push of that device (replay), the version is
+//! valid under the device's scheme and newer than what it runs (unless
+//! `only_newer` is off), the MD5 is 32 hex digits, and the URL is https (or http
+//! when `https_only` is off) with a host. Anything else is logged with its reason
+//! — never with the key or the raw line — and ignored; the connection stays up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::wire::{self, FOTA, PushFields};
+use crate::checksum::{Checksum, ChecksumAlgorithm};
+use crate::config::McsDevice;
+use crate::version::{VersionScheme, check_upgrade};
+
+/// How far a push's timestamp may be ahead of the gateway's clock.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+/// Longest line accepted from the command server; longer ones are dropped.
+pub const MAX_LINE: usize = 8 * 1024;
+/// Reconnect backoff: first step, and its ceiling.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
+/// A connection that lived this long resets the backoff.
+const STABLE: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A validated firmware push.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Push {
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    pub version: String,
+    /// Lowercase hex.
+    pub md5: String,
+    pub url: String,
+}
+
+/// Why a line did not become a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineError {
+    /// Not a firmware push (a data channel command, an echo): ignored quietly.
+    NotFota(String),
+    /// A push line that fails validation: logged as a warning.
+    Refused(String),
+}
+
+/// What a push line is checked against.
+#[derive(Debug, Clone)]
+pub struct Expect<'a> {
+    pub device: &'a McsDevice,
+    pub scheme: VersionScheme,
+    pub only_newer: bool,
+    /// The version the target device runs, when known.
+    pub current: Option<&'a str>,
+    /// Timestamp (ms) of the last push accepted for this MCS device.
+    pub last_accepted_ms: Option<u64>,
+    pub now_ms: u64,
+    pub max_age: Duration,
+    pub https_only: bool,
+}
+
+/// Splits a line into the push fields (the URL, last, keeps any commas).
+pub fn split(line: &str) -> Result<PushFields<'_>, LineError> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let fields: Vec<&str> = line.splitn(7, ',').map(str::trim).collect();
+    match fields.get(3) {
+        Some(kind) if *kind == FOTA => {}
+        Some(_) => return Err(LineError::NotFota("a data channel command".into())),
+        None => return Err(LineError::NotFota(format!("{} field(s)", fields.len()))),
+    }
+    let [device_id, device_key, timestamp, kind, version, md5, url] = fields[..] else {
+        return Err(LineError::Refused(format!(
+            "expected 7 fields (deviceId,deviceKey,timestamp,FOTA,version,MD5,URL), got {}",
+            fields.len()
+        )));
+    };
+    Ok(PushFields {
+        device_id,
+        device_key,
+        timestamp,
+        kind,
+        version,
+        md5,
+        url,
+    })
+}
+
+/// Validates one line from the command server.
+pub fn validate(line: &str, expect: &Expect<'_>) -> Result<Push, LineError> {
+    let f = split(line)?;
+    let refuse = |m: String| Err(LineError::Refused(m));
+    if f.device_id != expect.device.device_id {
+        return refuse(format!(
+            "for device id {}, this connection is {}",
+            shown(f.device_id),
+            expect.device.device_id
+        ));
+    }
+    if !constant_time_eq(f.device_key.as_bytes(), expect.device.device_key.as_bytes()) {
+        return refuse("wrong device key".into());
+    }
+    let Ok(raw_ts) = f.timestamp.parse::<u64>() else {
+        return refuse(format!("timestamp {} is not a number", shown(f.timestamp)));
+    };
+    let timestamp_ms = if raw_ts < 100_000_000_000 {
+        raw_ts.saturating_mul(1000)
+    } else {
+        raw_ts
+    };
+    let max_age = expect.max_age.as_millis() as u64;
+    if timestamp_ms.saturating_add(max_age) < expect.now_ms {
+        return refuse(format!(
+            "stale: pushed {} s ago (max_push_age {})",
+            (expect.now_ms - timestamp_ms) / 1000,
+            humantime::format_duration(expect.max_age)
+        ));
+    }
+    if timestamp_ms > expect.now_ms + MAX_CLOCK_SKEW.as_millis() as u64 {
+        return refuse(format!(
+            "timestamp {} s in the future",
+            (timestamp_ms - expect.now_ms) / 1000
+        ));
+    }
+    if let Some(last) = expect.last_accepted_ms
+        && timestamp_ms <= last
+    {
+        return refuse(format!(
+            "replayed: timestamp {timestamp_ms} is not after the last accepted push ({last})"
+        ));
+    }
+    if f.version.is_empty() {
+        return refuse("empty version".into());
+    }
+    if let Err(e) = expect.scheme.validate(f.version) {
+        return refuse(format!("version {}: {e}", shown(f.version)));
+    }
+    if let Some(current) = expect.current
+        && let Err(e) = check_upgrade(expect.scheme, current, f.version, None, expect.only_newer)
+    {
+        return refuse(format!("version {}: {e}", shown(f.version)));
+    }
+    let md5 = match Checksum::new(ChecksumAlgorithm::Md5, f.md5) {
+        Ok(c) if f.md5.len() == 32 => c.hex().to_string(),
+        _ => return refuse(format!("MD5 {} is not 32 hex digits", shown(f.md5))),
+    };
+    let url = match reqwest::Url::parse(f.url) {
+        Ok(u) => u,
+        Err(e) => return refuse(format!("URL {}: {e}", shown(f.url))),
+    };
+    let scheme_ok = match url.scheme() {
+        "https" => true,
+        "http" => !expect.https_only,
+        _ => false,
+    };
+    if !scheme_ok {
+        let allowed = if expect.https_only {
+            "https (https_only is set)"
+        } else {
+            "http or https"
+        };
+        return refuse(format!(
+            "URL scheme {:?} not allowed (allowed: {allowed})",
+            url.scheme()
+        ));
+    }
+    if url.host().is_none() {
+        return refuse("URL has no host".into());
+    }
+    Ok(Push {
+        timestamp_ms,
+        version: f.version.to_string(),
+        md5,
+        url: f.url.to_string(),
+    })
+}
+
+/// A field from the wire as it may appear in a log: escaped and cut short.
+fn shown(field: &str) -> String {
+    let cut: String = field.chars().take(80).collect();
+    let more = if cut.len() < field.len() { "…" } else { "" };
+    format!("{:?}{more}", cut)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What the channel needs from the source.
+pub trait LineSink: Send + Sync + 'static {
+    /// Where the command server is: the configured address or the REST answer.
+    fn address(
+        &self,
+        device: &McsDevice,
+    ) -> impl std::future::Future<Output = Result<String, String>> + Send;
+    /// One line received for `device`.
+    fn line(&self, device: &McsDevice, line: &str);
+    /// The channel's state changed (for logs and `check`): `None` when connected.
+    fn channel_error(&self, device: &McsDevice, error: Option<String>);
+}
+
+/// Keeps the device's command channel open until `shutdown`: connect, heartbeat
+/// every `heartbeat`, hand every line to `sink`; on any failure reconnect with
+/// exponential backoff (with jitter), reset once a connection has been stable.
+pub async fn run_channel<S: LineSink>(
+    sink: Arc<S>,
+    device: McsDevice,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = session(&*sink, &device, heartbeat) => r,
+        };
+        let problem = match result {
+            Ok(()) => "the command server closed the connection".to_string(),
+            Err(e) => e,
+        };
+        if started.elapsed() >= STABLE {
+            backoff = BACKOFF_MIN;
+        }
+        let wait = jitter(backoff);
+        tracing::warn!(mcs_device = %device.device_id,
+            "command channel: {problem}; reconnecting in {}",
+            humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)));
+        sink.channel_error(&device, Some(problem));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    // ±20 %, so that many gateways do not reconnect in step.
+    d.mul_f64(0.8 + fastrand::f64() * 0.4)
+}
+
+/// One connection, until it fails or is closed (`Ok`).
+async fn session<S: LineSink>(
+    sink: &S,
+    device: &McsDevice,
+    heartbeat: Duration,
+) -> Result<(), String> {
+    let address = sink.address(device).await?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address))
+        .await
+        .map_err(|_| format!("connecting to {address}: timed out"))?
+        .map_err(|e| format!("connecting to {address}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    tracing::info!(mcs_device = %device.device_id, "command channel connected to {address}");
+    sink.channel_error(device, None);
+    let mut beat = tokio::time::interval(heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let mut skipping = false;
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {
+                let line = wire::heartbeat(&device.device_id, &device.device_key, crate::store::now_secs() * 1000);
+                writer.write_all(line.as_bytes()).await
+                    .map_err(|e| format!("sending the heartbeat: {e}"))?;
+            }
+            n = reader.read(&mut chunk) => {
+                let n = n.map_err(|e| format!("reading: {e}"))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=end).collect();
+                    if std::mem::take(&mut skipping) {
+                        continue;
+                    }
+                    match std::str::from_utf8(&line) {
+                        Ok(text) if text.trim().is_empty() => {}
+                        Ok(text) => sink.line(device, text),
+                        Err(_) => tracing::warn!(mcs_device = %device.device_id,
+                            "command channel: ignoring a line that is not UTF-8"),
+                    }
+                }
+                if buf.len() > MAX_LINE {
+                    tracing::warn!(mcs_device = %device.device_id,
+                        "command channel: ignoring a line longer than {MAX_LINE} bytes");
+                    buf.clear();
+                    skipping = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> McsDevice {
+        McsDevice {
+            agent_device: "gw".into(),
+            device_id: "Dev1".into(),
+            device_key: "Key1".into(),
+        }
+    }
+
+    const NOW: u64 = 1_700_000_000_000;
+    const MD5: &str = "0123456789abcdef0123456789ABCDEF";
+
+    fn expect(d: &McsDevice) -> Expect<'_> {
+        Expect {
+            device: d,
+            scheme: VersionScheme::Esh,
+            only_newer: true,
+            current: Some("1.0"),
+            last_accepted_ms: Some(NOW - 60_000),
+            now_ms: NOW,
+            max_age: Duration::from_secs(600),
+            https_only: false,
+        }
+    }
+
+    fn line(id: &str, key: &str, ts: u64, version: &str, md5: &str, url: &str) -> String {
+        format!("{id},{key},{ts},FOTA,{version},{md5},{url}\n")
+    }
+
+    #[test]
+    fn a_valid_push_is_accepted_with_spaces_and_crlf() {
+        let d = device();
+        let p = validate(
+            &format!("Dev1, Key1, {NOW}, FOTA, 2.0, {MD5}, https://h/f.bin?a=1,2\r\n"),
+            &expect(&d),
+        )
+        .unwrap();
+        assert_eq!(p.version, "2.0");
+        assert_eq!(p.md5, MD5.to_ascii_lowercase());
+        assert_eq!(p.url, "https://h/f.bin?a=1,2");
+        assert_eq!(p.timestamp_ms, NOW);
+        // Seconds are taken as seconds.
+        let p = validate(
+            &line("Dev1", "Key1", NOW / 1000, "2.0", MD5, "http://h/f"),
+            &expect(&d),
+        )
+        .unwrap();
+        assert_eq!(p.timestamp_ms, NOW);
+    }
+
+    #[test]
+    fn every_field_is_checked() {
+        let d = device();
+        let e = expect(&d);
+        let cases: Vec<(String, &str)> = vec![
+            (
+                line("Dev2", "Key1", NOW, "2.0", MD5, "https://h/f"),
+                "for device id",
+            ),
+            (
+                line("Dev1", "Key2", NOW, "2.0", MD5, "https://h/f"),
+                "wrong device key",
+            ),
+            (
+                line("Dev1", "Key1", NOW - 601_000, "2.0", MD5, "https://h/f"),
+                "stale",
+            ),
+            (
+                line("Dev1", "Key1", NOW + 301_000, "2.0", MD5, "https://h/f"),
+                "timestamp ",
+            ),
+            (
+                line("Dev1", "Key1", NOW - 60_000, "2.0", MD5, "https://h/f"),
+                "replayed",
+            ),
+            ("Dev1,Key1,x,FOTA,2.0,a,b\n".into(), "timestamp \"x\""),
+            (
+                line("Dev1", "Key1", NOW, "", MD5, "https://h/f"),
+                "empty version",
+            ),
+            (
+                line("Dev1", "Key1", NOW, "1.0", MD5, "https://h/f"),
+                "version \"1.0\"",
+            ),
+            (
+                line("Dev1", "Key1", NOW, "0.9", MD5, "https://h/f"),
+                "version \"0.9\"",
+            ),
+            (
+                line("Dev1", "Key1", NOW, "2.0", "abc", "https://h/f"),
+                "MD5",
+            ),
+            (
+                line("Dev1", "Key1", NOW, "2.0", &"g".repeat(32), "https://h/f"),
+                "MD5",
+            ),
+            (
+                line("Dev1", "Key1", NOW, "2.0", MD5, "ftp://h/f"),
+                "URL scheme",
+            ),
+            (line("Dev1", "Key1", NOW, "2.0", MD5, "not a url"), "URL"),
+            ("Dev1,Key1,1,FOTA,2.0\n".into(), "expected 7 fields"),
+        ];
+        for (l, want) in cases {
+            match validate(&l, &e) {
+                Err(LineError::Refused(r)) => assert!(r.contains(want), "{l:?}: {r}"),
+                other => panic!("{l:?}: {other:?}"),
+            }
+        }
+        // The key never appears in a refusal.
+        let Err(LineError::Refused(r)) = validate(
+            &line("Dev1", "Key1", NOW, "2.0", "short", "https://h/f"),
+            &e,
+        ) else {
+            panic!()
+        };
+        assert!(!r.contains("Key1"));
+    }
+
+    #[test]
+    fn https_only_refuses_http() {
+        let d = device();
+        let mut e = expect(&d);
+        e.https_only = true;
+        let r = validate(&line("Dev1", "Key1", NOW, "2.0", MD5, "http://h/f"), &e);
+        assert!(matches!(r, Err(LineError::Refused(m)) if m.contains("https_only")));
+    }
+
+    #[test]
+    fn other_commands_and_unknown_versions() {
+        let d = device();
+        let e = expect(&d);
+        assert!(matches!(
+            validate("Dev1,Key1,1,switch01,1\n", &e),
+            Err(LineError::NotFota(_))
+        ));
+        assert!(matches!(
+            validate("Dev1,Key1,1\n", &e),
+            Err(LineError::NotFota(_))
+        ));
+        let mut e = expect(&d);
+        e.current = None;
+        e.last_accepted_ms = None;
+        assert!(validate(&line("Dev1", "Key1", NOW, "0.1", MD5, "https://h/f"), &e).is_ok());
+    }
+}
