@@ -93,10 +93,7 @@ impl Rest {
             request = request.body(body);
         }
         // reqwest errors name the URL, which holds no secret.
-        let response = request
-            .send()
-            .await
-            .map_err(|e| err(chain(&e), None))?;
+        let response = request.send().await.map_err(|e| err(chain(&e), None))?;
         let status = response.status();
         let bytes = response
             .bytes()
