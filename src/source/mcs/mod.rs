@@ -88,8 +88,6 @@ struct Inner {
     versions: Mutex<HashMap<String, Option<String>>>,
     /// Agent device id → the version last queued for the server.
     reported_versions: Mutex<HashMap<String, String>>,
-    /// MCS device id → the command channel's last problem (None: connected).
-    channel_errors: Mutex<HashMap<String, Option<String>>>,
     outbox_wake: tokio::sync::Notify,
     link: Mutex<Option<EngineLink>>,
 }
@@ -136,7 +134,6 @@ impl McsSource {
                 state: Mutex::new(state),
                 versions: Mutex::new(HashMap::new()),
                 reported_versions: Mutex::new(HashMap::new()),
-                channel_errors: Mutex::new(HashMap::new()),
                 outbox_wake: tokio::sync::Notify::new(),
                 link: Mutex::new(None),
             }),
@@ -437,10 +434,6 @@ impl push::LineSink for Sink {
     fn line(&self, device: &McsDevice, line: &str) {
         self.0.on_line(device, line);
     }
-
-    fn channel_error(&self, device: &McsDevice, error: Option<String>) {
-        lock(&self.0.channel_errors).insert(device.device_id.clone(), error);
-    }
 }
 
 #[async_trait]
@@ -463,12 +456,7 @@ impl FirmwareSource for McsSource {
         if let Some(push) = pending {
             return Ok(vec![pushed_firmware(device, &push)]);
         }
-        let offered = self.inner.available(bound).await.map_err(source_error)?;
-        // A command channel that cannot connect is worth seeing in `check` too.
-        if let Some(Some(e)) = lock(&self.inner.channel_errors).get(&bound.mcs.device_id) {
-            tracing::debug!(device = %device.id, "command channel: {e}");
-        }
-        Ok(offered)
+        self.inner.available(bound).await.map_err(source_error)
     }
 
     async fn report(&self, event: &ProgressEvent) {

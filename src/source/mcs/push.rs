@@ -222,8 +222,6 @@ pub trait LineSink: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<String, String>> + Send;
     /// One line received for `device`.
     fn line(&self, device: &McsDevice, line: &str);
-    /// The channel's state changed (for logs and `check`): `None` when connected.
-    fn channel_error(&self, device: &McsDevice, error: Option<String>);
 }
 
 /// Keeps the device's command channel open until `shutdown`: connect, heartbeat
@@ -253,7 +251,6 @@ pub async fn run_channel<S: LineSink>(
         tracing::warn!(mcs_device = %device.device_id,
             "command channel: {problem}; reconnecting in {}",
             humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)));
-        sink.channel_error(&device, Some(problem));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
@@ -281,7 +278,6 @@ async fn session<S: LineSink>(
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     tracing::info!(mcs_device = %device.device_id, "command channel connected to {address}");
-    sink.channel_error(device, None);
     let mut beat = tokio::time::interval(heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
