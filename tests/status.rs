@@ -40,7 +40,12 @@ fn free_port() -> u16 {
 }
 
 /// One HTTP/1.0 request; (status code, body).
-fn request<S: Read + Write>(mut s: S, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+fn request<S: Read + Write>(
+    mut s: S,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> (u16, String) {
     let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
@@ -306,7 +311,10 @@ fn status_metrics_events_and_actions_follow_an_update() {
     assert_eq!(s["devices"][0]["status"], "UPDATE_EXECUTABLE");
     assert_eq!(agent.metric("fota_agent_updates_in_progress"), 1.0);
     let table = agent.cli(&["status"]);
-    assert!(table.contains("DEVICE") && table.contains("2.0 UPDATING 10%"), "{table}");
+    assert!(
+        table.contains("DEVICE") && table.contains("2.0 UPDATING 10%"),
+        "{table}"
+    );
     let raw: Value = serde_json::from_str(&agent.cli(&["status", "--json"])).unwrap();
     assert_eq!(raw["devices"][0]["id"], "dev");
 
@@ -328,7 +336,10 @@ fn status_metrics_events_and_actions_follow_an_update() {
         agent.metric("fota_agent_updates_total{outcome=\"success\"}"),
         1.0
     );
-    assert_eq!(agent.metric("fota_agent_update_duration_seconds_count"), 1.0);
+    assert_eq!(
+        agent.metric("fota_agent_update_duration_seconds_count"),
+        1.0
+    );
     assert_eq!(
         agent.metric("fota_agent_downloaded_bytes_total"),
         size as f64
@@ -351,8 +362,16 @@ fn status_metrics_events_and_actions_follow_an_update() {
     );
     let (_, last) = events.last().unwrap();
     assert_eq!(
-        (&last["device_id"], &last["firmware_version"], &last["outcome"]),
-        (&Value::from("dev"), &Value::from("2.0"), &Value::from("success"))
+        (
+            &last["device_id"],
+            &last["firmware_version"],
+            &last["outcome"]
+        ),
+        (
+            &Value::from("dev"),
+            &Value::from("2.0"),
+            &Value::from("success")
+        )
     );
 
     // A source that cannot be read: reachable false, a poll error counted.
@@ -361,7 +380,10 @@ fn status_metrics_events_and_actions_follow_an_update() {
     let (code, _) = agent.unix("POST", "/devices/dev/update");
     assert_eq!(code, 202);
     let s = agent.wait_status("unreachable", |s| s["source"]["reachable"] == false);
-    assert!(s["source"]["error"].as_str().unwrap().contains("source"), "{s:#}");
+    assert!(
+        s["source"]["error"].as_str().unwrap().contains("source"),
+        "{s:#}"
+    );
     assert_eq!(agent.metric("fota_agent_poll_errors_total"), 1.0);
     assert_eq!(agent.metric("fota_agent_source_up"), 0.0);
     assert!(agent.cli(&["status"]).contains("UNREACHABLE"));

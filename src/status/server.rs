@@ -243,7 +243,7 @@ async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<Even
 }
 
 /// Actions need the unix socket or the bearer token.
-fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), &'static str> {
     if s.privileged {
         return Ok(());
     }
@@ -255,10 +255,8 @@ fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         (Some(token), Some(given)) if constant_time_eq(token.as_bytes(), given.as_bytes()) => {
             Ok(())
         }
-        (None, _) => Err(forbidden(
-            "actions need the unix socket ([status] socket) or a [status] token",
-        )),
-        _ => Err(forbidden("missing or wrong bearer token")),
+        (None, _) => Err("actions need the unix socket ([status] socket) or a [status] token"),
+        _ => Err("missing or wrong bearer token"),
     }
 }
 
@@ -279,8 +277,8 @@ fn unknown_device(id: &str) -> Response {
 }
 
 async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&s, &headers) {
-        return r;
+    if let Err(why) = authorize(&s, &headers) {
+        return forbidden(why);
     }
     tracing::info!("status endpoint: check requested");
     s.shared.engine.check_now();
@@ -296,8 +294,8 @@ async fn update(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers) {
-        return r;
+    if let Err(why) = authorize(&s, &headers) {
+        return forbidden(why);
     }
     let engine = s.shared.engine.clone();
     if !engine.devices().any(|d| d.id == id) {
@@ -322,8 +320,8 @@ async fn cancel(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers) {
-        return r;
+    if let Err(why) = authorize(&s, &headers) {
+        return forbidden(why);
     }
     if !s.shared.engine.devices().any(|d| d.id == id) {
         return unknown_device(&id);
