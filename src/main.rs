@@ -94,7 +94,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         // A bad config is EX_CONFIG (78): the unit's RestartPreventExitStatus keeps
         // systemd from restarting into the same error forever.
-        Err(e) if e.downcast_ref::<fota_agent::config::ConfigError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<fota_agent::config::ConfigError>()
+                .is_some() =>
+        {
             eprintln!("fota-agent: {e}");
             ExitCode::from(78)
         }
