@@ -31,6 +31,12 @@ enum Command {
     },
     /// Print each device's firmware status and the firmware it would get.
     Check,
+    /// Ask the running agent's status endpoint what it is doing.
+    Status {
+        /// Print the endpoint's JSON as received.
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify a local image and install it on a device now.
     Install {
         /// The configured device id.
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         Command::Fetch(fetch) => cli::block_on(cli::fetch(fetch)),
         Command::Generate(what) => cli::generate::<Args>(what),
         Command::Check => cli::block_on(cli::check(&args.config)),
+        Command::Status { json } => cli::status(&args.config, json),
         Command::Run { once } => cli::block_on(cli::run(&args.config, once)),
         Command::Install {
             device,

@@ -7,6 +7,7 @@ mod generate;
 mod install;
 mod render;
 mod run;
+mod status;
 
 use std::future::Future;
 use std::path::Path;
@@ -21,16 +22,12 @@ pub use fetch::{FetchArgs, fetch};
 pub use generate::{Generate, generate};
 pub use install::{InstallArgs, install};
 pub use run::run;
+pub use status::status;
 
-/// Logs to stderr; `RUST_LOG` overrides the default `info` level.
+/// Logs to journald under systemd, to stderr otherwise (see
+/// `fota_agent::logging`); `RUST_LOG` overrides the default `info` level.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    fota_agent::logging::init();
 }
 
 pub fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::Result<ExitCode> {

@@ -1,10 +1,14 @@
-//! `fota-agent run`: recover, then poll and apply until SIGTERM/SIGINT (or once).
+//! `fota-agent run`: recover, serve the status endpoint, tell systemd READY=1, then
+//! poll and apply until SIGTERM/SIGINT (or once, without endpoint and systemd).
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use fota_agent::progress::Outcome;
+use fota_agent::status::{self, Tracker};
+use fota_agent::systemd::{self, Notifier};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -12,6 +16,9 @@ pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
     let config = super::load(config)?;
     let engine = super::engine(&config)?;
     let logger = tokio::spawn(super::render::log_events(engine.subscribe()));
+    // Subscribed before recovery, so recovered outcomes count too.
+    let tracker = Arc::new(Tracker::new());
+    tokio::spawn(tracker.clone().follow(engine.subscribe()));
     tracing::info!(
         source = %engine.source_description(),
         devices = config.devices.len(),
@@ -49,6 +56,41 @@ pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let notifier = Notifier::from_env();
+    // READY=1 only once the config is loaded, recovery is done and the status
+    // endpoint listens (a bind error ends the start here).
+    let endpoint = status::server::start(
+        &config.status,
+        engine.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    if let Some(addr) = endpoint.tcp {
+        tracing::info!("status endpoint on http://{addr}/status");
+    }
+    if let Some(path) = &endpoint.socket {
+        tracing::info!("status endpoint on unix socket {}", path.display());
+    }
+    notifier.ready(&tracker.status_line(&engine));
+    if let Some(period) = systemd::watchdog_period() {
+        // The engine's loop beats twice per ping period; the pinger checks it.
+        engine.set_heartbeat(period / 2);
+        tokio::spawn(systemd::watchdog(
+            notifier,
+            engine.clone(),
+            period,
+            shutdown.clone(),
+        ));
+    }
+    if notifier.enabled() {
+        tokio::spawn(systemd::status_lines(
+            notifier,
+            tracker.clone(),
+            engine.clone(),
+            shutdown.clone(),
+        ));
+    }
     let stopper = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -56,8 +98,10 @@ pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
             _ = int.recv() => {}
         }
         tracing::info!("shutting down");
+        notifier.stopping();
         stopper.cancel();
     });
     engine.run(shutdown).await;
+    endpoint.finish().await;
     Ok(ExitCode::SUCCESS)
 }

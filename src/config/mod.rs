@@ -40,7 +40,36 @@ pub struct Config {
     /// (`ca_bundle`, `client_cert`, `client_key`, `https_only`, `connect_timeout`,
     /// `stall_timeout`, `download_attempts`, `max_image_size`).
     pub download: crate::download::DownloadConfig,
+    pub status: StatusConfig,
     pub devices: Vec<DeviceConfig>,
+}
+
+/// `[status]`: the local status endpoint (see README, "Operating fota-agent").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    /// TCP address of the HTTP endpoint; default `127.0.0.1:8470`; `None` when
+    /// `listen = "off"`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// A unix socket serving the same endpoint, actions included (file mode 0660:
+    /// the service's group may act). A relative path is resolved against the config
+    /// file's directory. Default: none.
+    pub socket: Option<PathBuf>,
+    /// Bearer token that allows actions (POST) over TCP. Without it actions are
+    /// refused over TCP.
+    pub token: Option<String>,
+}
+
+/// Default `[status] listen`.
+pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:8470";
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            listen: DEFAULT_STATUS_LISTEN.parse().ok(),
+            socket: None,
+            token: None,
+        }
+    }
 }
 
 /// `[agent]`. A relative `state_dir` is resolved against the config file's

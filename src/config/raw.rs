@@ -17,6 +17,7 @@ use toml::Spanned;
 pub(super) struct RawConfig {
     pub agent: Option<RawAgent>,
     pub source: Option<Spanned<RawSource>>,
+    pub status: Option<RawStatus>,
     #[serde(default)]
     pub device: Vec<Spanned<RawDevice>>,
 }
@@ -30,6 +31,15 @@ pub(super) struct RawAgent {
     pub update_timeout: Option<Spanned<String>>,
     /// Signed so that `0` and `-1` reach validation and get its message.
     pub max_concurrent_updates: Option<Spanned<i64>>,
+}
+
+/// `[status]`; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStatus {
+    pub listen: Option<Spanned<String>>,
+    pub socket: Option<Spanned<String>>,
+    pub token: Option<Spanned<String>>,
 }
 
 /// `[source]`: `kind` plus the keys of every kind (validation checks which apply).

@@ -23,11 +23,11 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml::Spanned;
 
 use super::error::{line_of, one_line};
-use super::raw::{RawAgent, RawConfig, RawDevice, RawSource};
+use super::raw::{RawAgent, RawConfig, RawDevice, RawSource, RawStatus};
 use super::{
     AgentConfig, CommandConfig, Config, ConfigError, DeviceConfig, Esp8266Config, EspReset,
-    HandlerConfig, McsConfig, McsDevice, Mt7681Config, SerialConfig, SourceConfig, XmodemConfig,
-    XmodemProtocol,
+    HandlerConfig, McsConfig, McsDevice, Mt7681Config, SerialConfig, SourceConfig, StatusConfig,
+    XmodemConfig, XmodemProtocol,
 };
 use crate::download::DownloadConfig;
 use crate::model::UpdatePolicy;
@@ -136,13 +136,47 @@ impl<'a> Validator<'a> {
                 DownloadConfig::default(),
             ),
         };
+        let status = self.status(raw.status.unwrap_or_default())?;
         Ok(Config {
             path: self.path.to_path_buf(),
             agent,
             source,
             download,
+            status,
             devices,
         })
+    }
+
+    fn status(&self, raw: RawStatus) -> Result<StatusConfig, ConfigError> {
+        let mut status = StatusConfig::default();
+        if let Some(listen) = &raw.listen {
+            let value = listen.get_ref().trim();
+            status.listen = if value == "off" {
+                None
+            } else {
+                Some(value.parse().map_err(|_| {
+                    let msg = format!(
+                        "status.listen: expected an address with a port such as \
+                         \"127.0.0.1:8470\" or \"off\", got {value:?}"
+                    );
+                    self.at(listen, "listen", msg)
+                })?)
+            };
+        }
+        if let Some(socket) = &raw.socket {
+            status.socket = Some(self.dir(socket, "socket", "status.socket")?);
+        }
+        if let Some(token) = &raw.token {
+            let value = token.get_ref();
+            if value.len() < 16 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+                let msg = "status.token: must be at least 16 printable ASCII characters \
+                           without spaces"
+                    .to_string();
+                return Err(self.at(token, "token", msg));
+            }
+            status.token = Some(value.clone());
+        }
+        Ok(status)
     }
 
     fn agent(&self, raw: RawAgent) -> Result<AgentConfig, ConfigError> {

@@ -5,6 +5,7 @@
 //! differed.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -62,6 +63,7 @@ pub async fn fetch_and_verify(
     downloads: &Path,
     downloader: &Downloader,
     progress: &Progress,
+    bytes: &AtomicU64,
 ) -> Result<VerifiedImage, FetchError> {
     if firmware.device_type != device_type {
         return Err(FetchError::WrongDevice {
@@ -81,7 +83,10 @@ pub async fn fetch_and_verify(
                 checksums: &firmware.checksums,
                 also_hash: &ALWAYS,
             };
+            let seen = AtomicU64::new(0);
             let report = |done: u64, total: Option<u64>| {
+                let before = seen.fetch_max(done, Ordering::Relaxed);
+                bytes.fetch_add(done.saturating_sub(before), Ordering::Relaxed);
                 if let Some(pct) = total.and_then(|t| (done.min(t) * 100).checked_div(t)) {
                     let _ = progress.update(pct as u8);
                 }
@@ -101,7 +106,7 @@ pub async fn fetch_and_verify(
         });
     }
     let part = part_path(&dest);
-    let result = copy_hashing(&source, &part, firmware, progress).await;
+    let result = copy_hashing(&source, &part, firmware, progress, bytes).await;
     let digests = match result.and_then(|d| check(firmware, d)) {
         Ok(d) => d,
         Err(e) => {
@@ -180,6 +185,7 @@ async fn copy_hashing(
     part: &Path,
     firmware: &Firmware,
     progress: &Progress,
+    bytes: &AtomicU64,
 ) -> Result<Digests, FetchError> {
     let mut input = tokio::fs::File::open(source).await.map_err(io(source))?;
     let total = match firmware.size {
@@ -196,6 +202,7 @@ async fn copy_hashing(
         }
         output.write_all(&buf[..n]).await.map_err(io(part))?;
         hasher.update(&buf[..n]);
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(pct) = (hasher.length().min(total) * 100).checked_div(total) {
             let pct = pct as u8;
             // Percent only moves forward here; a misuse error cannot happen.

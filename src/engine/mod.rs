@@ -12,7 +12,9 @@ pub mod update;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +63,22 @@ pub struct DeviceReport {
     pub selection: Selection,
     /// Why the status could not be fully determined (handler or source error).
     pub error: Option<String>,
+    /// The source's error, when it could not say what it offers.
+    pub source_error: Option<String>,
+}
+
+/// What the last poll-and-apply cycles found (for the status endpoint): each
+/// device's latest report, when the source was last asked and whether it answered.
+#[derive(Debug, Clone, Default)]
+pub struct PollState {
+    /// The end of the last device check against the source.
+    pub last_poll: Option<SystemTime>,
+    /// The latest report of each device checked by a cycle.
+    pub reports: HashMap<String, DeviceReport>,
+    /// Device checks whose source query failed, since the start.
+    pub poll_errors: u64,
+    /// The source's error in the latest check; `None` when it answered.
+    pub source_error: Option<String>,
 }
 
 /// What one poll-and-apply cycle did for one device.
@@ -85,6 +103,16 @@ struct Inner {
     events: broadcast::Sender<ProgressEvent>,
     permits: Semaphore,
     running: Mutex<HashMap<String, RunningUpdate>>,
+    /// Wakes the run loop for a cycle now (sources, the status endpoint).
+    wake: tokio::sync::Notify,
+    poll: Mutex<PollState>,
+    /// Firmware bytes fetched since the start.
+    bytes: AtomicU64,
+    /// Milliseconds after `started` of the run loop's last heartbeat.
+    heartbeat: AtomicU64,
+    /// How often the run loop beats; 0 = never.
+    heartbeat_every_ms: AtomicU64,
+    started: Instant,
 }
 
 /// An update in progress: how to stop it and how far it got.
@@ -154,6 +182,12 @@ impl Engine {
                 downloader,
                 events,
                 running: Mutex::new(HashMap::new()),
+                wake: tokio::sync::Notify::new(),
+                poll: Mutex::new(PollState::default()),
+                bytes: AtomicU64::new(0),
+                heartbeat: AtomicU64::new(0),
+                heartbeat_every_ms: AtomicU64::new(0),
+                started: Instant::now(),
             }),
         })
     }
@@ -190,6 +224,54 @@ impl Engine {
         self.inner.devices.iter().map(|d| &d.config)
     }
 
+    /// What the poll-and-apply cycles found so far.
+    pub fn poll_state(&self) -> PollState {
+        self.inner
+            .poll
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Firmware bytes fetched (downloaded or copied) since the engine started.
+    pub fn bytes_fetched(&self) -> u64 {
+        self.inner.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Asks the run loop for a poll-and-apply cycle as soon as possible
+    /// (coalesced; a cycle that runs already is not interrupted).
+    pub fn check_now(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Makes [`Engine::run`]'s loop beat every `every` (for a watchdog: see
+    /// [`Engine::since_heartbeat`]). Set before `run`.
+    pub fn set_heartbeat(&self, every: Duration) {
+        let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.inner.heartbeat_every_ms.store(ms, Ordering::Relaxed);
+        self.beat();
+    }
+
+    /// How long ago the run loop last beat. The loop beats between and during
+    /// cycles; when it stops being polled (a hung or ended loop), this grows.
+    pub fn since_heartbeat(&self) -> Duration {
+        let now = self.inner.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.inner.heartbeat.load(Ordering::Relaxed)))
+    }
+
+    fn beat(&self) {
+        let now = self.inner.started.elapsed().as_millis() as u64;
+        self.inner.heartbeat.store(now, Ordering::Relaxed);
+    }
+
+    /// One poll-and-apply cycle of one device now, beside the run loop (the
+    /// status endpoint's "update this device"). A device already updating is
+    /// left alone.
+    pub async fn cycle(&self, device_id: &str) -> Result<CycleResult, EngineError> {
+        let device = self.device(device_id)?;
+        Ok(self.cycle_device(&device).await)
+    }
+
     fn device(&self, id: &str) -> Result<Arc<Device>, EngineError> {
         self.inner
             .devices
@@ -224,6 +306,7 @@ impl Engine {
                 Vec::new()
             }
         };
+        let source_error = errors.last().filter(|e| e.starts_with("source: ")).cloned();
         let selection = decide::select(&device.config, current.as_deref(), &offered);
         let executable = if selection.candidate.is_some() {
             match self.executable(device).await {
@@ -243,7 +326,19 @@ impl Engine {
             current_version: current,
             selection,
             error: (!errors.is_empty()).then(|| errors.join("; ")),
+            source_error,
         }
+    }
+
+    fn record_poll(&self, report: &DeviceReport) {
+        let mut poll = self.inner.poll.lock().unwrap_or_else(|p| p.into_inner());
+        poll.last_poll = Some(SystemTime::now());
+        if report.source_error.is_some() {
+            poll.poll_errors += 1;
+        }
+        poll.source_error.clone_from(&report.source_error);
+        poll.reports
+            .insert(report.device_id.clone(), report.clone());
     }
 
     /// ESH: a background device's update is executable only once its firmware is
@@ -277,6 +372,7 @@ impl Engine {
 
     async fn cycle_device(&self, device: &Arc<Device>) -> CycleResult {
         let report = self.check_device(device).await;
+        self.record_poll(&report);
         let id = device.config.id.clone();
         if let Some(e) = &report.error {
             tracing::warn!(device = %id, "{e}");
@@ -336,6 +432,16 @@ impl Engine {
                 .unwrap_or(None);
             result.status = FirmwareStatus::UpdateExecutable;
         }
+        if result.outcome == Some(Outcome::Success) {
+            // The device confirmed the new version: what the status endpoint shows
+            // until the next poll.
+            let mut poll = self.inner.poll.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = poll.reports.get_mut(&id) {
+                r.current_version.clone_from(&result.version);
+                r.status = FirmwareStatus::UpToDate;
+                r.selection.candidate = None;
+            }
+        }
         result
     }
 
@@ -361,6 +467,7 @@ impl Engine {
             store: &self.inner.store,
             downloader: &self.inner.downloader,
             timeout: self.inner.agent.update_timeout,
+            bytes: &self.inner.bytes,
         };
         Ok(update::run(
             &ctx,
@@ -470,7 +577,6 @@ impl Engine {
     /// in-flight record lets the next start resolve it.
     pub async fn run(&self, shutdown: CancellationToken) {
         let (tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
-        let wake = Arc::new(tokio::sync::Notify::new());
         let mut tasks = tokio::task::JoinSet::new();
         let engine = self.clone();
         let stop = shutdown.clone();
@@ -489,26 +595,44 @@ impl Engine {
             }
         });
         let engine = self.clone();
-        let notify = wake.clone();
         tasks.spawn(async move {
             while let Some(request) = requests.recv().await {
                 match request {
-                    EngineRequest::CheckNow => notify.notify_one(),
+                    EngineRequest::CheckNow => engine.check_now(),
                     EngineRequest::Cancel { device_id, reply } => {
                         let _ = reply.send(engine.cancel(&device_id));
                     }
                 }
             }
         });
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                results = self.run_once() => self.report_versions(&results).await,
+        // The heartbeat ticks inside this loop's own `select!`s, so it stops when
+        // the loop stops being polled.
+        let every = self.inner.heartbeat_every_ms.load(Ordering::Relaxed);
+        let mut beat = tokio::time::interval(Duration::from_millis(every.max(1)));
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let beating = every > 0;
+        'run: loop {
+            let cycle = self.run_once();
+            tokio::pin!(cycle);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'run,
+                    results = &mut cycle => {
+                        self.report_versions(&results).await;
+                        break;
+                    }
+                    _ = beat.tick(), if beating => self.beat(),
+                }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(self.inner.agent.poll_interval) => {}
-                _ = wake.notified() => {}
+            let pause = tokio::time::sleep(self.inner.agent.poll_interval);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'run,
+                    _ = &mut pause => break,
+                    _ = self.inner.wake.notified() => break,
+                    _ = beat.tick(), if beating => self.beat(),
+                }
             }
         }
         tasks.abort_all();

@@ -58,6 +58,8 @@ pub struct Context<'a> {
     pub store: &'a Store,
     pub downloader: &'a Downloader,
     pub timeout: Duration,
+    /// Firmware bytes fetched, for metrics.
+    pub bytes: &'a std::sync::atomic::AtomicU64,
 }
 
 pub async fn run(
@@ -136,6 +138,7 @@ async fn steps(
                 &store.downloads_dir(),
                 ctx.downloader,
                 progress,
+                ctx.bytes,
             )
             .await?;
             if let Some(bg) = background {

@@ -40,7 +40,7 @@ fn unknown_keys_name_the_key_and_its_line() {
             text: "# comment\n\ncolour = \"red\"\n[agent]\n",
             line: 3,
             key: Some("colour"),
-            message: "unknown field `colour`, expected one of `agent`, `source`, `device`",
+            message: "unknown field `colour`, expected one of `agent`, `source`, `status`, `device`",
         },
         Case {
             name: "agent",
@@ -525,4 +525,45 @@ fn mt7681_keys_are_checked() {
             "{shown}"
         );
     }
+}
+
+#[test]
+fn status_table_errors_name_key_and_line() {
+    check(&[
+        Case {
+            name: "listen without port",
+            text: "[status]\n\nlisten = \"127.0.0.1\"\n",
+            line: 3,
+            key: Some("listen"),
+            message: "status.listen: expected an address with a port such as \"127.0.0.1:8470\" or \"off\", got \"127.0.0.1\"",
+        },
+        Case {
+            name: "short token",
+            text: "[status]\ntoken = \"secret\"\n",
+            line: 2,
+            key: Some("token"),
+            message: "status.token: must be at least 16 printable ASCII characters without spaces",
+        },
+        Case {
+            name: "token with a space",
+            text: "[status]\ntoken = \"0123456789 abcdef\"\n",
+            line: 2,
+            key: Some("token"),
+            message: "status.token: must be at least 16 …",
+        },
+        Case {
+            name: "empty socket",
+            text: "[status]\nsocket = \"\"\n",
+            line: 2,
+            key: Some("socket"),
+            message: "status.socket: must not be empty",
+        },
+        Case {
+            name: "unknown key",
+            text: "[status]\nport = 8470\n",
+            line: 2,
+            key: Some("port"),
+            message: "unknown field `port`, expected one of `listen`, `socket`, `token`",
+        },
+    ]);
 }

@@ -93,6 +93,7 @@ fn full_config_parses_with_defaults_filled() {
             path: PathBuf::from("/srv/firmware"),
         },
         download: crate::download::DownloadConfig::default(),
+        status: crate::config::StatusConfig::default(),
         devices: vec![
             DeviceConfig {
                 id: "demo-1".into(),
@@ -124,6 +125,7 @@ fn empty_files_give_defaults_and_no_devices() {
             path: PathBuf::from("/var/lib/fota-agent/firmware"),
         },
         download: crate::download::DownloadConfig::default(),
+        status: crate::config::StatusConfig::default(),
         devices: vec![],
     };
     for text in [
@@ -400,4 +402,27 @@ fn mt7681_parses_with_defaults() {
     assert_eq!(m.retries, 3);
     assert_eq!(m.response_timeout, Duration::from_secs(4));
     assert_eq!(config.devices[1].handler.name(), "mt7681");
+}
+
+#[test]
+fn status_table_defaults_and_values() {
+    let config = parse("").unwrap();
+    assert_eq!(
+        config.status.listen,
+        Some("127.0.0.1:8470".parse().unwrap())
+    );
+    assert_eq!((config.status.socket, config.status.token), (None, None));
+    let config = parse(
+        "[status]\nlisten = \"[::1]:9000\"\nsocket = \"run/status.sock\"\n\
+         token = \"0123456789abcdef-xyz\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.status.listen, Some("[::1]:9000".parse().unwrap()));
+    assert_eq!(
+        config.status.socket,
+        Some(PathBuf::from("/etc/fota-agent/run/status.sock"))
+    );
+    assert_eq!(config.status.token.as_deref(), Some("0123456789abcdef-xyz"));
+    let off = parse("[status]\nlisten = \"off\"\n").unwrap();
+    assert_eq!(off.status.listen, None);
 }

@@ -1,0 +1,331 @@
+//! systemd integration of the real binary against fakes bound by the test: a
+//! `NOTIFY_SOCKET` (READY=1 only once the status endpoint answers, STATUS= lines,
+//! WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1 and a clean exit on SIGTERM)
+//! and a journald socket (native-protocol entries with the update's fields and the
+//! outcome's MESSAGE_ID).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use fota_agent::logging::{self, MESSAGE_ID_FAILED, MESSAGE_ID_SUCCESS};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn agent() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fota-agent"));
+    c.env("RUST_LOG", "info")
+        .env_remove("FOTA_AGENT_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("FOTA_AGENT_JOURNAL_SOCKET");
+    c
+}
+
+fn write_exec(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Devices of type `t` (one per `(id, update script body)`), running 1.0, offered
+/// 2.0; the status endpoint on `port`.
+fn setup(dir: &Path, port: u16, devices: &[(&str, &str)]) -> PathBuf {
+    let d = dir.display();
+    let fw = dir.join("firmware/t");
+    std::fs::create_dir_all(&fw).unwrap();
+    std::fs::write(fw.join("fw.bin"), "firmware 2.0\n".repeat(1000)).unwrap();
+    std::fs::write(fw.join("fw.properties"), "version = 2.0\nimage = fw.bin\n").unwrap();
+    let mut config = format!(
+        "[agent]\nstate_dir = \"{d}/state\"\npoll_interval = \"1h\"\n\
+         [source]\nkind = \"directory\"\npath = \"{d}/firmware\"\n\
+         [status]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    for (id, update) in devices {
+        write_exec(
+            &dir.join(format!("{id}-version.sh")),
+            &format!("cat {d}/{id}-version 2>/dev/null || echo 1.0\n"),
+        );
+        write_exec(&dir.join(format!("{id}-update.sh")), update);
+        config += &format!(
+            "[[device]]\nid = \"{id}\"\ntype = \"t\"\nhandler = \"command\"\n\
+             version_command = [\"{d}/{id}-version.sh\"]\n\
+             update_command = [\"{d}/{id}-update.sh\"]\n"
+        );
+    }
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// Receives datagrams on a bound socket in a thread, with their arrival time.
+fn listen(path: &Path) -> mpsc::Receiver<(Instant, Vec<u8>)> {
+    let socket = UnixDatagram::bind(path).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = socket.recv(&mut buf) {
+            if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn get_status(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /status HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    answer.starts_with("HTTP/1.0 200").then_some(answer)
+}
+
+#[test]
+fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let config = setup(
+        dir,
+        port,
+        &[(
+            "dev",
+            &format!(
+                "echo 'PROGRESS 50'\nsleep 1.5\necho \"$FOTA_VERSION\" > {}/dev-version\n",
+                dir.display()
+            ),
+        )],
+    );
+    let notify_path = dir.join("notify.sock");
+    let notes = listen(&notify_path);
+    let mut child = agent()
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // READY=1 comes first, and by then the endpoint answers.
+    let (_, first) = notes.recv_timeout(Duration::from_secs(30)).unwrap();
+    let first = String::from_utf8(first).unwrap();
+    assert!(first.contains("READY=1\n"), "{first:?}");
+    assert!(first.contains("STATUS="), "{first:?}");
+    assert!(
+        get_status(port).is_some(),
+        "READY=1 before the endpoint answers"
+    );
+
+    // Watch the update run and the agent go idle, for a few seconds.
+    let mut all: Vec<(Instant, String)> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(4);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if let Ok((at, d)) = notes.recv_timeout(left) {
+            all.push((at, String::from_utf8(d).unwrap()));
+        }
+    }
+    let statuses: Vec<&str> = all
+        .iter()
+        .filter_map(|(_, d)| d.strip_prefix("STATUS="))
+        .map(str::trim_end)
+        .collect();
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.starts_with("dev: UPDATING") && s.contains("2.0")),
+        "{statuses:#?}"
+    );
+    assert!(
+        statuses.contains(&"idle: 1 device up to date"),
+        "{statuses:#?}"
+    );
+    // WATCHDOG_USEC=1s: a ping every 0.5 s, also while the update runs.
+    let pings: Vec<Instant> = all
+        .iter()
+        .filter(|(_, d)| d == "WATCHDOG=1\n")
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(pings.len() >= 6, "{} pings in 4 s: {all:?}", pings.len());
+    for pair in pings.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap < Duration::from_millis(900), "gap {gap:?}");
+    }
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "{status}\n{log}");
+    let rest: Vec<String> = notes
+        .try_iter()
+        .map(|(_, d)| String::from_utf8(d).unwrap())
+        .collect();
+    assert!(
+        rest.iter().any(|d| d.starts_with("STOPPING=1\n")),
+        "{rest:?}\n{log}"
+    );
+}
+
+#[test]
+fn watchdog_pid_of_another_process_means_no_pings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let config = setup(dir, port, &[]);
+    let notify_path = dir.join("notify.sock");
+    let notes = listen(&notify_path);
+    let mut child = agent()
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env("WATCHDOG_PID", "1")
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_, first) = notes.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("READY=1"));
+    std::thread::sleep(Duration::from_secs(1));
+    let later: Vec<Vec<u8>> = notes.try_iter().map(|(_, d)| d).collect();
+    assert!(
+        !later.iter().any(|d| d.starts_with(b"WATCHDOG=1")),
+        "{later:?}"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// The engine's heartbeat (what gates the watchdog ping) beats while its loop
+/// runs and stops with it.
+#[tokio::test]
+async fn engine_heartbeat_stops_when_its_loop_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path(), 0, &[]);
+    let config = fota_agent::config::Config::load(&config).unwrap();
+    let engine = fota_agent::engine::Engine::from_config(&config).unwrap();
+    engine.set_heartbeat(Duration::from_millis(20));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn({
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        async move { engine.run(shutdown).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(engine.since_heartbeat() < Duration::from_millis(150));
+    shutdown.cancel();
+    run.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(engine.since_heartbeat() >= Duration::from_millis(250));
+}
+
+#[test]
+fn journald_gets_update_results_with_fields_and_message_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = dir.display();
+    let config = setup(
+        dir,
+        free_port(),
+        &[
+            (
+                "good",
+                &format!("echo \"$FOTA_VERSION\" > {d}/good-version\n"),
+            ),
+            ("bad", "echo 'flash write error at 0x1000' >&2\nexit 3\n"),
+        ],
+    );
+    let journal_path = dir.join("journal.sock");
+    let entries = listen(&journal_path);
+    let out = agent()
+        .env("FOTA_AGENT_JOURNAL_SOCKET", &journal_path)
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "one update failed: {stderr}");
+    // Everything went to the journal.
+    assert!(!stderr.contains("update succeeded"), "{stderr}");
+
+    let entries: Vec<Vec<(String, String)>> = entries
+        .try_iter()
+        .map(|(_, d)| logging::decode(&d))
+        .collect();
+    let get =
+        |e: &[(String, String)], k: &str| e.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let find = |device: &str, outcome: &str| {
+        entries
+            .iter()
+            .find(|e| {
+                get(e, "DEVICE_ID").as_deref() == Some(device)
+                    && get(e, "OUTCOME").as_deref() == Some(outcome)
+            })
+            .unwrap_or_else(|| panic!("no {outcome} entry for {device} in {entries:#?}"))
+    };
+    for e in &entries {
+        assert_eq!(get(e, "SYSLOG_IDENTIFIER").as_deref(), Some("fota-agent"));
+        assert!(get(e, "MESSAGE").is_some() && get(e, "PRIORITY").is_some());
+    }
+
+    let good = find("good", "success");
+    assert_eq!(get(good, "FIRMWARE_VERSION").as_deref(), Some("2.0"));
+    assert_eq!(get(good, "MESSAGE_ID").as_deref(), Some(MESSAGE_ID_SUCCESS));
+    assert_eq!(get(good, "PRIORITY").as_deref(), Some("6"));
+
+    let bad = find("bad", "failed");
+    assert_eq!(get(bad, "FIRMWARE_VERSION").as_deref(), Some("2.0"));
+    assert_eq!(get(bad, "MESSAGE_ID").as_deref(), Some(MESSAGE_ID_FAILED));
+    assert_eq!(get(bad, "PRIORITY").as_deref(), Some("3"));
+    let error = get(bad, "ERROR").unwrap();
+    assert!(error.contains("flash write error"), "{error}");
+
+    // Progress entries carry the step and percent.
+    assert!(
+        entries
+            .iter()
+            .any(|e| get(e, "DEVICE_ID").as_deref() == Some("good")
+                && get(e, "STEP").as_deref() == Some("DOWNLOADING")
+                && get(e, "PERCENT").as_deref() == Some("100")),
+        "{entries:#?}"
+    );
+    // Only update results carry a MESSAGE_ID.
+    let with_id = entries
+        .iter()
+        .filter(|e| get(e, "MESSAGE_ID").is_some())
+        .count();
+    assert_eq!(with_id, 2, "{entries:#?}");
+}
