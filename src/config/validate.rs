@@ -28,6 +28,7 @@ use super::{
     AgentConfig, CommandConfig, Config, ConfigError, DeviceConfig, Esp8266Config, EspReset,
     HandlerConfig, Mt7681Config, SerialConfig, SourceConfig, XmodemConfig, XmodemProtocol,
 };
+use super::{ChunkSelector, HawkbitAuth, HawkbitConfig, Secret};
 use crate::download::DownloadConfig;
 use crate::model::UpdatePolicy;
 use crate::version::VersionScheme;
@@ -42,7 +43,21 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Ten years as humantime counts them (365.25 days each), so it prints as `10years`.
 const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 
-const KNOWN_SOURCE_KINDS: &str = "directory";
+const KNOWN_SOURCE_KINDS: &str = "directory, hawkbit";
+const DEFAULT_TENANT: &str = "DEFAULT";
+const DEFAULT_MIN_POLL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Keys of `[source]` that belong to one kind (the download keys apply to all).
+const SOURCE_KEYS: &[(&str, &str)] = &[
+    ("path", "directory"),
+    ("url", "hawkbit"),
+    ("tenant", "hawkbit"),
+    ("controller_id", "hawkbit"),
+    ("target_token", "hawkbit"),
+    ("gateway_token", "hawkbit"),
+    ("min_poll_interval", "hawkbit"),
+    ("devices", "hawkbit"),
+];
 const KNOWN_HANDLERS: &str = "command, esp8266, mt7681, xmodem";
 const KNOWN_MT7681_REGIONS: &str = "loader, recovery, eeprom, sta, sta-xip, ap, ap-xip";
 const KNOWN_RESETS: &str = "classic, none";
@@ -110,6 +125,18 @@ impl<'a> Validator<'a> {
 
     pub(super) fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let agent = self.agent(raw.agent.unwrap_or_default())?;
+        // Device ids named in `source.devices`, with the offset of their selector.
+        let mapped: Vec<(String, usize)> = raw
+            .source
+            .as_ref()
+            .and_then(|s| s.get_ref().devices.as_ref())
+            .map(|d| {
+                d.get_ref()
+                    .iter()
+                    .map(|(id, sel)| (id.clone(), sel.span().start))
+                    .collect()
+            })
+            .unwrap_or_default();
         let (source, download) = match raw.source {
             Some(source) => {
                 let download = self.download(source.get_ref())?;
@@ -128,6 +155,12 @@ impl<'a> Validator<'a> {
         for raw_device in raw.device {
             let device = self.device(raw_device, &mut seen)?;
             devices.push(device);
+        }
+        for (id, offset) in mapped {
+            if !devices.iter().any(|d| d.id == id) {
+                let msg = format!("source.devices: no [[device]] with id {id:?}");
+                return Err(self.error(offset, Some("devices"), msg));
+            }
         }
         Ok(Config {
             path: self.path.to_path_buf(),
@@ -234,14 +267,27 @@ impl<'a> Validator<'a> {
     ) -> Result<SourceConfig, ConfigError> {
         let start = raw.span().start;
         let raw = raw.into_inner();
-        let Some(kind) = raw.kind else {
+        let Some(kind) = raw.kind.clone() else {
             return Err(self.error(
                 start,
                 Some("kind"),
                 format!("source: missing key \"kind\" (known: {KNOWN_SOURCE_KINDS})"),
             ));
         };
-        match kind.get_ref().as_str() {
+        let name = kind.get_ref().as_str();
+        if KNOWN_SOURCE_KINDS.split(", ").any(|known| known == name) {
+            for (key, offset) in source_keys_present(&raw) {
+                if SOURCE_KEYS
+                    .iter()
+                    .any(|(k, kind)| *k == key && *kind != name)
+                {
+                    let msg = format!("source: key {key:?} does not apply to kind {name:?}");
+                    return Err(self.error(offset, Some(key), msg));
+                }
+            }
+        }
+        match name {
+            "hawkbit" => Ok(SourceConfig::Hawkbit(self.hawkbit(&raw, start)?)),
             "directory" => {
                 let path = match raw.path {
                     Some(path) => self.dir(&path, "path", "source.path")?,
@@ -255,6 +301,93 @@ impl<'a> Validator<'a> {
                 format!("source: unknown kind {other:?} (known: {KNOWN_SOURCE_KINDS})"),
             )),
         }
+    }
+
+    /// The keys of `kind = "hawkbit"`.
+    fn hawkbit(&self, raw: &RawSource, start: usize) -> Result<HawkbitConfig, ConfigError> {
+        let Some(url) = &raw.url else {
+            let msg = "source: missing key \"url\" (required by kind \"hawkbit\")".to_string();
+            return Err(self.error(start, Some("url"), msg));
+        };
+        let trimmed = url.get_ref().trim_end_matches('/');
+        let host = trimmed
+            .strip_prefix("https://")
+            .or_else(|| trimmed.strip_prefix("http://"));
+        let valid = host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+            && reqwest::Url::parse(trimmed).is_ok();
+        if !valid {
+            let msg = format!(
+                "source.url: {:?} is not an http:// or https:// URL",
+                url.get_ref()
+            );
+            return Err(self.at(url, "url", msg));
+        }
+        let segment = |v: &Option<Spanned<String>>, key: &str| -> Result<_, ConfigError> {
+            match v {
+                Some(s) if s.get_ref().is_empty() => {
+                    Err(self.at(s, key, format!("source.{key}: must not be empty")))
+                }
+                Some(s) if s.get_ref().contains(['/', '?', '#', ' ']) => Err(self.at(
+                    s,
+                    key,
+                    format!(
+                        "source.{key}: {:?} may not contain '/', '?', '#' or spaces",
+                        s.get_ref()
+                    ),
+                )),
+                Some(s) => Ok(Some(s.get_ref().clone())),
+                None => Ok(None),
+            }
+        };
+        let tenant = segment(&raw.tenant, "tenant")?.unwrap_or_else(|| DEFAULT_TENANT.into());
+        let controller_id = segment(&raw.controller_id, "controller_id")?;
+        let token = |v: &Spanned<String>, key: &str| {
+            if v.get_ref().trim().is_empty() {
+                Err(self.at(v, key, format!("source.{key}: must not be empty")))
+            } else {
+                Ok(Secret::new(v.get_ref().trim()))
+            }
+        };
+        let auth = match (&raw.target_token, &raw.gateway_token) {
+            (Some(_), Some(g)) => {
+                let msg = "source: set target_token or gateway_token, not both".to_string();
+                return Err(self.at(g, "gateway_token", msg));
+            }
+            (Some(t), None) => HawkbitAuth::TargetToken(token(t, "target_token")?),
+            (None, Some(g)) => HawkbitAuth::GatewayToken(token(g, "gateway_token")?),
+            (None, None) => HawkbitAuth::None,
+        };
+        let min_poll_interval = match &raw.min_poll_interval {
+            Some(d) => self.duration(d, "min_poll_interval", "source.min_poll_interval")?,
+            None => DEFAULT_MIN_POLL_INTERVAL,
+        };
+        let mut devices = Vec::new();
+        if let Some(map) = &raw.devices {
+            for (id, selector) in map.get_ref() {
+                let value = selector.get_ref();
+                let parsed = match value.split_once(':') {
+                    Some(("part", p)) if !p.is_empty() => Some(ChunkSelector::Part(p.into())),
+                    Some(("name", n)) if !n.is_empty() => Some(ChunkSelector::Name(n.into())),
+                    _ => None,
+                };
+                let Some(parsed) = parsed else {
+                    let msg = format!(
+                        "source.devices: {id:?} = {value:?}: expected \"part:<part>\" or \
+                         \"name:<name>\""
+                    );
+                    return Err(self.at(selector, "devices", msg));
+                };
+                devices.push((id.clone(), parsed));
+            }
+        }
+        Ok(HawkbitConfig {
+            url: trimmed.to_string(),
+            tenant,
+            controller_id,
+            auth,
+            min_poll_interval,
+            devices,
+        })
     }
 
     fn device(
@@ -646,6 +779,26 @@ fn handler_keys_present(raw: &RawDevice) -> Vec<(&'static str, usize)> {
         ("response_timeout", at(&raw.response_timeout)),
         ("retries", at(&raw.retries)),
         ("region", at(&raw.region)),
+    ]
+    .into_iter()
+    .filter_map(|(key, offset)| offset.map(|o| (key, o)))
+    .collect()
+}
+
+/// Kind-specific keys set on `[source]`, with the offset of their values.
+fn source_keys_present(raw: &RawSource) -> Vec<(&'static str, usize)> {
+    fn at<T>(v: &Option<Spanned<T>>) -> Option<usize> {
+        v.as_ref().map(|v| v.span().start)
+    }
+    [
+        ("path", at(&raw.path)),
+        ("url", at(&raw.url)),
+        ("tenant", at(&raw.tenant)),
+        ("controller_id", at(&raw.controller_id)),
+        ("target_token", at(&raw.target_token)),
+        ("gateway_token", at(&raw.gateway_token)),
+        ("min_poll_interval", at(&raw.min_poll_interval)),
+        ("devices", at(&raw.devices)),
     ]
     .into_iter()
     .filter_map(|(key, offset)| offset.map(|o| (key, o)))

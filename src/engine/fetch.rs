@@ -80,6 +80,7 @@ pub async fn fetch_and_verify(
                 size: firmware.size,
                 checksums: &firmware.checksums,
                 also_hash: &ALWAYS,
+                headers: &firmware.download_headers.0,
             };
             let report = |done: u64, total: Option<u64>| {
                 if let Some(pct) = total.and_then(|t| (done.min(t) * 100).checked_div(t)) {

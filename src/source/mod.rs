@@ -3,6 +3,7 @@
 //! place; the engine never sees a protocol.
 
 pub mod directory;
+pub mod hawkbit;
 pub mod properties;
 
 mod link;
@@ -10,7 +11,7 @@ mod link;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DeviceConfig, SourceConfig};
+use crate::config::{Config, DeviceConfig, SourceConfig};
 use crate::model::Firmware;
 use crate::progress::ProgressEvent;
 pub use link::{CancelOutcome, EngineLink, EngineRequest};
@@ -23,6 +24,8 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Something that offers firmware.
@@ -57,9 +60,16 @@ pub struct DeviceVersion {
     pub version: Option<String>,
 }
 
-/// The source the config names.
-pub fn from_config(config: &SourceConfig) -> Box<dyn FirmwareSource> {
-    match config {
+/// The source the config names (a server source also needs the download
+/// settings, the devices and the state directory).
+pub fn from_config(config: &Config) -> Result<Box<dyn FirmwareSource>, SourceError> {
+    Ok(match &config.source {
         SourceConfig::Directory { path } => Box::new(directory::DirectorySource::new(path)),
-    }
+        SourceConfig::Hawkbit(h) => Box::new(hawkbit::HawkbitSource::new(
+            h,
+            &config.download,
+            &config.devices,
+            &config.agent.state_dir,
+        )?),
+    })
 }
