@@ -29,6 +29,22 @@ pub struct Firmware {
     /// A server's instructions for this particular rollout (hawkBit deployment,
     /// MCS push); `None` for firmware that is merely available.
     pub deployment: Option<Deployment>,
+    /// Extra HTTP headers for downloading a [`FirmwareLocation::Url`] (a server's
+    /// `Authorization`); empty for most sources.
+    pub download_headers: RequestHeaders,
+}
+
+/// HTTP request headers that may carry credentials: `Debug` shows the names only,
+/// so a logged [`Firmware`] never shows a token.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct RequestHeaders(pub Vec<(String, String)>);
+
+impl fmt::Debug for RequestHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}: ***")))
+            .finish()
+    }
 }
 
 impl Firmware {
@@ -46,6 +62,7 @@ impl Firmware {
             description: None,
             changelog: None,
             deployment: None,
+            download_headers: RequestHeaders::default(),
         }
     }
 }

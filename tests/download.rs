@@ -59,6 +59,7 @@ impl Run {
             size,
             checksums,
             also_hash: &[ChecksumAlgorithm::Md5],
+            headers: &[],
         };
         let report = |done, total| self.progress.lock().unwrap().push((done, total));
         downloader.fetch(&request, &report).await.map(|_| ())

@@ -45,6 +45,7 @@ fn firmware(url: String, sha256: &str) -> Firmware {
         description: None,
         changelog: None,
         deployment: None,
+        download_headers: Default::default(),
     }
 }
 

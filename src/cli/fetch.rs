@@ -80,6 +80,7 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         size: args.size,
         checksums: &checksums,
         also_hash: &[ChecksumAlgorithm::Sha256],
+        headers: &[],
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);

@@ -94,6 +94,9 @@ pub enum SourceConfig {
     /// (default `<state_dir>/firmware`). Also the default when `[source]` is absent.
     /// A relative `path` is resolved against the config file's directory.
     Directory { path: PathBuf },
+    /// `kind = "hawkbit"`: an Eclipse hawkBit server over its Direct Device
+    /// Integration (DDI) API.
+    Hawkbit(HawkbitConfig),
     /// `kind = "mcs"`: MediaTek Cloud Sandbox (REST + command server push).
     Mcs(McsConfig),
 }
@@ -138,6 +141,75 @@ impl std::fmt::Debug for McsDevice {
             .field("device_key", &"<redacted>")
             .finish()
     }
+}
+
+/// Keys of `kind = "hawkbit"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HawkbitConfig {
+    /// The server's base URL (`https://hawkbit.example.com`), without a trailing `/`.
+    pub url: String,
+    /// Default `DEFAULT`.
+    pub tenant: String,
+    /// The gateway's controller id; `None`: the content of `/etc/machine-id`.
+    pub controller_id: Option<String>,
+    pub auth: HawkbitAuth,
+    /// Never poll more often than this, whatever the server says; default 30 s.
+    pub min_poll_interval: Duration,
+    /// Which chunk of a deployment goes to which device (`chunks` table); a
+    /// device not listed takes the chunk whose name is its id or else its type.
+    pub devices: Vec<(String, ChunkSelector)>,
+}
+
+/// How the gateway authenticates to hawkBit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HawkbitAuth {
+    /// No `Authorization` header (anonymous targets, tests).
+    None,
+    /// `target_token`: `Authorization: TargetToken <token>`.
+    TargetToken(Secret),
+    /// `gateway_token`: `Authorization: GatewayToken <token>`.
+    GatewayToken(Secret),
+}
+
+impl HawkbitAuth {
+    /// The `Authorization` header value, if any.
+    pub fn header(&self) -> Option<String> {
+        match self {
+            HawkbitAuth::None => None,
+            HawkbitAuth::TargetToken(t) => Some(format!("TargetToken {}", t.expose())),
+            HawkbitAuth::GatewayToken(t) => Some(format!("GatewayToken {}", t.expose())),
+        }
+    }
+}
+
+/// A credential: never shown by `Debug` or `Display`, so it cannot end up in a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Which chunk of a hawkBit deployment a device takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkSelector {
+    /// `part:<part>`: the chunk whose `part` (software module type) is this.
+    Part(String),
+    /// `name:<name>`: the chunk whose `name` (software module name) is this.
+    Name(String),
 }
 
 /// One `[[device]]`.

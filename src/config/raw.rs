@@ -62,6 +62,16 @@ pub(super) struct RawSource {
     /// `[source.devices]`: agent device id -> its own MCS credentials.
     pub devices: Option<Spanned<BTreeMap<String, Spanned<RawMcsDevice>>>>,
 
+    // kind = "hawkbit"
+    pub url: Option<Spanned<String>>,
+    pub tenant: Option<Spanned<String>>,
+    pub controller_id: Option<Spanned<String>>,
+    pub target_token: Option<Spanned<String>>,
+    pub gateway_token: Option<Spanned<String>>,
+    pub min_poll_interval: Option<Spanned<String>>,
+    /// Device id → chunk selector (`part:<part>` or `name:<name>`).
+    pub chunks: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+
     // Downloads over HTTP(S), for every kind.
     pub ca_bundle: Option<Spanned<String>>,
     pub client_cert: Option<Spanned<String>>,

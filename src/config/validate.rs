@@ -29,6 +29,7 @@ use super::{
     HandlerConfig, McsConfig, McsDevice, Mt7681Config, SerialConfig, SourceConfig, StatusConfig,
     XmodemConfig, XmodemProtocol,
 };
+use super::{ChunkSelector, HawkbitAuth, HawkbitConfig, Secret};
 use crate::download::DownloadConfig;
 use crate::model::UpdatePolicy;
 use crate::version::VersionScheme;
@@ -43,12 +44,15 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Ten years as humantime counts them (365.25 days each), so it prints as `10years`.
 const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 
-const KNOWN_SOURCE_KINDS: &str = "directory, mcs";
+const KNOWN_SOURCE_KINDS: &str = "directory, hawkbit, mcs";
 const DEFAULT_MCS_BASE_URL: &str = "https://api.mediatek.com/mcs/v2";
 const DEFAULT_MCS_GATEWAY_DEVICE: &str = "gateway";
 const DEFAULT_MCS_HEARTBEAT: Duration = Duration::from_secs(60);
 const DEFAULT_MCS_MAX_PUSH_AGE: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_MCS_STATUS_CHANNEL: &str = "fota_status";
+const DEFAULT_TENANT: &str = "DEFAULT";
+const DEFAULT_MIN_POLL_INTERVAL: Duration = Duration::from_secs(30);
+
 const KNOWN_HANDLERS: &str = "command, esp8266, mt7681, xmodem";
 const KNOWN_MT7681_REGIONS: &str = "loader, recovery, eeprom, sta, sta-xip, ap, ap-xip";
 const KNOWN_RESETS: &str = "classic, none";
@@ -123,6 +127,19 @@ impl<'a> Validator<'a> {
             let device = self.device(raw_device, &mut seen)?;
             devices.push(device);
         }
+        // Device ids named in hawkBit's `source.chunks`, with the offset of their
+        // selector.
+        let mapped: Vec<(String, usize)> = raw
+            .source
+            .as_ref()
+            .and_then(|s| s.get_ref().chunks.as_ref())
+            .map(|d| {
+                d.get_ref()
+                    .iter()
+                    .map(|(id, sel)| (id.clone(), sel.span().start))
+                    .collect()
+            })
+            .unwrap_or_default();
         // After the devices: a source may name them (MCS device mapping).
         let (source, download) = match raw.source {
             Some(source) => {
@@ -136,6 +153,12 @@ impl<'a> Validator<'a> {
                 DownloadConfig::default(),
             ),
         };
+        for (id, offset) in mapped {
+            if !devices.iter().any(|d| d.id == id) {
+                let msg = format!("source.chunks: no [[device]] with id {id:?}");
+                return Err(self.error(offset, Some("chunks"), msg));
+            }
+        }
         let status = self.status(raw.status.unwrap_or_default())?;
         Ok(Config {
             path: self.path.to_path_buf(),
@@ -292,6 +315,7 @@ impl<'a> Validator<'a> {
         }
         match name {
             "mcs" => self.mcs(&raw, start, devices).map(SourceConfig::Mcs),
+            "hawkbit" => Ok(SourceConfig::Hawkbit(self.hawkbit(&raw, start)?)),
             "directory" => {
                 let path = match &raw.path {
                     Some(path) => self.dir(path, "path", "source.path")?,
@@ -477,6 +501,93 @@ impl<'a> Validator<'a> {
             Ok(_) => Err(self.at(value, key, format!("{name}: {v:?} is not an http(s) URL"))),
             Err(e) => Err(self.at(value, key, format!("{name}: invalid URL {v:?}: {e}"))),
         }
+    }
+
+    /// The keys of `kind = "hawkbit"`.
+    fn hawkbit(&self, raw: &RawSource, start: usize) -> Result<HawkbitConfig, ConfigError> {
+        let Some(url) = &raw.url else {
+            let msg = "source: missing key \"url\" (required by kind \"hawkbit\")".to_string();
+            return Err(self.error(start, Some("url"), msg));
+        };
+        let trimmed = url.get_ref().trim_end_matches('/');
+        let host = trimmed
+            .strip_prefix("https://")
+            .or_else(|| trimmed.strip_prefix("http://"));
+        let valid = host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+            && reqwest::Url::parse(trimmed).is_ok();
+        if !valid {
+            let msg = format!(
+                "source.url: {:?} is not an http:// or https:// URL",
+                url.get_ref()
+            );
+            return Err(self.at(url, "url", msg));
+        }
+        let segment = |v: &Option<Spanned<String>>, key: &str| -> Result<_, ConfigError> {
+            match v {
+                Some(s) if s.get_ref().is_empty() => {
+                    Err(self.at(s, key, format!("source.{key}: must not be empty")))
+                }
+                Some(s) if s.get_ref().contains(['/', '?', '#', ' ']) => Err(self.at(
+                    s,
+                    key,
+                    format!(
+                        "source.{key}: {:?} may not contain '/', '?', '#' or spaces",
+                        s.get_ref()
+                    ),
+                )),
+                Some(s) => Ok(Some(s.get_ref().clone())),
+                None => Ok(None),
+            }
+        };
+        let tenant = segment(&raw.tenant, "tenant")?.unwrap_or_else(|| DEFAULT_TENANT.into());
+        let controller_id = segment(&raw.controller_id, "controller_id")?;
+        let token = |v: &Spanned<String>, key: &str| {
+            if v.get_ref().trim().is_empty() {
+                Err(self.at(v, key, format!("source.{key}: must not be empty")))
+            } else {
+                Ok(Secret::new(v.get_ref().trim()))
+            }
+        };
+        let auth = match (&raw.target_token, &raw.gateway_token) {
+            (Some(_), Some(g)) => {
+                let msg = "source: set target_token or gateway_token, not both".to_string();
+                return Err(self.at(g, "gateway_token", msg));
+            }
+            (Some(t), None) => HawkbitAuth::TargetToken(token(t, "target_token")?),
+            (None, Some(g)) => HawkbitAuth::GatewayToken(token(g, "gateway_token")?),
+            (None, None) => HawkbitAuth::None,
+        };
+        let min_poll_interval = match &raw.min_poll_interval {
+            Some(d) => self.duration(d, "min_poll_interval", "source.min_poll_interval")?,
+            None => DEFAULT_MIN_POLL_INTERVAL,
+        };
+        let mut devices = Vec::new();
+        if let Some(map) = &raw.chunks {
+            for (id, selector) in map.get_ref() {
+                let value = selector.get_ref();
+                let parsed = match value.split_once(':') {
+                    Some(("part", p)) if !p.is_empty() => Some(ChunkSelector::Part(p.into())),
+                    Some(("name", n)) if !n.is_empty() => Some(ChunkSelector::Name(n.into())),
+                    _ => None,
+                };
+                let Some(parsed) = parsed else {
+                    let msg = format!(
+                        "source.chunks: {id:?} = {value:?}: expected \"part:<part>\" or \
+                         \"name:<name>\""
+                    );
+                    return Err(self.at(selector, "chunks", msg));
+                };
+                devices.push((id.clone(), parsed));
+            }
+        }
+        Ok(HawkbitConfig {
+            url: trimmed.to_string(),
+            tenant,
+            controller_id,
+            auth,
+            min_poll_interval,
+            devices,
+        })
     }
 
     fn device(
@@ -882,6 +993,7 @@ fn source_keys_present(raw: &RawSource) -> Vec<(&'static str, usize, &'static [&
     }
     const DIR: &[&str] = &["directory"];
     const MCS: &[&str] = &["mcs"];
+    const HAWKBIT: &[&str] = &["hawkbit"];
     [
         ("path", at(&raw.path), DIR),
         ("base_url", at(&raw.base_url), MCS),
@@ -893,6 +1005,13 @@ fn source_keys_present(raw: &RawSource) -> Vec<(&'static str, usize, &'static [&
         ("max_push_age", at(&raw.max_push_age), MCS),
         ("status_channel", at(&raw.status_channel), MCS),
         ("devices", at(&raw.devices), MCS),
+        ("url", at(&raw.url), HAWKBIT),
+        ("tenant", at(&raw.tenant), HAWKBIT),
+        ("controller_id", at(&raw.controller_id), HAWKBIT),
+        ("target_token", at(&raw.target_token), HAWKBIT),
+        ("gateway_token", at(&raw.gateway_token), HAWKBIT),
+        ("min_poll_interval", at(&raw.min_poll_interval), HAWKBIT),
+        ("chunks", at(&raw.chunks), HAWKBIT),
     ]
     .into_iter()
     .filter_map(|(key, offset, kinds)| offset.map(|o| (key, o, kinds)))

@@ -150,6 +150,9 @@ pub struct DownloadRequest<'a> {
     pub checksums: &'a [Checksum],
     /// Digests to compute even without an expected value (for reports).
     pub also_hash: &'a [ChecksumAlgorithm],
+    /// Extra headers sent with every request for this file (a server's
+    /// `Authorization`); never logged.
+    pub headers: &'a [(String, String)],
 }
 
 /// Called with (bytes so far, total if known).
@@ -222,6 +225,12 @@ impl Downloader {
 
     pub fn config(&self) -> &DownloadConfig {
         &self.config
+    }
+
+    /// The HTTP client with these settings (TLS roots, client certificate,
+    /// `https_only`, timeouts), for a source's own API calls to the same server.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     /// Fetches `req.url` to `req.dest`, resuming a partial download left by an
@@ -323,11 +332,14 @@ impl Downloader {
 
         let mut total = req.size.or(resume.as_ref().and_then(|(p, _)| p.total));
         if total.is_none() && resume.is_none() {
-            total = self.head_length(req.url).await;
+            total = self.head_length(req.url, req.headers).await;
         }
         self.check_room(req.dest, total, resume.as_ref().map_or(0, |(_, l)| *l))?;
 
         let mut request = self.client.get(req.url);
+        for (name, value) in req.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
         if let Some((p, len)) = &resume {
             request = request
                 .header(header::RANGE, format!("bytes={len}-"))
@@ -483,8 +495,12 @@ impl Downloader {
 
     /// The size from a HEAD request (the ESP8266 FOTA guide's custom-server rule);
     /// `None` when the server does not say.
-    async fn head_length(&self, url: &str) -> Option<u64> {
-        let response = self.client.head(url).send().await.ok()?;
+    async fn head_length(&self, url: &str, headers: &[(String, String)]) -> Option<u64> {
+        let mut request = self.client.head(url);
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let response = request.send().await.ok()?;
         if !response.status().is_success() {
             return None;
         }

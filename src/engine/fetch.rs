@@ -82,6 +82,7 @@ pub async fn fetch_and_verify(
                 size: firmware.size,
                 checksums: &firmware.checksums,
                 also_hash: &ALWAYS,
+                headers: &firmware.download_headers.0,
             };
             let seen = AtomicU64::new(0);
             let report = |done: u64, total: Option<u64>| {

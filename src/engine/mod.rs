@@ -51,6 +51,8 @@ pub enum EngineError {
     Handler(#[from] crate::handler::HandlerError),
     #[error(transparent)]
     Download(#[from] crate::download::DownloadError),
+    #[error("source: {0}")]
+    Source(#[from] source::SourceError),
 }
 
 /// What `check` found for one device.
@@ -101,6 +103,9 @@ struct Inner {
     store: Store,
     downloader: Downloader,
     events: broadcast::Sender<ProgressEvent>,
+    /// The source's receiver, subscribed when the engine is made, so events before
+    /// `run` (start-up recovery) reach the source too.
+    source_events: Mutex<Option<broadcast::Receiver<ProgressEvent>>>,
     permits: Semaphore,
     running: Mutex<HashMap<String, RunningUpdate>>,
     /// Wakes the run loop for a cycle now (sources, the status endpoint).
@@ -168,7 +173,7 @@ impl Engine {
         }
         let store = Store::open(&agent.state_dir)?;
         let downloader = Downloader::new(download.clone())?;
-        let (events, _) = broadcast::channel(1024);
+        let (events, source_events) = broadcast::channel(1024);
         Ok(Engine {
             inner: Arc::new(Inner {
                 permits: Semaphore::new(agent.max_concurrent_updates.max(1)),
@@ -181,6 +186,7 @@ impl Engine {
                 store,
                 downloader,
                 events,
+                source_events: Mutex::new(Some(source_events)),
                 running: Mutex::new(HashMap::new()),
                 wake: tokio::sync::Notify::new(),
                 poll: Mutex::new(PollState::default()),
@@ -202,7 +208,7 @@ impl Engine {
         Engine::new(
             config.agent.clone(),
             &config.download,
-            source::from_config(config),
+            source::from_config(config)?,
             devices,
         )
     }
@@ -538,6 +544,7 @@ impl Engine {
             description: None,
             changelog: None,
             deployment: None,
+            download_headers: Default::default(),
         };
         if let Some(target) = version {
             let current = device.handler.current_version().await;
@@ -582,7 +589,18 @@ impl Engine {
         let stop = shutdown.clone();
         tasks.spawn(async move { engine.inner.source.run(EngineLink::new(tx), stop).await });
         let engine = self.clone();
-        let mut events = self.subscribe();
+        let early = self
+            .inner
+            .source_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut events = early.unwrap_or_else(|| self.subscribe());
+        // What happened before `run` (recovery's outcomes) reaches the source
+        // before the first cycle can act on a stale offer.
+        while let Ok(ev) = events.try_recv() {
+            self.inner.source.report(&ev).await;
+        }
         tasks.spawn(async move {
             loop {
                 match events.recv().await {

@@ -776,6 +776,7 @@ mod tests {
             description: None,
             changelog: None,
             deployment: None,
+            download_headers: Default::default(),
         };
         VerifiedImage::new(path, firmware, hasher.finish())
     }

@@ -229,6 +229,7 @@ fn read_firmware(file: &Path, folder: &Path, device_type: &str) -> Result<Firmwa
         description: optional("description"),
         changelog: optional("changelog"),
         deployment: None,
+        download_headers: Default::default(),
     })
 }
 

@@ -3,6 +3,7 @@
 //! place; the engine never sees a protocol.
 
 pub mod directory;
+pub mod hawkbit;
 pub mod mcs;
 pub mod properties;
 
@@ -24,6 +25,8 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Something that offers firmware.
@@ -58,10 +61,10 @@ pub struct DeviceVersion {
     pub version: Option<String>,
 }
 
-/// The source the config names (server sources also need the devices, the
-/// download settings and the state directory).
-pub fn from_config(config: &Config) -> Box<dyn FirmwareSource> {
-    match &config.source {
+/// The source the config names (a server source also needs the download
+/// settings, the devices and the state directory).
+pub fn from_config(config: &Config) -> Result<Box<dyn FirmwareSource>, SourceError> {
+    Ok(match &config.source {
         SourceConfig::Directory { path } => Box::new(directory::DirectorySource::new(path)),
         SourceConfig::Mcs(mcs) => Box::new(mcs::McsSource::new(
             mcs,
@@ -69,5 +72,11 @@ pub fn from_config(config: &Config) -> Box<dyn FirmwareSource> {
             &config.download,
             &config.agent.state_dir,
         )),
-    }
+        SourceConfig::Hawkbit(h) => Box::new(hawkbit::HawkbitSource::new(
+            h,
+            &config.download,
+            &config.devices,
+            &config.agent.state_dir,
+        )?),
+    })
 }

@@ -120,6 +120,15 @@ cp "$repo"/demo/firmware/demo-sensor/demo-sensor-2.0.0.* "$root/var/lib/fota-age
 flashed() { head -n 1 "$root/var/lib/fota-agent/demo-sensor-1.flash" 2>/dev/null | grep -q "DEMO-SENSOR FIRMWARE 2.0.0"; }
 check "dropped firmware applied to the demo device" wait_for 60 flashed
 check "journal has the update result" wait_for 10 bash -c "nsenter -t $leader -m -u -i -n -p journalctl -u fota-agent --no-pager | grep -q 'update succeeded'"
+journal_fields() {
+    ct journalctl -o json --no-pager MESSAGE_ID=1c1dcf88416545298baaa85946b0730f |
+        grep '"DEVICE_ID":"demo-sensor-1"' | grep '"FIRMWARE_VERSION":"2.0.0"' | grep -q '"OUTCOME":"success"'
+}
+check "journald: MESSAGE_ID finds the result with its fields" wait_for 10 journal_fields
+status_ok() { ct curl -sf http://127.0.0.1:8470/status | grep -q '"demo-sensor-1"'; }
+check "status endpoint answers with the device" wait_for 10 status_ok
+metrics_ok() { ct curl -sf http://127.0.0.1:8470/metrics | grep -q 'success'; }
+check "metrics endpoint answers" wait_for 10 metrics_ok
 
 # A hung agent is restarted by the watchdog.
 pid=$(ct systemctl show -p MainPID --value fota-agent)

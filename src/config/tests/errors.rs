@@ -58,10 +58,10 @@ fn unknown_keys_name_the_key_and_its_line() {
         },
         Case {
             name: "source",
-            text: "[source]\nkind = \"directory\"\nurl = \"http://x\"\n",
+            text: "[source]\nkind = \"directory\"\ncolour = \"red\"\n",
             line: 3,
-            key: Some("url"),
-            message: "unknown field `url`, expected one of `kind`, `path`, …",
+            key: Some("colour"),
+            message: "unknown field `colour`, expected one of `kind`, `path`, …",
         },
         Case {
             name: "second device",
@@ -564,6 +564,101 @@ fn status_table_errors_name_key_and_line() {
             line: 2,
             key: Some("port"),
             message: "unknown field `port`, expected one of `listen`, `socket`, `token`",
+        },
+    ]);
+}
+
+#[test]
+fn hawkbit_source_is_checked() {
+    const H: &str = "[source]\nkind = \"hawkbit\"\n";
+    check(&[
+        Case {
+            name: "key of another kind",
+            text: "[source]\nkind = \"directory\"\nurl = \"http://x\"\n",
+            line: 3,
+            key: Some("url"),
+            message: "source: key \"url\" does not apply to kind \"directory\"",
+        },
+        Case {
+            name: "path with hawkbit",
+            text: "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\npath = \"/x\"\n",
+            line: 4,
+            key: Some("path"),
+            message: "source: key \"path\" does not apply to kind \"hawkbit\"",
+        },
+        Case {
+            name: "missing url",
+            text: H,
+            line: 1,
+            key: Some("url"),
+            message: "source: missing key \"url\" (required by kind \"hawkbit\")",
+        },
+        Case {
+            name: "bad url",
+            text: "[source]\nkind = \"hawkbit\"\nurl = \"ftp://x\"\n",
+            line: 3,
+            key: Some("url"),
+            message: "source.url: \"ftp://x\" is not an http:// or https:// URL",
+        },
+        Case {
+            name: "tenant with a slash",
+            text: "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\ntenant = \"a/b\"\n",
+            line: 4,
+            key: Some("tenant"),
+            message: "source.tenant: \"a/b\" may not contain '/', '?', '#' or spaces",
+        },
+        Case {
+            name: "empty controller id",
+            text: "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\ncontroller_id = \"\"\n",
+            line: 4,
+            key: Some("controller_id"),
+            message: "source.controller_id: must not be empty",
+        },
+        Case {
+            name: "both tokens",
+            text: concat!(
+                "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\n",
+                "target_token = \"a\"\ngateway_token = \"b\"\n"
+            ),
+            line: 5,
+            key: Some("gateway_token"),
+            message: "source: set target_token or gateway_token, not both",
+        },
+        Case {
+            name: "blank token",
+            text: "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\ntarget_token = \" \"\n",
+            line: 4,
+            key: Some("target_token"),
+            message: "source.target_token: must not be empty",
+        },
+        Case {
+            name: "zero floor",
+            text: "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\nmin_poll_interval = \"0s\"\n",
+            line: 4,
+            key: Some("min_poll_interval"),
+            message: "source.min_poll_interval: must not be zero",
+        },
+        Case {
+            name: "bad selector",
+            text: concat!(
+                "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\n",
+                "chunks = { other = \"os\" }\n"
+            ),
+            line: 4,
+            key: Some("chunks"),
+            message: "source.chunks: \"other\" = \"os\": expected \"part:<part>\" or \"name:<name>\"",
+        },
+        Case {
+            name: "unknown device in mapping",
+            text: concat!(
+                "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\n\n",
+                "[source.chunks]\nother = \"part:os\"\nghost = \"name:x\"\n\n",
+                "[[device]]\nid = \"other\"\ntype = \"t\"\nhandler = \"command\"\n",
+                "update_command = [\"u\"]\n"
+            ),
+            line: 7,
+            key: Some("chunks"),
+            message: "source.chunks: no [[device]] with id \"ghost\"",
         },
     ]);
 }

@@ -426,3 +426,47 @@ fn status_table_defaults_and_values() {
     let off = parse("[status]\nlisten = \"off\"\n").unwrap();
     assert_eq!(off.status.listen, None);
 }
+
+#[test]
+fn hawkbit_source_with_defaults_and_mapping() {
+    use crate::config::{ChunkSelector, HawkbitAuth, HawkbitConfig, Secret};
+    let c = parse(concat!(
+        "[source]\nkind = \"hawkbit\"\nurl = \"https://hb.example.com/\"\n",
+        "target_token = \"s3cret\"\nca_bundle = \"/etc/ca.pem\"\n",
+        "chunks = { esp-1 = \"part:os\", gw = \"name:gateway-image\" }\n\n",
+        "[[device]]\nid = \"esp-1\"\ntype = \"t\"\nhandler = \"command\"\nupdate_command = [\"u\"]\n",
+        "[[device]]\nid = \"gw\"\ntype = \"t\"\nhandler = \"command\"\nupdate_command = [\"u\"]\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.source,
+        SourceConfig::Hawkbit(HawkbitConfig {
+            url: "https://hb.example.com".into(),
+            tenant: "DEFAULT".into(),
+            controller_id: None,
+            auth: HawkbitAuth::TargetToken(Secret::new("s3cret")),
+            min_poll_interval: Duration::from_secs(30),
+            devices: vec![
+                ("esp-1".into(), ChunkSelector::Part("os".into())),
+                ("gw".into(), ChunkSelector::Name("gateway-image".into())),
+            ],
+        })
+    );
+    assert_eq!(c.download.ca_bundle, Some("/etc/ca.pem".into()));
+    assert!(
+        !format!("{c:?}").contains("s3cret"),
+        "token in Debug output"
+    );
+
+    let c = parse(concat!(
+        "[source]\nkind = \"hawkbit\"\nurl = \"http://h:8080\"\ntenant = \"T1\"\n",
+        "controller_id = \"gw-7\"\ngateway_token = \"g\"\nmin_poll_interval = \"5m\"\n",
+    ))
+    .unwrap();
+    let SourceConfig::Hawkbit(h) = c.source else {
+        panic!("not hawkbit")
+    };
+    assert_eq!(h.auth.header().as_deref(), Some("GatewayToken g"));
+    assert_eq!(h.controller_id.as_deref(), Some("gw-7"));
+    assert_eq!(h.min_poll_interval, Duration::from_secs(300));
+}

@@ -160,6 +160,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// Records `version` as reported for `device`; false when it already was, so
+    /// each version is reported once however many paths learn it.
+    fn mark_reported(&self, device: &str, version: &str) -> bool {
+        let mut reported = lock(&self.reported_versions);
+        if reported.get(device).map(String::as_str) == Some(version) {
+            return false;
+        }
+        reported.insert(device.to_string(), version.to_string());
+        true
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         lock(&self.state)
     }
@@ -482,14 +493,13 @@ impl FirmwareSource for McsSource {
                 {
                     s.pending.remove(&bound.device.id);
                 }
-                if *outcome == Outcome::Success {
+                if *outcome == Outcome::Success && inner.mark_reported(&bound.device.id, version) {
                     s.enqueue(
                         &bound.mcs.device_id,
                         ReportKind::Version {
                             version: version.clone(),
                         },
                     );
-                    lock(&inner.reported_versions).insert(bound.device.id.clone(), version.clone());
                 }
             }
         });
@@ -506,7 +516,9 @@ impl FirmwareSource for McsSource {
             let Some(current) = &v.version else {
                 continue;
             };
-            let fresh = lock(&inner.reported_versions).get(&v.device_id) != Some(current);
+            // Checked and recorded in one step: `report` may record the same
+            // version concurrently when the update's success event arrives.
+            let fresh = inner.mark_reported(&v.device_id, current);
             // A pending push the device has caught up with (or overtaken) is done.
             let pending = inner.state().pending.get(&v.device_id).cloned();
             let overtaken = pending.filter(|p| {
@@ -543,9 +555,6 @@ impl FirmwareSource for McsSource {
                     }
                 }
             });
-            if fresh {
-                lock(&inner.reported_versions).insert(v.device_id.clone(), current.clone());
-            }
         }
         inner.outbox_wake.notify_one();
     }

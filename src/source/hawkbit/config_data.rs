@@ -1,0 +1,108 @@
+//! `configData`: the gateway's attributes — the agent's version and each device's
+//! type and version (`<device>.type`, `<device>.version`) — PUT in `merge` mode
+//! when the server links `configData` and after every completed action. Not
+//! queued: it is idempotent and sent again whenever it is due and not yet
+//! delivered.
+
+use std::collections::BTreeMap;
+
+use reqwest::Method;
+
+use super::HawkbitSource;
+use super::feedback::status;
+use super::wire::{ConfigData, ConfigMode, Execution, Finished};
+use crate::source::DeviceVersion;
+
+/// Whether attributes are due, and what was delivered last.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// The server asked (its `configData` link).
+    pub requested: bool,
+    /// An action completed since the last delivery.
+    pub due: bool,
+    pub url: Option<String>,
+    pub last_sent: Option<BTreeMap<String, String>>,
+}
+
+/// The attributes for these device versions.
+pub fn attributes(versions: &[DeviceVersion]) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::new();
+    data.insert(
+        "fota_agent.version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    for v in versions {
+        data.insert(format!("{}.type", v.device_id), v.device_type.clone());
+        if let Some(version) = &v.version {
+            data.insert(format!("{}.version", v.device_id), version.clone());
+        }
+    }
+    data
+}
+
+impl HawkbitSource {
+    pub(super) async fn config_data_requested(&self, href: &str) {
+        {
+            let mut inner = self.lock();
+            inner.config_data.requested = true;
+            inner.config_data.url = Some(href.to_string());
+        }
+        self.send_config_data().await;
+    }
+
+    /// Sends the attributes if due and the versions are known.
+    pub(super) async fn send_config_data(&self) {
+        let (url, data) = {
+            let inner = self.lock();
+            let p = &inner.config_data;
+            if !(p.requested || p.due) || inner.versions.is_empty() {
+                return;
+            }
+            let url = p
+                .url
+                .clone()
+                .unwrap_or_else(|| format!("{}/configData", self.api.base));
+            (url, attributes(&inner.versions))
+        };
+        let body = ConfigData {
+            mode: ConfigMode::Merge,
+            data: data.clone(),
+            status: status(Execution::Closed, Finished::Success, None, Vec::new()),
+        };
+        match self.api.send(Method::PUT, &url, &body).await {
+            Ok(()) => {
+                let mut inner = self.lock();
+                inner.config_data.requested = false;
+                inner.config_data.due = false;
+                inner.config_data.last_sent = Some(data);
+            }
+            Err(e) => tracing::warn!(source = "hawkbit", "attributes not delivered: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_name_each_device() {
+        let a = attributes(&[
+            DeviceVersion {
+                device_id: "gw".into(),
+                device_type: "linux".into(),
+                version: Some("1.0".into()),
+            },
+            DeviceVersion {
+                device_id: "esp-1".into(),
+                device_type: "esp8266".into(),
+                version: None,
+            },
+        ]);
+        assert_eq!(a["gw.type"], "linux");
+        assert_eq!(a["gw.version"], "1.0");
+        assert_eq!(a["esp-1.type"], "esp8266");
+        assert!(!a.contains_key("esp-1.version"));
+        assert!(a.contains_key("fota_agent.version"));
+    }
+}

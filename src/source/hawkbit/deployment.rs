@@ -1,0 +1,374 @@
+//! `deploymentBase`: which chunk of a deployment goes to which device, and the one
+//! place where a DDI deployment becomes the agent's [`Firmware`] and
+//! [`Deployment`](crate::model::Deployment).
+//!
+//! Chunk → device: a device listed in `[source] devices` takes the chunk its
+//! selector names (`part:<part>` matches the chunk's `part`, the software module
+//! type; `name:<name>` its `name`). A device not listed takes the chunk whose
+//! `name` equals its id, or failing that its type. A chunk may go to several
+//! devices (identical MCUs); a device takes at most one chunk (the first match).
+//! The chunk must have exactly one artifact: the image.
+
+use std::collections::BTreeMap;
+
+use super::wire::{self, DeploymentBase, HandlingType, MaintenanceWindow};
+use crate::checksum::{Checksum, ChecksumAlgorithm};
+use crate::config::{ChunkSelector, DeviceConfig};
+use crate::model::{Deployment, Firmware, FirmwareLocation, Handling, RequestHeaders};
+
+/// A device's chunk, and why it cannot be installed, if it cannot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    pub chunk: usize,
+    pub problem: Option<String>,
+}
+
+/// Each device that takes a chunk.
+pub fn assign(
+    base: &DeploymentBase,
+    devices: &[DeviceConfig],
+    selectors: &[(String, ChunkSelector)],
+) -> BTreeMap<String, Assigned> {
+    let chunks = &base.deployment.chunks;
+    let mut out = BTreeMap::new();
+    for device in devices {
+        let found = match selectors.iter().find(|(id, _)| *id == device.id) {
+            Some((_, ChunkSelector::Part(p))) => chunks.iter().position(|c| &c.part == p),
+            Some((_, ChunkSelector::Name(n))) => chunks.iter().position(|c| &c.name == n),
+            None => chunks
+                .iter()
+                .position(|c| c.name == device.id)
+                .or_else(|| chunks.iter().position(|c| c.name == device.device_type)),
+        };
+        if let Some(idx) = found {
+            let problem = firmware(base, idx, device, &RequestHeaders::default()).err();
+            out.insert(
+                device.id.clone(),
+                Assigned {
+                    chunk: idx,
+                    problem,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The chunks as `part/name version`, for a message naming what was offered.
+pub fn describe_chunks(base: &DeploymentBase) -> String {
+    base.deployment
+        .chunks
+        .iter()
+        .map(|c| format!("{}/{} {}", c.part, c.name, c.version))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The server's instructions as the engine's planner understands them.
+pub fn instructions(base: &DeploymentBase) -> Deployment {
+    let handling = |h: HandlingType| match h {
+        HandlingType::Skip => Handling::Skip,
+        HandlingType::Attempt => Handling::Attempt,
+        HandlingType::Forced => Handling::Forced,
+    };
+    Deployment {
+        id: base.id.clone(),
+        download: handling(base.deployment.download),
+        update: handling(base.deployment.update),
+        maintenance_window_open: base
+            .deployment
+            .maintenance_window
+            .map(|w| w == MaintenanceWindow::Available),
+    }
+}
+
+/// Chunk `idx` as firmware for `device`: its one artifact's URL (HTTPS link
+/// preferred), size and every hash given, downloaded with `headers`.
+pub fn firmware(
+    base: &DeploymentBase,
+    idx: usize,
+    device: &DeviceConfig,
+    headers: &RequestHeaders,
+) -> Result<Firmware, String> {
+    let chunk = base
+        .deployment
+        .chunks
+        .get(idx)
+        .ok_or_else(|| format!("no chunk {idx}"))?;
+    let artifact = match chunk.artifacts.as_slice() {
+        [one] => one,
+        [] => return Err(format!("chunk {:?} has no artifact", chunk.name)),
+        many => {
+            return Err(format!(
+                "chunk {:?} has {} artifacts; a device takes exactly one image",
+                chunk.name,
+                many.len()
+            ));
+        }
+    };
+    let url = artifact
+        .links
+        .download
+        .as_ref()
+        .or(artifact.links.download_http.as_ref())
+        .map(|l| l.href.clone())
+        .ok_or_else(|| format!("artifact {:?} has no download link", artifact.filename))?;
+    let mut fw = Firmware::new(
+        &device.device_type,
+        &chunk.version,
+        FirmwareLocation::Url(url),
+    );
+    fw.size = artifact.size;
+    fw.checksums = checksums(&artifact.hashes)
+        .map_err(|e| format!("artifact {:?}: {e}", artifact.filename))?;
+    fw.model = Some(chunk.part.clone());
+    fw.description = Some(format!("{} ({})", chunk.name, artifact.filename));
+    fw.deployment = Some(instructions(base));
+    fw.download_headers = headers.clone();
+    Ok(fw)
+}
+
+/// Every hash the server gave (SHA-256 first); all are checked.
+fn checksums(h: &wire::Hashes) -> Result<Vec<Checksum>, String> {
+    [
+        (ChecksumAlgorithm::Sha256, &h.sha256),
+        (ChecksumAlgorithm::Sha1, &h.sha1),
+        (ChecksumAlgorithm::Md5, &h.md5),
+    ]
+    .into_iter()
+    .filter_map(|(a, v)| v.as_ref().filter(|v| !v.is_empty()).map(|v| (a, v)))
+    .map(|(a, v)| Checksum::new(a, v).map_err(|e| e.to_string()))
+    .collect()
+}
+
+impl super::HawkbitSource {
+    /// A `deploymentBase` link: fetch it; a new action is mapped onto devices,
+    /// remembered and acknowledged (`proceeding`), and the engine asked to cycle;
+    /// the action in flight is refreshed (a maintenance window opening, `update`
+    /// turning from skip to forced); an action already answered is ignored.
+    pub(super) async fn handle_deployment(
+        &self,
+        href: &str,
+        link: Option<&crate::source::EngineLink>,
+    ) -> Result<(), super::http::ApiError> {
+        let base: DeploymentBase = self.api.get(href).await?;
+        let wake = self.adopt(href, base);
+        if wake != Adopted::Nothing {
+            self.flush().await;
+            if let Some(link) = link {
+                link.check_now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a fetched deployment on (see `handle_deployment`).
+    fn adopt(&self, href: &str, base: DeploymentBase) -> Adopted {
+        use super::feedback::{close_if_done, enqueue, status};
+        use super::state::{Action, DeviceAction, DevicePhase};
+        use super::wire::{Execution, Feedback, Finished};
+
+        let mut inner = self.lock();
+        let saved = &mut inner.saved;
+        if saved.is_done(&format!("action:{}", base.id)) {
+            return Adopted::Nothing;
+        }
+        match saved.action.as_mut() {
+            Some(current) if current.id() == base.id => {
+                if current.base != base {
+                    tracing::info!(source = "hawkbit", action = %base.id, "deployment changed");
+                    current.base = base;
+                    self.persist(saved);
+                    return Adopted::Changed;
+                }
+                return Adopted::Nothing;
+            }
+            Some(old) => {
+                tracing::warn!(source = "hawkbit", action = %old.id(),
+                    "action replaced by {} on the server; forgetting it", base.id);
+                let key = format!("action:{}", old.id());
+                saved.mark_done(key);
+            }
+            None => {}
+        }
+        let href = href.split(['?', '#']).next().unwrap_or(href).to_string();
+        let assigned = assign(&base, &self.devices, &self.config.devices);
+        let id = base.id.clone();
+        if assigned.is_empty() {
+            let line = format!(
+                "no device of this gateway takes any chunk ({})",
+                describe_chunks(&base)
+            );
+            tracing::warn!(source = "hawkbit", action = %id, "{line}");
+            let fb = Feedback {
+                id: id.clone(),
+                status: status(Execution::Closed, Finished::Failure, None, vec![line]),
+            };
+            enqueue(saved, super::http::sub_url(&href, "feedback"), fb, false);
+            saved.action = None;
+            saved.mark_done(format!("action:{id}"));
+            self.persist(saved);
+            return Adopted::Refused;
+        }
+        let mut lines = Vec::new();
+        let devices = assigned
+            .into_iter()
+            .map(|(device, a)| {
+                let chunk = &base.deployment.chunks[a.chunk];
+                let phase = match a.problem {
+                    None => {
+                        lines.push(format!(
+                            "{device}: {} {} offered",
+                            chunk.name, chunk.version
+                        ));
+                        DevicePhase::Offered
+                    }
+                    Some(problem) => {
+                        lines.push(format!("{device}: {problem}"));
+                        DevicePhase::Done {
+                            outcome: crate::progress::Outcome::Failed(problem.clone()),
+                            detail: format!("failed: {problem}"),
+                        }
+                    }
+                };
+                let d = DeviceAction {
+                    chunk: a.chunk,
+                    version: chunk.version.clone(),
+                    phase,
+                    step: None,
+                    sent_percent: None,
+                };
+                (device, d)
+            })
+            .collect();
+        tracing::info!(source = "hawkbit", action = %id, "new deployment: {}", lines.join("; "));
+        let action = Action {
+            base,
+            href,
+            devices,
+        };
+        let progress = Some(super::wire::Progress {
+            cnt: action.done_count(),
+            of: action.devices.len() as u32,
+        });
+        let fb = Feedback {
+            id,
+            status: status(Execution::Proceeding, Finished::None, progress, lines),
+        };
+        enqueue(
+            saved,
+            super::http::sub_url(&action.href, "feedback"),
+            fb,
+            false,
+        );
+        saved.action = Some(action);
+        close_if_done(saved);
+        self.persist(saved);
+        Adopted::New
+    }
+}
+
+/// What taking a deployment on did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adopted {
+    Nothing,
+    Changed,
+    New,
+    Refused,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CommandConfig, HandlerConfig};
+    use crate::model::UpdatePolicy;
+    use crate::version::VersionScheme;
+
+    fn device(id: &str, t: &str) -> DeviceConfig {
+        DeviceConfig {
+            id: id.into(),
+            device_type: t.into(),
+            policy: UpdatePolicy::Immediate,
+            version_scheme: VersionScheme::Esh,
+            only_newer: true,
+            handler: HandlerConfig::Command(CommandConfig {
+                version_command: None,
+                executable_command: None,
+                transfer_command: None,
+                update_command: vec!["u".into()],
+                command_timeout: std::time::Duration::from_secs(1),
+            }),
+        }
+    }
+
+    fn base(chunks: serde_json::Value) -> DeploymentBase {
+        serde_json::from_value(serde_json::json!({"id": "3", "deployment": {
+            "download": "forced", "update": "attempt", "maintenanceWindow": "unavailable",
+            "chunks": chunks}}))
+        .unwrap()
+    }
+
+    fn chunk(part: &str, name: &str, artifacts: usize) -> serde_json::Value {
+        let a = serde_json::json!({"filename": "f.bin", "size": 4,
+            "hashes": {"md5": "d41d8cd98f00b204e9800998ecf8427e",
+                       "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+            "_links": {"download": {"href": "https://h/f.bin"},
+                       "download-http": {"href": "http://h/f.bin"}}});
+        serde_json::json!({"part": part, "version": "2.0", "name": name,
+            "artifacts": vec![a; artifacts]})
+    }
+
+    #[test]
+    fn maps_chunks_by_selector_then_id_then_type() {
+        let b = base(serde_json::json!([
+            chunk("os", "gw-image", 1),
+            chunk("bApp", "esp-1", 1),
+            chunk("bApp", "mt7681", 1),
+            chunk("bApp", "multi", 2),
+        ]));
+        let devices = [
+            device("gw", "linux"),
+            device("esp-1", "esp8266"),
+            device("wifi-a", "mt7681"),
+            device("wifi-b", "mt7681"),
+            device("m", "x"),
+            device("none", "y"),
+        ];
+        let selectors = vec![
+            ("gw".to_string(), ChunkSelector::Part("os".into())),
+            ("m".to_string(), ChunkSelector::Name("multi".into())),
+        ];
+        let a = assign(&b, &devices, &selectors);
+        let ok = |chunk| Assigned {
+            chunk,
+            problem: None,
+        };
+        assert_eq!(a["gw"], ok(0));
+        assert_eq!(a["esp-1"], ok(1));
+        assert_eq!(a["wifi-a"], ok(2));
+        assert_eq!(a["wifi-b"], ok(2));
+        assert!(a["m"].problem.as_ref().unwrap().contains("2 artifacts"));
+        assert!(!a.contains_key("none"));
+        assert_eq!(describe_chunks(&b).split(", ").count(), 4);
+    }
+
+    #[test]
+    fn converts_to_firmware_with_instructions_and_hashes() {
+        let b = base(serde_json::json!([chunk("os", "fw", 1)]));
+        let headers = RequestHeaders(vec![("Authorization".into(), "TargetToken s3cret".into())]);
+        let fw = firmware(&b, 0, &device("d", "t"), &headers).unwrap();
+        assert_eq!(fw.device_type, "t");
+        assert_eq!(fw.version, "2.0");
+        assert_eq!(fw.location, FirmwareLocation::Url("https://h/f.bin".into()));
+        assert_eq!(fw.size, Some(4));
+        assert_eq!(fw.checksums[0].algorithm, ChecksumAlgorithm::Sha256);
+        assert_eq!(fw.checksums.len(), 2);
+        let d = fw.deployment.as_ref().unwrap();
+        assert_eq!(
+            (d.download, d.update),
+            (Handling::Forced, Handling::Attempt)
+        );
+        assert_eq!(d.maintenance_window_open, Some(false));
+        assert!(!format!("{fw:?}").contains("s3cret"), "token in Debug");
+    }
+}

@@ -1,0 +1,226 @@
+//! The Eclipse hawkBit source, over the Direct Device Integration (DDI) API: the
+//! gateway is one hawkBit target (controller) and its devices are the chunks of a
+//! deployment. One module per DDI resource — `poll` (controller base and the
+//! polling schedule), `deployment` (deploymentBase → firmware per device),
+//! `feedback` (progress and outcome, through a durable queue), `config_data`
+//! (attributes), `cancel` (cancelAction) — with the wire JSON in `wire`, the HTTP
+//! plumbing in `http` and what survives a restart in `state`.
+//!
+//! Flow: the source's own task polls; a `deploymentBase` link is fetched, its
+//! chunks are mapped onto devices and remembered (durably) as the action in flight,
+//! and the engine is asked to cycle now. `firmware_for` offers each device its
+//! chunk with the server's instructions; the engine downloads, verifies and
+//! installs. Every progress event comes back through `report` and becomes
+//! feedback; when every device of the action has an outcome the action is closed
+//! with success or failure, exactly once, and the attributes are sent.
+
+mod cancel;
+mod config_data;
+pub mod deployment;
+mod feedback;
+mod http;
+pub mod poll;
+mod state;
+pub mod wire;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::{DeviceVersion, EngineLink, FirmwareSource, SourceError};
+use crate::config::{DeviceConfig, HawkbitConfig};
+use crate::download::{DownloadConfig, Downloader};
+use crate::model::{Firmware, RequestHeaders};
+use crate::progress::ProgressEvent;
+use http::Api;
+use state::Saved;
+
+/// Where the controller id comes from when the config names none.
+const MACHINE_ID: &str = "/etc/machine-id";
+
+pub struct HawkbitSource {
+    config: HawkbitConfig,
+    controller_id: String,
+    api: Api,
+    devices: Vec<DeviceConfig>,
+    state_path: PathBuf,
+    inner: Mutex<Inner>,
+    /// One flush of the feedback queue at a time, so feedback stays in order.
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+/// Mutable state; never held across an await.
+#[derive(Default)]
+struct Inner {
+    saved: Saved,
+    versions: Vec<DeviceVersion>,
+    config_data: config_data::Pending,
+}
+
+impl HawkbitSource {
+    /// A source for `config`, talking through a client with the download
+    /// settings, remembering its state in `<state_dir>/hawkbit.json`.
+    pub fn new(
+        config: &HawkbitConfig,
+        download: &DownloadConfig,
+        devices: &[DeviceConfig],
+        state_dir: &Path,
+    ) -> Result<HawkbitSource, SourceError> {
+        let controller_id = match &config.controller_id {
+            Some(id) => id.clone(),
+            None => read_machine_id(Path::new(MACHINE_ID))?,
+        };
+        let downloader = Downloader::new(download.clone())
+            .map_err(|e| SourceError::Config(format!("hawkBit HTTP client: {e}")))?;
+        let base = format!(
+            "{}/{}/controller/v1/{}",
+            config.url, config.tenant, controller_id
+        );
+        let api = Api::new(downloader.client().clone(), base, config.auth.header());
+        std::fs::create_dir_all(state_dir).map_err(|source| SourceError::Io {
+            context: state_dir.display().to_string(),
+            source,
+        })?;
+        let state_path = state::path(state_dir);
+        let saved = state::load(&state_path);
+        Ok(HawkbitSource {
+            config: config.clone(),
+            controller_id,
+            api,
+            devices: devices.to_vec(),
+            state_path,
+            inner: Mutex::new(Inner {
+                saved,
+                ..Inner::default()
+            }),
+            flush_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the durable state; a failure is logged (the state in memory still
+    /// drives this run).
+    fn persist(&self, saved: &Saved) {
+        if let Err(e) = state::save(&self.state_path, saved) {
+            tracing::error!(source = "hawkbit", "{}: {e}", self.state_path.display());
+        }
+    }
+
+    /// The `Authorization` header for an artifact URL on the hawkBit server itself;
+    /// none for another host (a CDN must not see the token).
+    fn download_headers(&self, url: &str) -> RequestHeaders {
+        let same_origin = match (
+            reqwest::Url::parse(url),
+            reqwest::Url::parse(&self.config.url),
+        ) {
+            (Ok(a), Ok(b)) => a.origin() == b.origin(),
+            _ => false,
+        };
+        match self.api.authorization() {
+            Some(auth) if same_origin => {
+                RequestHeaders(vec![("Authorization".into(), auth.to_string())])
+            }
+            _ => RequestHeaders::default(),
+        }
+    }
+
+    fn device(&self, id: &str) -> Option<&DeviceConfig> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+}
+
+fn read_machine_id(path: &Path) -> Result<String, SourceError> {
+    let id = std::fs::read_to_string(path).map_err(|source| SourceError::Io {
+        context: format!(
+            "hawkBit controller id: {} (set source.controller_id)",
+            path.display()
+        ),
+        source,
+    })?;
+    let id = id.trim();
+    if id.is_empty() {
+        return Err(SourceError::Config(format!(
+            "hawkBit controller id: {} is empty (set source.controller_id)",
+            path.display()
+        )));
+    }
+    Ok(id.to_string())
+}
+
+#[async_trait]
+impl FirmwareSource for HawkbitSource {
+    fn describe(&self) -> String {
+        format!(
+            "hawkbit {} tenant {} controller {}",
+            self.config.url, self.config.tenant, self.controller_id
+        )
+    }
+
+    async fn firmware_for(&self, device: &DeviceConfig) -> Result<Vec<Firmware>, SourceError> {
+        let inner = self.lock();
+        let Some(action) = &inner.saved.action else {
+            return Ok(Vec::new());
+        };
+        let Some(d) = action.devices.get(&device.id) else {
+            return Ok(Vec::new());
+        };
+        if matches!(d.phase, state::DevicePhase::Done { .. }) {
+            return Ok(Vec::new());
+        }
+        let offer = deployment::firmware(&action.base, d.chunk, device, &RequestHeaders::default())
+            .map(|mut fw| {
+                if let crate::model::FirmwareLocation::Url(u) = &fw.location {
+                    fw.download_headers = self.download_headers(u);
+                }
+                fw
+            });
+        Ok(offer.into_iter().collect())
+    }
+
+    async fn report(&self, event: &ProgressEvent) {
+        if self.on_event(event) {
+            self.flush().await;
+        }
+        self.send_config_data().await;
+    }
+
+    async fn report_versions(&self, versions: &[DeviceVersion]) {
+        if self.on_versions(versions) {
+            self.flush().await;
+        }
+        self.send_config_data().await;
+    }
+
+    async fn run(&self, link: EngineLink, shutdown: CancellationToken) {
+        // Feedback queued before a restart goes out first.
+        self.flush().await;
+        self.poll_loop(link, shutdown).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_id_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("machine-id");
+        std::fs::write(&p, "0123abcd\n").unwrap();
+        assert_eq!(read_machine_id(&p).unwrap(), "0123abcd");
+        std::fs::write(&p, "\n").unwrap();
+        assert!(
+            read_machine_id(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+        let missing = read_machine_id(&dir.path().join("nope")).unwrap_err();
+        assert!(missing.to_string().contains("controller_id"), "{missing}");
+    }
+}

@@ -1,0 +1,149 @@
+//! Polling the controller base resource `{tenant}/controller/v1/{controllerId}`:
+//! its `config.polling.sleep` (`HH:MM:SS`) says when to come back, and its links
+//! say what the server wants (`deploymentBase`, `configData`, `cancelAction`).
+//! The schedule honours the server's sleep plus up to 10 % jitter (so a fleet
+//! does not poll in lockstep), backs off exponentially after errors, and never
+//! polls faster than `min_poll_interval`.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::HawkbitSource;
+use super::http::ApiError;
+use super::wire::ControllerBase;
+use crate::source::EngineLink;
+
+/// Longest wait after repeated errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
+/// The wait when the server gives no (or an unreadable) sleep.
+const DEFAULT_SLEEP: Duration = Duration::from_secs(5 * 60);
+
+/// `HH:MM:SS` → duration.
+pub fn parse_sleep(s: &str) -> Option<Duration> {
+    let mut parts = s.trim().split(':');
+    let (h, m, sec) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let h: u64 = h.parse().ok()?;
+    let m: u64 = m.parse().ok()?;
+    let sec: u64 = sec.parse().ok()?;
+    if m >= 60 || sec >= 60 {
+        return None;
+    }
+    Some(Duration::from_secs(h * 3600 + m * 60 + sec))
+}
+
+/// The wait after a successful poll: the server's sleep, stretched by `jitter`
+/// (0.0..=1.0 of 10 %), never below `floor`.
+pub fn after_success(sleep: Option<Duration>, floor: Duration, jitter: f64) -> Duration {
+    let base = sleep.unwrap_or(DEFAULT_SLEEP);
+    let jittered = base.mul_f64(1.0 + 0.1 * jitter.clamp(0.0, 1.0));
+    jittered.max(floor)
+}
+
+/// The wait after `failures` failed polls in a row: `floor` doubling per failure
+/// up to 30 minutes (or `floor`, if larger), with the same jitter.
+pub fn after_failure(failures: u32, floor: Duration, jitter: f64) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    let wait = floor.saturating_mul(factor).min(MAX_BACKOFF.max(floor));
+    wait.mul_f64(1.0 + 0.1 * jitter.clamp(0.0, 1.0)).max(floor)
+}
+
+impl HawkbitSource {
+    /// Polls until `shutdown`, on the server's schedule.
+    pub(super) async fn poll_loop(&self, link: EngineLink, shutdown: CancellationToken) {
+        let floor = self.config.min_poll_interval;
+        let mut failures = 0u32;
+        loop {
+            let wait = match self.poll_once(Some(&link)).await {
+                Ok(sleep) => {
+                    failures = 0;
+                    after_success(sleep, floor, fastrand::f64())
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = after_failure(failures, floor, fastrand::f64());
+                    tracing::warn!(source = "hawkbit", "poll failed: {e}; next try in {wait:?}");
+                    wait
+                }
+            };
+            self.flush().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One poll: reads the controller base and acts on its links. Returns the
+    /// server's sleep.
+    pub(super) async fn poll_once(
+        &self,
+        link: Option<&EngineLink>,
+    ) -> Result<Option<Duration>, ApiError> {
+        let base: ControllerBase = self.api.get(&self.api.base).await?;
+        let sleep = base
+            .config
+            .as_ref()
+            .and_then(|c| c.polling.as_ref())
+            .and_then(|p| p.sleep.as_deref())
+            .and_then(|s| {
+                let parsed = parse_sleep(s);
+                if parsed.is_none() {
+                    tracing::warn!(source = "hawkbit", "unreadable polling sleep {s:?}");
+                }
+                parsed
+            });
+        if let Some(cancel) = &base.links.cancel_action {
+            self.handle_cancel(&cancel.href, link).await?;
+        }
+        if let Some(deployment) = &base.links.deployment_base {
+            self.handle_deployment(&deployment.href, link).await?;
+        }
+        if let Some(config) = &base.links.config_data {
+            self.config_data_requested(&config.href).await;
+        }
+        Ok(sleep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hh_mm_ss() {
+        assert_eq!(parse_sleep("00:01:00"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_sleep("12:00:05"), Some(Duration::from_secs(43205)));
+        assert_eq!(parse_sleep("100:00:00"), Some(Duration::from_secs(360_000)));
+        for bad in ["", "1:2", "00:60:00", "a:b:c", "1:2:3:4", "-1:00:00"] {
+            assert_eq!(parse_sleep(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn honours_sleep_jitter_and_floor() {
+        let min = Duration::from_secs(30);
+        let s = Some(Duration::from_secs(300));
+        assert_eq!(after_success(s, min, 0.0), Duration::from_secs(300));
+        assert_eq!(after_success(s, min, 1.0), Duration::from_secs(330));
+        // A server asking for 1 s is not obeyed below the floor.
+        assert_eq!(after_success(Some(Duration::from_secs(1)), min, 0.5), min);
+        assert_eq!(after_success(None, min, 0.0), DEFAULT_SLEEP);
+    }
+
+    #[test]
+    fn backs_off_exponentially_within_bounds() {
+        let min = Duration::from_secs(30);
+        let waits: Vec<u64> = (1..=8)
+            .map(|n| after_failure(n, min, 0.0).as_secs())
+            .collect();
+        assert_eq!(waits, vec![30, 60, 120, 240, 480, 960, 1800, 1800]);
+        assert_eq!(after_failure(1000, min, 0.0), MAX_BACKOFF);
+        let big = Duration::from_secs(3600);
+        assert_eq!(after_failure(3, big, 0.0), big);
+        assert!(after_failure(2, min, 1.0) <= Duration::from_secs(66));
+    }
+}

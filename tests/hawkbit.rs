@@ -1,0 +1,703 @@
+//! The hawkBit DDI source end to end: poll → deploymentBase → artifact download
+//! through the engine → handler → feedback, checked on a server.
+//!
+//! Two servers: `hawkbit_mock` (the hawkbit-rs project's DDI mock on httpmock)
+//! for the flows it models — token auth on every request, deployment, artifact,
+//! exact closing feedback, configData, cancel before start — and
+//! `hawkbit_ext::DdiServer` for what it cannot do (see that module).
+
+mod common;
+mod hawkbit_ext;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use fota_agent::checksum::{ChecksumAlgorithm, MultiHasher};
+use fota_agent::config::{DeviceConfig, HawkbitAuth, HawkbitConfig, Secret};
+use fota_agent::engine::Engine;
+use fota_agent::handler::UpdateHandler;
+use fota_agent::model::UpdatePolicy;
+use fota_agent::source::hawkbit::HawkbitSource;
+use hawkbit::ddi::{Execution, Finished, MaintenanceWindow, Type};
+use hawkbit_ext::{DdiServer, TARGET, TOKEN};
+use hawkbit_mock::ddi::{ChunkProtocol, DeploymentBuilder, ServerBuilder};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+fn digest(data: &[u8], a: ChecksumAlgorithm) -> String {
+    let mut h = MultiHasher::new([a]);
+    h.update(data);
+    h.finish().get(a).unwrap().to_string()
+}
+
+fn config(url: &str, controller: &str, token: &str) -> HawkbitConfig {
+    HawkbitConfig {
+        url: url.trim_end_matches('/').to_string(),
+        tenant: "DEFAULT".into(),
+        controller_id: Some(controller.into()),
+        auth: HawkbitAuth::TargetToken(Secret::new(token)),
+        min_poll_interval: Duration::from_millis(100),
+        devices: Vec::new(),
+    }
+}
+
+fn engine(
+    state: &std::path::Path,
+    hb: &HawkbitConfig,
+    devices: Vec<(DeviceConfig, Arc<FakeDevice>)>,
+) -> Engine {
+    let configs: Vec<DeviceConfig> = devices.iter().map(|(c, _)| c.clone()).collect();
+    let source = HawkbitSource::new(hb, &Default::default(), &configs, state).unwrap();
+    Engine::new(
+        agent_config(state),
+        &Default::default(),
+        Box::new(source),
+        devices
+            .into_iter()
+            .map(|(c, h)| (c, h as Arc<dyn UpdateHandler>))
+            .collect(),
+    )
+    .unwrap()
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(engine: &Engine) -> Running {
+    let shutdown = CancellationToken::new();
+    let (e, s) = (engine.clone(), shutdown.clone());
+    Running {
+        shutdown,
+        task: tokio::spawn(async move { e.run(s).await }),
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn until<F: FnMut() -> bool>(what: &str, mut f: F) {
+    for _ in 0..1000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn status_of(fb: &serde_json::Value) -> (String, String, Vec<String>) {
+    let s = &fb["status"];
+    (
+        s["execution"].as_str().unwrap().to_string(),
+        s["result"]["finished"].as_str().unwrap().to_string(),
+        s["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap().to_string())
+            .collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Against hawkbit_mock
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_deployment_is_downloaded_installed_and_closed_with_attributes() {
+    let (state, files) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let image = b"esp firmware 2.0 image".repeat(500);
+    let artifact = files.path().join("esp-2.0.bin");
+    std::fs::write(&artifact, &image).unwrap();
+
+    let server = ServerBuilder::default().build();
+    let target = server.add_target("gw-mock");
+    let deployment = DeploymentBuilder::new("10", Type::Forced, Type::Attempt)
+        .maintenance_window(MaintenanceWindow::Available)
+        .chunk(
+            ChunkProtocol::HTTP,
+            "bApp",
+            "2.0",
+            "esp-1",
+            vec![(
+                artifact.clone(),
+                &digest(&image, ChecksumAlgorithm::Md5),
+                &digest(&image, ChecksumAlgorithm::Sha1),
+                &digest(&image, ChecksumAlgorithm::Sha256),
+            )],
+        )
+        .build();
+    target.push_deployment(deployment);
+    let closed = target.expect_deployment_feedback(
+        "10",
+        Execution::Closed,
+        Finished::Success,
+        Some(json!({"cnt": 1, "of": 1})),
+        vec!["esp-1: 2.0 installed"],
+    );
+    target.request_config(json!({
+        "mode": "merge",
+        "data": {
+            "fota_agent.version": env!("CARGO_PKG_VERSION"),
+            "esp-1.type": "esp8266",
+            "esp-1.version": "2.0",
+        },
+        "status": {"execution": "closed", "result": {"finished": "success"}, "details": []},
+    }));
+
+    let dev = FakeDevice::new("1.0");
+    let hb = config(&server.base_url(), "gw-mock", "Keygw-mock");
+    let eng = engine(
+        state.path(),
+        &hb,
+        vec![(
+            device_config("esp-1", "esp8266", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    );
+    let run = start(&eng);
+    until("closing feedback", || closed.calls() == 1).await;
+    until("attributes", || target.config_data_hits() >= 1).await;
+    assert_eq!(dev.version().as_deref(), Some("2.0"));
+    assert_eq!(*dev.received.lock().unwrap(), image);
+    assert!(target.poll_hits() >= 1);
+    assert!(target.deployment_hits() >= 1);
+    run.stop().await;
+    // Exactly once, and the durable queue is empty.
+    assert_eq!(closed.calls(), 1);
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("hawkbit.json")).unwrap()).unwrap();
+    assert_eq!(saved["queue"], json!([]));
+    assert!(saved.get("action").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_cancel_of_an_action_not_started_is_acknowledged_and_nothing_installs() {
+    let (state, files) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let artifact = files.path().join("fw.bin");
+    std::fs::write(&artifact, b"x").unwrap();
+    let server = ServerBuilder::default().build();
+    let target = server.add_target("gw-c");
+    let deployment = DeploymentBuilder::new("11", Type::Forced, Type::Forced)
+        .chunk(
+            ChunkProtocol::HTTP,
+            "bApp",
+            "2.0",
+            "d",
+            vec![(artifact, "00", "00", "00")],
+        )
+        .build();
+    target.push_deployment(deployment);
+    target.cancel_action("11");
+    let answered = target.expect_cancel_feedback(
+        "11",
+        Execution::Closed,
+        Finished::Success,
+        vec!["action 11: nothing running here"],
+    );
+    let dev = FakeDevice::new("1.0");
+    let hb = config(&server.base_url(), "gw-c", "Keygw-c");
+    let eng = engine(
+        state.path(),
+        &hb,
+        vec![(
+            device_config("d", "t", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    );
+    let run = start(&eng);
+    until("cancel feedback", || answered.calls() == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stop().await;
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
+    assert_eq!(target.cancel_action_hits(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Against the scriptable server
+// ---------------------------------------------------------------------------
+
+struct Ext {
+    server: DdiServer,
+    image: Vec<u8>,
+}
+
+async fn ext(download: &str, update: &str, window: Option<&str>) -> Ext {
+    let server = DdiServer::start().await;
+    let image = b"mcu image 2.0 ".repeat(4000);
+    {
+        let mut s = server.script();
+        s.files.push(("mcu-2.0.bin".into(), image.clone()));
+        s.deployment = Some((
+            "20".into(),
+            hawkbit_ext::deployment(
+                &server.base_url,
+                (download, update),
+                window,
+                "mcu-2.0.bin",
+                &image,
+            ),
+        ));
+    }
+    Ext { server, image }
+}
+
+fn ext_config(server: &DdiServer) -> HawkbitConfig {
+    config(&server.base_url, TARGET, TOKEN)
+}
+
+fn closed(server: &DdiServer) -> Vec<serde_json::Value> {
+    server
+        .feedback("deploymentBase", "20")
+        .into_iter()
+        .filter(|f| f["status"]["execution"] == "closed")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_follows_the_update_step_by_step() {
+    let Ext { server, image } = ext("forced", "forced", None).await;
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::new("1.0");
+    let eng = engine(
+        state.path(),
+        &ext_config(&server),
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    );
+    let run = start(&eng);
+    until("closed", || closed(&server).len() == 1).await;
+    run.stop().await;
+    assert_eq!(*dev.received.lock().unwrap(), image);
+
+    let all = server.feedback("deploymentBase", "20");
+    let lines: Vec<(String, String, Vec<String>)> = all.iter().map(status_of).collect();
+    assert_eq!(
+        lines.first().unwrap(),
+        &(
+            "proceeding".into(),
+            "none".into(),
+            vec!["mcu-1: mcu 2.0 offered".into()]
+        )
+    );
+    let details: Vec<String> = lines.iter().flat_map(|l| l.2.clone()).collect();
+    let pos = |needle: &str| {
+        details
+            .iter()
+            .position(|d| d == needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in {details:#?}"))
+    };
+    assert!(pos("mcu-1: DOWNLOADING") < pos("mcu-1: TRANSFERRING"));
+    assert!(pos("mcu-1: TRANSFERRING") < pos("mcu-1: UPDATING"));
+    assert!(pos("mcu-1: UPDATING") < pos("mcu-1: 2.0 installed"));
+    assert_eq!(
+        lines.last().unwrap(),
+        &(
+            "closed".into(),
+            "success".into(),
+            vec!["mcu-1: 2.0 installed".into()]
+        )
+    );
+    assert_eq!(
+        all.last().unwrap()["status"]["result"]["progress"],
+        json!({"cnt": 1, "of": 1})
+    );
+    // Every request carried the token, including the artifact download.
+    let seen = server.seen();
+    assert!(seen.iter().any(|s| s.path == "/download/mcu-2.0.bin"));
+    assert!(
+        seen.iter()
+            .all(|s| s.authorization.as_deref() == Some(&format!("TargetToken {TOKEN}")))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_artifact_closes_the_action_with_failure_and_the_reason() {
+    let Ext { server, .. } = ext("forced", "forced", None).await;
+    server.script().files[0].1[0] ^= 0xff; // corrupted on the server
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::new("1.0");
+    let eng = engine(
+        state.path(),
+        &ext_config(&server),
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    );
+    let run = start(&eng);
+    until("closed", || closed(&server).len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run.stop().await;
+    let (execution, finished, details) = status_of(&closed(&server)[0]);
+    assert_eq!(
+        (execution.as_str(), finished.as_str()),
+        ("closed", "failure")
+    );
+    assert!(
+        details[0].starts_with("mcu-1: failed: ") && details[0].contains("SHA-256 mismatch"),
+        "{details:?}"
+    );
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
+    assert_eq!(closed(&server).len(), 1, "the failure is reported once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_transfers_ahead_for_a_background_device_and_forced_installs_now() {
+    // attempt + background policy: transfer, report scheduled, no update.
+    let Ext { server, .. } = ext("forced", "attempt", None).await;
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::build("1.0", true, None);
+    dev.executable.store(false, Ordering::SeqCst);
+    let eng = engine(
+        state.path(),
+        &ext_config(&server),
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Background),
+            dev.clone(),
+        )],
+    );
+    let run = start(&eng);
+    until("scheduled", || {
+        server
+            .feedback("deploymentBase", "20")
+            .iter()
+            .any(|f| f["status"]["execution"] == "scheduled")
+    })
+    .await;
+    run.stop().await;
+    assert_eq!(dev.transfers.load(Ordering::SeqCst), 1);
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
+    assert!(closed(&server).is_empty());
+
+    // forced, for the same kind of background device: installs now.
+    let Ext { server, .. } = ext("forced", "forced", None).await;
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::build("1.0", true, None);
+    let eng = engine(
+        state.path(),
+        &ext_config(&server),
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Background),
+            dev.clone(),
+        )],
+    );
+    let run = start(&eng);
+    until("closed", || closed(&server).len() == 1).await;
+    run.stop().await;
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 1);
+    assert_eq!(status_of(&closed(&server)[0]).1, "success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_maintenance_window_stages_then_resumes_when_it_opens() {
+    let Ext { server, image } = ext("forced", "forced", Some("unavailable")).await;
+    server.script().sleep = "00:00:01".into();
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::new("1.0");
+    let eng = engine(
+        state.path(),
+        &ext_config(&server),
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    );
+    let run = start(&eng);
+    let executions = || -> Vec<String> {
+        server
+            .feedback("deploymentBase", "20")
+            .iter()
+            .map(|f| f["status"]["execution"].as_str().unwrap().to_string())
+            .collect()
+    };
+    until("scheduled", || {
+        executions().contains(&"scheduled".to_string())
+    })
+    .await;
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
+    // The window opens.
+    server.script().deployment = Some((
+        "20".into(),
+        hawkbit_ext::deployment(
+            &server.base_url,
+            ("forced", "forced"),
+            Some("available"),
+            "mcu-2.0.bin",
+            &image,
+        ),
+    ));
+    until("closed", || closed(&server).len() == 1).await;
+    run.stop().await;
+    let e = executions();
+    let at = |x: &str| e.iter().position(|y| y == x).unwrap();
+    assert!(
+        at("scheduled") < at("resumed") && at("resumed") < at("closed"),
+        "{e:?}"
+    );
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 1);
+    assert_eq!(dev.version().as_deref(), Some("2.0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_action_stops_a_running_transfer_and_is_answered() {
+    let Ext { server, .. } = ext("forced", "forced", None).await;
+    server.script().sleep = "00:00:01".into();
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::build("1.0", true, None);
+    dev.transfer_takes(Duration::from_secs(60));
+    let eng = engine(
+        state.path(),
+        &ext_config(&server),
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    );
+    let run = start(&eng);
+    until("transfer started", || {
+        dev.transfers.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    server.script().cancel = Some(("21".into(), "20".into()));
+    until("cancel answered", || {
+        !server.feedback("cancelAction", "21").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    run.stop().await;
+    let answers = server.feedback("cancelAction", "21");
+    assert_eq!(answers.len(), 1);
+    assert_eq!(
+        status_of(&answers[0]),
+        (
+            "closed".into(),
+            "success".into(),
+            vec!["mcu-1: canceled".into()]
+        )
+    );
+    assert_eq!(dev.cancels.load(Ordering::SeqCst), 1);
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
+    assert!(
+        closed(&server).is_empty(),
+        "a canceled action gets no closing feedback"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_that_cannot_be_delivered_survives_a_restart() {
+    let Ext { server, .. } = ext("forced", "forced", None).await;
+    server.script().refuse_feedback = true;
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::new("1.0");
+    let devices = || {
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
+            dev.clone(),
+        )]
+    };
+    let first = engine(state.path(), &ext_config(&server), devices());
+    let run = start(&first);
+    until("update done", || dev.version().as_deref() == Some("2.0")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stop().await;
+    drop(first);
+    // Feedback was tried and refused; in order, so nothing after the first went out.
+    assert!(!server.feedback("deploymentBase", "20").is_empty());
+    let saved = std::fs::read_to_string(state.path().join("hawkbit.json")).unwrap();
+    assert!(
+        saved.contains("\"closed\""),
+        "closing feedback queued on disk: {saved}"
+    );
+
+    // The server is back; a new agent process delivers it, once.
+    server.script().refuse_feedback = false;
+    let before = server.seen().len();
+    let second = engine(state.path(), &ext_config(&server), devices());
+    let run = start(&second);
+    until("delivered", || {
+        server.seen()[before..].iter().any(|s| {
+            s.path.ends_with("/deploymentBase/20/feedback")
+                && s.body
+                    .as_ref()
+                    .is_some_and(|b| b["status"]["execution"] == "closed")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stop().await;
+    let delivered_after = server.seen()[before..]
+        .iter()
+        .filter(|s| {
+            s.body
+                .as_ref()
+                .is_some_and(|b| b["status"]["execution"] == "closed")
+        })
+        .count();
+    assert_eq!(delivered_after, 1);
+    // Delivered in order: the first message queued (the acknowledgement) came first.
+    let after: Vec<_> = server.seen()[before..]
+        .iter()
+        .filter(|s| s.path.ends_with("/deploymentBase/20/feedback"))
+        .filter_map(|s| s.body.clone())
+        .collect();
+    assert_eq!(
+        status_of(&after[0]).2,
+        vec!["mcu-1: mcu 2.0 offered".to_string()]
+    );
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 1, "not installed again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_interrupted_by_a_restart_reports_its_true_outcome_once() {
+    let Ext { server, .. } = ext("forced", "forced", None).await;
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::build("1.0", false, Some(Duration::from_secs(60)));
+    let devices = || {
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
+            dev.clone(),
+        )]
+    };
+    let first = engine(state.path(), &ext_config(&server), devices());
+    let run = start(&first);
+    until("update step", || dev.updates.load(Ordering::SeqCst) == 1).await;
+    // The agent stops mid-update; the device finishes flashing on its own.
+    run.stop().await;
+    drop(first);
+    *dev.version.lock().unwrap() = Some("2.0".into());
+    assert!(closed(&server).is_empty());
+
+    let second = engine(state.path(), &ext_config(&server), devices());
+    let recovered = second.recover().await;
+    assert_eq!(recovered.len(), 1);
+    let run = start(&second);
+    until("closed", || closed(&server).len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.stop().await;
+    assert_eq!(closed(&server).len(), 1);
+    assert_eq!(
+        status_of(&closed(&server)[0]),
+        (
+            "closed".into(),
+            "success".into(),
+            vec!["mcu-1: 2.0 installed".into()]
+        )
+    );
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 1, "not installed again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_honours_the_server_sleep_and_the_floor() {
+    let server = DdiServer::start().await;
+    server.script().sleep = "00:00:01".into();
+    let state = tempfile::tempdir().unwrap();
+    let mut hb = ext_config(&server);
+    hb.min_poll_interval = Duration::from_millis(100);
+    let dev = FakeDevice::new("1.0");
+    let eng = engine(
+        state.path(),
+        &hb,
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    );
+    let run = start(&eng);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    run.stop().await;
+    let polls = server.polls();
+    assert!(
+        (3..=4).contains(&polls.len()),
+        "{} polls in 3.5 s",
+        polls.len()
+    );
+    for pair in polls.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(990) && gap <= Duration::from_millis(1300),
+            "{gap:?}"
+        );
+    }
+
+    // A server asking for no sleep at all is held to the floor.
+    let server = DdiServer::start().await;
+    server.script().sleep = "00:00:00".into();
+    let state = tempfile::tempdir().unwrap();
+    let mut hb = ext_config(&server);
+    hb.min_poll_interval = Duration::from_millis(500);
+    let eng = engine(
+        state.path(),
+        &hb,
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    );
+    let run = start(&eng);
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    run.stop().await;
+    let n = server.polls().len();
+    assert!(
+        (3..=4).contains(&n),
+        "{n} polls in 1.8 s with a 500 ms floor"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_back_off_and_attributes_follow_the_server_request() {
+    let server = DdiServer::start().await;
+    server.script().config_data = true;
+    let state = tempfile::tempdir().unwrap();
+    let mut hb = ext_config(&server);
+    hb.auth = HawkbitAuth::TargetToken(Secret::new("wrong"));
+    hb.min_poll_interval = Duration::from_millis(200);
+    let dev = FakeDevice::new("1.0");
+    let eng = engine(
+        state.path(),
+        &hb,
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    );
+    let run = start(&eng);
+    // 401s: polls at 0, 0.2, 0.6, 1.4 s (doubling, up to 10 % jitter).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    run.stop().await;
+    let n = server.polls().len();
+    assert!((3..=4).contains(&n), "{n} polls in 2 s with backoff");
+
+    hb.auth = HawkbitAuth::TargetToken(Secret::new(TOKEN));
+    let eng = engine(
+        state.path(),
+        &hb,
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    );
+    let run = start(&eng);
+    let put = || {
+        server
+            .seen()
+            .into_iter()
+            .find(|s| s.method == "PUT" && s.path.ends_with("/configData"))
+    };
+    until("configData", || put().is_some()).await;
+    run.stop().await;
+    let body = put().unwrap().body.unwrap();
+    assert_eq!(body["mode"], "merge");
+    assert_eq!(body["data"]["mcu-1.type"], "mcu");
+    assert_eq!(body["data"]["mcu-1.version"], "1.0");
+}

@@ -1,0 +1,286 @@
+//! A scriptable DDI server for what `hawkbit_mock` cannot do: a server-chosen
+//! polling sleep, maintenance windows that open later, a cancelAction while an
+//! update runs, feedback refused with 503 for a while, and the body of every
+//! feedback kept in order for inspection (the mock only matches one exact body per
+//! expectation and answers 404 to anything else).
+//!
+//! Plain HTTP/1.1 on 127.0.0.1, one request per connection (`Connection: close`),
+//! written on a tokio `TcpListener`. Paths are those of a real hawkBit:
+//! `/{tenant}/controller/v1/{id}`, `…/deploymentBase/{action}`,
+//! `…/deploymentBase/{action}/feedback`, `…/cancelAction/{id}`,
+//! `…/cancelAction/{id}/feedback`, `…/configData`, and `/download/{file}`.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub const TENANT: &str = "DEFAULT";
+pub const TARGET: &str = "gw-1";
+pub const TOKEN: &str = "KeyGw";
+
+/// One request the server saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Option<serde_json::Value>,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+pub struct Script {
+    /// `HH:MM:SS` in the poll answer.
+    pub sleep: String,
+    /// The `deployment` object of the action offered, and its id.
+    pub deployment: Option<(String, serde_json::Value)>,
+    /// A cancelAction: (cancel id, stop id).
+    pub cancel: Option<(String, String)>,
+    pub config_data: bool,
+    /// Artifacts by file name.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Feedback POSTs answered 503 while this is true.
+    pub refuse_feedback: bool,
+}
+
+pub struct DdiServer {
+    pub base_url: String,
+    pub script: Arc<Mutex<Script>>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DdiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DdiServer {
+    pub async fn start() -> DdiServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let script = Arc::new(Mutex::new(Script {
+            sleep: "00:01:00".into(),
+            ..Script::default()
+        }));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s, r, b) = (script.clone(), seen.clone(), base_url.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (s, r, b) = (s.clone(), r.clone(), b.clone());
+                tokio::spawn(async move {
+                    let _ = serve(stream, &s, &r, &b).await;
+                });
+            }
+        });
+        DdiServer {
+            base_url,
+            script,
+            seen,
+            task,
+        }
+    }
+
+    pub fn controller(&self) -> String {
+        format!("/{TENANT}/controller/v1/{TARGET}")
+    }
+
+    pub fn script(&self) -> std::sync::MutexGuard<'_, Script> {
+        self.script.lock().unwrap()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Bodies POSTed to `…/{resource}/{id}/feedback`, in order.
+    pub fn feedback(&self, resource: &str, id: &str) -> Vec<serde_json::Value> {
+        let path = format!("{}/{resource}/{id}/feedback", self.controller());
+        self.seen()
+            .into_iter()
+            .filter(|s| s.method == "POST" && s.path == path)
+            .filter_map(|s| s.body)
+            .collect()
+    }
+
+    pub fn polls(&self) -> Vec<Instant> {
+        let path = self.controller();
+        self.seen()
+            .into_iter()
+            .filter(|s| s.method == "GET" && s.path == path)
+            .map(|s| s.at)
+            .collect()
+    }
+}
+
+async fn serve(
+    mut stream: tokio::net::TcpStream,
+    script: &Mutex<Script>,
+    seen: &Mutex<Vec<Seen>>,
+    base_url: &str,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let method = first.next().unwrap_or("").to_string();
+    let target = first.next().unwrap_or("").to_string();
+    let path = target.split('?').next().unwrap_or("").to_string();
+    let mut length = 0usize;
+    let mut authorization = None;
+    let mut range_from: Option<usize> = None;
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            match k.as_str() {
+                "content-length" => length = v.parse().unwrap_or(0),
+                "authorization" => authorization = Some(v.to_string()),
+                "range" => {
+                    range_from = v
+                        .strip_prefix("bytes=")
+                        .and_then(|r| r.split('-').next())
+                        .and_then(|n| n.parse().ok())
+                }
+                _ => {}
+            }
+        }
+    }
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = serde_json::from_slice(&buf[head_end..]).ok();
+    seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        authorization: authorization.clone(),
+        body,
+        at: Instant::now(),
+    });
+    let controller = format!("/{TENANT}/controller/v1/{TARGET}");
+    let reply: (u16, Vec<u8>, &str) = {
+        let s = script.lock().unwrap();
+        let authorized = authorization.as_deref() == Some(&format!("TargetToken {TOKEN}"));
+        let json = |v: serde_json::Value| (200, v.to_string().into_bytes(), "application/json");
+        if !authorized {
+            (401, Vec::new(), "text/plain")
+        } else if method == "GET" && path == controller {
+            let mut links = serde_json::Map::new();
+            if let Some((id, _)) = &s.deployment {
+                links.insert(
+                    "deploymentBase".into(),
+                    serde_json::json!({"href": format!("{base_url}{controller}/deploymentBase/{id}?c=-5")}),
+                );
+            }
+            if let Some((id, _)) = &s.cancel {
+                links.insert(
+                    "cancelAction".into(),
+                    serde_json::json!({"href": format!("{base_url}{controller}/cancelAction/{id}")}),
+                );
+            }
+            if s.config_data {
+                links.insert(
+                    "configData".into(),
+                    serde_json::json!({"href": format!("{base_url}{controller}/configData")}),
+                );
+            }
+            json(serde_json::json!({"config": {"polling": {"sleep": s.sleep}}, "_links": links}))
+        } else if method == "POST" && path.ends_with("/feedback") {
+            if s.refuse_feedback {
+                (503, Vec::new(), "text/plain")
+            } else {
+                (200, Vec::new(), "text/plain")
+            }
+        } else if method == "PUT" && path == format!("{controller}/configData") {
+            (200, Vec::new(), "text/plain")
+        } else if let Some(id) = path.strip_prefix(&format!("{controller}/deploymentBase/")) {
+            match &s.deployment {
+                Some((d, dep)) if d == id => json(serde_json::json!({"id": d, "deployment": dep})),
+                _ => (404, Vec::new(), "text/plain"),
+            }
+        } else if let Some(id) = path.strip_prefix(&format!("{controller}/cancelAction/")) {
+            match &s.cancel {
+                Some((c, stop)) if c == id => {
+                    json(serde_json::json!({"id": c, "cancelAction": {"stopId": stop}}))
+                }
+                _ => (404, Vec::new(), "text/plain"),
+            }
+        } else if let Some(name) = path.strip_prefix("/download/") {
+            match s.files.iter().find(|(n, _)| n == name) {
+                Some((_, bytes)) => (200, bytes.clone(), "application/octet-stream"),
+                None => (404, Vec::new(), "text/plain"),
+            }
+        } else {
+            (404, Vec::new(), "text/plain")
+        }
+    };
+    let (status, mut bytes, content_type) = reply;
+    let mut extra = String::new();
+    let mut status = status;
+    if status == 200
+        && let Some(from) = range_from.filter(|f| *f < bytes.len())
+    {
+        extra = format!(
+            "Content-Range: bytes {from}-{}/{}\r\n",
+            bytes.len() - 1,
+            bytes.len()
+        );
+        bytes = bytes[from..].to_vec();
+        status = 206;
+    }
+    let head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         ETag: \"e1\"\r\nAccept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n",
+        bytes.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&bytes).await?;
+    stream.shutdown().await
+}
+
+/// A deployment object (`download`, `update`, maintenance window) with one chunk,
+/// `mcu` version 2.0, of one artifact `file` served by this server, with its
+/// SHA-256.
+pub fn deployment(
+    base_url: &str,
+    (download, update): (&str, &str),
+    window: Option<&str>,
+    file: &str,
+    image: &[u8],
+) -> serde_json::Value {
+    use sha2::Digest;
+    let sha256 = hex::encode(sha2::Sha256::digest(image));
+    let mut d = serde_json::json!({
+        "download": download,
+        "update": update,
+        "chunks": [{"part": "bApp", "version": "2.0", "name": "mcu", "artifacts": [{
+            "filename": file, "size": image.len(),
+            "hashes": {"sha256": sha256},
+            "_links": {"download-http": {"href": format!("{base_url}/download/{file}")}}}]}]
+    });
+    if let Some(w) = window {
+        d["maintenanceWindow"] = serde_json::json!(w);
+    }
+    d
+}
