@@ -26,7 +26,11 @@ impl Murmur3_32 {
         let mut k = u32::from_le_bytes(b);
         k = k.wrapping_mul(C1_32).rotate_left(15).wrapping_mul(C2_32);
         self.h ^= k;
-        self.h = self.h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+        self.h = self
+            .h
+            .rotate_left(13)
+            .wrapping_mul(5)
+            .wrapping_add(0xe654_6b64);
     }
 
     pub fn update(&mut self, mut data: &[u8]) {

@@ -224,6 +224,12 @@ impl Downloader {
         &self.config
     }
 
+    /// The HTTP client with these TLS settings, for sources that speak HTTP to
+    /// their server (ThingsBoard's device API).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// Fetches `req.url` to `req.dest`, resuming a partial download left by an
     /// earlier attempt or process, and returns the digests of the verified file.
     pub async fn fetch(

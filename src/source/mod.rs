@@ -5,6 +5,7 @@
 pub mod directory;
 pub mod mcs;
 pub mod properties;
+pub mod thingsboard;
 
 mod link;
 
@@ -69,5 +70,8 @@ pub fn from_config(config: &Config) -> Box<dyn FirmwareSource> {
             &config.download,
             &config.agent.state_dir,
         )),
+        SourceConfig::Thingsboard(tb) => {
+            Box::new(thingsboard::ThingsboardSource::new((**tb).clone()))
+        }
     }
 }

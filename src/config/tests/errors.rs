@@ -58,10 +58,10 @@ fn unknown_keys_name_the_key_and_its_line() {
         },
         Case {
             name: "source",
-            text: "[source]\nkind = \"directory\"\nurl = \"http://x\"\n",
+            text: "[source]\nkind = \"directory\"\ncolour = \"http://x\"\n",
             line: 3,
-            key: Some("url"),
-            message: "unknown field `url`, expected one of `kind`, `path`, …",
+            key: Some("colour"),
+            message: "unknown field `colour`, expected one of `kind`, `path`, …",
         },
         Case {
             name: "second device",
