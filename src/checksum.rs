@@ -7,6 +7,8 @@ use std::str::FromStr;
 
 use sha2::Digest;
 
+pub mod murmur3;
+
 /// A digest algorithm a firmware source may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ChecksumAlgorithm {
@@ -16,6 +18,11 @@ pub enum ChecksumAlgorithm {
     Sha384,
     Sha512,
     Crc32,
+    /// MurmurHash3 x86_32, seed 0, hex of the little-endian bytes (as ThingsBoard
+    /// computes it with Guava: `hello world` → `0f8f925e`).
+    Murmur3_32,
+    /// MurmurHash3 x64_128, seed 0, hex of h1 then h2, each little-endian (Guava).
+    Murmur3_128,
 }
 
 impl ChecksumAlgorithm {
@@ -28,6 +35,8 @@ impl ChecksumAlgorithm {
             ChecksumAlgorithm::Sha384 => 96,
             ChecksumAlgorithm::Sha512 => 128,
             ChecksumAlgorithm::Crc32 => 8,
+            ChecksumAlgorithm::Murmur3_32 => 8,
+            ChecksumAlgorithm::Murmur3_128 => 32,
         }
     }
 }
@@ -41,6 +50,8 @@ impl fmt::Display for ChecksumAlgorithm {
             ChecksumAlgorithm::Sha384 => "SHA-384",
             ChecksumAlgorithm::Sha512 => "SHA-512",
             ChecksumAlgorithm::Crc32 => "CRC32",
+            ChecksumAlgorithm::Murmur3_32 => "MURMUR3_32",
+            ChecksumAlgorithm::Murmur3_128 => "MURMUR3_128",
         })
     }
 }
@@ -62,6 +73,8 @@ impl FromStr for ChecksumAlgorithm {
             "sha384" => ChecksumAlgorithm::Sha384,
             "sha512" => ChecksumAlgorithm::Sha512,
             "crc32" => ChecksumAlgorithm::Crc32,
+            "murmur332" => ChecksumAlgorithm::Murmur3_32,
+            "murmur3128" => ChecksumAlgorithm::Murmur3_128,
             _ => return Err(ChecksumError::UnknownAlgorithm(s.to_string())),
         })
     }
@@ -122,6 +135,8 @@ enum State {
     Sha384(sha2::Sha384),
     Sha512(sha2::Sha512),
     Crc32(crc32fast::Hasher),
+    Murmur3_32(murmur3::Murmur3_32),
+    Murmur3_128(murmur3::Murmur3_128),
 }
 
 impl State {
@@ -133,6 +148,8 @@ impl State {
             ChecksumAlgorithm::Sha384 => State::Sha384(sha2::Sha384::new()),
             ChecksumAlgorithm::Sha512 => State::Sha512(sha2::Sha512::new()),
             ChecksumAlgorithm::Crc32 => State::Crc32(crc32fast::Hasher::new()),
+            ChecksumAlgorithm::Murmur3_32 => State::Murmur3_32(murmur3::Murmur3_32::new()),
+            ChecksumAlgorithm::Murmur3_128 => State::Murmur3_128(murmur3::Murmur3_128::new()),
         }
     }
 
@@ -144,6 +161,8 @@ impl State {
             State::Sha384(h) => h.update(data),
             State::Sha512(h) => h.update(data),
             State::Crc32(h) => h.update(data),
+            State::Murmur3_32(h) => h.update(data),
+            State::Murmur3_128(h) => h.update(data),
         }
     }
 
@@ -155,6 +174,8 @@ impl State {
             State::Sha384(h) => hex::encode(h.finalize()),
             State::Sha512(h) => hex::encode(h.finalize()),
             State::Crc32(h) => format!("{:08x}", h.finalize()),
+            State::Murmur3_32(h) => h.hex(),
+            State::Murmur3_128(h) => h.hex(),
         }
     }
 }
@@ -284,6 +305,8 @@ mod tests {
     fn parses_algorithm_spellings_and_rejects_bad_hex() {
         assert_eq!("SHA-256".parse(), Ok(ChecksumAlgorithm::Sha256));
         assert_eq!("md5".parse(), Ok(ChecksumAlgorithm::Md5));
+        assert_eq!("MURMUR3_32".parse(), Ok(ChecksumAlgorithm::Murmur3_32));
+        assert_eq!("MURMUR3_128".parse(), Ok(ChecksumAlgorithm::Murmur3_128));
         assert!("whirlpool".parse::<ChecksumAlgorithm>().is_err());
         assert!(Checksum::new(ChecksumAlgorithm::Md5, "abc").is_err());
         assert!(Checksum::new(ChecksumAlgorithm::Md5, &"g".repeat(32)).is_err());

@@ -3,7 +3,8 @@
 //! types in one place each (`source::*`); nothing here knows about a protocol.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::checksum::Checksum;
 
@@ -115,6 +116,48 @@ pub enum FirmwareLocation {
     File(PathBuf),
     /// An HTTP(S) URL (server sources).
     Url(String),
+    /// Bytes only the source can fetch, through its own protocol (ThingsBoard's
+    /// chunked firmware endpoint or MQTT chunk topics). The engine hands the
+    /// fetcher a partial file to continue and verifies the result like any
+    /// download.
+    Remote(RemoteImage),
+}
+
+/// An image a source fetches itself; equal when the names are.
+#[derive(Clone)]
+pub struct RemoteImage {
+    /// What the image is, for logs and as a file name (e.g. `thingsboard:fw/esp/2.0`).
+    pub name: String,
+    pub fetcher: Arc<dyn RemoteFetch>,
+}
+
+impl PartialEq for RemoteImage {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for RemoteImage {}
+
+impl fmt::Debug for RemoteImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteImage")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Done bytes and the total, when known.
+pub type FetchReport<'a> = &'a (dyn Fn(u64, Option<u64>) + Send + Sync);
+
+/// A source's own way to fetch an image.
+#[async_trait::async_trait]
+pub trait RemoteFetch: Send + Sync {
+    /// Writes the whole image to `part`, continuing what an earlier attempt left
+    /// there when the fetcher can tell it is the same image (else starting over),
+    /// and reports progress. Retries transient errors itself; an error is final
+    /// for this attempt (the partial file is kept for the next one).
+    async fn fetch(&self, part: &Path, report: FetchReport<'_>) -> Result<(), String>;
 }
 
 impl fmt::Display for FirmwareLocation {
@@ -122,6 +165,7 @@ impl fmt::Display for FirmwareLocation {
         match self {
             FirmwareLocation::File(p) => write!(f, "{}", p.display()),
             FirmwareLocation::Url(u) => f.write_str(u),
+            FirmwareLocation::Remote(r) => f.write_str(&r.name),
         }
     }
 }

@@ -99,6 +99,9 @@ pub enum SourceConfig {
     Hawkbit(HawkbitConfig),
     /// `kind = "mcs"`: MediaTek Cloud Sandbox (REST + command server push).
     Mcs(McsConfig),
+    /// `kind = "thingsboard"`: ThingsBoard's device API (see README, "ThingsBoard
+    /// source").
+    Thingsboard(Box<ThingsboardConfig>),
 }
 
 /// Keys of `kind = "mcs"`. See README, "MCS source".
@@ -210,6 +213,62 @@ pub enum ChunkSelector {
     Part(String),
     /// `name:<name>`: the chunk whose `name` (software module name) is this.
     Name(String),
+}
+
+/// How the agent talks to ThingsBoard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThingsboardTransport {
+    /// `transport = "http"` (default): the HTTP device API under `url`
+    /// (e.g. `https://tb.example.com`).
+    Http { url: String },
+    /// `transport = "mqtt"`: the MQTT device API on `host`:`port` (default 1883),
+    /// one connection per access token (the token is the MQTT user name).
+    Mqtt { host: String, port: u16 },
+}
+
+/// A ThingsBoard device access token; never shown in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(pub String);
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessToken(***)")
+    }
+}
+
+/// Which ThingsBoard OTA package type an engine device follows: `fw_*` or `sw_*`
+/// attributes and telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtaKind {
+    Firmware,
+    Software,
+}
+
+/// One `[[device]]` bound to one ThingsBoard device (its token) and package type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThingsboardBinding {
+    pub device_id: String,
+    pub token: AccessToken,
+    pub kind: OtaKind,
+}
+
+/// Keys of `kind = "thingsboard"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThingsboardConfig {
+    pub transport: ThingsboardTransport,
+    /// Every device the source serves: `gateway_device` (the gateway's
+    /// `access_token`, `fw_*`), `software_device` (the same token, `sw_*`) and each
+    /// `[source.tokens]` entry (its own token, `fw_*`).
+    pub bindings: Vec<ThingsboardBinding>,
+    /// Bytes per firmware chunk request; default 64 KiB.
+    pub chunk_size: u32,
+    /// Long-poll timeout of the HTTP attribute subscription; default 30 s.
+    pub poll_timeout: Duration,
+    /// Where queued reports and the source's state live: `<state_dir>/thingsboard`.
+    pub state_dir: PathBuf,
+    /// TLS and retry settings shared with the download engine.
+    pub download: crate::download::DownloadConfig,
 }
 
 /// One `[[device]]`.

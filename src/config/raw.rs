@@ -72,6 +72,16 @@ pub(super) struct RawSource {
     /// Device id → chunk selector (`part:<part>` or `name:<name>`).
     pub chunks: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
 
+    // kind = "thingsboard" (gateway_device is shared with mcs)
+    pub transport: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub access_token: Option<Spanned<String>>,
+    pub software_device: Option<Spanned<String>>,
+    pub tokens: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub chunk_size: Option<Spanned<i64>>,
+    pub poll_timeout: Option<Spanned<String>>,
+
     // Downloads over HTTP(S), for every kind.
     pub ca_bundle: Option<Spanned<String>>,
     pub client_cert: Option<Spanned<String>>,

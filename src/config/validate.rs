@@ -25,8 +25,9 @@ use toml::Spanned;
 use super::error::{line_of, one_line};
 use super::raw::{RawAgent, RawConfig, RawDevice, RawSource, RawStatus};
 use super::{
-    AgentConfig, CommandConfig, Config, ConfigError, DeviceConfig, Esp8266Config, EspReset,
-    HandlerConfig, McsConfig, McsDevice, Mt7681Config, SerialConfig, SourceConfig, StatusConfig,
+    AccessToken, AgentConfig, CommandConfig, Config, ConfigError, DeviceConfig, Esp8266Config,
+    EspReset, HandlerConfig, McsConfig, McsDevice, Mt7681Config, OtaKind, SerialConfig,
+    SourceConfig, StatusConfig, ThingsboardBinding, ThingsboardConfig, ThingsboardTransport,
     XmodemConfig, XmodemProtocol,
 };
 use super::{ChunkSelector, HawkbitAuth, HawkbitConfig, Secret};
@@ -44,7 +45,12 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Ten years as humantime counts them (365.25 days each), so it prints as `10years`.
 const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 
-const KNOWN_SOURCE_KINDS: &str = "directory, hawkbit, mcs";
+const KNOWN_SOURCE_KINDS: &str = "directory, hawkbit, mcs, thingsboard";
+const KNOWN_TRANSPORTS: &str = "http, mqtt";
+const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+const MAX_CHUNK_SIZE: i64 = 16 * 1024 * 1024;
+const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MQTT_PORT: u16 = 1883;
 const DEFAULT_MCS_BASE_URL: &str = "https://api.mediatek.com/mcs/v2";
 const DEFAULT_MCS_GATEWAY_DEVICE: &str = "gateway";
 const DEFAULT_MCS_HEARTBEAT: Duration = Duration::from_secs(60);
@@ -144,7 +150,7 @@ impl<'a> Validator<'a> {
         let (source, download) = match raw.source {
             Some(source) => {
                 let download = self.download(source.get_ref())?;
-                (self.source(source, &agent, &devices)?, download)
+                (self.source(source, &agent, &devices, &download)?, download)
             }
             None => (
                 SourceConfig::Directory {
@@ -296,6 +302,7 @@ impl<'a> Validator<'a> {
         raw: Spanned<RawSource>,
         agent: &AgentConfig,
         devices: &[DeviceConfig],
+        download: &DownloadConfig,
     ) -> Result<SourceConfig, ConfigError> {
         let start = raw.span().start;
         let raw = raw.into_inner();
@@ -316,6 +323,9 @@ impl<'a> Validator<'a> {
         match name {
             "mcs" => self.mcs(&raw, start, devices).map(SourceConfig::Mcs),
             "hawkbit" => Ok(SourceConfig::Hawkbit(self.hawkbit(&raw, start)?)),
+            "thingsboard" => Ok(SourceConfig::Thingsboard(Box::new(
+                self.thingsboard(&raw, start, agent, devices, download)?,
+            ))),
             "directory" => {
                 let path = match &raw.path {
                     Some(path) => self.dir(path, "path", "source.path")?,
@@ -587,6 +597,194 @@ impl<'a> Validator<'a> {
             auth,
             min_poll_interval,
             devices,
+        })
+    }
+
+    /// The keys of `kind = "thingsboard"`. Messages never echo a token.
+    fn thingsboard(
+        &self,
+        raw: &RawSource,
+        start: usize,
+        agent: &AgentConfig,
+        devices: &[DeviceConfig],
+        download: &DownloadConfig,
+    ) -> Result<ThingsboardConfig, ConfigError> {
+        for (key, id, offset) in thingsboard_device_refs(raw) {
+            if !devices.iter().any(|d| d.id == id) {
+                let msg = format!("source.{key}: {id:?} is not the id of a [[device]]");
+                return Err(self.error(offset, Some(key), msg));
+            }
+        }
+        let transport_name = raw
+            .transport
+            .as_ref()
+            .map_or("http", |t| t.get_ref().as_str());
+        let transport = match transport_name {
+            "http" => {
+                if let Some(k) = [("host", &raw.host)]
+                    .iter()
+                    .find_map(|(k, v)| v.as_ref().map(|v| (*k, v.span().start)))
+                    .or(raw.port.as_ref().map(|p| ("port", p.span().start)))
+                {
+                    let msg = format!("source: key {:?} does not apply to transport \"http\"", k.0);
+                    return Err(self.error(k.1, Some(k.0), msg));
+                }
+                let Some(url) = &raw.url else {
+                    let msg = "source: missing key \"url\" (required by transport \"http\")".into();
+                    return Err(self.error(start, Some("url"), msg));
+                };
+                let value = url.get_ref().trim_end_matches('/');
+                let rest = value
+                    .strip_prefix("https://")
+                    .or_else(|| value.strip_prefix("http://"));
+                if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+                    let msg = format!(
+                        "source.url: {:?} is not an http:// or https:// URL",
+                        url.get_ref()
+                    );
+                    return Err(self.at(url, "url", msg));
+                }
+                if download.https_only && !value.starts_with("https://") {
+                    let msg = "source.url: https_only is set but the URL is http://".into();
+                    return Err(self.at(url, "url", msg));
+                }
+                ThingsboardTransport::Http {
+                    url: value.to_string(),
+                }
+            }
+            "mqtt" => {
+                if let Some(url) = &raw.url {
+                    let msg = "source: key \"url\" does not apply to transport \"mqtt\"".into();
+                    return Err(self.at(url, "url", msg));
+                }
+                let host = match &raw.host {
+                    Some(h) if !h.get_ref().trim().is_empty() => h.get_ref().trim().to_string(),
+                    Some(h) => {
+                        return Err(self.at(h, "host", "source.host: must not be empty".into()));
+                    }
+                    None => {
+                        let msg =
+                            "source: missing key \"host\" (required by transport \"mqtt\")".into();
+                        return Err(self.error(start, Some("host"), msg));
+                    }
+                };
+                let port = match &raw.port {
+                    Some(p) => u16::try_from(*p.get_ref())
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| {
+                            let msg = format!(
+                                "source.port: must be between 1 and 65535, got {}",
+                                p.get_ref()
+                            );
+                            self.at(p, "port", msg)
+                        })?,
+                    None => DEFAULT_MQTT_PORT,
+                };
+                ThingsboardTransport::Mqtt { host, port }
+            }
+            other => {
+                let msg =
+                    format!("source: unknown transport {other:?} (known: {KNOWN_TRANSPORTS})");
+                let t = raw.transport.as_ref().map_or(start, |t| t.span().start);
+                return Err(self.error(t, Some("transport"), msg));
+            }
+        };
+
+        let token = |value: &Spanned<String>, key: &str, name: &str| {
+            let t = value.get_ref();
+            if t.is_empty()
+                || t.chars().any(|c| {
+                    c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#' | '%')
+                })
+            {
+                let msg = format!(
+                    "{name}: a token must be non-empty without whitespace, '/', '?', '#' or '%'"
+                );
+                return Err(self.at(value, key, msg));
+            }
+            Ok(AccessToken(t.clone()))
+        };
+        let mut bindings: Vec<ThingsboardBinding> = Vec::new();
+        let gateway_token = raw
+            .access_token
+            .as_ref()
+            .map(|t| token(t, "access_token", "source.access_token"))
+            .transpose()?;
+        for (key, value, kind) in [
+            ("gateway_device", &raw.gateway_device, OtaKind::Firmware),
+            ("software_device", &raw.software_device, OtaKind::Software),
+        ] {
+            let Some(value) = value else { continue };
+            let Some(gateway_token) = &gateway_token else {
+                let msg = format!("source.{key}: needs access_token (the gateway's own token)");
+                return Err(self.at(value, key, msg));
+            };
+            if bindings.iter().any(|b| b.device_id == *value.get_ref()) {
+                let msg = format!(
+                    "source.{key}: {:?} is already gateway_device; firmware and software \
+                     need two [[device]] entries",
+                    value.get_ref()
+                );
+                return Err(self.at(value, key, msg));
+            }
+            bindings.push(ThingsboardBinding {
+                device_id: value.get_ref().clone(),
+                token: gateway_token.clone(),
+                kind,
+            });
+        }
+        if let (Some(t), true) = (&raw.access_token, bindings.is_empty()) {
+            let msg = "source.access_token: set gateway_device and/or software_device to name \
+                       the [[device]] it updates"
+                .into();
+            return Err(self.at(t, "access_token", msg));
+        }
+        if let Some(tokens) = &raw.tokens {
+            for (id, value) in tokens.get_ref() {
+                let name = format!("source.tokens.{id:?}");
+                let t = token(value, "tokens", &name)?;
+                if bindings.iter().any(|b| b.device_id == *id) {
+                    let msg = format!("{name}: device {id:?} is already the gateway's device");
+                    return Err(self.at(value, "tokens", msg));
+                }
+                bindings.push(ThingsboardBinding {
+                    device_id: id.clone(),
+                    token: t,
+                    kind: OtaKind::Firmware,
+                });
+            }
+        }
+        if bindings.is_empty() {
+            let msg = "source: no device is bound to ThingsBoard: set access_token with \
+                       gateway_device/software_device, or [source.tokens]"
+                .into();
+            return Err(self.error(start, Some("access_token"), msg));
+        }
+        let chunk_size = match &raw.chunk_size {
+            Some(n) => u32::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| *n >= 1 && i64::from(*n) <= MAX_CHUNK_SIZE)
+                .ok_or_else(|| {
+                    let msg = format!(
+                        "source.chunk_size: must be between 1 and {MAX_CHUNK_SIZE} bytes, got {}",
+                        n.get_ref()
+                    );
+                    self.at(n, "chunk_size", msg)
+                })?,
+            None => DEFAULT_CHUNK_SIZE,
+        };
+        let poll_timeout = match &raw.poll_timeout {
+            Some(d) => self.duration(d, "poll_timeout", "source.poll_timeout")?,
+            None => DEFAULT_POLL_TIMEOUT,
+        };
+        Ok(ThingsboardConfig {
+            transport,
+            bindings,
+            chunk_size,
+            poll_timeout,
+            state_dir: agent.state_dir.join("thingsboard"),
+            download: download.clone(),
         })
     }
 
@@ -994,28 +1192,60 @@ fn source_keys_present(raw: &RawSource) -> Vec<(&'static str, usize, &'static [&
     const DIR: &[&str] = &["directory"];
     const MCS: &[&str] = &["mcs"];
     const HAWKBIT: &[&str] = &["hawkbit"];
+    const TB: &[&str] = &["thingsboard"];
     [
         ("path", at(&raw.path), DIR),
         ("base_url", at(&raw.base_url), MCS),
         ("device_id", at(&raw.device_id), MCS),
         ("device_key", at(&raw.device_key), MCS),
-        ("gateway_device", at(&raw.gateway_device), MCS),
+        (
+            "gateway_device",
+            at(&raw.gateway_device),
+            &["mcs", "thingsboard"],
+        ),
         ("command_server", at(&raw.command_server), MCS),
         ("heartbeat_interval", at(&raw.heartbeat_interval), MCS),
         ("max_push_age", at(&raw.max_push_age), MCS),
         ("status_channel", at(&raw.status_channel), MCS),
         ("devices", at(&raw.devices), MCS),
-        ("url", at(&raw.url), HAWKBIT),
+        ("url", at(&raw.url), &["hawkbit", "thingsboard"]),
         ("tenant", at(&raw.tenant), HAWKBIT),
         ("controller_id", at(&raw.controller_id), HAWKBIT),
         ("target_token", at(&raw.target_token), HAWKBIT),
         ("gateway_token", at(&raw.gateway_token), HAWKBIT),
         ("min_poll_interval", at(&raw.min_poll_interval), HAWKBIT),
         ("chunks", at(&raw.chunks), HAWKBIT),
+        ("transport", at(&raw.transport), TB),
+        ("host", at(&raw.host), TB),
+        ("port", at(&raw.port), TB),
+        ("access_token", at(&raw.access_token), TB),
+        ("software_device", at(&raw.software_device), TB),
+        ("tokens", at(&raw.tokens), TB),
+        ("chunk_size", at(&raw.chunk_size), TB),
+        ("poll_timeout", at(&raw.poll_timeout), TB),
     ]
     .into_iter()
     .filter_map(|(key, offset, kinds)| offset.map(|o| (key, o, kinds)))
     .collect()
+}
+
+/// Device ids `kind = "thingsboard"` names (key, id, offset of the value).
+fn thingsboard_device_refs(raw: &RawSource) -> Vec<(&'static str, String, usize)> {
+    let mut refs = Vec::new();
+    for (key, value) in [
+        ("gateway_device", &raw.gateway_device),
+        ("software_device", &raw.software_device),
+    ] {
+        if let Some(v) = value {
+            refs.push((key, v.get_ref().clone(), v.span().start));
+        }
+    }
+    if let Some(tokens) = &raw.tokens {
+        for (id, value) in tokens.get_ref() {
+            refs.push(("tokens", id.clone(), value.span().start));
+        }
+    }
+    refs
 }
 
 /// A unit enum from its serde name, so the accepted names are exactly those of the

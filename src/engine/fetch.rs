@@ -38,6 +38,8 @@ pub enum FetchError {
     },
     #[error(transparent)]
     Download(#[from] crate::download::DownloadError),
+    #[error("download: {0}")]
+    Remote(String),
     #[error("image of {size} bytes exceeds max_image_size {max}")]
     TooLarge { size: u64, max: u64 },
 }
@@ -95,6 +97,9 @@ pub async fn fetch_and_verify(
             let digests = downloader.fetch(&request, &report).await?;
             return Ok(VerifiedImage::new(dest, firmware.clone(), digests));
         }
+        FirmwareLocation::Remote(remote) => {
+            return fetch_remote(remote, firmware, &dest, downloads, downloader, progress).await;
+        }
     };
     if let (Some(max), Ok(meta)) = (
         downloader.config().max_image_size,
@@ -121,6 +126,55 @@ pub async fn fetch_and_verify(
         source: std::io::Error::other(e),
     })?;
     Ok(VerifiedImage::new(dest, firmware.clone(), digests))
+}
+
+/// A source's own fetch (see [`crate::model::RemoteFetch`]) into the partial file,
+/// then the same verification as a local copy. A failed fetch keeps the partial
+/// file for the next attempt; a failed verification deletes it.
+async fn fetch_remote(
+    remote: &crate::model::RemoteImage,
+    firmware: &Firmware,
+    dest: &Path,
+    downloads: &Path,
+    downloader: &Downloader,
+    progress: &Progress,
+) -> Result<VerifiedImage, FetchError> {
+    if let (Some(max), Some(size)) = (downloader.config().max_image_size, firmware.size)
+        && size > max
+    {
+        return Err(FetchError::TooLarge { size, max });
+    }
+    let part = part_path(dest);
+    let report = |done: u64, total: Option<u64>| {
+        if let Some(pct) = total.and_then(|t| (done.min(t) * 100).checked_div(t)) {
+            let _ = progress.update(pct as u8);
+        }
+    };
+    remote
+        .fetcher
+        .fetch(&part, &report)
+        .await
+        .map_err(FetchError::Remote)?;
+    let digests = match hash_file(&part, firmware)
+        .await
+        .and_then(|d| check(firmware, d))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
+        }
+    };
+    tokio::fs::rename(&part, dest).await.map_err(io(dest))?;
+    fsync_dir(downloads).map_err(|e| FetchError::Io {
+        path: downloads.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(VerifiedImage::new(
+        dest.to_path_buf(),
+        firmware.clone(),
+        digests,
+    ))
 }
 
 /// Re-verifies an image that was staged earlier (background transfer) before its

@@ -6,6 +6,7 @@ pub mod directory;
 pub mod hawkbit;
 pub mod mcs;
 pub mod properties;
+pub mod thingsboard;
 
 mod link;
 
@@ -78,5 +79,8 @@ pub fn from_config(config: &Config) -> Result<Box<dyn FirmwareSource>, SourceErr
             &config.devices,
             &config.agent.state_dir,
         )?),
+        SourceConfig::Thingsboard(tb) => {
+            Box::new(thingsboard::ThingsboardSource::new((**tb).clone()))
+        }
     })
 }

@@ -3,6 +3,7 @@
 
 mod errors;
 mod mcs;
+mod thingsboard;
 mod valid;
 
 use std::path::Path;

@@ -159,6 +159,7 @@ fn file_name(image: &VerifiedImage) -> String {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        FirmwareLocation::Remote(r) => r.name.rsplit('/').next().unwrap_or("").to_string(),
         FirmwareLocation::Url(u) => u
             .split(['?', '#'])
             .next()

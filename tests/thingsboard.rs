@@ -1,0 +1,382 @@
+//! The ThingsBoard source end to end over HTTP against `thingsboard_server` (the
+//! documented device API): attributes → chunked download (with faults) →
+//! verification → handler → telemetry; bad checksums; retries of 5xx and
+//! malformed JSON; every checksum algorithm; reports queued across a restart;
+//! resume by chunk index. The MQTT transport is tested in `thingsboard_mqtt.rs`.
+
+mod common;
+mod thingsboard_server;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use fota_agent::config::{
+    AccessToken, OtaKind, ThingsboardBinding, ThingsboardConfig, ThingsboardTransport,
+};
+use fota_agent::download::DownloadConfig;
+use fota_agent::engine::Engine;
+use fota_agent::handler::UpdateHandler;
+use fota_agent::model::{RemoteFetch, UpdatePolicy};
+use fota_agent::source::thingsboard::chunks::ChunkFetcher;
+use fota_agent::source::thingsboard::http::HttpTransport;
+use fota_agent::source::thingsboard::{ThingsboardSource, queued_reports};
+use thingsboard_server::{Fault, TbServer};
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "ESP1TOKEN";
+
+fn fast_download() -> DownloadConfig {
+    DownloadConfig {
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+        ..DownloadConfig::default()
+    }
+}
+
+fn tb_config(url: &str, state_dir: &Path) -> ThingsboardConfig {
+    ThingsboardConfig {
+        transport: ThingsboardTransport::Http { url: url.into() },
+        bindings: vec![ThingsboardBinding {
+            device_id: "esp-1".into(),
+            token: AccessToken(TOKEN.into()),
+            kind: OtaKind::Firmware,
+        }],
+        chunk_size: 1024,
+        poll_timeout: Duration::from_millis(500),
+        state_dir: state_dir.join("thingsboard"),
+        download: fast_download(),
+    }
+}
+
+fn image(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+struct Agent {
+    engine: Engine,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    fn start(server: &TbServer, state_dir: &Path, dev: &Arc<FakeDevice>) -> Agent {
+        let source = ThingsboardSource::new(tb_config(&server.url(), state_dir));
+        let engine = Engine::new(
+            agent_config(state_dir),
+            &fast_download(),
+            Box::new(source),
+            vec![(
+                device_config("esp-1", "esp", UpdatePolicy::Immediate),
+                dev.clone() as Arc<dyn UpdateHandler>,
+            )],
+        )
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let (engine, shutdown) = (engine.clone(), shutdown.clone());
+            async move { engine.run(shutdown).await }
+        });
+        Agent {
+            engine,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+async fn until<F: Fn() -> bool>(what: &str, f: F) {
+    for _ in 0..1500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+const FLOW: [&str; 5] = [
+    "DOWNLOADING",
+    "DOWNLOADED",
+    "VERIFIED",
+    "UPDATING",
+    "UPDATED",
+];
+
+#[tokio::test]
+async fn full_flow_with_dropped_chunk_5xx_and_malformed_json() {
+    let server = TbServer::start(&[TOKEN]).await;
+    let data = image(4500, 1);
+    server.assign(TOKEN, "fw", "esp-fw", "2.0", &data, "SHA256");
+    // The first attribute reads fail: a 503, then malformed JSON.
+    server.push_fault("/attributes?", Fault::Status(503));
+    server.push_fault("/attributes?", Fault::Malformed);
+    // Chunk 2's connection drops, chunk 3 gets a 500: both are retried.
+    server.push_fault("chunk=2", Fault::Drop);
+    server.push_fault("chunk=3", Fault::Status(500));
+    // The first telemetry post fails too.
+    server.push_fault("/telemetry", Fault::Status(502));
+
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::new("1.0");
+    let agent = Agent::start(&server, state.path(), &dev);
+    until("UPDATED", || {
+        server
+            .states(TOKEN, "fw_state")
+            .contains(&"UPDATED".to_string())
+    })
+    .await;
+    assert_eq!(*dev.received.lock().unwrap(), data);
+    assert_eq!(dev.version().as_deref(), Some("2.0"));
+    assert_eq!(server.states(TOKEN, "fw_state"), FLOW);
+
+    let telemetry = server.telemetry(TOKEN);
+    let updated = telemetry
+        .iter()
+        .find(|v| v.get("fw_state").is_some_and(|s| s == "UPDATED"))
+        .unwrap();
+    assert_eq!(updated["current_fw_title"], "esp-fw");
+    assert_eq!(updated["current_fw_version"], "2.0");
+    // Percent of the download reached 100.
+    assert!(
+        telemetry.iter().any(|v| v
+            .get("fw_progress_step")
+            .is_some_and(|s| s == "DOWNLOADING")
+            && v["fw_progress"] == 100),
+        "{telemetry:?}"
+    );
+    let chunk2 = server
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/firmware?") && r.contains("chunk=2"))
+        .count();
+    assert_eq!(chunk2, 2, "chunk 2 was fetched again after the drop");
+    for r in server.requests() {
+        if r.contains("/firmware?") {
+            assert!(
+                r.contains("title=esp-fw") && r.contains("version=2.0") && r.contains("size=1024"),
+                "{r}"
+            );
+        }
+    }
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn bad_checksum_fails_without_running_the_handler_and_is_not_retried() {
+    let server = TbServer::start(&[TOKEN]).await;
+    let data = image(3000, 2);
+    server.assign_raw(
+        TOKEN,
+        "fw",
+        "esp-fw",
+        "2.0",
+        &data,
+        "SHA256",
+        &"ab".repeat(32),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::new("1.0");
+    let agent = Agent::start(&server, state.path(), &dev);
+    until("FAILED", || {
+        server
+            .states(TOKEN, "fw_state")
+            .contains(&"FAILED".to_string())
+    })
+    .await;
+    assert_eq!(server.states(TOKEN, "fw_state"), ["DOWNLOADING", "FAILED"]);
+    let failed = server
+        .telemetry(TOKEN)
+        .into_iter()
+        .find(|v| v.contains_key("fw_error"))
+        .unwrap();
+    let error = failed["fw_error"].as_str().unwrap();
+    assert!(error.contains("SHA-256 mismatch"), "{error}");
+    assert_eq!(dev.updates.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Another cycle does not try the failed assignment again.
+    agent.engine.run_once().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.states(TOKEN, "fw_state"), ["DOWNLOADING", "FAILED"]);
+    // A new assignment is taken.
+    let fixed = image(3000, 3);
+    server.assign(TOKEN, "fw", "esp-fw", "2.1", &fixed, "SHA256");
+    until("UPDATED", || {
+        server
+            .states(TOKEN, "fw_state")
+            .contains(&"UPDATED".to_string())
+    })
+    .await;
+    assert_eq!(*dev.received.lock().unwrap(), fixed);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn every_thingsboard_checksum_algorithm_verifies_and_updates_push() {
+    let server = TbServer::start(&[TOKEN]).await;
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::new("1.0");
+    let agent = Agent::start(&server, state.path(), &dev);
+    // Let the agent report its version and settle on "nothing assigned".
+    until("current version", || {
+        server
+            .telemetry(TOKEN)
+            .iter()
+            .any(|v| v.get("current_fw_version").is_some_and(|s| s == "1.0"))
+    })
+    .await;
+    let algorithms = [
+        "MD5",
+        "SHA256",
+        "SHA384",
+        "SHA512",
+        "CRC32",
+        "MURMUR3_32",
+        "MURMUR3_128",
+    ];
+    for (i, alg) in algorithms.iter().enumerate() {
+        let version = format!("2.{}", i + 1);
+        let data = image(2048 + i * 100, i as u8);
+        // Pushed through the long-poll: the agent re-reads and updates at once.
+        server.assign(TOKEN, "fw", "esp-fw", &version, &data, alg);
+        until(&format!("{alg} update"), || {
+            dev.version().as_deref() == Some(version.as_str())
+        })
+        .await;
+        assert_eq!(*dev.received.lock().unwrap(), data, "{alg}");
+    }
+    until("seven UPDATED", || {
+        server
+            .states(TOKEN, "fw_state")
+            .iter()
+            .filter(|s| *s == "UPDATED")
+            .count()
+            == 7
+    })
+    .await;
+    let expected: Vec<&str> = FLOW.iter().copied().cycle().take(35).collect();
+    assert_eq!(server.states(TOKEN, "fw_state"), expected);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn reports_are_queued_durably_and_sent_once_after_a_restart() {
+    let server = TbServer::start(&[TOKEN]).await;
+    let data = image(2000, 4);
+    server.assign(TOKEN, "fw", "esp-fw", "2.0", &data, "MD5");
+    for _ in 0..1000 {
+        server.push_fault("/telemetry", Fault::Status(503));
+    }
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::new("1.0");
+    let agent = Agent::start(&server, state.path(), &dev);
+    until("device updated", || dev.version().as_deref() == Some("2.0")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    agent.stop().await;
+    assert!(server.states(TOKEN, "fw_state").is_empty());
+    let queued = queued_reports(&ThingsboardSource::new(tb_config(
+        &server.url(),
+        state.path(),
+    )));
+    let queued_states: Vec<String> = queued
+        .iter()
+        .filter_map(|(_, v)| {
+            v.get("fw_state")
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(queued_states, FLOW);
+
+    // The server recovers; a new agent process sends the queue, in order, once.
+    let remaining = server.requests().len();
+    let _ = remaining;
+    let healthy = TbServer::start(&[TOKEN]).await;
+    healthy.assign(TOKEN, "fw", "esp-fw", "2.0", &data, "MD5");
+    let agent = Agent::start(&healthy, state.path(), &dev);
+    until("queue drained", || {
+        healthy.states(TOKEN, "fw_state").len() == 5
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(healthy.states(TOKEN, "fw_state"), FLOW);
+    agent.stop().await;
+    assert!(
+        queued_reports(&ThingsboardSource::new(tb_config(
+            &healthy.url(),
+            state.path()
+        )))
+        .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_download_resumes_at_its_chunk() {
+    let server = TbServer::start(&[TOKEN]).await;
+    let data = image(10 * 1024 + 17, 5);
+    server.assign(TOKEN, "fw", "esp-fw", "3.0", &data, "SHA256");
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("esp-1.img.part");
+    let transport = Arc::new(HttpTransport::new(
+        reqwest::Client::new(),
+        &server.url(),
+        Duration::from_millis(200),
+    ));
+    let fetcher = |attempts: u32| ChunkFetcher {
+        transport: transport.clone(),
+        token: AccessToken(TOKEN.into()),
+        kind: OtaKind::Firmware,
+        title: "esp-fw".into(),
+        version: "3.0".into(),
+        size: Some(data.len() as u64),
+        chunk_size: 1024,
+        download: DownloadConfig {
+            max_attempts: attempts,
+            ..fast_download()
+        },
+    };
+    // Chunk 4 fails every attempt of the first fetch.
+    for _ in 0..2 {
+        server.push_fault("chunk=4", Fault::Status(503));
+    }
+    let noop = |_: u64, _: Option<u64>| {};
+    let err = fetcher(2).fetch(&part, &noop).await.unwrap_err();
+    assert!(err.contains("chunk 4"), "{err}");
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), 4 * 1024);
+    let before = server.requests().len();
+    fetcher(2).fetch(&part, &noop).await.unwrap();
+    assert_eq!(std::fs::read(&part).unwrap(), data);
+    let asked: Vec<String> = server.requests()[before..]
+        .iter()
+        .map(|r| {
+            r.split("chunk=")
+                .nth(1)
+                .unwrap_or("")
+                .split(['&', ' '])
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(asked, ["4", "5", "6", "7", "8", "9", "10"]);
+
+    // A partial file of another package starts over.
+    std::fs::write(&part, vec![0u8; 2048]).unwrap();
+    let other = ChunkFetcher {
+        version: "3.0".into(),
+        title: "other".into(),
+        ..fetcher(2)
+    };
+    server.assign(TOKEN, "fw", "other", "3.0", &data, "SHA256");
+    let before = server.requests().len();
+    other.fetch(&part, &noop).await.unwrap();
+    assert!(server.requests()[before].contains("chunk=0"));
+    assert_eq!(std::fs::read(&part).unwrap(), data);
+}

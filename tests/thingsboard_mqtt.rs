@@ -1,0 +1,307 @@
+//! The ThingsBoard source over MQTT: Debian's Mosquitto, started here on a free
+//! port, stands in for ThingsBoard's MQTT transport, and a responder (a rumqttc
+//! client, the same crate the agent uses) answers the device API topics as
+//! ThingsBoard does: attribute requests, attribute updates, firmware chunk
+//! requests, telemetry. Without `mosquitto` installed the test fails and says to
+//! run `.ci/run`, which installs it.
+
+mod common;
+mod thingsboard_server;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use fota_agent::config::{
+    AccessToken, OtaKind, ThingsboardBinding, ThingsboardConfig, ThingsboardTransport,
+};
+use fota_agent::download::DownloadConfig;
+use fota_agent::engine::Engine;
+use fota_agent::handler::UpdateHandler;
+use fota_agent::model::UpdatePolicy;
+use fota_agent::source::thingsboard::ThingsboardSource;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{Map, Value, json};
+use thingsboard_server::tb_checksum;
+use tokio_util::sync::CancellationToken;
+
+/// Mosquitto on a free loopback port, killed on drop.
+struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mosquitto() -> PathBuf {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+    {
+        let p = Path::new(dir).join("mosquitto");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "mosquitto is not installed: the MQTT test needs Debian's mosquitto broker; \
+         run .ci/run (it installs it) or apt-get install mosquitto"
+    );
+}
+
+fn start_broker() -> Broker {
+    let binary = mosquitto();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mosquitto");
+    // The broker is killed and waited for on drop, also if it never listens.
+    let broker = Broker {
+        child,
+        port,
+        _dir: dir,
+    };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return broker;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("mosquitto did not listen on port {port}");
+}
+
+/// ThingsBoard's side of the device topics.
+#[derive(Default)]
+struct Tb {
+    shared: Map<String, Value>,
+    packages: HashMap<String, Vec<u8>>,
+    telemetry: Vec<Map<String, Value>>,
+    chunk_requests: Vec<(u64, usize)>,
+}
+
+async fn responder(port: u16, tb: Arc<Mutex<Tb>>) -> AsyncClient {
+    let mut options = MqttOptions::new("thingsboard-responder", "127.0.0.1", port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    for topic in [
+        "v1/devices/me/attributes/request/+",
+        "v2/fw/request/+/chunk/+",
+        "v1/devices/me/telemetry",
+    ] {
+        client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+    }
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let answer = client.clone();
+    tokio::spawn(async move {
+        let mut subscribed_tx = Some(subscribed_tx);
+        let mut acks = 0;
+        loop {
+            let event = match eventloop.poll().await {
+                Ok(e) => e,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let p = match event {
+                Event::Incoming(Packet::SubAck(_)) => {
+                    acks += 1;
+                    if acks == 3
+                        && let Some(tx) = subscribed_tx.take()
+                    {
+                        let _ = tx.send(());
+                    }
+                    continue;
+                }
+                Event::Incoming(Packet::Publish(p)) => p,
+                _ => continue,
+            };
+            let parts: Vec<&str> = p.topic.split('/').collect();
+            match parts.as_slice() {
+                ["v1", "devices", "me", "attributes", "request", id] => {
+                    let request: Value = serde_json::from_slice(&p.payload).unwrap();
+                    let keys = request["sharedKeys"].as_str().unwrap_or("").to_string();
+                    let shared: Map<String, Value> = {
+                        let tb = tb.lock().unwrap();
+                        keys.split(',')
+                            .filter_map(|k| tb.shared.get(k).map(|v| (k.to_string(), v.clone())))
+                            .collect()
+                    };
+                    let body = json!({ "shared": shared }).to_string();
+                    let topic = format!("v1/devices/me/attributes/response/{id}");
+                    let _ = answer.publish(topic, QoS::AtLeastOnce, false, body).await;
+                }
+                ["v2", "fw", "request", id, "chunk", n] => {
+                    let size: usize = std::str::from_utf8(&p.payload)
+                        .unwrap()
+                        .trim()
+                        .parse()
+                        .unwrap();
+                    let n: u64 = n.parse().unwrap();
+                    let slice = {
+                        let mut tb = tb.lock().unwrap();
+                        tb.chunk_requests.push((n, size));
+                        // ThingsBoard serves the package assigned to the device.
+                        let version = tb.shared["fw_version"].as_str().unwrap().to_string();
+                        let data = &tb.packages[&version];
+                        let start = (size * n as usize).min(data.len());
+                        data[start..(start + size).min(data.len())].to_vec()
+                    };
+                    let topic = format!("v2/fw/response/{id}/chunk/{n}");
+                    let _ = answer.publish(topic, QoS::AtLeastOnce, false, slice).await;
+                }
+                ["v1", "devices", "me", "telemetry"] => {
+                    let v: Value = serde_json::from_slice(&p.payload).unwrap();
+                    let values = v.get("values").unwrap_or(&v).as_object().unwrap().clone();
+                    tb.lock().unwrap().telemetry.push(values);
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed)
+        .await
+        .expect("responder subscribed")
+        .unwrap();
+    client
+}
+
+async fn until<F: Fn() -> bool>(what: &str, f: F) {
+    for _ in 0..2000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn mqtt_attributes_push_chunks_and_telemetry() {
+    let broker = start_broker();
+    let tb = Arc::new(Mutex::new(Tb::default()));
+    let server = responder(broker.port, tb.clone()).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let config = ThingsboardConfig {
+        transport: ThingsboardTransport::Mqtt {
+            host: "127.0.0.1".into(),
+            port: broker.port,
+        },
+        bindings: vec![ThingsboardBinding {
+            device_id: "esp-1".into(),
+            token: AccessToken("MQTTTOKEN".into()),
+            kind: OtaKind::Firmware,
+        }],
+        chunk_size: 1000,
+        poll_timeout: Duration::from_millis(500),
+        state_dir: state.path().join("thingsboard"),
+        download: DownloadConfig::default(),
+    };
+    let dev = FakeDevice::new("1.0");
+    let engine = Engine::new(
+        agent_config(state.path()),
+        &DownloadConfig::default(),
+        Box::new(ThingsboardSource::new(config)),
+        vec![(
+            device_config("esp-1", "esp", UpdatePolicy::Immediate),
+            dev.clone() as Arc<dyn UpdateHandler>,
+        )],
+    )
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (engine, shutdown) = (engine.clone(), shutdown.clone());
+        async move { engine.run(shutdown).await }
+    });
+    until("current version at start", || {
+        tb.lock()
+            .unwrap()
+            .telemetry
+            .iter()
+            .any(|v| v.get("current_fw_version").is_some_and(|s| s == "1.0"))
+    })
+    .await;
+
+    // ThingsBoard assigns firmware: shared attributes change and are pushed.
+    let data: Vec<u8> = (0..4321u32).map(|i| (i * 13 % 251) as u8).collect();
+    let attrs = json!({
+        "fw_title": "esp-fw", "fw_version": "2.0", "fw_size": data.len(),
+        "fw_checksum_algorithm": "MURMUR3_128",
+        "fw_checksum": tb_checksum("MURMUR3_128", &data),
+    });
+    {
+        let mut tb = tb.lock().unwrap();
+        tb.packages.insert("2.0".into(), data.clone());
+        tb.shared = attrs.as_object().unwrap().clone();
+    }
+    server
+        .publish(
+            "v1/devices/me/attributes",
+            QoS::AtLeastOnce,
+            false,
+            attrs.to_string(),
+        )
+        .await
+        .unwrap();
+
+    until("UPDATED", || {
+        tb.lock()
+            .unwrap()
+            .telemetry
+            .iter()
+            .any(|v| v.get("fw_state").is_some_and(|s| s == "UPDATED"))
+    })
+    .await;
+    assert_eq!(*dev.received.lock().unwrap(), data);
+    let (states, chunks) = {
+        let tb = tb.lock().unwrap();
+        let states: Vec<String> = tb
+            .telemetry
+            .iter()
+            .filter_map(|v| {
+                v.get("fw_state")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .collect();
+        (states, tb.chunk_requests.clone())
+    };
+    let flow = [
+        "DOWNLOADING",
+        "DOWNLOADED",
+        "VERIFIED",
+        "UPDATING",
+        "UPDATED",
+    ];
+    assert_eq!(states, flow);
+    assert_eq!(chunks, (0..5).map(|n| (n, 1000)).collect::<Vec<_>>());
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
