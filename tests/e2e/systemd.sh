@@ -152,5 +152,5 @@ check "config error visible in systemctl status" bash -c "nsenter -t $leader -m 
 ct dpkg --purge fota-agent >/dev/null 2>&1
 check "purge removes /var/lib/fota-agent" test ! -e "$root/var/lib/fota-agent"
 
-echo "e2e systemd: $passed passed, $failed failed"
+echo "systemd-e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
