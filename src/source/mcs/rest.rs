@@ -217,28 +217,12 @@ impl RestError {
     }
 }
 
+/// The download engine's client: the same TLS trust, client certificate,
+/// `https_only` and timeouts as firmware downloads from the same server.
 fn build_client(download: &DownloadConfig) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("fota-agent/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(download.connect_timeout)
-        .https_only(download.https_only);
-    if let Some(ca) = &download.ca_bundle {
-        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{}: not a PEM CA bundle: {e}", ca.display()))?;
-        builder = builder.tls_certs_only(certs);
-    }
-    if let Some(cert) = &download.client_cert {
-        let mut pem = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-        if let Some(key) = &download.client_key {
-            pem.push(b'\n');
-            pem.extend(std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?);
-        }
-        let identity = reqwest::Identity::from_pem(&pem)
-            .map_err(|e| format!("{}: not a PEM client certificate: {e}", cert.display()))?;
-        builder = builder.identity(identity);
-    }
-    builder.build().map_err(|e| format!("HTTP client: {e}"))
+    crate::download::Downloader::new(download.clone())
+        .map(|d| d.client().clone())
+        .map_err(|e| e.to_string())
 }
 
 fn chain(e: &reqwest::Error) -> String {
