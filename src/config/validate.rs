@@ -26,14 +26,12 @@ use super::error::{line_of, one_line};
 use super::raw::{RawAgent, RawConfig, RawDevice, RawSource, RawStatus};
 use super::{
     AccessToken, AgentConfig, CommandConfig, Config, ConfigError, DeviceConfig, Esp8266Config,
-    EspReset, HandlerConfig, McsConfig, McsDevice, Mt7681Config, OtaKind, SerialConfig,
-    SourceConfig, StatusConfig, ThingsboardBinding, ThingsboardConfig, ThingsboardTransport,
-    XmodemConfig, XmodemProtocol,
+    HandlerConfig, McsConfig, McsDevice, Mt7681Config, OtaKind, SerialConfig, SourceConfig,
+    StatusConfig, ThingsboardBinding, ThingsboardConfig, ThingsboardTransport, XmodemConfig,
 };
 use super::{ChunkSelector, HawkbitAuth, HawkbitConfig, Secret};
 use crate::download::DownloadConfig;
 use crate::model::UpdatePolicy;
-use crate::version::VersionScheme;
 
 /// Upper bound of `agent.max_concurrent_updates`.
 pub const MAX_CONCURRENT_UPDATES: usize = 1024;
@@ -823,26 +821,17 @@ impl<'a> Validator<'a> {
             Some(t) => t.get_ref().clone(),
         };
 
-        let policy = match &raw.policy {
-            None => UpdatePolicy::Immediate,
-            Some(p) => parse_enum(p.get_ref()).ok_or_else(|| {
-                let msg = format!(
-                    "{dev}: unknown policy {:?} (known: {KNOWN_POLICIES})",
-                    p.get_ref()
-                );
-                self.at(p, "policy", msg)
-            })?,
-        };
-        let version_scheme = match &raw.version_scheme {
-            None => VersionScheme::default(),
-            Some(s) => parse_enum(s.get_ref()).ok_or_else(|| {
-                let msg = format!(
-                    "{dev}: unknown version_scheme {:?} (known: {KNOWN_VERSION_SCHEMES})",
-                    s.get_ref()
-                );
-                self.at(s, "version_scheme", msg)
-            })?,
-        };
+        let policy = self
+            .named(&raw.policy, "policy", &dev, KNOWN_POLICIES)?
+            .unwrap_or(UpdatePolicy::Immediate);
+        let version_scheme = self
+            .named(
+                &raw.version_scheme,
+                "version_scheme",
+                &dev,
+                KNOWN_VERSION_SCHEMES,
+            )?
+            .unwrap_or_default();
 
         let handler = self.handler(&raw, &dev, start)?;
 
@@ -927,31 +916,17 @@ impl<'a> Validator<'a> {
                         })?,
                     None => 0,
                 },
-                reset: match &raw.reset {
-                    Some(r) => parse_enum(r.get_ref()).ok_or_else(|| {
-                        let msg = format!(
-                            "{dev}: unknown reset {:?} (known: {KNOWN_RESETS})",
-                            r.get_ref()
-                        );
-                        self.at(r, "reset", msg)
-                    })?,
-                    None => EspReset::default(),
-                },
+                reset: self
+                    .named(&raw.reset, "reset", dev, KNOWN_RESETS)?
+                    .unwrap_or_default(),
                 version_command,
                 command_timeout,
             })),
             "xmodem" => Ok(HandlerConfig::Xmodem(XmodemConfig {
                 serial: self.serial(raw, dev, start, name)?,
-                protocol: match &raw.protocol {
-                    Some(p) => parse_enum(p.get_ref()).ok_or_else(|| {
-                        let msg = format!(
-                            "{dev}: unknown protocol {:?} (known: {KNOWN_PROTOCOLS})",
-                            p.get_ref()
-                        );
-                        self.at(p, "protocol", msg)
-                    })?,
-                    None => XmodemProtocol::default(),
-                },
+                protocol: self
+                    .named(&raw.protocol, "protocol", dev, KNOWN_PROTOCOLS)?
+                    .unwrap_or_default(),
                 enter_command: raw.enter_command.as_ref().map(|c| c.get_ref().clone()),
                 response_timeout: self.response_timeout(raw, dev)?,
                 retries: self.retries(raw, dev)?,
@@ -979,16 +954,9 @@ impl<'a> Validator<'a> {
                 };
                 Ok(HandlerConfig::Mt7681(Mt7681Config {
                     serial: self.serial(raw, dev, start, name)?,
-                    region: match &raw.region {
-                        Some(r) => parse_enum(r.get_ref()).ok_or_else(|| {
-                            let msg = format!(
-                                "{dev}: unknown region {:?} (known: {KNOWN_MT7681_REGIONS})",
-                                r.get_ref()
-                            );
-                            self.at(r, "region", msg)
-                        })?,
-                        None => Default::default(),
-                    },
+                    region: self
+                        .named(&raw.region, "region", dev, KNOWN_MT7681_REGIONS)?
+                        .unwrap_or_default(),
                     response_timeout: self.response_timeout(raw, dev)?,
                     retries: self.retries(raw, dev)?,
                     version_command,
@@ -1045,6 +1013,24 @@ impl<'a> Validator<'a> {
                 }),
             None => Ok(DEFAULT_RETRIES),
         }
+    }
+
+    /// The value of an enum-valued key, by its serde name; an unknown name is an
+    /// error listing the `known` ones.
+    fn named<T: DeserializeOwned>(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        dev: &str,
+        known: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(v) = value else {
+            return Ok(None);
+        };
+        parse_enum(v.get_ref()).map(Some).ok_or_else(|| {
+            let msg = format!("{dev}: unknown {key} {:?} (known: {known})", v.get_ref());
+            self.at(v, key, msg)
+        })
     }
 
     /// `port` (required) and `baud` of a serial handler.
@@ -1258,6 +1244,7 @@ fn parse_enum<T: DeserializeOwned>(name: &str) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::VersionScheme;
 
     #[test]
     fn known_names_parse() {
