@@ -3,12 +3,14 @@
 //! writing into a simulated flash), through the engine and through the
 //! `fota-agent` binary.
 
+mod common;
 mod mt7681_sim;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{assert_transfer_progress, failure};
 use fota_agent::config::{
     AgentConfig, DeviceConfig, HandlerConfig, Mt7681Config, Mt7681Region, SerialConfig,
 };
@@ -16,7 +18,7 @@ use fota_agent::engine::Engine;
 use fota_agent::handler::UpdateHandler;
 use fota_agent::handler::mt7681::{Mt7681Handler, encode_header};
 use fota_agent::model::UpdatePolicy;
-use fota_agent::progress::{Outcome, ProgressEvent, ProgressKind, ProgressStep};
+use fota_agent::progress::{Outcome, ProgressEvent, ProgressKind};
 use fota_agent::source::directory::DirectorySource;
 use fota_agent::version::VersionScheme;
 use mt7681_sim::{Faults, Pty, SimConfig, SimOutcome};
@@ -140,41 +142,6 @@ impl Rig {
     }
 }
 
-fn failure(o: &Outcome) -> String {
-    match o {
-        Outcome::Failed(r) => r.clone(),
-        other => panic!("expected a failure, got {other:?}"),
-    }
-}
-
-/// Percents of TRANSFERRING strictly increase to 100, then UPDATING, then success.
-fn assert_progress(kinds: &[ProgressKind]) {
-    let percents: Vec<u8> = kinds
-        .iter()
-        .filter_map(|k| match k {
-            ProgressKind::Percent(ProgressStep::Transferring, p) => Some(*p),
-            _ => None,
-        })
-        .collect();
-    assert!(percents.len() >= 5, "{kinds:?}");
-    assert!(percents.windows(2).all(|w| w[0] < w[1]), "{percents:?}");
-    assert_eq!(percents.last(), Some(&100), "{percents:?}");
-    let last_percent = kinds
-        .iter()
-        .rposition(|k| matches!(k, ProgressKind::Percent(ProgressStep::Transferring, _)))
-        .unwrap();
-    let updating = kinds
-        .iter()
-        .position(|k| *k == ProgressKind::Step(ProgressStep::Updating))
-        .expect("UPDATING");
-    assert!(updating > last_percent, "{kinds:?}");
-    assert_eq!(
-        kinds.last(),
-        Some(&ProgressKind::Finished(Outcome::Success)),
-        "{kinds:?}"
-    );
-}
-
 /// Everything outside `[offset, offset + len)` is still erased (0xFF).
 fn assert_only_region_written(flash: &[u8], offset: usize, len: usize) {
     assert!(
@@ -217,7 +184,7 @@ async fn sta_firmware_lands_at_0x1f000_byte_identical() {
         std::fs::read_to_string(&rig.version_file).unwrap().trim(),
         "2.0"
     );
-    assert_progress(&rig.kinds());
+    assert_transfer_progress(&rig.kinds(), 5);
 }
 
 #[tokio::test]

@@ -5,12 +5,14 @@
 //! lrzsz must be installed (`.ci/run` does it); without it the lrzsz tests fail
 //! and say so.
 
+mod common;
 mod xmodem_sim;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{assert_transfer_progress, failure};
 use fota_agent::config::{
     AgentConfig, DeviceConfig, HandlerConfig, SerialConfig, XmodemConfig, XmodemProtocol,
 };
@@ -119,41 +121,6 @@ impl Rig {
     }
 }
 
-fn failure(o: &Outcome) -> String {
-    match o {
-        Outcome::Failed(r) => r.clone(),
-        other => panic!("expected a failure, got {other:?}"),
-    }
-}
-
-/// Percents of TRANSFERRING strictly increase to 100, then UPDATING, then success.
-fn assert_progress(kinds: &[ProgressKind]) {
-    let percents: Vec<u8> = kinds
-        .iter()
-        .filter_map(|k| match k {
-            ProgressKind::Percent(ProgressStep::Transferring, p) => Some(*p),
-            _ => None,
-        })
-        .collect();
-    assert!(percents.len() >= 2, "{kinds:?}");
-    assert!(percents.windows(2).all(|w| w[0] < w[1]), "{percents:?}");
-    assert_eq!(percents.last(), Some(&100), "{percents:?}");
-    let last_percent = kinds
-        .iter()
-        .rposition(|k| matches!(k, ProgressKind::Percent(ProgressStep::Transferring, _)))
-        .unwrap();
-    let updating = kinds
-        .iter()
-        .position(|k| *k == ProgressKind::Step(ProgressStep::Updating))
-        .expect("UPDATING");
-    assert!(updating > last_percent, "{kinds:?}");
-    assert_eq!(
-        kinds.last(),
-        Some(&ProgressKind::Finished(Outcome::Success)),
-        "{kinds:?}"
-    );
-}
-
 /// The file as XMODEM delivers it: padded with 0x1A to whole blocks.
 fn assert_padded(received: &[u8], data: &[u8], block: usize) {
     assert_eq!(&received[..data.len()], data);
@@ -185,7 +152,7 @@ async fn xmodem_crc_to_the_simulator() {
     assert_eq!(sim.block_sizes, vec![128; 8]);
     assert_eq!(sim.duplicates, 0);
     assert!(!sim.saw_can_can());
-    assert_progress(&rig.kinds());
+    assert_transfer_progress(&rig.kinds(), 2);
 }
 
 #[tokio::test]
@@ -201,7 +168,7 @@ async fn xmodem_checksum_when_the_receiver_starts_with_nak() {
     let (outcome, sim) = tokio::join!(rig.install(), xmodem_sim::receive(&pty, sim_cfg));
     assert_eq!(outcome, Outcome::Success, "{sim:?}");
     assert_padded(&sim.data, &data, 128);
-    assert_progress(&rig.kinds());
+    assert_transfer_progress(&rig.kinds(), 2);
 }
 
 #[tokio::test]
@@ -219,7 +186,7 @@ async fn xmodem_1k_uses_1024_byte_blocks_and_128_for_a_short_tail() {
     assert_eq!(outcome, Outcome::Success, "{sim:?}");
     assert_eq!(sim.block_sizes, vec![1024, 1024, 1024, 1024, 128, 128, 128]);
     assert_padded(&sim.data, &data, 128);
-    assert_progress(&rig.kinds());
+    assert_transfer_progress(&rig.kinds(), 2);
 }
 
 #[tokio::test]
@@ -261,7 +228,7 @@ async fn ymodem_sends_name_and_exact_size() {
     assert_eq!(sim.size, Some(3000));
     assert_eq!(sim.data, data);
     assert_eq!(sim.eots, 2, "EOT, NAK, EOT, ACK");
-    assert_progress(&rig.kinds());
+    assert_transfer_progress(&rig.kinds(), 2);
 }
 
 /// Every injected fault is recovered from: a NAK, a lost ACK (the repeat is a
@@ -288,7 +255,7 @@ async fn recovers_from_nak_lost_ack_corruption_and_noise() {
     assert_eq!(sim.duplicates, 1);
     assert_eq!(sim.blocks_seen, 301 + 3);
     assert_padded(&sim.data, &data, 128);
-    assert_progress(&rig.kinds());
+    assert_transfer_progress(&rig.kinds(), 2);
 }
 
 #[tokio::test]
@@ -412,7 +379,7 @@ async fn enter_command_is_sent_before_the_start() {
     assert!(sim.saw_enter_command);
     assert_eq!(sim.duplicates, 0);
     assert_padded(&sim.data, &data, 128);
-    assert_progress(&rig.kinds());
+    assert_transfer_progress(&rig.kinds(), 2);
 }
 
 /// Canceling the update mid-transfer (the engine drops the handler's future and
@@ -501,7 +468,7 @@ async fn with_lrzsz(
     let log = format!("{program} {args:?}: {status:?}\n{stderr}");
     if outcome == Outcome::Success {
         assert!(status.is_some_and(|s| s.success()), "{log}");
-        assert_progress(&rig.kinds());
+        assert_transfer_progress(&rig.kinds(), 2);
     }
     (outcome, recv, log)
 }

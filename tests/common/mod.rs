@@ -208,3 +208,41 @@ pub fn md5_hex(data: &[u8]) -> String {
         .unwrap()
         .to_string()
 }
+
+/// The failure reason of an outcome that must be a failure.
+pub fn failure(o: &fota_agent::progress::Outcome) -> String {
+    match o {
+        fota_agent::progress::Outcome::Failed(r) => r.clone(),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// A serial transfer's events: at least `min_percents` TRANSFERRING percents,
+/// strictly increasing to 100, then UPDATING, then success.
+pub fn assert_transfer_progress(kinds: &[ProgressKind], min_percents: usize) {
+    use fota_agent::progress::Outcome;
+    let percents: Vec<u8> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            ProgressKind::Percent(ProgressStep::Transferring, p) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    assert!(percents.len() >= min_percents, "{kinds:?}");
+    assert!(percents.windows(2).all(|w| w[0] < w[1]), "{percents:?}");
+    assert_eq!(percents.last(), Some(&100), "{percents:?}");
+    let last_percent = kinds
+        .iter()
+        .rposition(|k| matches!(k, ProgressKind::Percent(ProgressStep::Transferring, _)))
+        .unwrap();
+    let updating = kinds
+        .iter()
+        .position(|k| *k == ProgressKind::Step(ProgressStep::Updating))
+        .expect("UPDATING");
+    assert!(updating > last_percent, "{kinds:?}");
+    assert_eq!(
+        kinds.last(),
+        Some(&ProgressKind::Finished(Outcome::Success)),
+        "{kinds:?}"
+    );
+}
