@@ -96,15 +96,7 @@ pub async fn start(
             shared: shared.clone(),
             privileged: false,
         });
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!("status endpoint: {e}");
-            }
-        });
+        serve(&mut tasks, listener, app, shutdown.clone());
     }
     if let Some(path) = &config.socket {
         let listener = bind_unix(path).map_err(|source| EndpointError::Unix {
@@ -115,15 +107,7 @@ pub async fn start(
             shared: shared.clone(),
             privileged: true,
         });
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!("status endpoint: {e}");
-            }
-        });
+        serve(&mut tasks, listener, app, shutdown.clone());
     }
     Ok(Endpoint {
         tcp: endpoint_tcp,
@@ -164,6 +148,22 @@ impl Endpoint {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Serves `app` on `listener` in `tasks` until `stop`.
+fn serve<L>(tasks: &mut JoinSet<()>, listener: L, app: Router, stop: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!("status endpoint: {e}");
+        }
+    });
 }
 
 fn router(state: AppState) -> Router {
