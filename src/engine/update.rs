@@ -99,21 +99,6 @@ pub async fn run(
     outcome
 }
 
-async fn steps(
-    ctx: &Context<'_>,
-    device: &Device,
-    firmware: &Firmware,
-    mode: Mode,
-    progress: &Progress,
-) -> Result<(), UpdateError> {
-    match mode {
-        Mode::Immediate | Mode::Install | Mode::TransferOnly => {
-            fetch_then_update(ctx, device, firmware, mode, progress).await
-        }
-        Mode::UpdateTransferred => update_transferred(ctx, device, firmware, progress).await,
-    }
-}
-
 /// Records which phase the update of `firmware` is in, for a restart to resolve.
 fn set_phase(store: &Store, id: &str, firmware: &Firmware, phase: Phase) -> Result<(), StoreError> {
     store
@@ -129,14 +114,17 @@ fn set_phase(store: &Store, id: &str, firmware: &Firmware, phase: Phase) -> Resu
 
 /// [`Mode::Immediate`], [`Mode::Install`] and [`Mode::TransferOnly`]: fetch and
 /// verify, transfer in the background if the handler can, then (not for
-/// `TransferOnly`) update.
-async fn fetch_then_update(
+/// `TransferOnly`) update. [`Mode::UpdateTransferred`]: see [`update_transferred`].
+async fn steps(
     ctx: &Context<'_>,
     device: &Device,
     firmware: &Firmware,
     mode: Mode,
     progress: &Progress,
 ) -> Result<(), UpdateError> {
+    if mode == Mode::UpdateTransferred {
+        return update_transferred(ctx, device, firmware, progress).await;
+    }
     use ProgressStep::*;
     let store = ctx.store;
     let id = &device.config.id;
