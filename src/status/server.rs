@@ -289,18 +289,27 @@ async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
+/// Why an action on device `id` is refused: not allowed to this caller, or no
+/// such device; `None` when it may go ahead.
+fn device_refusal(s: &AppState, headers: &HeaderMap, id: &str) -> Option<Response> {
+    if let Err(why) = authorize(s, headers) {
+        return Some(forbidden(why));
+    }
+    if !s.shared.engine.devices().any(|d| d.id == id) {
+        return Some(unknown_device(id));
+    }
+    None
+}
+
 async fn update(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(why) = authorize(&s, &headers) {
-        return forbidden(why);
+    if let Some(refused) = device_refusal(&s, &headers, &id) {
+        return refused;
     }
     let engine = s.shared.engine.clone();
-    if !engine.devices().any(|d| d.id == id) {
-        return unknown_device(&id);
-    }
     tracing::info!(device = %id, "status endpoint: update requested");
     let device = id.clone();
     tokio::spawn(async move {
@@ -320,11 +329,8 @@ async fn cancel(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(why) = authorize(&s, &headers) {
-        return forbidden(why);
-    }
-    if !s.shared.engine.devices().any(|d| d.id == id) {
-        return unknown_device(&id);
+    if let Some(refused) = device_refusal(&s, &headers, &id) {
+        return refused;
     }
     let (code, result) = match s.shared.engine.cancel(&id) {
         CancelOutcome::Canceled => (StatusCode::OK, "canceled"),
