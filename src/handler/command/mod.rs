@@ -144,6 +144,27 @@ impl CommandHandler {
         }
     }
 
+    /// A handler that only reads the version with `argv` (for the serial
+    /// handlers' `version_command`).
+    pub fn version_only(
+        device_id: &str,
+        device_type: &str,
+        argv: Vec<String>,
+        command_timeout: Duration,
+    ) -> Self {
+        CommandHandler::new(
+            device_id,
+            device_type,
+            CommandConfig {
+                version_command: Some(argv),
+                executable_command: None,
+                transfer_command: None,
+                update_command: vec![],
+                command_timeout,
+            },
+        )
+    }
+
     /// How long `cancel` waits after SIGTERM before SIGKILL (default
     /// [`DEFAULT_CANCEL_GRACE`]).
     pub fn with_cancel_grace(mut self, grace: Duration) -> Self {

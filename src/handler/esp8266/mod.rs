@@ -94,7 +94,7 @@ use async_trait::async_trait;
 
 use super::command::CommandHandler;
 use super::{HandlerError, UpdateHandler, VerifiedImage};
-use crate::config::{CommandConfig, Esp8266Config, EspReset};
+use crate::config::{Esp8266Config, EspReset};
 use crate::progress::{Progress, ProgressStep};
 use crate::serial::SerialLink;
 pub use flasher::Timeouts;
@@ -116,16 +116,11 @@ pub struct Esp8266Handler {
 impl Esp8266Handler {
     pub fn new(device_id: &str, device_type: &str, config: &Esp8266Config) -> Self {
         let version = config.version_command.as_ref().map(|argv| {
-            CommandHandler::new(
+            CommandHandler::version_only(
                 device_id,
                 device_type,
-                CommandConfig {
-                    version_command: Some(argv.clone()),
-                    executable_command: None,
-                    transfer_command: None,
-                    update_command: vec![],
-                    command_timeout: config.command_timeout,
-                },
+                argv.clone(),
+                config.command_timeout,
             )
         });
         Esp8266Handler {
