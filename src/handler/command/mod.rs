@@ -302,6 +302,17 @@ impl CommandHandler {
     }
 }
 
+/// The version `handler` reads; unknown (`None`) without a handler (the serial
+/// handlers' optional `version_command`).
+pub async fn version_from(
+    handler: Option<&CommandHandler>,
+) -> Result<Option<String>, HandlerError> {
+    match handler {
+        Some(handler) => handler.current_version().await,
+        None => Ok(None),
+    }
+}
+
 /// How a command ended.
 #[derive(Debug)]
 struct RunOutput {

@@ -181,10 +181,7 @@ fn report(progress: &Progress, result: Result<(), crate::progress::ProgressError
 #[async_trait]
 impl UpdateHandler for Esp8266Handler {
     async fn current_version(&self) -> Result<Option<String>, HandlerError> {
-        match &self.version {
-            Some(cmd) => cmd.current_version().await,
-            None => Ok(None),
-        }
+        super::command::version_from(self.version.as_ref()).await
     }
 
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {

@@ -170,10 +170,7 @@ fn file_name(image: &VerifiedImage) -> String {
 #[async_trait]
 impl UpdateHandler for XmodemHandler {
     async fn current_version(&self) -> Result<Option<String>, HandlerError> {
-        match &self.version {
-            Some(v) => v.current_version().await,
-            None => Ok(None),
-        }
+        super::command::version_from(self.version.as_ref()).await
     }
 
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
