@@ -6,10 +6,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use fota_agent::config::Config;
+use fota_agent::engine::Engine;
 use fota_agent::progress::Outcome;
 use fota_agent::status::{self, Tracker};
 use fota_agent::systemd::{self, Notifier};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
@@ -30,29 +33,40 @@ pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
             r.outcome.as_ref().map_or("transfer restarts".into(), |o| o.to_string()));
     }
     if once {
-        let results = engine.run_once().await;
-        // Closing the event channel lets the log task print the last events and end.
-        drop(engine);
-        let _ = logger.await;
-        let failed = results
-            .iter()
-            .filter(|r| matches!(r.outcome, Some(Outcome::Failed(_))))
-            .count();
-        for r in &results {
-            let from = r.current_version.as_deref().unwrap_or("?");
-            let summary = match (&r.version, &r.outcome) {
-                (Some(v), Some(o)) => format!("{from} → {v}: {o}"),
-                (Some(v), None) => format!("{from} → {v}: transferred, update pending"),
-                (None, _) => format!("{from}: {}", r.status),
-            };
-            tracing::info!(device = %r.device_id, status = %r.status, "{}: {summary}", r.device_id);
-        }
-        return Ok(if failed == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+        return Ok(run_once(engine, logger).await);
     }
+    serve(&config, engine, tracker).await
+}
+
+/// `--once`: one cycle, a summary line per device; fails when an update failed.
+async fn run_once(engine: Engine, logger: JoinHandle<()>) -> ExitCode {
+    let results = engine.run_once().await;
+    // Closing the event channel lets the log task print the last events and end.
+    drop(engine);
+    let _ = logger.await;
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Some(Outcome::Failed(_))))
+        .count();
+    for r in &results {
+        let from = r.current_version.as_deref().unwrap_or("?");
+        let summary = match (&r.version, &r.outcome) {
+            (Some(v), Some(o)) => format!("{from} → {v}: {o}"),
+            (Some(v), None) => format!("{from} → {v}: transferred, update pending"),
+            (None, _) => format!("{from}: {}", r.status),
+        };
+        tracing::info!(device = %r.device_id, status = %r.status, "{}: {summary}", r.device_id);
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The service: status endpoint, systemd notifications and watchdog, the engine's
+/// loop until SIGTERM or SIGINT.
+async fn serve(config: &Config, engine: Engine, tracker: Arc<Tracker>) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;

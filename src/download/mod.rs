@@ -6,21 +6,35 @@
 //! Memory stays constant whatever the size: the network task hands chunks through
 //! a small bounded queue to a blocking writer that writes, hashes and periodically
 //! fsyncs, so hashing runs on the second core behind network I/O.
+//!
+//! Read top-down: [`Downloader::fetch`] retries [`Downloader::attempt`], which is
+//! - `plan`: resume a partial download? how big? does it fit?
+//! - `request`: the GET (ranged when resuming) and what its answer means;
+//! - `stream`: the body written and hashed (`writer` is the disk side);
+//!
+//! and after a successful attempt `commit`: size and checksums checked, the file
+//! renamed into place. `partial` is the record beside a partial file, `retry` the
+//! backoff, `stage` the engine's own copies of local images into the same place.
 
+mod commit;
 mod partial;
+mod plan;
+mod request;
 pub mod retry;
+mod stage;
+mod stream;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use futures_util::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::{self, HeaderMap};
 
-use crate::checksum::{Checksum, ChecksumAlgorithm, ChecksumError, Digests, MultiHasher};
-use partial::Partial;
+use crate::checksum::{Checksum, ChecksumAlgorithm, ChecksumError, Digests};
+pub use commit::commit_staged;
 pub use partial::{meta_path, part_path};
+use request::Reply;
+pub use stage::copy_to_part;
 
 /// Download settings (`[source]` keys in the config).
 #[derive(Debug, Clone, PartialEq)]
@@ -61,12 +75,6 @@ impl Default for DownloadConfig {
         }
     }
 }
-
-/// The longest `Retry-After` honoured; a server asking for more gets retried then.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
-
-/// Space kept free in the state directory beyond the image itself.
-const FREE_SPACE_MARGIN: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -252,7 +260,7 @@ impl Downloader {
         loop {
             attempt += 1;
             let err = match self.attempt(req, progress).await {
-                Ok(digests) => return self.finish(req, digests),
+                Ok(digests) => return commit::commit(req, digests),
                 Err(e) => e,
             };
             if !err.retryable() {
@@ -276,312 +284,18 @@ impl Downloader {
         }
     }
 
-    /// Checks size and checksums; renames into place or discards.
-    fn finish(
-        &self,
-        req: &DownloadRequest<'_>,
-        digests: Digests,
-    ) -> Result<Digests, DownloadError> {
-        let checked = match req.size {
-            Some(expected) if expected != digests.length => Err(DownloadError::Size {
-                expected,
-                actual: digests.length,
-            }),
-            _ => digests.verify(req.checksums).map_err(DownloadError::from),
-        };
-        if let Err(e) = checked {
-            partial::discard(req.dest);
-            return Err(e);
-        }
-        let part = part_path(req.dest);
-        std::fs::rename(&part, req.dest).map_err(|source| DownloadError::Io {
-            path: req.dest.to_path_buf(),
-            source,
-        })?;
-        if let Some(dir) = req.dest.parent() {
-            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-        }
-        let _ = std::fs::remove_file(meta_path(req.dest));
-        Ok(digests)
-    }
-
-    /// One HTTP exchange: resume or start, stream the body to the partial file.
+    /// One HTTP exchange: plan where to start, request, stream the body to the
+    /// partial file; returns the digests of the whole partial file.
     async fn attempt(
         &self,
         req: &DownloadRequest<'_>,
         progress: ProgressFn<'_>,
     ) -> Result<Digests, DownloadError> {
-        let part = part_path(req.dest);
-        let algorithms: Vec<ChecksumAlgorithm> = req
-            .checksums
-            .iter()
-            .map(|c| c.algorithm)
-            .chain(req.also_hash.iter().copied())
-            .collect();
-        let mut resume = partial::load(req.dest)
-            .filter(|p| p.url == req.url && p.validator().is_some())
-            .map(|p| {
-                let on_disk = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-                let trusted = p.trusted_len(on_disk);
-                (p, trusted)
-            })
-            .filter(|(_, len)| *len > 0);
-        if resume.is_none() {
-            partial::discard(req.dest);
+        let plan = plan::plan(self, req).await?;
+        match request::request(self, req, &plan).await? {
+            // Everything was already here; verify what is on disk.
+            Reply::Complete => writer::hash_file(&part_path(req.dest), &plan.algorithms).await,
+            Reply::Body(body) => stream::stream(self, req, body, &plan.algorithms, progress).await,
         }
-
-        let mut total = req.size.or(resume.as_ref().and_then(|(p, _)| p.total));
-        if total.is_none() && resume.is_none() {
-            total = self.head_length(req.url, req.headers).await;
-        }
-        self.check_room(req.dest, total, resume.as_ref().map_or(0, |(_, l)| *l))?;
-
-        let mut request = self.client.get(req.url);
-        for (name, value) in req.headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        if let Some((p, len)) = &resume {
-            request = request
-                .header(header::RANGE, format!("bytes={len}-"))
-                .header(header::IF_RANGE, p.validator().unwrap_or_default());
-        }
-        let response = request.send().await.map_err(|e| network(req.url, e))?;
-        let status = response.status();
-        let url = req.url.to_string();
-        let start = match (status, &resume) {
-            (StatusCode::PARTIAL_CONTENT, Some((_, len))) => {
-                let (from, all) =
-                    content_range(response.headers()).ok_or_else(|| DownloadError::Protocol {
-                        url: url.clone(),
-                        message: "206 without a valid Content-Range".into(),
-                    })?;
-                if from != *len {
-                    partial::discard(req.dest);
-                    return Err(DownloadError::Protocol {
-                        url,
-                        message: format!("asked for bytes from {len}, got them from {from}"),
-                    });
-                }
-                total = all.or(total);
-                from
-            }
-            (StatusCode::OK, _) => {
-                if resume.is_some() {
-                    tracing::info!(url = %req.url, "server sent the whole file (changed, or no range support): starting over");
-                }
-                resume = None;
-                total = response.content_length().or(req.size);
-                0
-            }
-            (StatusCode::RANGE_NOT_SATISFIABLE, Some((p, len))) if p.total == Some(*len) => {
-                // Everything was already here; verify what is on disk.
-                return writer::hash_file(&part, &algorithms).await;
-            }
-            (s, _) if s.is_success() => {
-                return Err(DownloadError::Protocol {
-                    url,
-                    message: format!("unexpected status {s}"),
-                });
-            }
-            (s, _) => {
-                if s == StatusCode::RANGE_NOT_SATISFIABLE {
-                    partial::discard(req.dest);
-                }
-                let retry_after = response
-                    .headers()
-                    .get(header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| retry::retry_after(v, SystemTime::now(), MAX_RETRY_AFTER));
-                return Err(DownloadError::Http {
-                    url,
-                    status: s,
-                    retry_after,
-                });
-            }
-        };
-        if let (Some(size), Some(max)) = (total, self.config.max_image_size)
-            && size > max
-        {
-            partial::discard(req.dest);
-            return Err(DownloadError::TooLarge { size, max });
-        }
-        if let (Some(expected), Some(announced)) = (req.size, total)
-            && expected != announced
-        {
-            return Err(DownloadError::Size {
-                expected,
-                actual: announced,
-            });
-        }
-
-        let record = Partial {
-            url: req.url.to_string(),
-            etag: header_str(response.headers(), header::ETAG),
-            last_modified: header_str(response.headers(), header::LAST_MODIFIED),
-            total,
-            durable: if resume.is_some() { start } else { 0 },
-            boot_id: partial::boot_id(),
-        };
-        partial::save(req.dest, &record).map_err(|source| DownloadError::Io {
-            path: meta_path(req.dest),
-            source,
-        })?;
-
-        // Digests of what is already on disk, then the rest as it arrives.
-        let hasher = if start > 0 {
-            writer::hash_prefix(&part, start, &algorithms).await?
-        } else {
-            MultiHasher::new(algorithms.iter().copied())
-        };
-        let sink = writer::Writer::start(req.dest.to_path_buf(), start, hasher, record)?;
-        let mut received = start;
-        progress(received, total);
-        let mut body = response.bytes_stream();
-        let stall = self.config.stall_timeout;
-        let outcome = loop {
-            let next = match tokio::time::timeout(stall, body.next()).await {
-                Err(_) => {
-                    break Err(DownloadError::Stalled {
-                        url: url.clone(),
-                        after: stall,
-                        at: received,
-                    });
-                }
-                Ok(n) => n,
-            };
-            match next {
-                None => break Ok(()),
-                Some(Err(e)) => break Err(network(&url, e)),
-                Some(Ok(chunk)) => {
-                    received += chunk.len() as u64;
-                    if let Some(max) = self.config.max_image_size
-                        && received > max
-                    {
-                        break Err(DownloadError::TooLarge {
-                            size: received,
-                            max,
-                        });
-                    }
-                    if sink.send(chunk).await.is_err() {
-                        // The writer stopped; `finish` below says why.
-                        break Ok(());
-                    }
-                    progress(received, total);
-                }
-            }
-        };
-        // A disk error is the root cause of anything that follows it.
-        let hasher = match (sink.finish().await, outcome) {
-            (Err(disk), _) => return Err(disk),
-            (Ok(_), Err(e)) => {
-                if matches!(e, DownloadError::TooLarge { .. }) {
-                    partial::discard(req.dest);
-                }
-                return Err(e);
-            }
-            (Ok(h), Ok(())) => h,
-        };
-        if let Some(expected) = total
-            && hasher.length() < expected
-        {
-            return Err(DownloadError::Truncated {
-                url,
-                expected,
-                got: hasher.length(),
-            });
-        }
-        Ok(hasher.finish())
-    }
-
-    /// The size from a HEAD request (the ESP8266 FOTA guide's custom-server rule);
-    /// `None` when the server does not say.
-    async fn head_length(&self, url: &str, headers: &[(String, String)]) -> Option<u64> {
-        let mut request = self.client.head(url);
-        for (name, value) in headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let response = request.send().await.ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        header_str(response.headers(), header::CONTENT_LENGTH)?
-            .parse()
-            .ok()
-    }
-
-    /// Refuses before downloading when the image cannot fit.
-    fn check_room(&self, dest: &Path, total: Option<u64>, have: u64) -> Result<(), DownloadError> {
-        let Some(total) = total else {
-            return Ok(());
-        };
-        if let Some(max) = self.config.max_image_size
-            && total > max
-        {
-            return Err(DownloadError::TooLarge { size: total, max });
-        }
-        let dir = dest.parent().unwrap_or(Path::new("."));
-        let Ok(stat) = nix::sys::statvfs::statvfs(dir) else {
-            return Ok(());
-        };
-        // fsblkcnt_t and c_ulong are 32-bit on armhf gateways.
-        #[allow(clippy::unnecessary_cast)]
-        let available =
-            (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
-        let needed = total.saturating_sub(have);
-        if needed.saturating_add(FREE_SPACE_MARGIN) > available {
-            return Err(DownloadError::NoSpace {
-                dir: dir.to_path_buf(),
-                needed,
-                available,
-            });
-        }
-        Ok(())
-    }
-}
-
-fn network(url: &str, e: reqwest::Error) -> DownloadError {
-    // The chain carries the useful part ("connection refused", "certificate ...").
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    DownloadError::Network {
-        url: url.to_string(),
-        message,
-    }
-}
-
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-/// `Content-Range: bytes FROM-TO/TOTAL` → (FROM, TOTAL if not `*`).
-fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
-    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
-    let rest = value.trim().strip_prefix("bytes ")?;
-    let (range, total) = rest.split_once('/')?;
-    let (from, _to) = range.split_once('-')?;
-    Some((from.trim().parse().ok()?, total.trim().parse().ok()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_content_range() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_RANGE, "bytes 100-199/1000".parse().unwrap());
-        assert_eq!(content_range(&h), Some((100, Some(1000))));
-        h.insert(header::CONTENT_RANGE, "bytes 5-9/*".parse().unwrap());
-        assert_eq!(content_range(&h), Some((5, None)));
-        h.insert(header::CONTENT_RANGE, "items 1-2/3".parse().unwrap());
-        assert_eq!(content_range(&h), None);
     }
 }

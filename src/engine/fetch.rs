@@ -7,14 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::checksum::{ChecksumAlgorithm, ChecksumError, Digests, MultiHasher};
-use crate::download::{DownloadRequest, Downloader, part_path};
+use crate::download::{self, DownloadRequest, Downloader, part_path};
 use crate::handler::VerifiedImage;
 use crate::model::{Firmware, FirmwareLocation};
 use crate::progress::Progress;
-use crate::store::fsync_dir;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -98,7 +97,7 @@ pub async fn fetch_and_verify(
             return Ok(VerifiedImage::new(dest, firmware.clone(), digests));
         }
         FirmwareLocation::Remote(remote) => {
-            return fetch_remote(remote, firmware, &dest, downloads, downloader, progress).await;
+            return fetch_remote(remote, firmware, &dest, downloader, progress).await;
         }
     };
     if let (Some(max), Ok(meta)) = (
@@ -112,7 +111,7 @@ pub async fn fetch_and_verify(
         });
     }
     let part = part_path(&dest);
-    let result = copy_hashing(&source, &part, firmware, progress, bytes).await;
+    let result = copy_hashing(&source, &dest, firmware, progress, bytes).await;
     let digests = match result.and_then(|d| check(firmware, d)) {
         Ok(d) => d,
         Err(e) => {
@@ -120,11 +119,7 @@ pub async fn fetch_and_verify(
             return Err(e);
         }
     };
-    tokio::fs::rename(&part, &dest).await.map_err(io(&dest))?;
-    fsync_dir(downloads).map_err(|e| FetchError::Io {
-        path: downloads.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
+    download::commit_staged(&dest)?;
     Ok(VerifiedImage::new(dest, firmware.clone(), digests))
 }
 
@@ -135,7 +130,6 @@ async fn fetch_remote(
     remote: &crate::model::RemoteImage,
     firmware: &Firmware,
     dest: &Path,
-    downloads: &Path,
     downloader: &Downloader,
     progress: &Progress,
 ) -> Result<VerifiedImage, FetchError> {
@@ -165,11 +159,7 @@ async fn fetch_remote(
             return Err(e);
         }
     };
-    tokio::fs::rename(&part, dest).await.map_err(io(dest))?;
-    fsync_dir(downloads).map_err(|e| FetchError::Io {
-        path: downloads.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
+    download::commit_staged(dest)?;
     Ok(VerifiedImage::new(
         dest.to_path_buf(),
         firmware.clone(),
@@ -235,35 +225,21 @@ async fn hash_file(path: &Path, firmware: &Firmware) -> Result<Digests, FetchErr
     }
 }
 
+/// The local copy, reporting bytes and percent as it goes.
 async fn copy_hashing(
     source: &Path,
-    part: &Path,
+    dest: &Path,
     firmware: &Firmware,
     progress: &Progress,
     bytes: &AtomicU64,
 ) -> Result<Digests, FetchError> {
-    let mut input = tokio::fs::File::open(source).await.map_err(io(source))?;
-    let total = match firmware.size {
-        Some(s) => s,
-        None => input.metadata().await.map_err(io(source))?.len(),
-    };
-    let mut output = tokio::fs::File::create(part).await.map_err(io(part))?;
-    let mut hasher = hasher_for(firmware);
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = input.read(&mut buf).await.map_err(io(source))?;
-        if n == 0 {
-            break;
-        }
-        output.write_all(&buf[..n]).await.map_err(io(part))?;
-        hasher.update(&buf[..n]);
-        bytes.fetch_add(n as u64, Ordering::Relaxed);
-        if let Some(pct) = (hasher.length().min(total) * 100).checked_div(total) {
-            let pct = pct as u8;
+    let copied = |n: u64, done: u64, total: u64| {
+        bytes.fetch_add(n, Ordering::Relaxed);
+        if let Some(pct) = (done.min(total) * 100).checked_div(total) {
             // Percent only moves forward here; a misuse error cannot happen.
-            let _ = progress.update(pct);
+            let _ = progress.update(pct as u8);
         }
-    }
-    output.sync_all().await.map_err(io(part))?;
-    Ok(hasher.finish())
+    };
+    let hasher = hasher_for(firmware);
+    Ok(download::copy_to_part(source, dest, firmware.size, hasher, copied).await?)
 }

@@ -532,20 +532,12 @@ impl Engine {
         checksums: Vec<crate::checksum::Checksum>,
     ) -> Result<Outcome, EngineError> {
         let device = self.device(device_id)?;
-        let firmware = Firmware {
-            device_type: device.config.device_type.clone(),
-            version: version.unwrap_or("unknown").to_string(),
-            location: FirmwareLocation::File(image.to_path_buf()),
-            size: None,
-            checksums,
-            prerequisite: None,
-            vendor: None,
-            model: None,
-            description: None,
-            changelog: None,
-            deployment: None,
-            download_headers: Default::default(),
-        };
+        let mut firmware = Firmware::new(
+            &device.config.device_type,
+            version.unwrap_or("unknown"),
+            FirmwareLocation::File(image.to_path_buf()),
+        );
+        firmware.checksums = checksums;
         if let Some(target) = version {
             let current = device.handler.current_version().await;
             let refusal = match current {

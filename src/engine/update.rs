@@ -99,6 +99,22 @@ pub async fn run(
     outcome
 }
 
+/// Records which phase the update of `firmware` is in, for a restart to resolve.
+fn set_phase(store: &Store, id: &str, firmware: &Firmware, phase: Phase) -> Result<(), StoreError> {
+    store
+        .update(id, |s| {
+            s.in_flight = Some(InFlight {
+                version: firmware.version.clone(),
+                phase,
+                started_at: now_secs(),
+            })
+        })
+        .map(drop)
+}
+
+/// [`Mode::Immediate`], [`Mode::Install`] and [`Mode::TransferOnly`]: fetch and
+/// verify, transfer in the background if the handler can, then (not for
+/// `TransferOnly`) update. [`Mode::UpdateTransferred`]: see [`update_transferred`].
 async fn steps(
     ctx: &Context<'_>,
     device: &Device,
@@ -106,82 +122,81 @@ async fn steps(
     mode: Mode,
     progress: &Progress,
 ) -> Result<(), UpdateError> {
-    let store = ctx.store;
-    use ProgressStep::*;
-    let id = &device.config.id;
-    let set_phase = |phase: Phase| {
-        store.update(id, |s| {
-            s.in_flight = Some(InFlight {
-                version: firmware.version.clone(),
-                phase,
-                started_at: now_secs(),
-            })
-        })
-    };
-    let background = device.handler.background_transfer();
-    match mode {
-        Mode::Immediate | Mode::Install | Mode::TransferOnly => {
-            // A handler without background transfer can still have its image
-            // downloaded and staged ahead (a closed maintenance window).
-            let sequence: &[ProgressStep] = match (mode, background.is_some()) {
-                (Mode::TransferOnly, true) => &[Downloading, Transferring],
-                (Mode::TransferOnly, false) => &[Downloading],
-                _ => &[Downloading, Transferring, Updating],
-            };
-            progress.define_sequence(sequence)?;
-            set_phase(Phase::Transfer)?;
-            progress.next()?;
-            let image = fetch::fetch_and_verify(
-                firmware,
-                id,
-                &device.config.device_type,
-                &store.downloads_dir(),
-                ctx.downloader,
-                progress,
-                ctx.bytes,
-            )
-            .await?;
-            if let Some(bg) = background {
-                progress.next()?;
-                bg.transfer(&image, progress).await?;
-            }
-            if mode == Mode::TransferOnly {
-                store.update(id, |s| {
-                    s.in_flight = None;
-                    s.transferred = Some(transferred(&image));
-                })?;
-                progress.pending()?;
-                return Ok(());
-            }
-            set_phase(Phase::Update)?;
-            // A handler without background transfer is entered at TRANSFERRING and
-            // moves to UPDATING itself.
-            progress.next()?;
-            device.handler.update(&image, progress).await?;
-            if mode == Mode::Install {
-                return Ok(());
-            }
-            confirm_version(device, &firmware.version).await
-        }
-        Mode::UpdateTransferred => {
-            progress.define_sequence(if background.is_some() {
-                &[Updating]
-            } else {
-                &[Transferring, Updating]
-            })?;
-            let state = store.load(id)?;
-            let staged = state
-                .transferred
-                .filter(|t| t.version == firmware.version)
-                .ok_or_else(|| UpdateError::NotTransferred(firmware.version.clone()))?;
-            let path = fetch::image_path(&store.downloads_dir(), id);
-            let image = fetch::reverify(&path, firmware, &staged.sha256).await?;
-            set_phase(Phase::Update)?;
-            progress.next()?;
-            device.handler.update(&image, progress).await?;
-            confirm_version(device, &firmware.version).await
-        }
+    if mode == Mode::UpdateTransferred {
+        return update_transferred(ctx, device, firmware, progress).await;
     }
+    use ProgressStep::*;
+    let store = ctx.store;
+    let id = &device.config.id;
+    let background = device.handler.background_transfer();
+    // A handler without background transfer can still have its image
+    // downloaded and staged ahead (a closed maintenance window).
+    let sequence: &[ProgressStep] = match (mode, background.is_some()) {
+        (Mode::TransferOnly, true) => &[Downloading, Transferring],
+        (Mode::TransferOnly, false) => &[Downloading],
+        _ => &[Downloading, Transferring, Updating],
+    };
+    progress.define_sequence(sequence)?;
+    set_phase(store, id, firmware, Phase::Transfer)?;
+    progress.next()?;
+    let image = fetch::fetch_and_verify(
+        firmware,
+        id,
+        &device.config.device_type,
+        &store.downloads_dir(),
+        ctx.downloader,
+        progress,
+        ctx.bytes,
+    )
+    .await?;
+    if let Some(bg) = background {
+        progress.next()?;
+        bg.transfer(&image, progress).await?;
+    }
+    if mode == Mode::TransferOnly {
+        store.update(id, |s| {
+            s.in_flight = None;
+            s.transferred = Some(transferred(&image));
+        })?;
+        progress.pending()?;
+        return Ok(());
+    }
+    set_phase(store, id, firmware, Phase::Update)?;
+    // A handler without background transfer is entered at TRANSFERRING and
+    // moves to UPDATING itself.
+    progress.next()?;
+    device.handler.update(&image, progress).await?;
+    if mode == Mode::Install {
+        return Ok(());
+    }
+    confirm_version(device, &firmware.version).await
+}
+
+/// [`Mode::UpdateTransferred`]: re-verify the staged image, then update.
+async fn update_transferred(
+    ctx: &Context<'_>,
+    device: &Device,
+    firmware: &Firmware,
+    progress: &Progress,
+) -> Result<(), UpdateError> {
+    let store = ctx.store;
+    let id = &device.config.id;
+    progress.define_sequence(if device.handler.background_transfer().is_some() {
+        &[ProgressStep::Updating]
+    } else {
+        &[ProgressStep::Transferring, ProgressStep::Updating]
+    })?;
+    let state = store.load(id)?;
+    let staged = state
+        .transferred
+        .filter(|t| t.version == firmware.version)
+        .ok_or_else(|| UpdateError::NotTransferred(firmware.version.clone()))?;
+    let path = fetch::image_path(&store.downloads_dir(), id);
+    let image = fetch::reverify(&path, firmware, &staged.sha256).await?;
+    set_phase(store, id, firmware, Phase::Update)?;
+    progress.next()?;
+    device.handler.update(&image, progress).await?;
+    confirm_version(device, &firmware.version).await
 }
 
 fn transferred(image: &VerifiedImage) -> Transferred {

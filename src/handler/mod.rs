@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use crate::checksum::Digests;
 use crate::model::Firmware;
-use crate::progress::Progress;
+use crate::progress::{Progress, ProgressStep};
 
 /// A firmware image on local disk whose size, checksums, device type and version
 /// rules have been checked. Only `engine::verify` constructs it.
@@ -46,6 +46,24 @@ impl VerifiedImage {
     /// Size and the digests computed while verifying (MD5 and SHA-256 at least).
     pub fn digests(&self) -> &Digests {
         &self.digests
+    }
+}
+
+/// Reports `sent` of `total` bytes as the current step's percent (100 for an
+/// empty image); a progress that does not take it is only logged (serial
+/// handlers).
+pub(crate) fn report_sent(progress: &Progress, sent: u64, total: u64) {
+    let pct = (sent.min(total) * 100).checked_div(total).unwrap_or(100) as u8;
+    if let Err(e) = progress.update(pct) {
+        tracing::debug!("progress: {e}");
+    }
+}
+
+/// The image is on the device, which installs it now: the UPDATING step
+/// (serial handlers).
+pub(crate) fn image_sent(progress: &Progress) {
+    if let Err(e) = progress.advance_to(ProgressStep::Updating) {
+        tracing::debug!("progress: {e}");
     }
 }
 

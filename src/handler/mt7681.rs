@@ -84,9 +84,9 @@ use tokio::time::Instant;
 
 use super::command::CommandHandler;
 use super::xmodem::protocol;
-use super::{HandlerError, UpdateHandler, VerifiedImage};
-use crate::config::{CommandConfig, Mt7681Config, Mt7681Region, XmodemProtocol};
-use crate::progress::{Progress, ProgressStep};
+use super::{HandlerError, UpdateHandler, VerifiedImage, image_sent, report_sent};
+use crate::config::{Mt7681Config, Mt7681Region, XmodemProtocol};
+use crate::progress::Progress;
 use crate::serial::{Link, ModemControl, SerialLink, read_byte};
 use crate::version::VersionScheme;
 
@@ -237,16 +237,11 @@ impl Mt7681Handler {
         scheme: VersionScheme,
         config: &Mt7681Config,
     ) -> Self {
-        let version = CommandHandler::new(
+        let version = CommandHandler::version_only(
             device_id,
             device_type,
-            CommandConfig {
-                version_command: Some(config.version_command.clone()),
-                executable_command: None,
-                transfer_command: None,
-                update_command: vec![],
-                command_timeout: config.command_timeout,
-            },
+            config.version_command.clone(),
+            config.command_timeout,
         );
         Mt7681Handler {
             device_id: device_id.to_string(),
@@ -422,12 +417,7 @@ impl UpdateHandler for Mt7681Handler {
                         data: &data,
                         mtime: None,
                     },
-                    |acked| {
-                        let pct = (acked.min(total) * 100).checked_div(total).unwrap_or(100);
-                        if let Err(e) = progress.update(pct as u8) {
-                            tracing::debug!("progress: {e}");
-                        }
-                    },
+                    |acked| report_sent(progress, acked, total),
                 )
                 .await
                 .map_err(|e| HandlerError::failed(format!("mt7681 {}", e.step), e.message()))
@@ -437,9 +427,7 @@ impl UpdateHandler for Mt7681Handler {
             Ok(()) => {
                 self.in_transfer.store(false, Ordering::SeqCst);
                 tracing::info!(device = %self.device_id, "firmware sent; the module writes it and reboots");
-                if let Err(e) = progress.advance_to(ProgressStep::Updating) {
-                    tracing::debug!("progress: {e}");
-                }
+                image_sent(progress);
                 Ok(())
             }
             Err(e) => {

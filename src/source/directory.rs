@@ -150,12 +150,8 @@ fn is_localized(path: &Path) -> bool {
 }
 
 fn read_firmware(file: &Path, folder: &Path, device_type: &str) -> Result<Firmware, Skipped> {
-    let skip = |line: Option<usize>, key: Option<&str>, reason: String| Skipped {
-        file: file.to_path_buf(),
-        line,
-        key: key.map(str::to_string),
-        reason,
-    };
+    let skip =
+        |line: Option<usize>, key: Option<&str>, reason: String| skipped(file, line, key, reason);
     let text = std::fs::read(file).map_err(|e| skip(None, None, format!("cannot read: {e}")))?;
     let text =
         String::from_utf8(text).map_err(|e| skip(None, None, format!("not UTF-8 text: {e}")))?;
@@ -175,53 +171,14 @@ fn read_firmware(file: &Path, folder: &Path, device_type: &str) -> Result<Firmwa
     };
 
     let version = required("version")?.value.trim().to_string();
-    let image = required("image")?;
-    let image_name = image.value.trim();
-    let mut components = Path::new(image_name).components();
-    let plain_name = matches!(
-        (components.next(), components.next()),
-        (Some(Component::Normal(_)), None)
-    );
-    if !plain_name {
-        return Err(skip(
-            Some(image.line),
-            Some("image"),
-            format!("{image_name:?} must be a file name in the same folder"),
-        ));
-    }
-    let image_path = folder.join(image_name);
-    let meta = std::fs::metadata(&image_path).map_err(|e| {
-        skip(
-            Some(image.line),
-            Some("image"),
-            format!("{}: {e}", image_path.display()),
-        )
-    })?;
-    if !meta.is_file() {
-        return Err(skip(
-            Some(image.line),
-            Some("image"),
-            format!("{} is not a regular file", image_path.display()),
-        ));
-    }
-
-    let mut checksums = Vec::new();
-    for (key, algorithm) in [
-        ("md5Hash", ChecksumAlgorithm::Md5),
-        ("sha256Hash", ChecksumAlgorithm::Sha256),
-    ] {
-        if let Some(p) = props.get(key) {
-            let c = Checksum::new(algorithm, &p.value)
-                .map_err(|e| skip(Some(p.line), Some(key), e.to_string()))?;
-            checksums.push(c);
-        }
-    }
+    let (image_path, size) = image_file(file, folder, required("image")?)?;
+    let checksums = checksums(file, &props)?;
 
     Ok(Firmware {
         device_type: device_type.to_string(),
         version,
         location: FirmwareLocation::File(image_path),
-        size: Some(meta.len()),
+        size: Some(size),
         checksums,
         prerequisite: optional("prerequisiteVersion").map(Prerequisite::AtLeast),
         vendor: optional("vendor"),
@@ -231,6 +188,61 @@ fn read_firmware(file: &Path, folder: &Path, device_type: &str) -> Result<Firmwa
         deployment: None,
         download_headers: Default::default(),
     })
+}
+
+fn skipped(file: &Path, line: Option<usize>, key: Option<&str>, reason: String) -> Skipped {
+    Skipped {
+        file: file.to_path_buf(),
+        line,
+        key: key.map(str::to_string),
+        reason,
+    }
+}
+
+/// The path and size of the image the `image` key of `file` names: a regular
+/// file in the same folder.
+fn image_file(file: &Path, folder: &Path, image: &Property) -> Result<(PathBuf, u64), Skipped> {
+    let skip = |reason: String| skipped(file, Some(image.line), Some("image"), reason);
+    let image_name = image.value.trim();
+    let mut components = Path::new(image_name).components();
+    let plain_name = matches!(
+        (components.next(), components.next()),
+        (Some(Component::Normal(_)), None)
+    );
+    if !plain_name {
+        return Err(skip(format!(
+            "{image_name:?} must be a file name in the same folder"
+        )));
+    }
+    let image_path = folder.join(image_name);
+    let meta = std::fs::metadata(&image_path)
+        .map_err(|e| skip(format!("{}: {e}", image_path.display())))?;
+    if !meta.is_file() {
+        return Err(skip(format!(
+            "{} is not a regular file",
+            image_path.display()
+        )));
+    }
+    Ok((image_path, meta.len()))
+}
+
+/// The `md5Hash` and `sha256Hash` keys that are present.
+fn checksums(
+    file: &Path,
+    props: &std::collections::BTreeMap<String, Property>,
+) -> Result<Vec<Checksum>, Skipped> {
+    let mut checksums = Vec::new();
+    for (key, algorithm) in [
+        ("md5Hash", ChecksumAlgorithm::Md5),
+        ("sha256Hash", ChecksumAlgorithm::Sha256),
+    ] {
+        if let Some(p) = props.get(key) {
+            let c = Checksum::new(algorithm, &p.value)
+                .map_err(|e| skipped(file, Some(p.line), Some(key), e.to_string()))?;
+            checksums.push(c);
+        }
+    }
+    Ok(checksums)
 }
 
 #[cfg(test)]

@@ -96,15 +96,7 @@ pub async fn start(
             shared: shared.clone(),
             privileged: false,
         });
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!("status endpoint: {e}");
-            }
-        });
+        serve(&mut tasks, listener, app, shutdown.clone());
     }
     if let Some(path) = &config.socket {
         let listener = bind_unix(path).map_err(|source| EndpointError::Unix {
@@ -115,15 +107,7 @@ pub async fn start(
             shared: shared.clone(),
             privileged: true,
         });
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!("status endpoint: {e}");
-            }
-        });
+        serve(&mut tasks, listener, app, shutdown.clone());
     }
     Ok(Endpoint {
         tcp: endpoint_tcp,
@@ -164,6 +148,22 @@ impl Endpoint {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Serves `app` on `listener` in `tasks` until `stop`.
+fn serve<L>(tasks: &mut JoinSet<()>, listener: L, app: Router, stop: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!("status endpoint: {e}");
+        }
+    });
 }
 
 fn router(state: AppState) -> Router {
@@ -289,18 +289,27 @@ async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
+/// Why an action on device `id` is refused: not allowed to this caller, or no
+/// such device; `None` when it may go ahead.
+fn device_refusal(s: &AppState, headers: &HeaderMap, id: &str) -> Option<Response> {
+    if let Err(why) = authorize(s, headers) {
+        return Some(forbidden(why));
+    }
+    if !s.shared.engine.devices().any(|d| d.id == id) {
+        return Some(unknown_device(id));
+    }
+    None
+}
+
 async fn update(
     State(s): State<AppState>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(why) = authorize(&s, &headers) {
-        return forbidden(why);
+    if let Some(refused) = device_refusal(&s, &headers, &id) {
+        return refused;
     }
     let engine = s.shared.engine.clone();
-    if !engine.devices().any(|d| d.id == id) {
-        return unknown_device(&id);
-    }
     tracing::info!(device = %id, "status endpoint: update requested");
     let device = id.clone();
     tokio::spawn(async move {
@@ -320,11 +329,8 @@ async fn cancel(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(why) = authorize(&s, &headers) {
-        return forbidden(why);
-    }
-    if !s.shared.engine.devices().any(|d| d.id == id) {
-        return unknown_device(&id);
+    if let Some(refused) = device_refusal(&s, &headers, &id) {
+        return refused;
     }
     let (code, result) = match s.shared.engine.cancel(&id) {
         CancelOutcome::Canceled => (StatusCode::OK, "canceled"),

@@ -550,19 +550,20 @@ mod tests {
         });
     }
 
-    #[tokio::test]
-    async fn classic_reset_drives_dtr_and_rts_like_esptool() {
+    /// Connects and finishes with `reset` against a device that answers
+    /// everything; returns the modem-line calls made.
+    async fn connect_and_finish(reset: EspReset) -> Arc<Mutex<Vec<&'static str>>> {
         let (mut link, device, calls) = link(true);
         answer_everything(device);
-        let mut f = Flasher::new(
-            &mut link,
-            "mock",
-            115_200,
-            EspReset::Classic,
-            Timeouts::default(),
-        );
+        let mut f = Flasher::new(&mut link, "mock", 115_200, reset, Timeouts::default());
         f.connect().await.unwrap();
         f.finish().await.unwrap();
+        calls
+    }
+
+    #[tokio::test]
+    async fn classic_reset_drives_dtr_and_rts_like_esptool() {
+        let calls = connect_and_finish(EspReset::Classic).await;
         assert_eq!(
             *calls.lock().unwrap(),
             [
@@ -576,17 +577,7 @@ mod tests {
 
     #[tokio::test]
     async fn reset_none_touches_no_modem_line() {
-        let (mut link, device, calls) = link(true);
-        answer_everything(device);
-        let mut f = Flasher::new(
-            &mut link,
-            "mock",
-            115_200,
-            EspReset::None,
-            Timeouts::default(),
-        );
-        f.connect().await.unwrap();
-        f.finish().await.unwrap();
+        let calls = connect_and_finish(EspReset::None).await;
         assert!(calls.lock().unwrap().is_empty());
     }
 

@@ -94,7 +94,7 @@ use async_trait::async_trait;
 
 use super::command::CommandHandler;
 use super::{HandlerError, UpdateHandler, VerifiedImage};
-use crate::config::{CommandConfig, Esp8266Config, EspReset};
+use crate::config::{Esp8266Config, EspReset};
 use crate::progress::{Progress, ProgressStep};
 use crate::serial::SerialLink;
 pub use flasher::Timeouts;
@@ -116,16 +116,11 @@ pub struct Esp8266Handler {
 impl Esp8266Handler {
     pub fn new(device_id: &str, device_type: &str, config: &Esp8266Config) -> Self {
         let version = config.version_command.as_ref().map(|argv| {
-            CommandHandler::new(
+            CommandHandler::version_only(
                 device_id,
                 device_type,
-                CommandConfig {
-                    version_command: Some(argv.clone()),
-                    executable_command: None,
-                    transfer_command: None,
-                    update_command: vec![],
-                    command_timeout: config.command_timeout,
-                },
+                argv.clone(),
+                config.command_timeout,
             )
         });
         Esp8266Handler {
@@ -186,10 +181,7 @@ fn report(progress: &Progress, result: Result<(), crate::progress::ProgressError
 #[async_trait]
 impl UpdateHandler for Esp8266Handler {
     async fn current_version(&self) -> Result<Option<String>, HandlerError> {
-        match &self.version {
-            Some(cmd) => cmd.current_version().await,
-            None => Ok(None),
-        }
+        super::command::version_from(self.version.as_ref()).await
     }
 
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {

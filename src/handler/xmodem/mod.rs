@@ -89,10 +89,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::command::CommandHandler;
-use super::{HandlerError, UpdateHandler, VerifiedImage};
-use crate::config::{CommandConfig, XmodemConfig};
+use super::{HandlerError, UpdateHandler, VerifiedImage, image_sent, report_sent};
+use crate::config::XmodemConfig;
 use crate::model::FirmwareLocation;
-use crate::progress::{Progress, ProgressStep};
+use crate::progress::Progress;
 use crate::serial::{ModemControl, SerialLink};
 
 /// Longest time `cancel` spends telling the receiver to give up.
@@ -112,16 +112,11 @@ pub struct XmodemHandler {
 impl XmodemHandler {
     pub fn new(device_id: &str, device_type: &str, config: &XmodemConfig) -> Self {
         let version = config.version_command.as_ref().map(|argv| {
-            CommandHandler::new(
+            CommandHandler::version_only(
                 device_id,
                 device_type,
-                CommandConfig {
-                    version_command: Some(argv.clone()),
-                    executable_command: None,
-                    transfer_command: None,
-                    update_command: vec![],
-                    command_timeout: config.command_timeout,
-                },
+                argv.clone(),
+                config.command_timeout,
             )
         });
         XmodemHandler {
@@ -175,10 +170,7 @@ fn file_name(image: &VerifiedImage) -> String {
 #[async_trait]
 impl UpdateHandler for XmodemHandler {
     async fn current_version(&self) -> Result<Option<String>, HandlerError> {
-        match &self.version {
-            Some(v) => v.current_version().await,
-            None => Ok(None),
-        }
+        super::command::version_from(self.version.as_ref()).await
     }
 
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
@@ -206,21 +198,14 @@ impl UpdateHandler for XmodemHandler {
                     data: &data,
                     mtime: None,
                 },
-                |acked| {
-                    let pct = (acked.min(total) * 100).checked_div(total).unwrap_or(100) as u8;
-                    if let Err(e) = progress.update(pct) {
-                        tracing::debug!("progress: {e}");
-                    }
-                },
+                |acked| report_sent(progress, acked, total),
             )
             .await;
         match result {
             Ok(()) => {
                 self.in_transfer.store(false, Ordering::SeqCst);
                 tracing::info!(device = %self.device_id, "firmware sent; the bootloader installs it");
-                if let Err(e) = progress.advance_to(ProgressStep::Updating) {
-                    tracing::debug!("progress: {e}");
-                }
+                image_sent(progress);
                 Ok(())
             }
             Err(e) => {

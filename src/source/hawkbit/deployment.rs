@@ -10,7 +10,9 @@
 //! The chunk must have exactly one artifact: the image.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 
+use super::state::{DeviceAction, DevicePhase, Saved};
 use super::wire::{self, DeploymentBase, HandlingType, MaintenanceWindow};
 use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::config::{ChunkSelector, DeviceConfig};
@@ -165,82 +167,23 @@ impl super::HawkbitSource {
     /// Takes a fetched deployment on (see `handle_deployment`).
     fn adopt(&self, href: &str, base: DeploymentBase) -> Adopted {
         use super::feedback::{close_if_done, enqueue, status};
-        use super::state::{Action, DeviceAction, DevicePhase};
+        use super::state::Action;
         use super::wire::{Execution, Feedback, Finished};
 
         let mut inner = self.lock();
         let saved = &mut inner.saved;
-        if saved.is_done(&format!("action:{}", base.id)) {
-            return Adopted::Nothing;
-        }
-        match saved.action.as_mut() {
-            Some(current) if current.id() == base.id => {
-                if current.base != base {
-                    tracing::info!(source = "hawkbit", action = %base.id, "deployment changed");
-                    current.base = base;
-                    self.persist(saved);
-                    return Adopted::Changed;
-                }
-                return Adopted::Nothing;
-            }
-            Some(old) => {
-                tracing::warn!(source = "hawkbit", action = %old.id(),
-                    "action replaced by {} on the server; forgetting it", base.id);
-                let key = format!("action:{}", old.id());
-                saved.mark_done(key);
-            }
-            None => {}
-        }
+        let base = match self.against_current(saved, base) {
+            ControlFlow::Break(adopted) => return adopted,
+            ControlFlow::Continue(base) => base,
+        };
         let href = href.split(['?', '#']).next().unwrap_or(href).to_string();
         let assigned = assign(&base, &self.devices, &self.config.devices);
-        let id = base.id.clone();
         if assigned.is_empty() {
-            let line = format!(
-                "no device of this gateway takes any chunk ({})",
-                describe_chunks(&base)
-            );
-            tracing::warn!(source = "hawkbit", action = %id, "{line}");
-            let fb = Feedback {
-                id: id.clone(),
-                status: status(Execution::Closed, Finished::Failure, None, vec![line]),
-            };
-            enqueue(saved, super::http::sub_url(&href, "feedback"), fb, false);
-            saved.action = None;
-            saved.mark_done(format!("action:{id}"));
-            self.persist(saved);
+            self.refuse(saved, &href, &base);
             return Adopted::Refused;
         }
-        let mut lines = Vec::new();
-        let devices = assigned
-            .into_iter()
-            .map(|(device, a)| {
-                let chunk = &base.deployment.chunks[a.chunk];
-                let phase = match a.problem {
-                    None => {
-                        lines.push(format!(
-                            "{device}: {} {} offered",
-                            chunk.name, chunk.version
-                        ));
-                        DevicePhase::Offered
-                    }
-                    Some(problem) => {
-                        lines.push(format!("{device}: {problem}"));
-                        DevicePhase::Done {
-                            outcome: crate::progress::Outcome::Failed(problem.clone()),
-                            detail: format!("failed: {problem}"),
-                        }
-                    }
-                };
-                let d = DeviceAction {
-                    chunk: a.chunk,
-                    version: chunk.version.clone(),
-                    phase,
-                    step: None,
-                    sent_percent: None,
-                };
-                (device, d)
-            })
-            .collect();
+        let id = base.id.clone();
+        let (devices, lines) = device_actions(&base, assigned);
         tracing::info!(source = "hawkbit", action = %id, "new deployment: {}", lines.join("; "));
         let action = Action {
             base,
@@ -266,6 +209,99 @@ impl super::HawkbitSource {
         self.persist(saved);
         Adopted::New
     }
+
+    /// Compares a fetched deployment with what is known: one already answered,
+    /// or the action in hand (changed or not), ends here; an action in hand
+    /// that is not this one is forgotten and this one goes on.
+    fn against_current(
+        &self,
+        saved: &mut Saved,
+        base: DeploymentBase,
+    ) -> ControlFlow<Adopted, DeploymentBase> {
+        if saved.is_done(&format!("action:{}", base.id)) {
+            return ControlFlow::Break(Adopted::Nothing);
+        }
+        match saved.action.as_mut() {
+            Some(current) if current.id() == base.id => {
+                if current.base != base {
+                    tracing::info!(source = "hawkbit", action = %base.id, "deployment changed");
+                    current.base = base;
+                    self.persist(saved);
+                    return ControlFlow::Break(Adopted::Changed);
+                }
+                return ControlFlow::Break(Adopted::Nothing);
+            }
+            Some(old) => {
+                tracing::warn!(source = "hawkbit", action = %old.id(),
+                    "action replaced by {} on the server; forgetting it", base.id);
+                let key = format!("action:{}", old.id());
+                saved.mark_done(key);
+            }
+            None => {}
+        }
+        ControlFlow::Continue(base)
+    }
+
+    /// A deployment no device of this gateway takes: closed as failed at once.
+    fn refuse(&self, saved: &mut Saved, href: &str, base: &DeploymentBase) {
+        use super::feedback::{enqueue, status};
+        use super::wire::{Execution, Feedback, Finished};
+
+        let id = base.id.clone();
+        let line = format!(
+            "no device of this gateway takes any chunk ({})",
+            describe_chunks(base)
+        );
+        tracing::warn!(source = "hawkbit", action = %id, "{line}");
+        let fb = Feedback {
+            id: id.clone(),
+            status: status(Execution::Closed, Finished::Failure, None, vec![line]),
+        };
+        enqueue(saved, super::http::sub_url(href, "feedback"), fb, false);
+        saved.action = None;
+        saved.mark_done(format!("action:{id}"));
+        self.persist(saved);
+    }
+}
+
+/// Each assigned device's part of a new action (offered, or failed at once with
+/// its problem), and a line for each to log and report.
+fn device_actions(
+    base: &DeploymentBase,
+    assigned: BTreeMap<String, Assigned>,
+) -> (BTreeMap<String, DeviceAction>, Vec<String>) {
+    let mut lines = Vec::new();
+    let devices = assigned
+        .into_iter()
+        .map(|(device, a)| {
+            let chunk = &base.deployment.chunks[a.chunk];
+            let phase = match a.problem {
+                None => {
+                    lines.push(format!(
+                        "{device}: {} {} offered",
+                        chunk.name, chunk.version
+                    ));
+                    DevicePhase::Offered
+                }
+                Some(problem) => {
+                    lines.push(format!("{device}: {problem}"));
+                    DevicePhase::Done {
+                        outcome: crate::progress::Outcome::Failed(problem.clone()),
+                        detail: format!("failed: {problem}"),
+                    }
+                }
+            };
+            let d = DeviceAction {
+                chunk: a.chunk,
+                version: chunk.version.clone(),
+                phase,
+                step: None,
+                sent_percent: None,
+            };
+            (device, d)
+        })
+        .collect();
+    (devices, lines)
 }
 
 /// What taking a deployment on did.

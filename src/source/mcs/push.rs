@@ -124,8 +124,27 @@ pub fn validate(line: &str, expect: &Expect<'_>) -> Result<Push, LineError> {
     if !constant_time_eq(f.device_key.as_bytes(), expect.device.device_key.as_bytes()) {
         return refuse("wrong device key".into());
     }
-    let Ok(raw_ts) = f.timestamp.parse::<u64>() else {
-        return refuse(format!("timestamp {} is not a number", shown(f.timestamp)));
+    let timestamp_ms = check_timestamp(f.timestamp, expect)?;
+    check_version(f.version, expect)?;
+    let md5 = match Checksum::new(ChecksumAlgorithm::Md5, f.md5) {
+        Ok(c) if f.md5.len() == 32 => c.hex().to_string(),
+        _ => return refuse(format!("MD5 {} is not 32 hex digits", shown(f.md5))),
+    };
+    check_url(f.url, expect)?;
+    Ok(Push {
+        timestamp_ms,
+        version: f.version.to_string(),
+        md5,
+        url: f.url.to_string(),
+    })
+}
+
+/// The push's time in milliseconds (seconds are accepted too): neither stale,
+/// nor in the future beyond the clock skew, nor replayed.
+fn check_timestamp(timestamp: &str, expect: &Expect<'_>) -> Result<u64, LineError> {
+    let refuse = |m: String| Err(LineError::Refused(m));
+    let Ok(raw_ts) = timestamp.parse::<u64>() else {
+        return refuse(format!("timestamp {} is not a number", shown(timestamp)));
     };
     let timestamp_ms = if raw_ts < 100_000_000_000 {
         raw_ts.saturating_mul(1000)
@@ -153,26 +172,34 @@ pub fn validate(line: &str, expect: &Expect<'_>) -> Result<Push, LineError> {
             "replayed: timestamp {timestamp_ms} is not after the last accepted push ({last})"
         ));
     }
-    if f.version.is_empty() {
+    Ok(timestamp_ms)
+}
+
+/// A version of the device's scheme that the device may take.
+fn check_version(version: &str, expect: &Expect<'_>) -> Result<(), LineError> {
+    let refuse = |m: String| Err(LineError::Refused(m));
+    if version.is_empty() {
         return refuse("empty version".into());
     }
-    if let Err(e) = expect.scheme.validate(f.version) {
-        return refuse(format!("version {}: {e}", shown(f.version)));
+    if let Err(e) = expect.scheme.validate(version) {
+        return refuse(format!("version {}: {e}", shown(version)));
     }
     if let Some(current) = expect.current
-        && let Err(e) = check_upgrade(expect.scheme, current, f.version, None, expect.only_newer)
+        && let Err(e) = check_upgrade(expect.scheme, current, version, None, expect.only_newer)
     {
-        return refuse(format!("version {}: {e}", shown(f.version)));
+        return refuse(format!("version {}: {e}", shown(version)));
     }
-    let md5 = match Checksum::new(ChecksumAlgorithm::Md5, f.md5) {
-        Ok(c) if f.md5.len() == 32 => c.hex().to_string(),
-        _ => return refuse(format!("MD5 {} is not 32 hex digits", shown(f.md5))),
-    };
-    let url = match reqwest::Url::parse(f.url) {
+    Ok(())
+}
+
+/// An http(s) URL with a host (https only with `https_only`).
+fn check_url(url: &str, expect: &Expect<'_>) -> Result<(), LineError> {
+    let refuse = |m: String| Err(LineError::Refused(m));
+    let parsed = match reqwest::Url::parse(url) {
         Ok(u) => u,
-        Err(e) => return refuse(format!("URL {}: {e}", shown(f.url))),
+        Err(e) => return refuse(format!("URL {}: {e}", shown(url))),
     };
-    let scheme_ok = match url.scheme() {
+    let scheme_ok = match parsed.scheme() {
         "https" => true,
         "http" => !expect.https_only,
         _ => false,
@@ -185,18 +212,13 @@ pub fn validate(line: &str, expect: &Expect<'_>) -> Result<Push, LineError> {
         };
         return refuse(format!(
             "URL scheme {:?} not allowed (allowed: {allowed})",
-            url.scheme()
+            parsed.scheme()
         ));
     }
-    if url.host().is_none() {
+    if parsed.host().is_none() {
         return refuse("URL has no host".into());
     }
-    Ok(Push {
-        timestamp_ms,
-        version: f.version.to_string(),
-        md5,
-        url: f.url.to_string(),
-    })
+    Ok(())
 }
 
 /// A field from the wire as it may appear in a log: escaped and cut short.

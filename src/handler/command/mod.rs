@@ -43,41 +43,36 @@
 //! (default [`DEFAULT_CANCEL_GRACE`]). Processes a command leaves behind after it
 //! exited normally are left alone; the agent stops reading their output
 //! shortly after the command itself exited.
+//!
+//! # Layout
+//!
+//! - this file: the handler: which command runs for which step, its argv and
+//!   environment, and what its exit status means;
+//! - `supervise`: process supervision: spawning into an own process group, killing
+//!   the group, `cancel`'s SIGTERM-then-SIGKILL with `/proc` scanning for
+//!   survivors, following a command until it exited;
+//! - `line_protocol`: reading output lines from any bytes and the stdout protocol
+//!   (`PROGRESS` / `MESSAGE`, the version line, the stderr reason).
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+mod line_protocol;
+mod supervise;
+
+use std::process::ExitStatus;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::errno::Errno;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
-use tokio::time::Instant;
 
 use super::{BackgroundTransfer, HandlerError, UpdateHandler, VerifiedImage};
 use crate::checksum::ChecksumAlgorithm;
 use crate::config::CommandConfig;
 use crate::progress::{Progress, ProgressError, ProgressStep};
+use line_protocol::Output;
+use supervise::{Groups, Stream, describe_status};
 
 /// How long [`UpdateHandler::cancel`] waits after SIGTERM before it sends SIGKILL.
 pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
-
-/// How long output is still read after the command exited, when a process it left
-/// behind keeps stdout or stderr open.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
-
-/// How often `cancel` looks whether the process group is gone.
-const CANCEL_POLL: Duration = Duration::from_millis(20);
-
-/// Longest line kept from a command's output; the rest of the line is dropped.
-const MAX_LINE: usize = 16 * 1024;
-
-/// Longest stderr line quoted in an error message.
-const MAX_REASON: usize = 512;
 
 /// Every environment variable the handler sets.
 const ENV_NAMES: [&str; 8] = [
@@ -128,16 +123,6 @@ impl Step {
     }
 }
 
-/// A command that is running now.
-#[derive(Debug)]
-struct Running {
-    /// Its process group (= the pid of the command).
-    pgid: Pid,
-    cancelable: bool,
-    /// Set by `cancel`, so that the run reports [`HandlerError::Canceled`].
-    canceled: Arc<AtomicBool>,
-}
-
 /// Runs the configured commands of one device.
 #[derive(Debug)]
 pub struct CommandHandler {
@@ -145,7 +130,7 @@ pub struct CommandHandler {
     device_type: String,
     config: CommandConfig,
     cancel_grace: Duration,
-    running: Mutex<Vec<Running>>,
+    groups: Groups,
 }
 
 impl CommandHandler {
@@ -155,8 +140,29 @@ impl CommandHandler {
             device_type: device_type.to_string(),
             config,
             cancel_grace: DEFAULT_CANCEL_GRACE,
-            running: Mutex::new(Vec::new()),
+            groups: Groups::default(),
         }
+    }
+
+    /// A handler that only reads the version with `argv` (for the serial
+    /// handlers' `version_command`).
+    pub fn version_only(
+        device_id: &str,
+        device_type: &str,
+        argv: Vec<String>,
+        command_timeout: Duration,
+    ) -> Self {
+        CommandHandler::new(
+            device_id,
+            device_type,
+            CommandConfig {
+                version_command: Some(argv),
+                executable_command: None,
+                transfer_command: None,
+                update_command: vec![],
+                command_timeout,
+            },
+        )
     }
 
     /// How long `cancel` waits after SIGTERM before SIGKILL (default
@@ -170,9 +176,9 @@ impl CommandHandler {
         &self.config
     }
 
-    fn running(&self) -> MutexGuard<'_, Vec<Running>> {
-        // The list stays consistent even if a holder panicked.
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    #[cfg(test)]
+    fn running(&self) -> std::sync::MutexGuard<'_, Vec<supervise::Running>> {
+        self.groups.running()
     }
 
     /// Runs a version or executable command, killed after `command_timeout`.
@@ -223,6 +229,54 @@ impl CommandHandler {
         let Some((program, args)) = argv.split_first() else {
             return Err(HandlerError::failed(step.label(), "the command is empty"));
         };
+        let mut cmd = self.command(step, program, args, image);
+        tracing::debug!(device = %self.device_id, step = step.env(), ?argv,
+            image = ?image.map(|i| i.path()), "running {}", step.label());
+        let mut child = supervise::spawn(&mut cmd)
+            .map_err(|e| HandlerError::io(format!("{}: cannot run {program}", step.label()), e))?;
+        // Declared after `child`, so it is dropped (and kills the group) first.
+        let (mut guard, canceled) = self.groups.watch(&child, step, &self.device_id);
+        let mut out = Output::new(&self.device_id, step, progress);
+        let status =
+            supervise::follow(
+                &mut child,
+                &self.device_id,
+                step,
+                |stream, line| match stream {
+                    Stream::Stdout => out.stdout_line(line),
+                    Stream::Stderr => out.stderr_line(line),
+                },
+            )
+            .await
+            .map_err(|e| HandlerError::io(format!("{}: waiting for {program}", step.label()), e))?;
+        if let Some(guard) = guard.as_mut() {
+            guard.disarm();
+        }
+        let Some(status) = status else {
+            // The loop only ends with a status.
+            return Err(HandlerError::failed(
+                step.label(),
+                "ended without exit status",
+            ));
+        };
+        tracing::debug!(device = %self.device_id, step = step.env(), %status,
+            "{} finished", step.label());
+        Ok(RunOutput {
+            status,
+            version: out.version,
+            last_stderr: out.last_stderr,
+            canceled: canceled.load(Ordering::SeqCst),
+        })
+    }
+
+    /// The command line and environment of one step (see the module docs).
+    fn command(
+        &self,
+        step: Step,
+        program: &str,
+        args: &[String],
+        image: Option<&VerifiedImage>,
+    ) -> Command {
         let mut cmd = Command::new(program);
         cmd.args(args);
         for name in ENV_NAMES {
@@ -244,191 +298,18 @@ impl CommandHandler {
                 cmd.env("FOTA_SHA256", sha256);
             }
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-
-        tracing::debug!(device = %self.device_id, step = step.env(), ?argv,
-            image = ?image.map(|i| i.path()), "running {}", step.label());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| HandlerError::io(format!("{}: cannot run {program}", step.label()), e))?;
-        let canceled = Arc::new(AtomicBool::new(false));
-        // Declared after `child`, so it is dropped (and kills the group) first.
-        let mut guard = child.id().and_then(|id| i32::try_from(id).ok()).map(|id| {
-            let pgid = Pid::from_raw(id);
-            self.running().push(Running {
-                pgid,
-                cancelable: step.cancelable(),
-                canceled: canceled.clone(),
-            });
-            GroupGuard {
-                handler: self,
-                pgid,
-                armed: true,
-            }
-        });
-
-        let mut stdout = child.stdout.take().map(LineReader::new);
-        let mut stderr = child.stderr.take().map(LineReader::new);
-        let mut out = Output {
-            handler: self,
-            step,
-            progress,
-            version: None,
-            last_stderr: None,
-        };
-        let mut status: Option<ExitStatus> = None;
-        let mut drain_until: Option<Instant> = None;
-        loop {
-            if status.is_some() && stdout.is_none() && stderr.is_none() {
-                break;
-            }
-            tokio::select! {
-                line = next_line(&mut stdout), if stdout.is_some() => match line {
-                    Some(line) => out.stdout_line(&line),
-                    None => stdout = None,
-                },
-                line = next_line(&mut stderr), if stderr.is_some() => match line {
-                    Some(line) => out.stderr_line(&line),
-                    None => stderr = None,
-                },
-                exit = child.wait(), if status.is_none() => {
-                    let exit = exit.map_err(|e| {
-                        HandlerError::io(format!("{}: waiting for {program}", step.label()), e)
-                    })?;
-                    status = Some(exit);
-                    drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
-                },
-                () = tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)),
-                    if drain_until.is_some() =>
-                {
-                    tracing::debug!(device = %self.device_id, step = step.env(),
-                        "{} exited but processes it left behind keep its output open; \
-                         no longer reading it", step.label());
-                    break;
-                },
-            }
-        }
-        if let Some(guard) = guard.as_mut() {
-            guard.disarm();
-        }
-        let Some(status) = status else {
-            // The loop only ends with a status.
-            return Err(HandlerError::failed(
-                step.label(),
-                "ended without exit status",
-            ));
-        };
-        tracing::debug!(device = %self.device_id, step = step.env(), %status,
-            "{} finished", step.label());
-        Ok(RunOutput {
-            status,
-            version: out.version,
-            last_stderr: out.last_stderr,
-            canceled: canceled.load(Ordering::SeqCst),
-        })
+        cmd
     }
 }
 
-/// Reads the next line, or `None` at the end of the stream (or on a read error,
-/// which is logged).
-async fn next_line<R: AsyncRead + Unpin>(reader: &mut Option<LineReader<R>>) -> Option<String> {
-    let reader = reader.as_mut()?;
-    match reader.next_line().await {
-        Ok(line) => line,
-        Err(e) => {
-            tracing::warn!("reading command output: {e}");
-            None
-        }
-    }
-}
-
-/// Kills the process group of a command whose run did not finish (its future was
-/// dropped), and keeps the handler's list of running commands current.
-struct GroupGuard<'a> {
-    handler: &'a CommandHandler,
-    pgid: Pid,
-    armed: bool,
-}
-
-impl GroupGuard<'_> {
-    /// The run finished: nothing to kill, and `cancel` no longer concerns it.
-    fn disarm(&mut self) {
-        self.armed = false;
-        self.forget();
-    }
-
-    fn forget(&self) {
-        self.handler.running().retain(|r| r.pgid != self.pgid);
-    }
-}
-
-impl Drop for GroupGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            // A pgid is not reused while a member of the group lives; once none
-            // does this is ESRCH.
-            match killpg(self.pgid, Signal::SIGKILL) {
-                Ok(()) => tracing::info!(device = %self.handler.device_id, pgid = %self.pgid,
-                    "command abandoned while running; killed its process group"),
-                Err(Errno::ESRCH) => {}
-                Err(e) => tracing::warn!(device = %self.handler.device_id, pgid = %self.pgid,
-                    "cannot kill process group of abandoned command: {e}"),
-            }
-            self.forget();
-        }
-    }
-}
-
-/// What the output of a command said.
-struct Output<'a> {
-    handler: &'a CommandHandler,
-    step: Step,
-    progress: Option<&'a Progress>,
-    version: Option<String>,
-    last_stderr: Option<String>,
-}
-
-impl Output<'_> {
-    fn stdout_line(&mut self, line: &str) {
-        let device = &self.handler.device_id;
-        let step = self.step.env();
-        if self.step == Step::Version {
-            let trimmed = line.trim();
-            if self.version.is_none() && !trimmed.is_empty() {
-                self.version = Some(trimmed.to_string());
-            } else {
-                tracing::debug!(device = %device, step, "stdout: {line}");
-            }
-            return;
-        }
-        match parse_line(line) {
-            Line::Progress(Ok(percent)) => match self.progress {
-                Some(progress) => {
-                    if let Err(e) = progress.update(percent) {
-                        tracing::warn!(device = %device, step, "ignoring PROGRESS {percent}: {e}");
-                    }
-                }
-                None => tracing::debug!(device = %device, step,
-                    "ignoring PROGRESS {percent} outside transfer and update"),
-            },
-            Line::Progress(Err(value)) => tracing::warn!(device = %device, step,
-                "ignoring invalid PROGRESS {value:?}: expected a number from 0 to 100"),
-            Line::Message(text) => tracing::info!(device = %device, step, "{text}"),
-            Line::Other(text) => tracing::debug!(device = %device, step, "stdout: {text}"),
-        }
-    }
-
-    fn stderr_line(&mut self, line: &str) {
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            return;
-        }
-        tracing::warn!(device = %self.handler.device_id, step = self.step.env(), "{trimmed}");
-        self.last_stderr = Some(truncate(trimmed, MAX_REASON));
+/// The version `handler` reads; unknown (`None`) without a handler (the serial
+/// handlers' optional `version_command`).
+pub async fn version_from(
+    handler: Option<&CommandHandler>,
+) -> Result<Option<String>, HandlerError> {
+    match handler {
+        Some(handler) => handler.current_version().await,
+        None => Ok(None),
     }
 }
 
@@ -452,163 +333,6 @@ impl RunOutput {
             message.push_str(reason);
         }
         HandlerError::failed(step.label(), message)
-    }
-}
-
-/// `exited with status 3`, `killed by signal SIGKILL`.
-fn describe_status(status: ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        format!("exited with status {code}")
-    } else if let Some(signal) = status.signal() {
-        match Signal::try_from(signal) {
-            Ok(s) => format!("killed by signal {}", s.as_str()),
-            Err(_) => format!("killed by signal {signal}"),
-        }
-    } else {
-        format!("ended with {status}")
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
-/// One stdout line of a transfer, update or executable command.
-#[derive(Debug, PartialEq, Eq)]
-enum Line<'a> {
-    /// `PROGRESS <n>`: the percent, or the text that is not one.
-    Progress(Result<u8, &'a str>),
-    /// `MESSAGE <text>`
-    Message(&'a str),
-    Other(&'a str),
-}
-
-fn parse_line(line: &str) -> Line<'_> {
-    let line = line.trim();
-    if let Some(rest) = keyword(line, "PROGRESS") {
-        let number = rest.strip_suffix('%').unwrap_or(rest).trim_end();
-        return Line::Progress(match number.parse::<u8>() {
-            Ok(n) if n <= 100 && number.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-            _ => Err(rest),
-        });
-    }
-    if let Some(text) = keyword(line, "MESSAGE") {
-        return Line::Message(text);
-    }
-    Line::Other(line)
-}
-
-/// The rest of `line` after `word` and whitespace, if `line` starts with `word` as a
-/// whole word.
-fn keyword<'a>(line: &'a str, word: &str) -> Option<&'a str> {
-    let rest = line.strip_prefix(word)?;
-    if rest.is_empty() || rest.starts_with(char::is_whitespace) {
-        Some(rest.trim_start())
-    } else {
-        None
-    }
-}
-
-/// Reads lines of any bytes: lossy UTF-8, `\r\n` or `\n` endings, lines cut at
-/// [`MAX_LINE`] bytes. Cancel safe: a partial line survives a dropped `next_line`.
-struct LineReader<R> {
-    inner: BufReader<R>,
-    line: Vec<u8>,
-}
-
-impl<R: AsyncRead + Unpin> LineReader<R> {
-    fn new(inner: R) -> Self {
-        LineReader {
-            inner: BufReader::new(inner),
-            line: Vec::new(),
-        }
-    }
-
-    /// The next line, or `None` at the end of the stream.
-    async fn next_line(&mut self) -> std::io::Result<Option<String>> {
-        loop {
-            // The only await point; `fill_buf` is cancel safe and everything else
-            // lives in `self`.
-            let available = self.inner.fill_buf().await?;
-            if available.is_empty() {
-                if self.line.is_empty() {
-                    return Ok(None);
-                }
-                return Ok(Some(self.take_line()));
-            }
-            let (chunk, used, complete) = match available.iter().position(|&b| b == b'\n') {
-                Some(i) => (&available[..i], i + 1, true),
-                None => (available, available.len(), false),
-            };
-            let room = MAX_LINE.saturating_sub(self.line.len());
-            self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            self.inner.consume(used);
-            if complete {
-                return Ok(Some(self.take_line()));
-            }
-        }
-    }
-
-    fn take_line(&mut self) -> String {
-        if self.line.last() == Some(&b'\r') {
-            self.line.pop();
-        }
-        let line = String::from_utf8_lossy(&self.line).into_owned();
-        self.line.clear();
-        line
-    }
-}
-
-/// Whether a process of the group is still alive (zombies do not count: they are
-/// dead, only not reaped yet, which nobody may do in a container without init).
-fn group_alive(pgid: Pid) -> bool {
-    if let Err(Errno::ESRCH) = killpg(pgid, None) {
-        return false;
-    }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some((state, pgrp)) = parse_stat(&stat)
-            && pgrp == pgid.as_raw()
-            && state != 'Z'
-            && state != 'X'
-        {
-            return true;
-        }
-    }
-    false
-}
-
-/// State and process group from `/proc/<pid>/stat`.
-fn parse_stat(stat: &str) -> Option<(char, i32)> {
-    // The command name may contain spaces and parentheses; it ends at the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
-}
-
-fn signal_group(pgid: Pid, signal: Signal, device: &str) {
-    match killpg(pgid, signal) {
-        Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => tracing::warn!(device, %pgid, "cannot send {signal} to process group: {e}"),
     }
 }
 
@@ -654,43 +378,7 @@ impl UpdateHandler for CommandHandler {
     }
 
     async fn cancel(&self) {
-        let targets: Vec<Pid> = self
-            .running()
-            .iter()
-            .filter(|r| r.cancelable)
-            .map(|r| {
-                r.canceled.store(true, Ordering::SeqCst);
-                r.pgid
-            })
-            .collect();
-        if targets.is_empty() {
-            return;
-        }
-        let device = self.device_id.as_str();
-        for &pgid in &targets {
-            tracing::info!(device, %pgid, "canceling: sending SIGTERM to the command");
-            signal_group(pgid, Signal::SIGTERM, device);
-        }
-        let deadline = Instant::now() + self.cancel_grace;
-        let mut left = targets.clone();
-        loop {
-            left.retain(|&pgid| group_alive(pgid));
-            if left.is_empty() || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(CANCEL_POLL).await;
-        }
-        for &pgid in &left {
-            tracing::warn!(device, %pgid, grace = ?self.cancel_grace,
-                "command still running after SIGTERM; sending SIGKILL");
-        }
-        // Also any group that still exists only as far as `/proc` could not tell
-        // (zombies, or a `/proc` of another pid namespace): SIGKILL harms neither.
-        for pgid in targets {
-            if killpg(pgid, None).is_ok() {
-                signal_group(pgid, Signal::SIGKILL, device);
-            }
-        }
+        self.groups.cancel(self.cancel_grace, &self.device_id).await;
     }
 
     fn background_transfer(&self) -> Option<&dyn BackgroundTransfer> {
@@ -723,8 +411,13 @@ impl BackgroundTransfer for CommandHandler {
 mod tests {
     use std::path::{Path, PathBuf};
 
+    use nix::errno::Errno;
+    use nix::sys::signal::Signal;
+    use nix::unistd::Pid;
     use tokio::sync::broadcast;
+    use tokio::time::Instant;
 
+    use super::supervise::parse_stat;
     use super::*;
     use crate::checksum::MultiHasher;
     use crate::model::{Firmware, FirmwareLocation};
@@ -764,20 +457,8 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let mut hasher = MultiHasher::new(algorithms.iter().copied());
         hasher.update(bytes);
-        let firmware = Firmware {
-            device_type: "sensor-v2".into(),
-            version: "2.0".into(),
-            location: FirmwareLocation::File(path.clone()),
-            size: Some(bytes.len() as u64),
-            checksums: vec![],
-            prerequisite: None,
-            vendor: None,
-            model: None,
-            description: None,
-            changelog: None,
-            deployment: None,
-            download_headers: Default::default(),
-        };
+        let mut firmware = Firmware::new("sensor-v2", "2.0", FirmwareLocation::File(path.clone()));
+        firmware.size = Some(bytes.len() as u64);
         VerifiedImage::new(path, firmware, hasher.finish())
     }
 
@@ -848,49 +529,6 @@ mod tests {
             HandlerError::Failed { step, message } => (step, message),
             other => panic!("expected Failed, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn parses_protocol_lines() {
-        assert_eq!(parse_line("PROGRESS 42"), Line::Progress(Ok(42)));
-        assert_eq!(parse_line("  PROGRESS\t100 \r"), Line::Progress(Ok(100)));
-        assert_eq!(parse_line("PROGRESS 0%"), Line::Progress(Ok(0)));
-        assert_eq!(parse_line("PROGRESS 101"), Line::Progress(Err("101")));
-        assert_eq!(parse_line("PROGRESS +5"), Line::Progress(Err("+5")));
-        assert_eq!(parse_line("PROGRESS 4.5"), Line::Progress(Err("4.5")));
-        assert_eq!(parse_line("PROGRESS"), Line::Progress(Err("")));
-        assert_eq!(parse_line("PROGRESSIVE 5"), Line::Other("PROGRESSIVE 5"));
-        assert_eq!(
-            parse_line("MESSAGE  hello world "),
-            Line::Message("hello world")
-        );
-        assert_eq!(parse_line("MESSAGE"), Line::Message(""));
-        assert_eq!(parse_line("progress 5"), Line::Other("progress 5"));
-        assert_eq!(parse_line("ÿ PROGRESS 5"), Line::Other("ÿ PROGRESS 5"));
-    }
-
-    #[test]
-    fn parses_proc_stat_and_truncates_reasons() {
-        assert_eq!(parse_stat("123 (a) b (c)) S 1 77 77 0 -1"), Some(('S', 77)));
-        assert_eq!(parse_stat("garbage"), None);
-        assert_eq!(truncate("héllo", 2), "h…");
-        assert_eq!(truncate("short", 10), "short");
-    }
-
-    #[tokio::test]
-    async fn line_reader_handles_any_bytes() {
-        let mut data = b"one\r\ntwo\n\n\xff\xfebad\n".to_vec();
-        data.extend(std::iter::repeat_n(b'x', MAX_LINE + 100));
-        data.extend(b"\nlast");
-        let mut r = LineReader::new(&data[..]);
-        let mut lines = Vec::new();
-        while let Some(line) = r.next_line().await.unwrap() {
-            lines.push(line);
-        }
-        assert_eq!(lines.len(), 6);
-        assert_eq!(&lines[..4], ["one", "two", "", "\u{fffd}\u{fffd}bad"]);
-        assert_eq!(lines[4].len(), MAX_LINE);
-        assert_eq!(lines[5], "last");
     }
 
     #[tokio::test]

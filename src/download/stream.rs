@@ -1,0 +1,115 @@
+//! Step 3 of an attempt: the body goes to `<dest>.part` through the disk writer
+//! ([`super::writer`]), every digest updated in the same pass, with a stall
+//! timeout on the network side and `max_image_size` enforced as bytes arrive.
+
+use futures_util::StreamExt;
+use reqwest::header;
+
+use super::partial::{self, Partial, meta_path, part_path};
+use super::request::{Body, header_str, network};
+use super::writer::{self, Writer};
+use super::{DownloadError, DownloadRequest, Downloader, ProgressFn};
+use crate::checksum::{ChecksumAlgorithm, Digests, MultiHasher};
+
+/// Streams `body` into the partial file from `body.start` on and returns the
+/// digests of the whole file (the bytes already on disk included).
+pub(super) async fn stream(
+    dl: &Downloader,
+    req: &DownloadRequest<'_>,
+    body: Body,
+    algorithms: &[ChecksumAlgorithm],
+    progress: ProgressFn<'_>,
+) -> Result<Digests, DownloadError> {
+    let Body {
+        response,
+        start,
+        total,
+    } = body;
+    let record = Partial {
+        url: req.url.to_string(),
+        etag: header_str(response.headers(), header::ETAG),
+        last_modified: header_str(response.headers(), header::LAST_MODIFIED),
+        total,
+        durable: start,
+        boot_id: partial::boot_id(),
+    };
+    partial::save(req.dest, &record).map_err(|source| DownloadError::Io {
+        path: meta_path(req.dest),
+        source,
+    })?;
+
+    // Digests of what is already on disk, then the rest as it arrives.
+    let hasher = if start > 0 {
+        writer::hash_prefix(&part_path(req.dest), start, algorithms).await?
+    } else {
+        MultiHasher::new(algorithms.iter().copied())
+    };
+    let sink = Writer::start(req.dest.to_path_buf(), start, hasher, record)?;
+    let outcome = receive(dl, req.url, response, &sink, start, total, progress).await;
+    // A disk error is the root cause of anything that follows it.
+    let hasher = match (sink.finish().await, outcome) {
+        (Err(disk), _) => return Err(disk),
+        (Ok(_), Err(e)) => {
+            if matches!(e, DownloadError::TooLarge { .. }) {
+                partial::discard(req.dest);
+            }
+            return Err(e);
+        }
+        (Ok(h), Ok(())) => h,
+    };
+    if let Some(expected) = total
+        && hasher.length() < expected
+    {
+        return Err(DownloadError::Truncated {
+            url: req.url.to_string(),
+            expected,
+            got: hasher.length(),
+        });
+    }
+    Ok(hasher.finish())
+}
+
+/// Hands the body's chunks to `sink` until the body ends, stalls, fails or grows
+/// over `max_image_size`, or the writer stops (then `sink.finish` says why).
+async fn receive(
+    dl: &Downloader,
+    url: &str,
+    response: reqwest::Response,
+    sink: &Writer,
+    start: u64,
+    total: Option<u64>,
+    progress: ProgressFn<'_>,
+) -> Result<(), DownloadError> {
+    let mut received = start;
+    progress(received, total);
+    let mut body = response.bytes_stream();
+    let stall = dl.config.stall_timeout;
+    loop {
+        let Ok(next) = tokio::time::timeout(stall, body.next()).await else {
+            return Err(DownloadError::Stalled {
+                url: url.to_string(),
+                after: stall,
+                at: received,
+            });
+        };
+        let chunk = match next {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(network(url, e)),
+            Some(Ok(chunk)) => chunk,
+        };
+        received += chunk.len() as u64;
+        if let Some(max) = dl.config.max_image_size
+            && received > max
+        {
+            return Err(DownloadError::TooLarge {
+                size: received,
+                max,
+            });
+        }
+        if sink.send(chunk).await.is_err() {
+            // The writer stopped; `finish` says why.
+            return Ok(());
+        }
+        progress(received, total);
+    }
+}

@@ -1,0 +1,294 @@
+//! Process supervision for the command handler: every command runs in its own
+//! process group; a run whose future is dropped kills its whole group at once
+//! ([`GroupGuard`]); `cancel` sends SIGTERM to the groups of cancelable commands and
+//! SIGKILL after a grace period ([`Groups::cancel`]), looking in `/proc` for
+//! survivors ([`group_alive`]); [`follow`] waits for the exit while the output is
+//! read, and stops reading shortly after the exit when processes left behind keep
+//! the pipes open.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use super::Step;
+use super::line_protocol::{LineReader, next_line};
+
+/// How long output is still read after the command exited, when a process it left
+/// behind keeps stdout or stderr open.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// How often `cancel` looks whether the process group is gone.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+
+/// A command that is running now.
+#[derive(Debug)]
+pub(super) struct Running {
+    /// Its process group (= the pid of the command).
+    pgid: Pid,
+    cancelable: bool,
+    /// Set by `cancel`, so that the run reports [`super::HandlerError::Canceled`].
+    canceled: Arc<AtomicBool>,
+}
+
+/// The process groups of the commands a handler runs now.
+#[derive(Debug, Default)]
+pub(super) struct Groups {
+    running: Mutex<Vec<Running>>,
+}
+
+impl Groups {
+    pub(super) fn running(&self) -> MutexGuard<'_, Vec<Running>> {
+        // The list stays consistent even if a holder panicked.
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers the group of a command just spawned: the returned guard kills it
+    /// if the run does not finish, the flag tells whether `cancel` stopped it.
+    pub(super) fn watch<'a>(
+        &'a self,
+        child: &Child,
+        step: Step,
+        device: &'a str,
+    ) -> (Option<GroupGuard<'a>>, Arc<AtomicBool>) {
+        let canceled = Arc::new(AtomicBool::new(false));
+        let guard = child.id().and_then(|id| i32::try_from(id).ok()).map(|id| {
+            let pgid = Pid::from_raw(id);
+            self.running().push(Running {
+                pgid,
+                cancelable: step.cancelable(),
+                canceled: canceled.clone(),
+            });
+            GroupGuard {
+                groups: self,
+                device,
+                pgid,
+                armed: true,
+            }
+        });
+        (guard, canceled)
+    }
+
+    /// SIGTERM to every cancelable group, SIGKILL to what is left after `grace`.
+    pub(super) async fn cancel(&self, grace: Duration, device: &str) {
+        let targets: Vec<Pid> = self
+            .running()
+            .iter()
+            .filter(|r| r.cancelable)
+            .map(|r| {
+                r.canceled.store(true, Ordering::SeqCst);
+                r.pgid
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        for &pgid in &targets {
+            tracing::info!(device, %pgid, "canceling: sending SIGTERM to the command");
+            signal_group(pgid, Signal::SIGTERM, device);
+        }
+        let left = wait_gone(&targets, grace).await;
+        for &pgid in &left {
+            tracing::warn!(device, %pgid, ?grace,
+                "command still running after SIGTERM; sending SIGKILL");
+        }
+        // Also any group that still exists only as far as `/proc` could not tell
+        // (zombies, or a `/proc` of another pid namespace): SIGKILL harms neither.
+        for pgid in targets {
+            if killpg(pgid, None).is_ok() {
+                signal_group(pgid, Signal::SIGKILL, device);
+            }
+        }
+    }
+}
+
+/// Waits up to `grace` for the groups to be gone; returns those still alive.
+async fn wait_gone(groups: &[Pid], grace: Duration) -> Vec<Pid> {
+    let deadline = Instant::now() + grace;
+    let mut left = groups.to_vec();
+    loop {
+        left.retain(|&pgid| group_alive(pgid));
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(CANCEL_POLL).await;
+    }
+}
+
+/// Spawns `cmd` in its own process group, stdin `/dev/null`, stdout and stderr
+/// piped, killed when the [`Child`] is dropped.
+pub(super) fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Hands every line of the child's stdout and stderr to `on_line` until it exited
+/// and its output is read (or, when processes it left behind keep the output open,
+/// [`DRAIN_AFTER_EXIT`] after it exited). `None` only if the loop ended without an
+/// exit status, which it does not.
+pub(super) async fn follow(
+    child: &mut Child,
+    device: &str,
+    step: Step,
+    mut on_line: impl FnMut(Stream, &str),
+) -> std::io::Result<Option<ExitStatus>> {
+    let mut stdout = child.stdout.take().map(LineReader::new);
+    let mut stderr = child.stderr.take().map(LineReader::new);
+    let mut status: Option<ExitStatus> = None;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if status.is_some() && stdout.is_none() && stderr.is_none() {
+            break;
+        }
+        tokio::select! {
+            line = next_line(&mut stdout), if stdout.is_some() => match line {
+                Some(line) => on_line(Stream::Stdout, &line),
+                None => stdout = None,
+            },
+            line = next_line(&mut stderr), if stderr.is_some() => match line {
+                Some(line) => on_line(Stream::Stderr, &line),
+                None => stderr = None,
+            },
+            exit = child.wait(), if status.is_none() => {
+                status = Some(exit?);
+                drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            },
+            () = tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)),
+                if drain_until.is_some() =>
+            {
+                tracing::debug!(device, step = step.env(),
+                    "{} exited but processes it left behind keep its output open; \
+                     no longer reading it", step.label());
+                break;
+            },
+        }
+    }
+    Ok(status)
+}
+
+/// Kills the process group of a command whose run did not finish (its future was
+/// dropped), and keeps the list of running commands current.
+pub(super) struct GroupGuard<'a> {
+    groups: &'a Groups,
+    device: &'a str,
+    pgid: Pid,
+    armed: bool,
+}
+
+impl GroupGuard<'_> {
+    /// The run finished: nothing to kill, and `cancel` no longer concerns it.
+    pub(super) fn disarm(&mut self) {
+        self.armed = false;
+        self.forget();
+    }
+
+    fn forget(&self) {
+        self.groups.running().retain(|r| r.pgid != self.pgid);
+    }
+}
+
+impl Drop for GroupGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // A pgid is not reused while a member of the group lives; once none
+            // does this is ESRCH.
+            match killpg(self.pgid, Signal::SIGKILL) {
+                Ok(()) => tracing::info!(device = %self.device, pgid = %self.pgid,
+                    "command abandoned while running; killed its process group"),
+                Err(Errno::ESRCH) => {}
+                Err(e) => tracing::warn!(device = %self.device, pgid = %self.pgid,
+                    "cannot kill process group of abandoned command: {e}"),
+            }
+            self.forget();
+        }
+    }
+}
+
+/// `exited with status 3`, `killed by signal SIGKILL`.
+pub(super) fn describe_status(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exited with status {code}")
+    } else if let Some(signal) = status.signal() {
+        match Signal::try_from(signal) {
+            Ok(s) => format!("killed by signal {}", s.as_str()),
+            Err(_) => format!("killed by signal {signal}"),
+        }
+    } else {
+        format!("ended with {status}")
+    }
+}
+
+/// Whether a process of the group is still alive (zombies do not count: they are
+/// dead, only not reaped yet, which nobody may do in a container without init).
+fn group_alive(pgid: Pid) -> bool {
+    if let Err(Errno::ESRCH) = killpg(pgid, None) {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((state, pgrp)) = parse_stat(&stat)
+            && pgrp == pgid.as_raw()
+            && state != 'Z'
+            && state != 'X'
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// State and process group from `/proc/<pid>/stat`.
+pub(super) fn parse_stat(stat: &str) -> Option<(char, i32)> {
+    // The command name may contain spaces and parentheses; it ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+fn signal_group(pgid: Pid, signal: Signal, device: &str) {
+    match killpg(pgid, signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(device, %pgid, "cannot send {signal} to process group: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_stat() {
+        assert_eq!(parse_stat("123 (a) b (c)) S 1 77 77 0 -1"), Some(('S', 77)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+}
