@@ -61,6 +61,19 @@ impl<'i> Table<'i> {
             .map(|(k, v)| (k.get_ref().as_ref(), v.span().start))
     }
 
+    /// The first of `all` (in that order) that is set here but not owned by
+    /// `owner`, with the offset of its value: a key of another handler or kind.
+    pub fn foreign_key(
+        &self,
+        all: &'static [&'static str],
+        owner: &Owner,
+    ) -> Option<(&'static str, usize)> {
+        all.iter().find_map(|key| {
+            let (_, at) = self.keys().find(|(k, _)| k == key)?;
+            (!owner.owns(key)).then_some((*key, at))
+        })
+    }
+
     /// Moves the entries whose key satisfies `take` into a table of their own
     /// (same span).
     pub fn split_off(&mut self, take: impl Fn(&str) -> bool) -> Table<'i> {
@@ -157,6 +170,15 @@ pub(crate) fn all_keys(
             }
         }
         keys
+    })
+}
+
+/// The owners' names, sorted and comma-separated (for messages).
+pub(crate) fn names(cell: &'static OnceLock<String>, owners: &[&Owner]) -> &'static str {
+    cell.get_or_init(|| {
+        let mut names: Vec<&str> = owners.iter().map(|o| o.name).collect();
+        names.sort_unstable();
+        names.join(", ")
     })
 }
 

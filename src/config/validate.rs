@@ -219,13 +219,9 @@ fn source(
         return Err(check.at(kind, "kind", msg));
     };
     // Keys of other kinds are mistakes, not silently ignored settings.
-    for key in sources::SOURCES.iter().flat_map(|s| (s.owner.keys)()) {
-        if let Some((_, at)) = rest.keys().find(|(k, _)| k == key)
-            && !entry.owner.owns(key)
-        {
-            let msg = format!("source: key {key:?} does not apply to kind {name:?}");
-            return Err(check.error(at, Some(key), msg));
-        }
+    if let Some((key, at)) = rest.foreign_key(sources::source_keys(), &entry.owner) {
+        let msg = format!("source: key {key:?} does not apply to kind {name:?}");
+        return Err(check.error(at, Some(key), msg));
     }
     (entry.build)(rest, keys)
 }
@@ -329,13 +325,9 @@ fn handler(
         return Err(check.at(handler, "handler", msg));
     };
     // Keys of other handlers are mistakes, not silently ignored settings.
-    for key in handlers::handler_keys() {
-        if let Some((_, at)) = rest.keys().find(|(k, _)| k == key)
-            && !entry.owner.owns(key)
-        {
-            let msg = format!("{dev}: key {key:?} does not apply to handler {name:?}");
-            return Err(check.error(at, Some(key), msg));
-        }
+    if let Some((key, at)) = rest.foreign_key(handlers::handler_keys(), &entry.owner) {
+        let msg = format!("{dev}: key {key:?} does not apply to handler {name:?}");
+        return Err(check.error(at, Some(key), msg));
     }
     (entry.build)(rest, keys)
 }

@@ -24,7 +24,7 @@ use super::esp8266::config::Esp8266Config;
 use super::mt7681_config::Mt7681Config;
 use super::xmodem::config::XmodemConfig;
 use crate::config::check::Checker;
-use crate::config::table::{Owner, Table, all_keys};
+use crate::config::table::{Owner, Table, all_keys, names};
 use crate::config::{ConfigError, DeviceConfig};
 
 /// Default `command_timeout` of every handler.
@@ -178,11 +178,8 @@ pub(crate) fn find(name: &str) -> Option<&'static HandlerEntry> {
 /// The handlers' names, sorted and comma-separated (for messages).
 pub(crate) fn known() -> &'static str {
     static KNOWN: OnceLock<String> = OnceLock::new();
-    KNOWN.get_or_init(|| {
-        let mut names: Vec<&str> = HANDLERS.iter().map(|h| h.owner.name).collect();
-        names.sort_unstable();
-        names.join(", ")
-    })
+    let owners: Vec<&Owner> = HANDLERS.iter().map(|h| &h.owner).collect();
+    names(&KNOWN, &owners)
 }
 
 /// The keys of every handler, each once, in registry order.

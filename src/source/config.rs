@@ -16,7 +16,7 @@ use super::hawkbit::config::RawHawkbit;
 use super::mcs::config::RawMcs;
 use super::thingsboard::config::RawThingsboard;
 use crate::config::check::Checker;
-use crate::config::table::{Owner, Table};
+use crate::config::table::{Owner, Table, all_keys, names};
 use crate::config::{AgentConfig, ConfigError, DeviceConfig};
 use crate::download::DownloadConfig;
 
@@ -104,9 +104,15 @@ pub(crate) fn find(name: &str) -> Option<&'static SourceEntry> {
 /// The kinds' names, sorted and comma-separated (for messages).
 pub(crate) fn known() -> &'static str {
     static KNOWN: OnceLock<String> = OnceLock::new();
-    KNOWN.get_or_init(|| {
-        let mut names: Vec<&str> = SOURCES.iter().map(|s| s.owner.name).collect();
-        names.sort_unstable();
-        names.join(", ")
-    })
+    names(&KNOWN, &owners())
+}
+
+/// The kinds' keys, each once, in registry order.
+pub(crate) fn source_keys() -> &'static [&'static str] {
+    static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    all_keys(&KEYS, &[], &owners(), &[])
+}
+
+fn owners() -> Vec<&'static Owner> {
+    SOURCES.iter().map(|s| &s.owner).collect()
 }
