@@ -4,8 +4,8 @@
 //! arrays. Each failure is a [`ConfigError`] at the line of the offending value,
 //! naming its key; nothing here panics, whatever the input.
 //!
-//! Two upper bounds keep absurd values from overflowing timers later: durations
-//! are at most 10 years.
+//! An upper bound keeps absurd durations from overflowing timers later: at most
+//! 10 years.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};

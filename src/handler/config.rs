@@ -7,9 +7,12 @@
 //! `policy`, `version_scheme`, `only_newer`) and hands the rest of the table to the
 //! handler the device names, through the registry below.
 //!
-//! Adding a handler: write its config type and `HandlerSpec` implementation beside
-//! it, add one line to [`handlers!`]'s list at the end of this file, and document
-//! its keys in its docs page.
+//! Adding a handler: write its validated config type, its raw struct and their
+//! `HandlerSpec` implementation beside its code (the checks go in `from_raw`, the
+//! constructor in `handler`), add one line to the `handlers!` list at the end of
+//! this file, and document its keys in its docs page. The variant of
+//! [`HandlerConfig`], its name in messages, the keys known to the parser and the
+//! "does not apply to handler" checks all follow from that line.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
