@@ -63,10 +63,14 @@ impl ConfigError {
         }
     }
 
-    /// A toml/serde error (syntax, unknown field, wrong type, missing field).
-    pub(super) fn from_toml(err: &toml::de::Error, text: &str, path: &Path) -> ConfigError {
-        let message = err.message();
-        let span = err.span();
+    /// A toml/serde error (syntax, unknown field, wrong type, missing field): its
+    /// message and span.
+    pub(super) fn from_toml(
+        message: &str,
+        span: Option<std::ops::Range<usize>>,
+        text: &str,
+        path: &Path,
+    ) -> ConfigError {
         let key = if message.starts_with("unknown field") {
             // The span covers the key as written; fall back to the message.
             span.as_ref()

@@ -5,8 +5,11 @@
 //! engine's verification can make — handlers never see an unverified byte.
 
 pub mod command;
+pub mod command_config;
+pub mod config;
 pub mod esp8266;
 pub mod mt7681;
+pub mod mt7681_config;
 pub mod xmodem;
 
 use std::path::{Path, PathBuf};
@@ -146,32 +149,9 @@ pub trait BackgroundTransfer: Send + Sync {
     ) -> Result<(), HandlerError>;
 }
 
-/// The handler a device's config names.
+/// The handler a device's config names (see the registry in [`config`]).
 pub fn build(
     device: &crate::config::DeviceConfig,
 ) -> Result<std::sync::Arc<dyn UpdateHandler>, HandlerError> {
-    use crate::config::HandlerConfig;
-    match &device.handler {
-        HandlerConfig::Command(c) => Ok(std::sync::Arc::new(command::CommandHandler::new(
-            &device.id,
-            &device.device_type,
-            c.clone(),
-        ))),
-        HandlerConfig::Esp8266(c) => Ok(std::sync::Arc::new(esp8266::Esp8266Handler::new(
-            &device.id,
-            &device.device_type,
-            c,
-        ))),
-        HandlerConfig::Xmodem(c) => Ok(std::sync::Arc::new(xmodem::XmodemHandler::new(
-            &device.id,
-            &device.device_type,
-            c,
-        ))),
-        HandlerConfig::Mt7681(c) => Ok(std::sync::Arc::new(mt7681::Mt7681Handler::new(
-            &device.id,
-            &device.device_type,
-            device.version_scheme,
-            c,
-        ))),
-    }
+    Ok(device.handler.handler(device))
 }

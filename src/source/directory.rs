@@ -10,11 +10,33 @@ use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
 
+use super::config::{SourceConfig, SourceKeys, SourceKind};
 use super::properties::{self, Property};
 use super::{FirmwareSource, SourceError};
 use crate::checksum::{Checksum, ChecksumAlgorithm};
-use crate::config::DeviceConfig;
+use crate::config::{ConfigError, DeviceConfig};
 use crate::model::{Firmware, FirmwareLocation, Prerequisite};
+
+/// `kind = "directory"` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDirectory {
+    /// Default `<state_dir>/firmware`; a relative path is resolved against the
+    /// config file's directory.
+    path: Option<toml::Spanned<String>>,
+}
+
+impl SourceKind for RawDirectory {
+    const NAME: &'static str = "directory";
+
+    fn build(self, source: &SourceKeys<'_>) -> Result<SourceConfig, ConfigError> {
+        let path = match &self.path {
+            Some(path) => source.check.dir(path, "path", "source.path")?,
+            None => source.agent.state_dir.join("firmware"),
+        };
+        Ok(SourceConfig::Directory { path })
+    }
+}
 
 /// A `*.properties` file that was not offered, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! Each source converts its own wire format into [`crate::model::Firmware`] in one
 //! place; the engine never sees a protocol.
 
+pub mod config;
 pub mod directory;
 pub mod hawkbit;
 pub mod mcs;

@@ -83,6 +83,7 @@
 //! user needs to be in `dialout`. With `reset = "classic"` the port must support
 //! the DTR/RTS ioctls (USB-serial adapters do; ptys do not, use `none`).
 
+pub mod config;
 pub mod flasher;
 pub mod image;
 pub mod protocol;

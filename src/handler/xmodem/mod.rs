@@ -81,6 +81,7 @@
 //! update. Nothing else (e.g. a console on the same UART, or `version_command`
 //! talking to the port) may use it meanwhile.
 
+pub mod config;
 pub mod protocol;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -15,6 +15,7 @@
 //! with success or failure, exactly once, and the attributes are sent.
 
 mod cancel;
+pub mod config;
 mod config_data;
 pub mod deployment;
 mod feedback;

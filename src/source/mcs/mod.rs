@@ -39,6 +39,7 @@
 //! `<version>,<STEP>` for steps and `<version>,SUCCESS`, `<version>,FAILED,<reason>`,
 //! `<version>,CANCELED` for outcomes.
 
+pub mod config;
 pub mod push;
 pub mod rest;
 pub mod state;

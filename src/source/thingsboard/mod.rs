@@ -21,6 +21,7 @@
 //! backoff; nothing here panics on a reply. Tokens never appear in logs or errors.
 
 pub mod chunks;
+pub mod config;
 pub mod http;
 pub mod mqtt;
 pub mod state;
