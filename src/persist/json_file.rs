@@ -45,18 +45,24 @@ impl<T: Serialize + DeserializeOwned> JsonFile<T> {
     /// removes temp files a killed save left there; a failure is only logged (the
     /// next save reports it).
     pub fn open(path: impl Into<PathBuf>) -> JsonFile<T> {
-        LazyLock::force(&STARTED);
-        let file = JsonFile {
-            path: path.into(),
-            pretty: true,
-            _doc: PhantomData,
-        };
+        let file = JsonFile::at(path);
         let dir = file.dir();
         if let Err(e) = std::fs::create_dir_all(dir) {
             tracing::warn!("{}: {e}", dir.display());
         }
         remove_leftovers(dir);
         file
+    }
+
+    /// The document at `path`, with no look at its folder: for one of many
+    /// documents in a folder that [`remove_leftovers`] cleaned when it was opened.
+    pub fn at(path: impl Into<PathBuf>) -> JsonFile<T> {
+        LazyLock::force(&STARTED);
+        JsonFile {
+            path: path.into(),
+            pretty: true,
+            _doc: PhantomData,
+        }
     }
 
     /// Saves without indentation (files that were always written that way).
@@ -184,8 +190,10 @@ fn is_temp_name(name: &str) -> bool {
     ours || legacy
 }
 
-/// Removes the temp files in `dir` that no save of this process is writing.
-fn remove_leftovers(dir: &Path) {
+/// Removes the temp files in `dir` that no save of this process is writing:
+/// those a killed save left behind.
+pub fn remove_leftovers(dir: &Path) {
+    LazyLock::force(&STARTED);
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

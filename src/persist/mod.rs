@@ -16,7 +16,7 @@ mod outbox;
 
 use std::path::{Path, PathBuf};
 
-pub use json_file::JsonFile;
+pub use json_file::{JsonFile, remove_leftovers};
 pub use outbox::{Backoff, Document, Guard, Outbox, SendError};
 
 /// Why a durable file could not be read or written.
