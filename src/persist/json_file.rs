@@ -143,9 +143,22 @@ impl<T: Serialize + DeserializeOwned> JsonFile<T> {
         spawn_write(path, bytes).await
     }
 
-    /// [`JsonFile::save`] for callers that are not async.
+    /// [`JsonFile::save`] for callers that are not async. On a multi-threaded
+    /// runtime the write runs in `block_in_place` (the worker's other tasks move
+    /// on); unlike a detached blocking task it is never still in flight after
+    /// the calling task was aborted.
     pub fn save_blocking(&self, doc: &T) -> Result<(), PersistError> {
-        write_atomic(&self.path, &self.encode(doc)?)
+        let bytes = self.encode(doc)?;
+        off_runtime(|| write_atomic(&self.path, &bytes))
+    }
+}
+
+/// Runs `f`, which blocks, without stalling a multi-threaded runtime's worker.
+pub(super) fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

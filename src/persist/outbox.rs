@@ -4,7 +4,9 @@
 //! queueing a message and the state change it reports must reach the disk in one
 //! write (hawkBit's closing feedback and forgetting the action; MCS's outcome
 //! report and its "reported" mark). The document is kept in memory; changes are
-//! written through [`Outbox::change`] or an explicit save.
+//! written through [`Outbox::change`] or [`Guard::save`]. Writes are sync (see
+//! [`JsonFile::save_blocking`]): the engine aborts a source's tasks at shutdown,
+//! and what was answered must be on disk when the abort returns.
 //!
 //! **Delivery guarantee: at least once, in order.** The drain task sends the
 //! oldest entry and takes it off the queue (and writes that) only after the server
@@ -28,7 +30,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::json_file::write_atomic;
+use super::json_file::{off_runtime, write_atomic};
 use super::{JsonFile, PersistError};
 use crate::download::retry::backoff;
 
@@ -148,41 +150,14 @@ impl<'a, D: Document> Guard<'a, D> {
         }
     }
 
-    /// Writes the document as it is now (blocking; for callers that are not
-    /// async). A failure is logged: the document in memory still drives this run
-    /// and is written with the next change.
-    pub fn save_blocking(self) {
+    /// Writes the document as it is now; see [`JsonFile::save_blocking`] for why
+    /// this blocks. A failure is logged: the document in memory still drives
+    /// this run and is written with the next change.
+    pub fn save(self) {
         let (outbox, encoded) = self.encode();
         if let Some((version, bytes)) = encoded {
-            outbox.log(write_in_order(
-                &outbox.written,
-                &outbox.file,
-                version,
-                &bytes,
-            ));
-        }
-    }
-
-    /// [`Guard::save_blocking`], off the async runtime's threads.
-    pub fn save(self) -> impl Future<Output = ()> + Send + 'a {
-        let (outbox, encoded) = self.encode();
-        let written = outbox.written.clone();
-        let file = outbox.file.clone();
-        async move {
-            let Some((version, bytes)) = encoded else {
-                return;
-            };
-            let at = file.path().to_path_buf();
-            let result = tokio::task::spawn_blocking(move || {
-                write_in_order(&written, &file, version, &bytes)
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Err(PersistError::Io {
-                    path: at,
-                    source: std::io::Error::other(e),
-                })
-            });
+            let written = &outbox.written;
+            let result = off_runtime(|| write_in_order(written, &outbox.file, version, &bytes));
             outbox.log(result);
         }
     }
@@ -234,7 +209,7 @@ impl<D: Document> Outbox<D> {
     pub fn change<R>(&self, f: impl FnOnce(&mut D) -> R) -> R {
         let mut doc = self.lock();
         let r = f(&mut doc);
-        doc.save_blocking();
+        doc.save();
         r
     }
 
@@ -295,23 +270,18 @@ impl<D: Document> Outbox<D> {
                 }
             };
             self.drain.send_replace(Drain::Busy);
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = send(entry.clone()) => r,
-            };
+            // Not cut short by `shutdown`: an answered send is dequeued before the
+            // task stops (an abort of the task still can, see the guarantee).
+            let result = send(entry.clone()).await;
             let (wait, message) = match result {
                 Ok(()) => {
                     failures = 0;
-                    if let Some(write) = self.dequeue(&entry) {
-                        write.await;
-                    }
+                    self.dequeue(&entry);
                     continue;
                 }
                 Err(SendError::Permanent(message)) => {
                     tracing::warn!("{}: refused, dropped: {message}", self.what);
-                    if let Some(write) = self.dequeue(&entry) {
-                        write.await;
-                    }
+                    self.dequeue(&entry);
                     continue;
                 }
                 Err(SendError::Transient {
@@ -329,7 +299,7 @@ impl<D: Document> Outbox<D> {
                 self.what
             );
             if !D::dequeue_is_written(&entry) {
-                self.lock().save().await;
+                self.lock().save();
             }
             self.drain.send_replace(Drain::BackingOff);
             tokio::select! {
@@ -340,15 +310,16 @@ impl<D: Document> Outbox<D> {
     }
 
     /// Takes `sent` off the head of the queue, unless the head changed meanwhile
-    /// (replaced by a newer version of it, which is then sent too); returns the
-    /// write to wait for, if the change is worth one.
-    fn dequeue(&self, sent: &D::Entry) -> Option<impl Future<Output = ()> + Send + '_> {
+    /// (replaced by a newer version of it, which is then sent too).
+    fn dequeue(&self, sent: &D::Entry) {
         let mut doc = self.lock();
         if doc.queue().front() != Some(sent) {
-            return None;
+            return;
         }
         doc.queue_mut().pop_front();
-        D::dequeue_is_written(sent).then(|| doc.save())
+        if D::dequeue_is_written(sent) {
+            doc.save();
+        }
     }
 }
 
@@ -526,18 +497,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outbox = open(dir.path());
         outbox.change(|d| d.queue.extend([1, 2]));
-        // The server accepts 1; the process dies before the dequeue is written.
+        // The server accepts 1; the process dies (the task is aborted) before
+        // the dequeue is written.
         let attempts: Attempts = Arc::default();
-        let shutdown = CancellationToken::new();
-        {
-            let (a, s) = (attempts.clone(), shutdown.clone());
+        let (o, a) = (outbox.clone(), attempts.clone());
+        let task = tokio::spawn(async move {
             let send = move |entry: u32| {
                 a.lock().unwrap().push((entry, Instant::now()));
-                s.cancel();
                 std::future::pending::<Result<(), SendError>>()
             };
-            outbox.run(send, &shutdown).await;
-        }
+            o.run(send, &CancellationToken::new()).await;
+        });
+        until(&attempts, 1).await;
+        task.abort();
+        let _ = task.await;
         assert_eq!(entries(&attempts), vec![1]);
         drop(outbox);
         assert_eq!(on_disk(dir.path()), vec![1, 2]);

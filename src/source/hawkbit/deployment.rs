@@ -154,6 +154,7 @@ impl super::HawkbitSource {
         let base: DeploymentBase = self.api.get(href).await?;
         let wake = self.adopt(href, base);
         if wake != Adopted::Nothing {
+            self.persist();
             self.flush().await;
             if let Some(link) = link {
                 link.check_now();
@@ -162,14 +163,14 @@ impl super::HawkbitSource {
         Ok(())
     }
 
-    /// Takes a fetched deployment on (see `handle_deployment`).
+    /// Takes a fetched deployment on (see `handle_deployment`), in memory; the
+    /// caller saves unless it returns `Nothing`.
     fn adopt(&self, href: &str, base: DeploymentBase) -> Adopted {
         use super::feedback::{close_if_done, enqueue, status};
         use super::state::{Action, DeviceAction, DevicePhase};
         use super::wire::{Execution, Feedback, Finished};
 
-        let mut inner = self.lock();
-        let saved = &mut inner.saved;
+        let mut saved = self.feedback.lock();
         if saved.is_done(&format!("action:{}", base.id)) {
             return Adopted::Nothing;
         }
@@ -178,7 +179,6 @@ impl super::HawkbitSource {
                 if current.base != base {
                     tracing::info!(source = "hawkbit", action = %base.id, "deployment changed");
                     current.base = base;
-                    self.persist(saved);
                     return Adopted::Changed;
                 }
                 return Adopted::Nothing;
@@ -204,10 +204,14 @@ impl super::HawkbitSource {
                 id: id.clone(),
                 status: status(Execution::Closed, Finished::Failure, None, vec![line]),
             };
-            enqueue(saved, super::http::sub_url(&href, "feedback"), fb, false);
+            enqueue(
+                &mut saved,
+                super::http::sub_url(&href, "feedback"),
+                fb,
+                false,
+            );
             saved.action = None;
             saved.mark_done(format!("action:{id}"));
-            self.persist(saved);
             return Adopted::Refused;
         }
         let mut lines = Vec::new();
@@ -256,14 +260,13 @@ impl super::HawkbitSource {
             status: status(Execution::Proceeding, Finished::None, progress, lines),
         };
         enqueue(
-            saved,
+            &mut saved,
             super::http::sub_url(&action.href, "feedback"),
             fb,
             false,
         );
         saved.action = Some(action);
-        close_if_done(saved);
-        self.persist(saved);
+        close_if_done(&mut saved);
         Adopted::New
     }
 }
