@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -30,8 +30,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::JsonFile;
 use super::json_file::{off_runtime, write_atomic};
-use super::{JsonFile, PersistError};
 use crate::download::retry::backoff;
 
 /// Never retry sooner than this (a zero backoff base must not spin).
@@ -83,13 +83,6 @@ pub trait Document: Serialize + DeserializeOwned + Default + Send + 'static {
     }
 }
 
-/// The document and how many times it was encoded for a save, so saves that
-/// finish out of order never leave an older version on disk.
-struct Versioned<D> {
-    doc: D,
-    version: u64,
-}
-
 /// What the drain task is doing, for [`Outbox::flush`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Drain {
@@ -107,9 +100,7 @@ pub struct Outbox<D: Document> {
     what: &'static str,
     file: JsonFile<D>,
     backoff: Backoff,
-    doc: Mutex<Versioned<D>>,
-    /// The version last written; held while writing.
-    written: Arc<Mutex<u64>>,
+    doc: Mutex<D>,
     wake: Notify,
     flushes: AtomicU64,
     running: AtomicBool,
@@ -119,64 +110,37 @@ pub struct Outbox<D: Document> {
 /// The document, locked. Never hold it across an await.
 pub struct Guard<'a, D: Document> {
     outbox: &'a Outbox<D>,
-    inner: MutexGuard<'a, Versioned<D>>,
+    inner: MutexGuard<'a, D>,
 }
 
 impl<D: Document> std::ops::Deref for Guard<'_, D> {
     type Target = D;
     fn deref(&self) -> &D {
-        &self.inner.doc
+        &self.inner
     }
 }
 
 impl<D: Document> std::ops::DerefMut for Guard<'_, D> {
     fn deref_mut(&mut self) -> &mut D {
-        &mut self.inner.doc
+        &mut self.inner
     }
 }
 
-impl<'a, D: Document> Guard<'a, D> {
-    /// Encodes the document and releases the lock.
-    fn encode(mut self) -> (&'a Outbox<D>, Option<(u64, Vec<u8>)>) {
-        let outbox = self.outbox;
-        self.inner.version += 1;
-        let version = self.inner.version;
-        match outbox.file.encode(&self.inner.doc) {
-            Ok(bytes) => (outbox, Some((version, bytes))),
-            Err(e) => {
-                tracing::error!("{}: {e}", outbox.what);
-                (outbox, None)
-            }
-        }
-    }
-
-    /// Writes the document as it is now; see [`JsonFile::save_blocking`] for why
-    /// this blocks. A failure is logged: the document in memory still drives
-    /// this run and is written with the next change.
+impl<D: Document> Guard<'_, D> {
+    /// Writes the document as it is now, still holding the lock: writes happen in
+    /// the order of the changes, and nobody sees a change before it is on disk
+    /// (a source checks state and then queues; see [`JsonFile::save_blocking`]
+    /// for why this blocks). A failure is logged: the document in memory still
+    /// drives this run and is written with the next change.
     pub fn save(self) {
-        let (outbox, encoded) = self.encode();
-        if let Some((version, bytes)) = encoded {
-            let written = &outbox.written;
-            let result = off_runtime(|| write_in_order(written, &outbox.file, version, &bytes));
-            outbox.log(result);
+        let file = &self.outbox.file;
+        let result = file
+            .encode(&self.inner)
+            .and_then(|bytes| off_runtime(|| write_atomic(file.path(), &bytes)));
+        if let Err(e) = result {
+            tracing::error!("{}: not saved: {e}", self.outbox.what);
         }
     }
-}
-
-/// Writes version `version` unless a newer one is on disk already.
-fn write_in_order<D: Document>(
-    written: &Mutex<u64>,
-    file: &JsonFile<D>,
-    version: u64,
-    bytes: &[u8],
-) -> Result<(), PersistError> {
-    let mut on_disk = written.lock().unwrap_or_else(|p| p.into_inner());
-    if *on_disk >= version {
-        return Ok(());
-    }
-    write_atomic(file.path(), bytes)?;
-    *on_disk = version;
-    Ok(())
 }
 
 impl<D: Document> Outbox<D> {
@@ -188,8 +152,7 @@ impl<D: Document> Outbox<D> {
             what,
             file,
             backoff,
-            doc: Mutex::new(Versioned { doc, version: 0 }),
-            written: Arc::new(Mutex::new(0)),
+            doc: Mutex::new(doc),
             wake: Notify::new(),
             flushes: AtomicU64::new(0),
             running: AtomicBool::new(false),
@@ -211,12 +174,6 @@ impl<D: Document> Outbox<D> {
         let r = f(&mut doc);
         doc.save();
         r
-    }
-
-    fn log(&self, result: Result<(), PersistError>) {
-        if let Err(e) = result {
-            tracing::error!("{}: not saved: {e}", self.what);
-        }
     }
 
     /// Tells the drain task that something was queued.
@@ -335,6 +292,7 @@ impl<F: FnMut()> Drop for OnDrop<F> {
 mod tests {
     use super::*;
     use serde::Deserialize;
+    use std::sync::Arc;
     use tokio::time::Instant;
 
     #[derive(Debug, Default, Serialize, Deserialize)]
