@@ -12,6 +12,7 @@ pub mod engine;
 pub mod handler;
 pub mod logging;
 pub mod model;
+pub mod persist;
 pub mod progress;
 pub mod serial;
 pub mod source;

@@ -1,11 +1,11 @@
 //! Persistent per-device state in `state_dir`: the last outcome, the firmware already
-//! transferred in the background, and the update in flight. Every write is atomic
-//! (temp file in the same directory, fsync, rename, directory fsync), so a power cut
-//! leaves either the old or the new state, never a torn file. This is what lets the
-//! agent resolve, after a restart, an update whose outcome it never saw.
+//! transferred in the background, and the update in flight, one
+//! [`JsonFile`](crate::persist::JsonFile) per device (atomic, durable writes), so a
+//! power cut leaves either the old or the new state, never a torn file. This is
+//! what lets the agent resolve, after a restart, an update whose outcome it never
+//! saw.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -62,22 +62,11 @@ pub struct DeviceState {
     pub last_outcome: Option<OutcomeRecord>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: corrupt state file ({source}); moved aside to {moved_to}")]
-    Corrupt {
-        path: PathBuf,
-        moved_to: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-}
+/// The store's errors are the persistence layer's.
+pub use crate::persist::PersistError as StoreError;
+/// Kept here for callers that make their own renames durable.
+pub use crate::persist::fsync_dir;
+use crate::persist::{JsonFile, remove_leftovers};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
@@ -100,7 +89,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (and creates) `state_dir` with its `devices/` and `downloads/` folders.
+    /// Opens (and creates) `state_dir` with its `devices/` and `downloads/` folders,
+    /// and removes temp files an interrupted save left in `devices/`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         let store = Store {
             root: state_dir.to_path_buf(),
@@ -108,6 +98,7 @@ impl Store {
         for dir in [store.devices_dir(), store.downloads_dir()] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
+        remove_leftovers(&store.devices_dir());
         Ok(store)
     }
 
@@ -124,41 +115,19 @@ impl Store {
         self.root.join("downloads")
     }
 
-    fn device_path(&self, device_id: &str) -> PathBuf {
-        self.devices_dir().join(format!("{device_id}.json"))
+    fn device_file(&self, device_id: &str) -> JsonFile<DeviceState> {
+        JsonFile::at(self.devices_dir().join(format!("{device_id}.json")))
     }
 
     /// The device's state; empty when none was written yet. A file that does not
     /// parse is moved aside (never deleted) and reported.
     pub fn load(&self, device_id: &str) -> Result<DeviceState, StoreError> {
-        let path = self.device_path(device_id);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(DeviceState::default());
-            }
-            Err(e) => return Err(io_err(&path)(e)),
-        };
-        serde_json::from_slice(&bytes).map_err(|source| {
-            let moved_to = path.with_extension(format!("json.corrupt-{}", now_secs()));
-            let moved = fs::rename(&path, &moved_to);
-            match moved {
-                Ok(()) => StoreError::Corrupt {
-                    path: path.clone(),
-                    moved_to,
-                    source,
-                },
-                Err(e) => io_err(&path)(e),
-            }
-        })
+        Ok(self.device_file(device_id).load()?.unwrap_or_default())
     }
 
     /// Replaces the device's state atomically and durably.
     pub fn save(&self, device_id: &str, state: &DeviceState) -> Result<(), StoreError> {
-        let path = self.device_path(device_id);
-        let dir = self.devices_dir();
-        let json = serde_json::to_vec_pretty(state).map_err(|e| io_err(&path)(e.into()))?;
-        write_atomic(&dir, &path, &json)
+        self.device_file(device_id).save_blocking(state)
     }
 
     /// Loads, changes and saves the device's state.
@@ -172,22 +141,6 @@ impl Store {
         self.save(device_id, &state)?;
         Ok(state)
     }
-}
-
-/// Temp file in `dir` + fsync + rename over `path` + fsync of `dir`.
-fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
-    fsync_dir(dir)
-}
-
-/// Makes a rename in `dir` durable.
-pub fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
 }
 
 #[cfg(test)]

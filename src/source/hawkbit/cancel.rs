@@ -23,11 +23,11 @@ impl HawkbitSource {
         let key = format!("cancel:{}", cancel.id);
         let stop = cancel.cancel_action.stop_id.clone();
         let targets: Vec<(String, Option<ProgressStep>)> = {
-            let inner = self.lock();
-            if inner.saved.is_done(&key) {
+            let saved = self.feedback.lock();
+            if saved.is_done(&key) {
                 return Ok(());
             }
-            match &inner.saved.action {
+            match &saved.action {
                 Some(a) if a.id() == stop => a
                     .devices
                     .iter()
@@ -61,11 +61,13 @@ impl HawkbitSource {
             }
         }
         self.answer_cancel(href, &cancel, &stop, &targets, &canceled, &too_late);
+        self.persist();
         self.flush().await;
         Ok(())
     }
 
-    /// Records what the cancel achieved and queues the answer.
+    /// Records what the cancel achieved and queues the answer (in memory; the
+    /// caller saves).
     fn answer_cancel(
         &self,
         href: &str,
@@ -76,8 +78,7 @@ impl HawkbitSource {
         too_late: &[String],
     ) {
         let key = format!("cancel:{}", cancel.id);
-        let mut inner = self.lock();
-        let saved = &mut inner.saved;
+        let mut saved = self.feedback.lock();
         if let Some(action) = saved.action.as_mut().filter(|a| a.id() == stop) {
             for id in canceled {
                 if let Some(d) = action.devices.get_mut(id) {
@@ -119,7 +120,6 @@ impl HawkbitSource {
             id: cancel.id.clone(),
             status: st,
         };
-        enqueue(saved, sub_url(href, "feedback"), fb, false);
-        self.persist(saved);
+        enqueue(&mut saved, sub_url(href, "feedback"), fb, false);
     }
 }

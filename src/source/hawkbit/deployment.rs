@@ -156,6 +156,7 @@ impl super::HawkbitSource {
         let base: DeploymentBase = self.api.get(href).await?;
         let wake = self.adopt(href, base);
         if wake != Adopted::Nothing {
+            self.persist();
             self.flush().await;
             if let Some(link) = link {
                 link.check_now();
@@ -164,14 +165,15 @@ impl super::HawkbitSource {
         Ok(())
     }
 
-    /// Takes a fetched deployment on (see `handle_deployment`).
+    /// Takes a fetched deployment on (see `handle_deployment`), in memory; the
+    /// caller saves unless it returns `Nothing`.
     fn adopt(&self, href: &str, base: DeploymentBase) -> Adopted {
         use super::feedback::{close_if_done, enqueue, status};
         use super::state::Action;
         use super::wire::{Execution, Feedback, Finished};
 
-        let mut inner = self.lock();
-        let saved = &mut inner.saved;
+        let mut guard = self.feedback.lock();
+        let saved: &mut Saved = &mut guard;
         let base = match self.against_current(saved, base) {
             ControlFlow::Break(adopted) => return adopted,
             ControlFlow::Continue(base) => base,
@@ -206,7 +208,6 @@ impl super::HawkbitSource {
         );
         saved.action = Some(action);
         close_if_done(saved);
-        self.persist(saved);
         Adopted::New
     }
 
@@ -226,7 +227,6 @@ impl super::HawkbitSource {
                 if current.base != base {
                     tracing::info!(source = "hawkbit", action = %base.id, "deployment changed");
                     current.base = base;
-                    self.persist(saved);
                     return ControlFlow::Break(Adopted::Changed);
                 }
                 return ControlFlow::Break(Adopted::Nothing);
@@ -260,7 +260,6 @@ impl super::HawkbitSource {
         enqueue(saved, super::http::sub_url(href, "feedback"), fb, false);
         saved.action = None;
         saved.mark_done(format!("action:{id}"));
-        self.persist(saved);
     }
 }
 

@@ -10,19 +10,18 @@
 //! - every device finished: `closed` with `success` when all succeeded, else
 //!   `failure`, one details line per device with its outcome or reason.
 //!
-//! The queue is part of `hawkbit.json`; it is sent in order, a message is removed
-//! once the server accepted it (or refused it for good: a 4xx other than 408/429,
-//! logged), and a transient failure leaves it for the next flush — after every
-//! poll and every report, and after a restart. Intermediate progress is
-//! coalesced (a newer `proceeding` replaces an unsent one) and not written to disk
-//! on its own; everything else is on disk before it is sent.
+//! The queue is part of `hawkbit.json`, drained by its [`Outbox`](crate::persist::Outbox)
+//! task: sent in order, a message is removed once the server accepted it (or
+//! refused it for good: a 4xx other than 408/429, logged), and a transient failure
+//! keeps it for a retry with backoff, also after a restart. Every report waits
+//! until the queue was sent as far as it goes. Intermediate progress is coalesced
+//! (a newer `proceeding` replaces an unsent one) and not written to disk on its
+//! own; everything else is on disk before it is sent.
 
 use std::cmp::Ordering;
 
-use reqwest::Method;
-
 use super::http::sub_url;
-use super::state::{Action, DevicePhase, Queued, Saved};
+use super::state::{Action, DeviceAction, DevicePhase, Queued, Saved};
 use super::wire::{self, Execution, Finished, HandlingType};
 use super::{HawkbitSource, deployment};
 use crate::engine::decide;
@@ -128,131 +127,143 @@ fn outcome_detail(outcome: &Outcome, version: &str) -> String {
     }
 }
 
+/// The feedback one event of `dev` becomes, `(status, is intermediate progress)`,
+/// and whether the device's saved phase changed.
+fn event_feedback(
+    id: &str,
+    dev: &mut DeviceAction,
+    kind: &ProgressKind,
+    update_skipped: bool,
+    progress: Option<wire::Progress>,
+) -> (Option<(wire::Status, bool)>, bool) {
+    let proceeding = |line: String| {
+        Some((
+            status(Execution::Proceeding, Finished::None, progress, vec![line]),
+            true,
+        ))
+    };
+    match kind {
+        ProgressKind::Sequence(_) => {
+            let resumed = dev.phase == DevicePhase::Staged;
+            let changed = dev.phase != DevicePhase::Running;
+            dev.phase = DevicePhase::Running;
+            dev.step = None;
+            dev.sent_percent = None;
+            let line = format!("{id}: update of the staged firmware starts");
+            let message = resumed.then(|| {
+                (
+                    status(Execution::Resumed, Finished::None, progress, vec![line]),
+                    false,
+                )
+            });
+            (message, changed)
+        }
+        ProgressKind::Step(step) => {
+            dev.step = Some(*step);
+            dev.sent_percent = None;
+            (proceeding(format!("{id}: {step}")), false)
+        }
+        ProgressKind::Percent(step, pct) => {
+            let bucket = pct - pct % PERCENT_STEP;
+            if dev.sent_percent.is_some_and(|s| s >= bucket) || bucket == 0 {
+                return (None, false);
+            }
+            dev.sent_percent = Some(bucket);
+            (proceeding(format!("{id}: {step} {pct}%")), false)
+        }
+        ProgressKind::Pending => {
+            dev.phase = DevicePhase::Staged;
+            let (execution, line) = if update_skipped {
+                (
+                    Execution::Downloaded,
+                    format!(
+                        "{id}: {} transferred; the server skips the update",
+                        dev.version
+                    ),
+                )
+            } else {
+                (
+                    Execution::Scheduled,
+                    format!(
+                        "{id}: {} transferred; the update waits for the maintenance window or the device",
+                        dev.version
+                    ),
+                )
+            };
+            let st = status(execution, Finished::None, progress, vec![line]);
+            (Some((st, false)), true)
+        }
+        ProgressKind::Finished(outcome) => {
+            let detail = outcome_detail(outcome, &dev.version);
+            tracing::info!(source = "hawkbit", device = %id, "{detail}");
+            dev.phase = DevicePhase::Done {
+                outcome: outcome.clone(),
+                detail,
+            };
+            (None, true)
+        }
+    }
+}
+
 impl HawkbitSource {
     /// Turns one progress event into feedback. Returns whether anything was queued.
-    pub(super) fn on_event(&self, event: &ProgressEvent) -> bool {
-        let mut inner = self.lock();
-        let saved = &mut inner.saved;
-        let Some(action) = saved.action.as_mut() else {
+    pub(super) async fn on_event(&self, event: &ProgressEvent) -> bool {
+        let Some((queued, persist, closed)) = self.apply_event(event) else {
             return false;
         };
-        let update_skipped = action.base.deployment.update == HandlingType::Skip;
-        let total = action.devices.len() as u32;
-        let done = action.done_count();
-        let id = event.device_id.as_str();
-        let Some(dev) = action.devices.get_mut(id) else {
-            return false;
-        };
-        if dev.version != event.firmware_version || matches!(dev.phase, DevicePhase::Done { .. }) {
-            return false;
+        if closed {
+            self.lock().config_data.due = true;
         }
-        let progress = Some(wire::Progress {
-            cnt: done,
-            of: total,
-        });
-        let mut persist = false;
-        let message: Option<(wire::Status, bool)> = match &event.kind {
-            ProgressKind::Sequence(_) => {
-                let resumed = dev.phase == DevicePhase::Staged;
-                if dev.phase != DevicePhase::Running {
-                    dev.phase = DevicePhase::Running;
-                    persist = true;
-                }
-                dev.step = None;
-                dev.sent_percent = None;
-                resumed.then(|| {
-                    let line = format!("{id}: update of the staged firmware starts");
-                    (
-                        status(Execution::Resumed, Finished::None, progress, vec![line]),
-                        false,
-                    )
-                })
-            }
-            ProgressKind::Step(step) => {
-                dev.step = Some(*step);
-                dev.sent_percent = None;
-                let line = format!("{id}: {step}");
-                Some((
-                    status(Execution::Proceeding, Finished::None, progress, vec![line]),
-                    true,
-                ))
-            }
-            ProgressKind::Percent(step, pct) => {
-                let bucket = pct - pct % PERCENT_STEP;
-                if dev.sent_percent.is_some_and(|s| s >= bucket) || bucket == 0 {
-                    None
-                } else {
-                    dev.sent_percent = Some(bucket);
-                    let line = format!("{id}: {step} {pct}%");
-                    Some((
-                        status(Execution::Proceeding, Finished::None, progress, vec![line]),
-                        true,
-                    ))
-                }
-            }
-            ProgressKind::Pending => {
-                dev.phase = DevicePhase::Staged;
-                persist = true;
-                let (execution, line) = if update_skipped {
-                    (
-                        Execution::Downloaded,
-                        format!(
-                            "{id}: {} transferred; the server skips the update",
-                            dev.version
-                        ),
-                    )
-                } else {
-                    (
-                        Execution::Scheduled,
-                        format!(
-                            "{id}: {} transferred; the update waits for the maintenance window or the device",
-                            dev.version
-                        ),
-                    )
-                };
-                Some((
-                    status(execution, Finished::None, progress, vec![line]),
-                    false,
-                ))
-            }
-            ProgressKind::Finished(outcome) => {
-                let detail = outcome_detail(outcome, &dev.version);
-                tracing::info!(source = "hawkbit", device = %id, "{detail}");
-                dev.phase = DevicePhase::Done {
-                    outcome: outcome.clone(),
-                    detail,
-                };
-                persist = true;
-                None
-            }
-        };
+        if persist {
+            self.persist();
+        }
+        queued
+    }
+
+    /// [`HawkbitSource::on_event`] on the document: `(queued, persist, closed)`,
+    /// or `None` when the event is not about a device of the action.
+    fn apply_event(&self, event: &ProgressEvent) -> Option<(bool, bool, bool)> {
+        let mut saved = self.feedback.lock();
+        let action = saved.action.as_mut()?;
+        let update_skipped = action.base.deployment.update == HandlingType::Skip;
+        let progress = progress_of(action);
+        let id = event.device_id.as_str();
+        let dev = action.devices.get_mut(id)?;
+        if dev.version != event.firmware_version || matches!(dev.phase, DevicePhase::Done { .. }) {
+            return None;
+        }
+        let (message, mut persist) = event_feedback(id, dev, &event.kind, update_skipped, progress);
         let mut queued = false;
         if let Some((st, is_progress)) = message {
             let (url, fb) = action_feedback(action, st);
-            persist |= enqueue(saved, url, fb, is_progress);
+            persist |= enqueue(&mut saved, url, fb, is_progress);
             queued = true;
         }
-        if close_if_done(saved) {
-            inner.config_data.due = true;
-            persist = true;
-            queued = true;
-        }
-        if persist {
-            self.persist(&inner.saved);
-        }
-        queued
+        let closed = close_if_done(&mut saved);
+        Some((queued || closed, persist || closed, closed))
     }
 
     /// Remembers the versions and resolves devices the engine will not update:
     /// one already running the target version succeeded; one whose version rules
     /// refuse the target failed with the reason. Returns whether anything was
     /// queued.
-    pub(super) fn on_versions(&self, versions: &[DeviceVersion]) -> bool {
-        let mut inner = self.lock();
-        inner.versions = versions.to_vec();
-        let Some(action) = inner.saved.action.as_mut() else {
+    pub(super) async fn on_versions(&self, versions: &[DeviceVersion]) -> bool {
+        self.lock().versions = versions.to_vec();
+        let Some(closed) = self.resolve_by_version(versions) else {
             return false;
         };
+        if closed {
+            self.lock().config_data.due = true;
+        }
+        self.persist();
+        closed
+    }
+
+    /// [`HawkbitSource::on_versions`] on the document: whether the action closed,
+    /// or `None` when nothing changed.
+    fn resolve_by_version(&self, versions: &[DeviceVersion]) -> Option<bool> {
+        let mut saved = self.feedback.lock();
+        let action = saved.action.as_mut()?;
         let mut changed = false;
         for (id, dev) in action.devices.iter_mut() {
             if dev.phase != DevicePhase::Offered {
@@ -296,54 +307,13 @@ impl HawkbitSource {
             dev.phase = DevicePhase::Done { outcome, detail };
             changed = true;
         }
-        if !changed {
-            return false;
-        }
-        let closed = close_if_done(&mut inner.saved);
-        inner.config_data.due |= closed;
-        self.persist(&inner.saved);
-        closed
-    }
-
-    /// Sends queued feedback in order until the queue is empty or the server is
-    /// unreachable.
-    pub(super) async fn flush(&self) {
-        let _one = self.flush_lock.lock().await;
-        loop {
-            let Some(item) = self.lock().saved.queue.front().cloned() else {
-                return;
-            };
-            let sent = self.api.send(Method::POST, &item.url, &item.body).await;
-            let mut inner = self.lock();
-            match sent {
-                Ok(()) => {}
-                Err(e) if e.retryable() => {
-                    tracing::warn!(
-                        source = "hawkbit",
-                        "feedback not delivered, kept for later: {e}"
-                    );
-                    if item.progress {
-                        // Not on disk yet; it is now, with what follows it.
-                        self.persist(&inner.saved);
-                    }
-                    return;
-                }
-                Err(e) => tracing::warn!(source = "hawkbit", "feedback refused, dropped: {e}"),
-            }
-            if inner.saved.queue.front() == Some(&item) {
-                inner.saved.queue.pop_front();
-            }
-            if !item.progress {
-                self.persist(&inner.saved);
-            }
-        }
+        changed.then(|| close_if_done(&mut saved))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::hawkbit::state::DeviceAction;
 
     fn action(devices: &[&str]) -> Action {
         let base: wire::DeploymentBase = serde_json::from_value(serde_json::json!({"id": "7",

@@ -24,7 +24,7 @@ pub mod poll;
 mod state;
 pub mod wire;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -34,8 +34,10 @@ use super::{DeviceVersion, EngineLink, FirmwareSource, SourceError};
 use crate::config::{DeviceConfig, HawkbitConfig};
 use crate::download::{DownloadConfig, Downloader};
 use crate::model::{Firmware, RequestHeaders};
+use crate::persist::{Backoff, Outbox, SendError};
 use crate::progress::ProgressEvent;
 use http::Api;
+use reqwest::Method;
 use state::Saved;
 
 /// Where the controller id comes from when the config names none.
@@ -46,16 +48,15 @@ pub struct HawkbitSource {
     controller_id: String,
     api: Api,
     devices: Vec<DeviceConfig>,
-    state_path: PathBuf,
+    /// `hawkbit.json`: the action in flight and the feedback queue.
+    feedback: Outbox<Saved>,
     inner: Mutex<Inner>,
-    /// One flush of the feedback queue at a time, so feedback stays in order.
-    flush_lock: tokio::sync::Mutex<()>,
 }
 
-/// Mutable state; never held across an await.
+/// Mutable state that is not saved; never held across an await, nor together
+/// with the `feedback` document.
 #[derive(Default)]
 struct Inner {
-    saved: Saved,
     versions: Vec<DeviceVersion>,
     config_data: config_data::Pending,
 }
@@ -84,19 +85,18 @@ impl HawkbitSource {
             context: state_dir.display().to_string(),
             source,
         })?;
-        let state_path = state::path(state_dir);
-        let saved = state::load(&state_path);
+        let backoff = Backoff {
+            base: download.backoff_base,
+            max: download.backoff_max,
+        };
+        let feedback = Outbox::open("hawkBit feedback", state::file(state_dir), backoff);
         Ok(HawkbitSource {
             config: config.clone(),
             controller_id,
             api,
             devices: devices.to_vec(),
-            state_path,
-            inner: Mutex::new(Inner {
-                saved,
-                ..Inner::default()
-            }),
-            flush_lock: tokio::sync::Mutex::new(()),
+            feedback,
+            inner: Mutex::new(Inner::default()),
         })
     }
 
@@ -104,11 +104,24 @@ impl HawkbitSource {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the durable state; a failure is logged (the state in memory still
-    /// drives this run).
-    fn persist(&self, saved: &Saved) {
-        if let Err(e) = state::save(&self.state_path, saved) {
-            tracing::error!(source = "hawkbit", "{}: {e}", self.state_path.display());
+    /// Writes `hawkbit.json` as it is now; a failure is logged (the state in
+    /// memory still drives this run).
+    fn persist(&self) {
+        self.feedback.lock().save();
+    }
+
+    /// Sends queued feedback in order until the queue is empty or its head waits
+    /// for a retry.
+    async fn flush(&self) {
+        self.feedback.flush().await;
+    }
+
+    /// Delivers one queued feedback message.
+    async fn send_feedback(&self, item: state::Queued) -> Result<(), SendError> {
+        match self.api.send(Method::POST, &item.url, &item.body).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.retryable() => Err(SendError::transient(e)),
+            Err(e) => Err(SendError::Permanent(e.to_string())),
         }
     }
 
@@ -163,8 +176,8 @@ impl FirmwareSource for HawkbitSource {
     }
 
     async fn firmware_for(&self, device: &DeviceConfig) -> Result<Vec<Firmware>, SourceError> {
-        let inner = self.lock();
-        let Some(action) = &inner.saved.action else {
+        let saved = self.feedback.lock();
+        let Some(action) = &saved.action else {
             return Ok(Vec::new());
         };
         let Some(d) = action.devices.get(&device.id) else {
@@ -184,23 +197,29 @@ impl FirmwareSource for HawkbitSource {
     }
 
     async fn report(&self, event: &ProgressEvent) {
-        if self.on_event(event) {
+        if self.on_event(event).await {
             self.flush().await;
         }
         self.send_config_data().await;
     }
 
     async fn report_versions(&self, versions: &[DeviceVersion]) {
-        if self.on_versions(versions) {
+        if self.on_versions(versions).await {
             self.flush().await;
         }
         self.send_config_data().await;
     }
 
     async fn run(&self, link: EngineLink, shutdown: CancellationToken) {
-        // Feedback queued before a restart goes out first.
-        self.flush().await;
-        self.poll_loop(link, shutdown).await;
+        let drain = self
+            .feedback
+            .run(|item| self.send_feedback(item), &shutdown);
+        let poll = async {
+            // Feedback queued before a restart goes out first.
+            self.flush().await;
+            self.poll_loop(link, shutdown.clone()).await;
+        };
+        tokio::join!(drain, poll);
     }
 }
 

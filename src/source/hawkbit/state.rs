@@ -2,16 +2,17 @@
 //! the action in flight (its deployment as the server sent it and how far each
 //! device got), the feedback not yet delivered, and the ids of actions and cancels
 //! already answered (so a server that still lists them while queued feedback waits
-//! is not answered twice). Written atomically like the engine's store: temp file in
-//! the same directory, fsync, rename, directory fsync.
+//! is not answered twice). One document, so queueing feedback and the state change
+//! it reports are one atomic write; the feedback queue is its
+//! [`Outbox`](crate::persist::Outbox).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::wire::DeploymentBase;
+use crate::persist::{Document, JsonFile};
 use crate::progress::{Outcome, ProgressStep};
 
 /// How many answered action/cancel ids are kept.
@@ -110,45 +111,26 @@ pub struct Queued {
     pub progress: bool,
 }
 
-pub fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join("hawkbit.json")
-}
+impl Document for Saved {
+    type Entry = Queued;
 
-/// The saved state; empty when there is none. A file that does not parse is moved
-/// aside (never deleted) and reported.
-pub fn load(path: &Path) -> Saved {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Saved::default(),
-        Err(e) => {
-            tracing::error!("{}: {e}", path.display());
-            return Saved::default();
-        }
-    };
-    match serde_json::from_slice(&bytes) {
-        Ok(s) => s,
-        Err(e) => {
-            let aside = path.with_extension(format!("json.corrupt-{}", crate::store::now_secs()));
-            let _ = std::fs::rename(path, &aside);
-            tracing::error!(
-                "{}: corrupt hawkBit state ({e}); moved aside to {}",
-                path.display(),
-                aside.display()
-            );
-            Saved::default()
-        }
+    fn queue(&self) -> &VecDeque<Queued> {
+        &self.queue
+    }
+
+    fn queue_mut(&mut self) -> &mut VecDeque<Queued> {
+        &mut self.queue
+    }
+
+    /// Intermediate progress is not worth a write of its own.
+    fn dequeue_is_written(entry: &Queued) -> bool {
+        !entry.progress
     }
 }
 
-/// Replaces the state file atomically and durably.
-pub fn save(path: &Path, saved: &Saved) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let json = serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(&json)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    crate::store::fsync_dir(dir).map_err(std::io::Error::other)
+/// `<state_dir>/hawkbit.json`.
+pub fn file(state_dir: &Path) -> JsonFile<Saved> {
+    JsonFile::open(state_dir.join("hawkbit.json"))
 }
 
 #[cfg(test)]
@@ -158,8 +140,9 @@ mod tests {
     #[test]
     fn round_trips_and_moves_a_corrupt_file_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
-        assert_eq!(load(&p), Saved::default());
+        let file = file(dir.path());
+        let p = file.path();
+        assert_eq!(file.load_or_default(), Saved::default());
         let mut s = Saved::default();
         s.queue.push_back(Queued {
             url: "http://x/feedback".into(),
@@ -171,10 +154,10 @@ mod tests {
         }
         assert_eq!(s.done.len(), DONE_KEPT);
         assert!(s.is_done("action:39") && !s.is_done("action:0"));
-        save(&p, &s).unwrap();
-        assert_eq!(load(&p), s);
-        std::fs::write(&p, b"{nope").unwrap();
-        assert_eq!(load(&p), Saved::default());
+        file.save_blocking(&s).unwrap();
+        assert_eq!(file.load_or_default(), s);
+        std::fs::write(p, b"{nope").unwrap();
+        assert_eq!(file.load_or_default(), Saved::default());
         assert!(!p.exists());
     }
 }

@@ -58,17 +58,20 @@ use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::config::{DeviceConfig, McsConfig, McsDevice};
 use crate::download::DownloadConfig;
 use crate::model::{Deployment, Firmware, FirmwareLocation, Handling, Prerequisite};
+use crate::persist::{Backoff, Guard, Outbox, SendError};
 use crate::progress::{Outcome, ProgressEvent, ProgressKind};
 use crate::store::{Store, now_secs};
 use push::{Expect, LineError, Push};
 use rest::{Rest, RestError};
-use state::{ReportKind, State, StateFile};
+use state::{Report, ReportKind, State};
 
 /// While a push waits for its update, the engine is asked for a check this often.
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// Outbox retry backoff: first step and ceiling.
-const OUTBOX_BACKOFF_MIN: Duration = Duration::from_secs(1);
-const OUTBOX_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
+const OUTBOX_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(5 * 60),
+};
 
 /// An MCS identity and the agent device it stands for.
 #[derive(Debug, Clone)]
@@ -83,13 +86,12 @@ struct Inner {
     rest: Rest,
     https_only: bool,
     state_dir: std::path::PathBuf,
-    file: StateFile,
-    state: Mutex<State>,
+    /// `mcs/state.json`: pushes, replay protection and the report outbox.
+    outbox: Outbox<State>,
     /// Agent device id → the version it runs, from the engine.
     versions: Mutex<HashMap<String, Option<String>>>,
     /// Agent device id → the version last queued for the server.
     reported_versions: Mutex<HashMap<String, String>>,
-    outbox_wake: tokio::sync::Notify,
     link: Mutex<Option<EngineLink>>,
 }
 
@@ -119,11 +121,7 @@ impl McsSource {
                 })
             })
             .collect();
-        let file = StateFile::new(state_dir);
-        let (state, problem) = file.load();
-        if let Some(p) = problem {
-            tracing::error!("MCS state: {p}");
-        }
+        let outbox = Outbox::open("MCS reports", state::file(state_dir), OUTBOX_BACKOFF);
         McsSource {
             inner: Arc::new(Inner {
                 rest: Rest::new(&config.base_url, download),
@@ -131,11 +129,9 @@ impl McsSource {
                 bound,
                 https_only: download.https_only,
                 state_dir: state_dir.to_path_buf(),
-                file,
-                state: Mutex::new(state),
+                outbox,
                 versions: Mutex::new(HashMap::new()),
                 reported_versions: Mutex::new(HashMap::new()),
-                outbox_wake: tokio::sync::Notify::new(),
                 link: Mutex::new(None),
             }),
         }
@@ -172,8 +168,8 @@ impl Inner {
         true
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        lock(&self.state)
+    fn state(&self) -> Guard<'_, State> {
+        self.outbox.lock()
     }
 
     fn bound_agent(&self, agent_device: &str) -> Option<&Bound> {
@@ -187,12 +183,7 @@ impl Inner {
     /// Changes the state and saves it; a failed save is logged (the change stays
     /// in memory and is saved with the next one).
     fn change<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let mut state = self.state();
-        let r = f(&mut state);
-        if let Err(e) = self.file.save(&state) {
-            tracing::error!("MCS state not saved: {e}");
-        }
-        r
+        self.outbox.change(f)
     }
 
     fn check_now(&self) {
@@ -307,65 +298,36 @@ impl Inner {
         Ok(out)
     }
 
-    /// Sends the outbox, oldest first, until `shutdown`; retries with backoff.
-    async fn flush_outbox(&self, shutdown: CancellationToken) {
-        let mut backoff = OUTBOX_BACKOFF_MIN;
-        loop {
-            let next = self.state().outbox.first().cloned();
-            let Some(report) = next else {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = self.outbox_wake.notified() => continue,
-                }
-            };
-            let Some(bound) = self.bound_mcs(&report.mcs_device_id) else {
-                tracing::warn!(mcs_device = %report.mcs_device_id,
-                    "dropping a queued report: the device is no longer configured");
-                self.change(|s| s.outbox.retain(|r| r.seq != report.seq));
-                continue;
-            };
-            let sent = match &report.what {
-                ReportKind::Version { version } => {
-                    self.rest.report_version(&bound.mcs, version).await
-                }
-                ReportKind::Status {
-                    channel,
-                    timestamp_ms,
-                    value,
-                } => {
-                    let point = wire::Datapoint {
-                        data_chn_id: channel.clone(),
-                        timestamp: *timestamp_ms,
-                        values: wire::DatapointValue {
-                            value: value.clone(),
-                        },
-                    };
-                    self.rest.upload(&bound.mcs, point).await
-                }
-            };
-            match sent {
-                Ok(()) => {
-                    backoff = OUTBOX_BACKOFF_MIN;
-                    self.change(|s| s.outbox.retain(|r| r.seq != report.seq));
-                }
-                Err(e) if e.transient() => {
-                    tracing::warn!(device = %bound.device.id,
-                        "report not delivered, retrying in {}: {e}",
-                        humantime::format_duration(backoff));
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(OUTBOX_BACKOFF_MAX);
-                }
-                Err(e) => {
-                    // The server refuses this very request; repeating it would
-                    // block every later report.
-                    tracing::error!(device = %bound.device.id, "report refused, dropped: {e}");
-                    self.change(|s| s.outbox.retain(|r| r.seq != report.seq));
-                }
+    /// Sends one queued report; one of a device no longer configured is dropped.
+    async fn send_report(&self, report: Report) -> Result<(), SendError> {
+        let Some(bound) = self.bound_mcs(&report.mcs_device_id) else {
+            return Err(SendError::Permanent(format!(
+                "MCS device {}: the device is no longer configured",
+                report.mcs_device_id
+            )));
+        };
+        let sent = match &report.what {
+            ReportKind::Version { version } => self.rest.report_version(&bound.mcs, version).await,
+            ReportKind::Status {
+                channel,
+                timestamp_ms,
+                value,
+            } => {
+                let point = wire::Datapoint {
+                    data_chn_id: channel.clone(),
+                    timestamp: *timestamp_ms,
+                    values: wire::DatapointValue {
+                        value: value.clone(),
+                    },
+                };
+                self.rest.upload(&bound.mcs, point).await
             }
-        }
+        };
+        let device = &bound.device.id;
+        sent.map_err(|e| match e.transient() {
+            true => SendError::transient(format!("{device}: {e}")),
+            false => SendError::Permanent(format!("{device}: {e}")),
+        })
     }
 
     /// Queues outcomes the engine resolved while nobody listened (start-up
@@ -504,7 +466,7 @@ impl FirmwareSource for McsSource {
                 }
             }
         });
-        inner.outbox_wake.notify_one();
+        inner.outbox.wake();
     }
 
     async fn report_versions(&self, versions: &[DeviceVersion]) {
@@ -557,7 +519,7 @@ impl FirmwareSource for McsSource {
                 }
             });
         }
-        inner.outbox_wake.notify_one();
+        inner.outbox.wake();
     }
 
     async fn run(&self, link: EngineLink, shutdown: CancellationToken) {
@@ -567,7 +529,10 @@ impl FirmwareSource for McsSource {
         let mut tasks = tokio::task::JoinSet::new();
         {
             let (inner, stop) = (inner.clone(), shutdown.clone());
-            tasks.spawn(async move { inner.flush_outbox(stop).await });
+            tasks.spawn(async move {
+                let send = |report| inner.send_report(report);
+                inner.outbox.run(send, &stop).await
+            });
         }
         let sink = Arc::new(Sink(inner.clone()));
         for bound in &inner.bound {
@@ -575,7 +540,7 @@ impl FirmwareSource for McsSource {
             let heartbeat = inner.config.heartbeat_interval;
             tasks.spawn(async move { push::run_channel(sink, mcs, heartbeat, stop).await });
         }
-        inner.outbox_wake.notify_one();
+        inner.outbox.wake();
         // Pushes left from before a restart, or waiting for a running update.
         let mut recheck = tokio::time::interval(RECHECK_INTERVAL);
         loop {

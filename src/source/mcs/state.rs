@@ -2,16 +2,16 @@
 //! the timestamp of the last accepted push per MCS device (replay protection), the
 //! accepted pushes not yet finished (so a push received during another update, or
 //! before a restart, still happens), and the reports not yet acknowledged by the
-//! server (the outbox). Written atomically like the engine's store (temp file in
-//! the same directory, fsync, rename, directory fsync).
+//! server (the outbox, an [`crate::persist::Outbox`] in this same document, so a
+//! report and the state change it tells of are one write).
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::push::Push;
+use crate::persist::{Document, JsonFile};
 
 /// One report waiting for the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ pub struct State {
     pub pending: BTreeMap<String, Push>,
     /// Oldest first.
     #[serde(default)]
-    pub outbox: Vec<Report>,
+    pub outbox: VecDeque<Report>,
     #[serde(default)]
     pub next_seq: u64,
     /// Agent device id → the last outcome queued (`version outcome`), to notice an
@@ -66,7 +66,7 @@ impl State {
             });
         }
         self.next_seq += 1;
-        self.outbox.push(Report {
+        self.outbox.push_back(Report {
             seq: self.next_seq,
             mcs_device_id: mcs_device_id.to_string(),
             what,
@@ -74,60 +74,21 @@ impl State {
     }
 }
 
-/// The state file.
-#[derive(Debug, Clone)]
-pub struct StateFile {
-    dir: PathBuf,
+impl Document for State {
+    type Entry = Report;
+
+    fn queue(&self) -> &VecDeque<Report> {
+        &self.outbox
+    }
+
+    fn queue_mut(&mut self) -> &mut VecDeque<Report> {
+        &mut self.outbox
+    }
 }
 
-impl StateFile {
-    pub fn new(state_dir: &Path) -> StateFile {
-        StateFile {
-            dir: state_dir.join("mcs"),
-        }
-    }
-
-    pub fn path(&self) -> PathBuf {
-        self.dir.join("state.json")
-    }
-
-    /// The saved state; empty when none. A corrupt file is moved aside (never
-    /// deleted) and reported; the agent starts afresh.
-    pub fn load(&self) -> (State, Option<String>) {
-        let path = self.path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (State::default(), None),
-            Err(e) => return (State::default(), Some(format!("{}: {e}", path.display()))),
-        };
-        match serde_json::from_slice(&bytes) {
-            Ok(s) => (s, None),
-            Err(e) => {
-                let aside =
-                    path.with_extension(format!("json.corrupt-{}", crate::store::now_secs()));
-                let _ = std::fs::rename(&path, &aside);
-                let msg = format!(
-                    "{}: corrupt ({e}); moved aside to {}",
-                    path.display(),
-                    aside.display()
-                );
-                (State::default(), Some(msg))
-            }
-        }
-    }
-
-    /// Replaces the state atomically and durably.
-    pub fn save(&self, state: &State) -> Result<(), String> {
-        let path = self.path();
-        let err = |e: std::io::Error| format!("{}: {e}", path.display());
-        std::fs::create_dir_all(&self.dir).map_err(err)?;
-        let json = serde_json::to_vec_pretty(state).map_err(|e| err(e.into()))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(err)?;
-        tmp.write_all(&json).map_err(err)?;
-        tmp.as_file().sync_all().map_err(err)?;
-        tmp.persist(&path).map_err(|e| err(e.error))?;
-        crate::store::fsync_dir(&self.dir).map_err(|e| e.to_string())
-    }
+/// `<state_dir>/mcs/state.json`.
+pub fn file(state_dir: &Path) -> JsonFile<State> {
+    JsonFile::open(state_dir.join("mcs").join("state.json"))
 }
 
 #[cfg(test)]
@@ -137,8 +98,8 @@ mod tests {
     #[test]
     fn round_trip_and_version_coalescing() {
         let dir = tempfile::tempdir().unwrap();
-        let file = StateFile::new(dir.path());
-        assert_eq!(file.load(), (State::default(), None));
+        let file = file(dir.path());
+        assert_eq!(file.load_or_default(), State::default());
         let mut s = State::default();
         s.enqueue(
             "a",
@@ -163,18 +124,18 @@ mod tests {
         assert_eq!(s.outbox.len(), 2);
         assert_eq!(s.outbox[1].seq, 3);
         s.last_push.insert("a".into(), 7);
-        file.save(&s).unwrap();
-        assert_eq!(file.load(), (s, None));
+        file.save_blocking(&s).unwrap();
+        assert_eq!(file.load().unwrap(), Some(s));
     }
 
     #[test]
     fn corrupt_state_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let file = StateFile::new(dir.path());
+        let file = file(dir.path());
         std::fs::create_dir_all(dir.path().join("mcs")).unwrap();
         std::fs::write(file.path(), b"{oops").unwrap();
-        let (s, err) = file.load();
-        assert_eq!(s, State::default());
-        assert!(err.unwrap().contains("moved aside"));
+        let err = file.load().unwrap_err();
+        assert_eq!(file.load_or_default(), State::default());
+        assert!(err.to_string().contains("moved aside"));
     }
 }

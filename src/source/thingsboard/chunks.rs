@@ -18,6 +18,7 @@ use crate::config::{AccessToken, OtaKind};
 use crate::download::DownloadConfig;
 use crate::download::retry::backoff;
 use crate::model::{FetchReport, RemoteFetch};
+use crate::persist::{self, JsonFile};
 
 pub struct ChunkFetcher {
     pub transport: Arc<dyn Transport>,
@@ -45,6 +46,10 @@ fn sidecar_path(part: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+fn sidecar_file(part: &Path) -> JsonFile<Sidecar> {
+    JsonFile::at(sidecar_path(part)).compact()
+}
+
 impl ChunkFetcher {
     fn sidecar(&self) -> Sidecar {
         Sidecar {
@@ -58,8 +63,9 @@ impl ChunkFetcher {
     /// The first chunk to fetch, after trimming the file to whole chunks of this
     /// package.
     fn resume_point(&self, part: &Path) -> Result<u64, String> {
-        let meta = sidecar_path(part);
-        let same = std::fs::read(&meta)
+        let meta = sidecar_file(part);
+        // A sidecar that does not parse means "start over", like none.
+        let same = std::fs::read(meta.path())
             .ok()
             .and_then(|b| serde_json::from_slice::<Sidecar>(&b).ok())
             .is_some_and(|s| s == self.sidecar());
@@ -78,8 +84,8 @@ impl ChunkFetcher {
             .map_err(|e| format!("{}: {e}", part.display()))?;
         file.set_len(keep)
             .map_err(|e| format!("{}: {e}", part.display()))?;
-        let json = serde_json::to_vec(&self.sidecar()).map_err(|e| e.to_string())?;
-        std::fs::write(&meta, json).map_err(|e| format!("{}: {e}", meta.display()))?;
+        meta.save_blocking(&self.sidecar())
+            .map_err(|e| e.to_string())?;
         if chunks > 0 {
             tracing::info!(title = %self.title, version = %self.version,
                 "resuming ThingsBoard download at chunk {chunks} ({keep} bytes)");
@@ -155,7 +161,9 @@ impl RemoteFetch for ChunkFetcher {
                 break;
             }
         }
-        file.sync_all().await.map_err(io)?;
+        persist::sync_file(&file, part)
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(sidecar_path(part));
         Ok(())
     }

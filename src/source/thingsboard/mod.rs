@@ -12,8 +12,8 @@
 //!   chunk index, and verifies it with the checksum ThingsBoard gave (MD5, SHA256,
 //!   SHA384, SHA512, CRC32, MURMUR3_32, MURMUR3_128);
 //! - reports progress as telemetry (mapping in [`Reporter::values_for`]) through a
-//!   durable queue ([`state`]) that a background task drains with backoff, so each
-//!   report reaches the server once and survives a restart;
+//!   durable queue ([`state`], a [`crate::persist::Outbox`]) that one task drains
+//!   with backoff, so each report reaches the server and survives a restart;
 //! - does not offer an assignment again after its update failed, until
 //!   ThingsBoard pushes an attribute update.
 //!
@@ -34,7 +34,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{DeviceVersion, EngineLink, FirmwareSource, SourceError};
@@ -43,6 +42,7 @@ use crate::config::{
 };
 use crate::download::retry::backoff;
 use crate::model::{Firmware, FirmwareLocation, RemoteImage};
+use crate::persist::{Backoff, SendError};
 use crate::progress::{Outcome, ProgressEvent, ProgressKind, ProgressStep};
 use state::SourceState;
 use transport::{TbError, Transport};
@@ -62,7 +62,6 @@ pub struct ThingsboardSource {
     tracks: Mutex<HashMap<String, Track>>,
     /// device id → the version last reported as `current_*_version`.
     reported: Mutex<HashMap<String, String>>,
-    wake_reporter: Notify,
 }
 
 /// What was reported of one update.
@@ -116,14 +115,17 @@ impl ThingsboardSource {
         config: ThingsboardConfig,
         transport: Arc<dyn Transport>,
     ) -> ThingsboardSource {
+        let backoff = Backoff {
+            base: config.download.backoff_base,
+            max: config.download.backoff_max,
+        };
         ThingsboardSource {
-            state: SourceState::open(&config.state_dir),
+            state: SourceState::open(&config.state_dir, backoff),
             config,
             transport,
             assigned: Mutex::new(HashMap::new()),
             tracks: Mutex::new(HashMap::new()),
             reported: Mutex::new(HashMap::new()),
-            wake_reporter: Notify::new(),
         }
     }
 
@@ -191,7 +193,7 @@ impl ThingsboardSource {
     fn enqueue(&self, binding: &ThingsboardBinding, values: &[(&str, Value)]) {
         let values = wire::telemetry(binding.kind, values);
         self.state.enqueue(&binding.device_id, now_ms(), values);
-        self.wake_reporter.notify_one();
+        self.state.outbox.wake();
     }
 
     /// Watches one token's attributes until `shutdown`.
@@ -258,53 +260,19 @@ impl ThingsboardSource {
         }
     }
 
-    /// Sends queued reports, oldest first, until `shutdown`.
-    async fn send_reports(&self, shutdown: &CancellationToken) {
-        let mut failures = 0u32;
-        loop {
-            let Some(report) = self.state.front() else {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = self.wake_reporter.notified() => continue,
-                }
-            };
-            let Some(binding) = self.binding(&report.device_id) else {
-                tracing::warn!(device = %report.device_id,
-                    "thingsboard: dropping a queued report of a device no longer bound");
-                self.state.remove(report.seq);
-                continue;
-            };
-            let record = wire::timestamped(report.ts_ms, &report.values);
-            let sent = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = self.transport.telemetry(&binding.token, &record) => r,
-            };
-            match sent {
-                Ok(()) => {
-                    failures = 0;
-                    self.state.remove(report.seq);
-                }
-                Err(e) if !e.retryable() => {
-                    tracing::error!(device = %report.device_id,
-                        "thingsboard refused a report, dropping it: {e}");
-                    self.state.remove(report.seq);
-                }
-                Err(e) => {
-                    failures += 1;
-                    let wait = backoff(
-                        failures,
-                        self.config.download.backoff_base,
-                        self.config.download.backoff_max,
-                    )
-                    .max(Duration::from_millis(10));
-                    tracing::warn!(device = %report.device_id,
-                        "thingsboard: report not sent: {e}; retrying in {wait:?}");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
-            }
+    /// Sends one queued report; a report of a device no longer bound is dropped.
+    async fn send_report(&self, report: state::Queued) -> Result<(), SendError> {
+        let device = &report.device_id;
+        let Some(binding) = self.binding(device) else {
+            return Err(SendError::Permanent(format!(
+                "{device}: a queued report of a device no longer bound"
+            )));
+        };
+        let record = wire::timestamped(report.ts_ms, &report.values);
+        match self.transport.telemetry(&binding.token, &record).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.retryable() => Err(SendError::transient(format!("{device}: {e}"))),
+            Err(e) => Err(SendError::Permanent(format!("{device}: {e}"))),
         }
     }
 
@@ -531,10 +499,11 @@ impl FirmwareSource for ThingsboardSource {
         let watchers = tokens
             .iter()
             .map(|(token, bindings)| self.watch(token, bindings, &link, &shutdown));
-        tokio::join!(
-            futures_util::future::join_all(watchers),
-            self.send_reports(&shutdown)
-        );
+        let reports = self
+            .state
+            .outbox
+            .run(|report| self.send_report(report), &shutdown);
+        tokio::join!(futures_util::future::join_all(watchers), reports);
     }
 }
 
