@@ -5,6 +5,7 @@
 //! device's [`handler`]; [`progress`] flows back as events. See README.md
 //! ("Architecture") for the map.
 
+pub mod api;
 pub mod checksum;
 pub mod config;
 pub mod download;
