@@ -39,6 +39,8 @@ pub struct ApiClient {
     headers: Headers,
     /// Sent only to `base`'s origin; their values are secrets.
     credentials: Headers,
+    /// The same, spelled as given, for downloads (see `credentials_for`).
+    credentials_as_given: Vec<(String, String)>,
     redactor: Redactor,
     max_body: usize,
     https_only: bool,
@@ -92,6 +94,7 @@ impl ApiClient {
             base,
             headers: Vec::new(),
             credentials: Vec::new(),
+            credentials_as_given: Vec::new(),
             redactor,
             max_body: DEFAULT_MAX_BODY,
             https_only: download.https_only,
@@ -113,6 +116,8 @@ impl ApiClient {
         })?;
         self.redactor.add(value);
         self.credentials.push(pair);
+        self.credentials_as_given
+            .push((name.to_string(), value.to_string()));
         Ok(self)
     }
 
@@ -145,11 +150,7 @@ impl ApiClient {
     /// base's origin, none elsewhere (a CDN must not see them).
     pub fn credentials_for(&self, url: &str) -> Vec<(String, String)> {
         match Url::parse(url) {
-            Ok(u) if self.is_origin(&u) => self
-                .credentials
-                .iter()
-                .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
-                .collect(),
+            Ok(u) if self.is_origin(&u) => self.credentials_as_given.clone(),
             _ => Vec::new(),
         }
     }

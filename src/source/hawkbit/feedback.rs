@@ -313,11 +313,16 @@ impl HawkbitSource {
             let Some(item) = self.lock().saved.queue.front().cloned() else {
                 return;
             };
-            let sent = self.api.send(Method::POST, &item.url, &item.body).await;
+            let sent = self
+                .api
+                .request(Method::POST, &item.url)
+                .json(&item.body)
+                .send()
+                .await;
             let mut inner = self.lock();
             match sent {
-                Ok(()) => {}
-                Err(e) if e.retryable() => {
+                Ok(_) => {}
+                Err(e) if e.is_transient() => {
                     tracing::warn!(
                         source = "hawkbit",
                         "feedback not delivered, kept for later: {e}"

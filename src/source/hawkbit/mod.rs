@@ -30,11 +30,11 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::{DeviceVersion, EngineLink, FirmwareSource, SourceError};
+use crate::api::ApiClient;
 use crate::config::{DeviceConfig, HawkbitConfig};
-use crate::download::{DownloadConfig, Downloader};
+use crate::download::DownloadConfig;
 use crate::model::{Firmware, RequestHeaders};
 use crate::progress::ProgressEvent;
-use http::Api;
 use state::Saved;
 
 /// Where the controller id comes from when the config names none.
@@ -43,7 +43,7 @@ const MACHINE_ID: &str = "/etc/machine-id";
 pub struct HawkbitSource {
     config: HawkbitConfig,
     controller_id: String,
-    api: Api,
+    api: ApiClient,
     devices: Vec<DeviceConfig>,
     state_path: PathBuf,
     inner: Mutex<Inner>,
@@ -72,13 +72,12 @@ impl HawkbitSource {
             Some(id) => id.clone(),
             None => read_machine_id(Path::new(MACHINE_ID))?,
         };
-        let downloader = Downloader::new(download.clone())
-            .map_err(|e| SourceError::Config(format!("hawkBit HTTP client: {e}")))?;
         let base = format!(
             "{}/{}/controller/v1/{}",
             config.url, config.tenant, controller_id
         );
-        let api = Api::new(downloader.client().clone(), base, config.auth.header());
+        let api = api_client(download, &base, config.auth.header())
+            .map_err(|e| SourceError::Config(format!("hawkBit HTTP client: {e}")))?;
         std::fs::create_dir_all(state_dir).map_err(|source| SourceError::Io {
             context: state_dir.display().to_string(),
             source,
@@ -114,23 +113,26 @@ impl HawkbitSource {
     /// The `Authorization` header for an artifact URL on the hawkBit server itself;
     /// none for another host (a CDN must not see the token).
     fn download_headers(&self, url: &str) -> RequestHeaders {
-        let same_origin = match (
-            reqwest::Url::parse(url),
-            reqwest::Url::parse(&self.config.url),
-        ) {
-            (Ok(a), Ok(b)) => a.origin() == b.origin(),
-            _ => false,
-        };
-        match self.api.authorization() {
-            Some(auth) if same_origin => {
-                RequestHeaders(vec![("Authorization".into(), auth.to_string())])
-            }
-            _ => RequestHeaders::default(),
-        }
+        RequestHeaders(self.api.credentials_for(url))
     }
 
     fn device(&self, id: &str) -> Option<&DeviceConfig> {
         self.devices.iter().find(|d| d.id == id)
+    }
+}
+
+/// The DDI client: HAL+JSON, the `Authorization` header (when configured) only
+/// to the hawkBit server's origin.
+fn api_client(
+    download: &DownloadConfig,
+    base: &str,
+    authorization: Option<String>,
+) -> Result<ApiClient, crate::api::ApiError> {
+    let api =
+        ApiClient::new(download, base)?.header(reqwest::header::ACCEPT, "application/hal+json");
+    match authorization {
+        Some(auth) => api.credential("Authorization", &auth),
+        None => Ok(api),
     }
 }
 
