@@ -14,6 +14,7 @@ pub mod handler;
 pub mod logging;
 pub mod model;
 pub mod progress;
+pub mod secret_eq;
 pub mod serial;
 pub mod source;
 pub mod status;

@@ -167,6 +167,7 @@ impl ApiClient {
             redactor: self.redactor.clone(),
             timeout: None,
             max_body: self.max_body,
+            shown_as: None,
         }
     }
 
@@ -188,6 +189,8 @@ pub struct ApiRequest<'a> {
     redactor: Redactor,
     timeout: Option<Duration>,
     max_body: usize,
+    /// How errors name the request instead of `METHOD url`.
+    shown_as: Option<String>,
 }
 
 /// A 2xx answer, read whole (within the limit).
@@ -308,6 +311,13 @@ impl ApiRequest<'_> {
         self
     }
 
+    /// Names the request as `name` in errors instead of `METHOD url` (secrets
+    /// are still hidden).
+    pub fn shown_as(mut self, name: String) -> Self {
+        self.shown_as = Some(name);
+        self
+    }
+
     /// Limits each hop of this request, start to end.
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = Some(limit);
@@ -330,7 +340,10 @@ impl ApiRequest<'_> {
                 return Err(self.refused(target, &format!("bad URL: {e}")));
             }
         };
-        let target = format!("{} {}", self.method, self.redactor.url(&url));
+        let target = match &self.shown_as {
+            Some(name) => self.redactor.apply(name),
+            None => format!("{} {}", self.method, self.redactor.url(&url)),
+        };
         if let Some(problem) = &self.problem {
             return Err(self.refused(target, problem));
         }

@@ -250,6 +250,19 @@ async fn secrets_never_appear_in_errors_or_debug() {
         format!("GET {base}/api/v1/***/attributes: HTTP 401 Unauthorized (bad key *** for ***)")
     );
     assert!(!format!("{err:?}").contains("tok"), "{err:?}");
+    let named = api
+        .get(url.as_str())
+        .secret(TOKEN)
+        .shown_as(format!("TB attributes of {TOKEN}"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        named
+            .to_string()
+            .starts_with("TB attributes of ***: HTTP 500"),
+        "{named}"
+    );
     assert_eq!(log.lock().unwrap()[0].header("authorization"), Some(KEY));
     let debug = format!("{api:?}");
     assert!(
