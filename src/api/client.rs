@@ -14,15 +14,13 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, error_chain};
 use super::redact::Redactor;
-use crate::download::retry::retry_after;
+use crate::download::retry::{MAX_RETRY_AFTER, retry_after};
 use crate::download::{DownloadConfig, DownloadError, Downloader};
 
 /// The largest answer read unless a request allows more.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// Redirects followed per request.
 const MAX_REDIRECTS: usize = 10;
-/// The longest `Retry-After` honoured.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Error answers are read this far for their message.
 const MAX_ERROR_BODY: usize = 16 * 1024;
 /// Characters of a server's error text kept in an error.

@@ -6,6 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 
+/// The longest `Retry-After` honoured by API calls; a server asking for more
+/// gets retried then. (The download engine has the same bound as its own
+/// `MAX_RETRY_AFTER`, to be replaced by this one.)
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
 /// The one rule for HTTP answers worth another attempt, for downloads and API
 /// calls alike: a server error (5xx), 408 Request Timeout or 429 Too Many
 /// Requests. Any other 4xx means the server will never accept this request.

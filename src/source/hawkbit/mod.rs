@@ -3,8 +3,9 @@
 //! deployment. One module per DDI resource — `poll` (controller base and the
 //! polling schedule), `deployment` (deploymentBase → firmware per device),
 //! `feedback` (progress and outcome, through a durable queue), `config_data`
-//! (attributes), `cancel` (cancelAction) — with the wire JSON in `wire`, the HTTP
-//! plumbing in `http` and what survives a restart in `state`.
+//! (attributes), `cancel` (cancelAction) — with the wire JSON in `wire`, DDI URLs
+//! in `http` (the HTTP itself is [`crate::api::ApiClient`]'s) and what survives a
+//! restart in `state`.
 //!
 //! Flow: the source's own task polls; a `deploymentBase` link is fetched, its
 //! chunks are mapped onto devices and remembered (durably) as the action in flight,
