@@ -5,6 +5,7 @@
 //! device's [`handler`]; [`progress`] flows back as events. See README.md
 //! ("Architecture") for the map.
 
+pub mod api;
 pub mod checksum;
 pub mod config;
 pub mod download;
@@ -14,6 +15,7 @@ pub mod logging;
 pub mod model;
 pub mod persist;
 pub mod progress;
+pub mod secret_eq;
 pub mod serial;
 pub mod source;
 pub mod status;

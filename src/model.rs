@@ -157,7 +157,35 @@ pub trait RemoteFetch: Send + Sync {
     /// there when the fetcher can tell it is the same image (else starting over),
     /// and reports progress. Retries transient errors itself; an error is final
     /// for this attempt (the partial file is kept for the next one).
-    async fn fetch(&self, part: &Path, report: FetchReport<'_>) -> Result<(), String>;
+    async fn fetch(&self, part: &Path, report: FetchReport<'_>) -> Result<(), FetchFailure>;
+}
+
+/// Why a source's own fetch ([`RemoteFetch`]) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FetchFailure {
+    /// The network or the server may do better later (the fetcher's own
+    /// retries are used up); false when repeating cannot help (refused by the
+    /// server, a local file problem).
+    pub transient: bool,
+    /// What failed, without secrets.
+    pub message: String,
+}
+
+impl FetchFailure {
+    pub fn transient(message: impl Into<String>) -> FetchFailure {
+        FetchFailure {
+            transient: true,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> FetchFailure {
+        FetchFailure {
+            transient: false,
+            message: message.into(),
+        }
+    }
 }
 
 impl fmt::Display for FirmwareLocation {

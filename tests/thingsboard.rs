@@ -325,7 +325,7 @@ async fn an_interrupted_download_resumes_at_its_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let part = dir.path().join("esp-1.img.part");
     let transport = Arc::new(HttpTransport::new(
-        reqwest::Client::new(),
+        &DownloadConfig::default(),
         &server.url(),
         Duration::from_millis(200),
     ));
@@ -348,7 +348,8 @@ async fn an_interrupted_download_resumes_at_its_chunk() {
     }
     let noop = |_: u64, _: Option<u64>| {};
     let err = fetcher(2).fetch(&part, &noop).await.unwrap_err();
-    assert!(err.contains("chunk 4"), "{err}");
+    assert!(err.message.contains("chunk 4"), "{err}");
+    assert!(err.transient, "{err}");
     assert_eq!(std::fs::metadata(&part).unwrap().len(), 4 * 1024);
     let before = server.requests().len();
     fetcher(2).fetch(&part, &noop).await.unwrap();

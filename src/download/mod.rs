@@ -136,11 +136,7 @@ impl DownloadError {
             DownloadError::Network { .. }
             | DownloadError::Stalled { .. }
             | DownloadError::Truncated { .. } => true,
-            DownloadError::Http { status, .. } => {
-                status.is_server_error()
-                    || *status == StatusCode::REQUEST_TIMEOUT
-                    || *status == StatusCode::TOO_MANY_REQUESTS
-            }
+            DownloadError::Http { status, .. } => retry::retryable_status(*status),
             _ => false,
         }
     }
@@ -193,11 +189,23 @@ impl Downloader {
                 attempt.follow()
             }
         });
+        let client = Self::client_builder(&config)?
+            .redirect(redirect)
+            .build()
+            .map_err(|e| DownloadError::Config(format!("HTTP client: {e}")))?;
+        Ok(Downloader { client, config })
+    }
+
+    /// A client builder with these settings' TLS trust, client certificate,
+    /// `https_only`, user agent and timeouts; the caller picks the redirect policy
+    /// (the API client follows redirects itself, see [`crate::api`]).
+    pub fn client_builder(
+        config: &DownloadConfig,
+    ) -> Result<reqwest::ClientBuilder, DownloadError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("fota-agent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.stall_timeout)
-            .redirect(redirect)
             .https_only(config.https_only);
         if let Some(ca) = &config.ca_bundle {
             let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?).map_err(|e| {
@@ -225,10 +233,7 @@ impl Downloader {
             })?;
             builder = builder.identity(identity);
         }
-        let client = builder
-            .build()
-            .map_err(|e| DownloadError::Config(format!("HTTP client: {e}")))?;
-        Ok(Downloader { client, config })
+        Ok(builder)
     }
 
     pub fn config(&self) -> &DownloadConfig {

@@ -4,6 +4,22 @@
 
 use std::time::{Duration, SystemTime};
 
+use reqwest::StatusCode;
+
+/// The longest `Retry-After` honoured by API calls; a server asking for more
+/// gets retried then. (The download engine has the same bound as its own
+/// `MAX_RETRY_AFTER`, to be replaced by this one.)
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// The one rule for HTTP answers worth another attempt, for downloads and API
+/// calls alike: a server error (5xx), 408 Request Timeout or 429 Too Many
+/// Requests. Any other 4xx means the server will never accept this request.
+pub fn retryable_status(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+}
+
 /// The wait before attempt `attempt + 1` (attempt counts from 1).
 pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     let exp = base.saturating_mul(
@@ -43,6 +59,17 @@ mod tests {
             for _ in 0..50 {
                 assert!(backoff(attempt, base, max) <= cap);
             }
+        }
+    }
+
+    #[test]
+    fn retries_server_errors_timeouts_and_throttling_only() {
+        let retryable = |s: u16| retryable_status(StatusCode::from_u16(s).unwrap());
+        for s in [500, 502, 503, 504, 599, 408, 429] {
+            assert!(retryable(s), "{s}");
+        }
+        for s in [200, 301, 400, 401, 403, 404, 409, 410, 413, 422] {
+            assert!(!retryable(s), "{s}");
         }
     }
 

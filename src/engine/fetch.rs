@@ -38,7 +38,7 @@ pub enum FetchError {
     #[error(transparent)]
     Download(#[from] crate::download::DownloadError),
     #[error("download: {0}")]
-    Remote(String),
+    Remote(crate::model::FetchFailure),
     #[error("image of {size} bytes exceeds max_image_size {max}")]
     TooLarge { size: u64, max: u64 },
 }

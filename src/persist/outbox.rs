@@ -59,6 +59,20 @@ impl SendError {
     }
 }
 
+/// A server API failure classified once, by the API client's own rule (5xx, 408,
+/// 429 and network errors are transient; the server's `Retry-After` is kept).
+impl From<crate::api::ApiError> for SendError {
+    fn from(e: crate::api::ApiError) -> SendError {
+        match e.is_transient() {
+            true => SendError::Transient {
+                retry_after: e.retry_after(),
+                message: e.to_string(),
+            },
+            false => SendError::Permanent(e.to_string()),
+        }
+    }
+}
+
 /// The wait between failed attempts: full jitter below `base · 2^(n-1)`, capped
 /// at `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -252,16 +252,14 @@ fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), &'static str> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match (&s.shared.token, given) {
-        (Some(token), Some(given)) if constant_time_eq(token.as_bytes(), given.as_bytes()) => {
+        (Some(token), Some(given))
+            if crate::secret_eq::constant_time_eq(token.as_bytes(), given.as_bytes()) =>
+        {
             Ok(())
         }
         (None, _) => Err("actions need the unix socket ([status] socket) or a [status] token"),
         _ => Err("missing or wrong bearer token"),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn forbidden(why: &str) -> Response {

@@ -7,7 +7,7 @@
 
 use super::HawkbitSource;
 use super::feedback::{enqueue, status};
-use super::http::{ApiError, sub_url};
+use super::http::sub_url;
 use super::state::DevicePhase;
 use super::wire::{CancelActionBase, Execution, Feedback, Finished};
 use crate::progress::{Outcome, ProgressStep};
@@ -18,8 +18,8 @@ impl HawkbitSource {
         &self,
         href: &str,
         link: Option<&EngineLink>,
-    ) -> Result<(), ApiError> {
-        let cancel: CancelActionBase = self.api.get(href).await?;
+    ) -> Result<(), crate::api::ApiError> {
+        let cancel: CancelActionBase = self.api.get(href).fetch_json().await?;
         let key = format!("cancel:{}", cancel.id);
         let stop = cancel.cancel_action.stop_id.clone();
         let targets: Vec<(String, Option<ProgressStep>)> = {

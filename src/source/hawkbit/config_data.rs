@@ -61,7 +61,7 @@ impl HawkbitSource {
             let url = p
                 .url
                 .clone()
-                .unwrap_or_else(|| format!("{}/configData", self.api.base));
+                .unwrap_or_else(|| format!("{}/configData", self.api.base()));
             (url, attributes(&inner.versions))
         };
         let body = ConfigData {
@@ -69,8 +69,8 @@ impl HawkbitSource {
             data: data.clone(),
             status: status(Execution::Closed, Finished::Success, None, Vec::new()),
         };
-        match self.api.send(Method::PUT, &url, &body).await {
-            Ok(()) => {
+        match self.api.request(Method::PUT, &url).json(&body).send().await {
+            Ok(_) => {
                 let mut inner = self.lock();
                 inner.config_data.requested = false;
                 inner.config_data.due = false;

@@ -152,8 +152,8 @@ impl super::HawkbitSource {
         &self,
         href: &str,
         link: Option<&crate::source::EngineLink>,
-    ) -> Result<(), super::http::ApiError> {
-        let base: DeploymentBase = self.api.get(href).await?;
+    ) -> Result<(), crate::api::ApiError> {
+        let base: DeploymentBase = self.api.get(href).fetch_json().await?;
         let wake = self.adopt(href, base);
         if wake != Adopted::Nothing {
             self.persist();

@@ -3,8 +3,9 @@
 //! deployment. One module per DDI resource — `poll` (controller base and the
 //! polling schedule), `deployment` (deploymentBase → firmware per device),
 //! `feedback` (progress and outcome, through a durable queue), `config_data`
-//! (attributes), `cancel` (cancelAction) — with the wire JSON in `wire`, the HTTP
-//! plumbing in `http` and what survives a restart in `state`.
+//! (attributes), `cancel` (cancelAction) — with the wire JSON in `wire`, DDI URLs
+//! in `http` (the HTTP itself is [`crate::api::ApiClient`]'s) and what survives a
+//! restart in `state`.
 //!
 //! Flow: the source's own task polls; a `deploymentBase` link is fetched, its
 //! chunks are mapped onto devices and remembered (durably) as the action in flight,
@@ -31,12 +32,12 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::{DeviceVersion, EngineLink, FirmwareSource, SourceError};
+use crate::api::ApiClient;
 use crate::config::{DeviceConfig, HawkbitConfig};
-use crate::download::{DownloadConfig, Downloader};
+use crate::download::DownloadConfig;
 use crate::model::{Firmware, RequestHeaders};
 use crate::persist::{Backoff, Outbox, SendError};
 use crate::progress::ProgressEvent;
-use http::Api;
 use reqwest::Method;
 use state::Saved;
 
@@ -46,7 +47,7 @@ const MACHINE_ID: &str = "/etc/machine-id";
 pub struct HawkbitSource {
     config: HawkbitConfig,
     controller_id: String,
-    api: Api,
+    api: ApiClient,
     devices: Vec<DeviceConfig>,
     /// `hawkbit.json`: the action in flight and the feedback queue.
     feedback: Outbox<Saved>,
@@ -74,13 +75,12 @@ impl HawkbitSource {
             Some(id) => id.clone(),
             None => read_machine_id(Path::new(MACHINE_ID))?,
         };
-        let downloader = Downloader::new(download.clone())
-            .map_err(|e| SourceError::Config(format!("hawkBit HTTP client: {e}")))?;
         let base = format!(
             "{}/{}/controller/v1/{}",
             config.url, config.tenant, controller_id
         );
-        let api = Api::new(downloader.client().clone(), base, config.auth.header());
+        let api = api_client(download, &base, config.auth.header())
+            .map_err(|e| SourceError::Config(format!("hawkBit HTTP client: {e}")))?;
         std::fs::create_dir_all(state_dir).map_err(|source| SourceError::Io {
             context: state_dir.display().to_string(),
             source,
@@ -118,33 +118,37 @@ impl HawkbitSource {
 
     /// Delivers one queued feedback message.
     async fn send_feedback(&self, item: state::Queued) -> Result<(), SendError> {
-        match self.api.send(Method::POST, &item.url, &item.body).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.retryable() => Err(SendError::transient(e)),
-            Err(e) => Err(SendError::Permanent(e.to_string())),
-        }
+        self.api
+            .request(Method::POST, &item.url)
+            .json(&item.body)
+            .send()
+            .await?;
+        Ok(())
     }
 
     /// The `Authorization` header for an artifact URL on the hawkBit server itself;
     /// none for another host (a CDN must not see the token).
     fn download_headers(&self, url: &str) -> RequestHeaders {
-        let same_origin = match (
-            reqwest::Url::parse(url),
-            reqwest::Url::parse(&self.config.url),
-        ) {
-            (Ok(a), Ok(b)) => a.origin() == b.origin(),
-            _ => false,
-        };
-        match self.api.authorization() {
-            Some(auth) if same_origin => {
-                RequestHeaders(vec![("Authorization".into(), auth.to_string())])
-            }
-            _ => RequestHeaders::default(),
-        }
+        RequestHeaders(self.api.credentials_for(url))
     }
 
     fn device(&self, id: &str) -> Option<&DeviceConfig> {
         self.devices.iter().find(|d| d.id == id)
+    }
+}
+
+/// The DDI client: HAL+JSON, the `Authorization` header (when configured) only
+/// to the hawkBit server's origin.
+fn api_client(
+    download: &DownloadConfig,
+    base: &str,
+    authorization: Option<String>,
+) -> Result<ApiClient, crate::api::ApiError> {
+    let api =
+        ApiClient::new(download, base)?.header(reqwest::header::ACCEPT, "application/hal+json");
+    match authorization {
+        Some(auth) => api.credential("Authorization", &auth),
+        None => Ok(api),
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::HawkbitSource;
-use super::http::ApiError;
 use super::wire::ControllerBase;
+use crate::api::ApiError;
 use crate::source::EngineLink;
 
 /// Longest wait after repeated errors.
@@ -83,7 +83,7 @@ impl HawkbitSource {
         &self,
         link: Option<&EngineLink>,
     ) -> Result<Option<Duration>, ApiError> {
-        let base: ControllerBase = self.api.get(&self.api.base).await?;
+        let base: ControllerBase = self.api.get(self.api.base().as_str()).fetch_json().await?;
         let sleep = base
             .config
             .as_ref()

@@ -62,7 +62,7 @@ use crate::persist::{Backoff, Guard, Outbox, SendError};
 use crate::progress::{Outcome, ProgressEvent, ProgressKind};
 use crate::store::{Store, now_secs};
 use push::{Expect, LineError, Push};
-use rest::{Rest, RestError};
+use rest::Rest;
 use state::{Report, ReportKind, State};
 
 /// While a push waits for its update, the engine is asked for a check this often.
@@ -248,14 +248,23 @@ impl Inner {
     }
 
     /// The firmware MCS offers `bound`'s device over REST.
-    async fn available(&self, bound: &Bound) -> Result<Vec<Firmware>, RestError> {
+    async fn available(&self, bound: &Bound) -> Result<Vec<Firmware>, SourceError> {
         let mut out = Vec::new();
         let mut skipped = Vec::new();
-        for item in self.rest.available(&bound.mcs).await? {
+        for item in self
+            .rest
+            .available(&bound.mcs)
+            .await
+            .map_err(source_error)?
+        {
             let mut url = item.url.clone();
             let mut md5 = item.md5.clone().or_else(|| item.checksum.clone());
             if url.is_none() || md5.is_none() {
-                let answer = self.rest.firmware_url(&bound.mcs, &item.fwid).await?;
+                let answer = self
+                    .rest
+                    .firmware_url(&bound.mcs, &item.fwid)
+                    .await
+                    .map_err(source_error)?;
                 url = Some(answer.url);
                 md5 = md5.or(answer.md5);
             }
@@ -288,12 +297,11 @@ impl Inner {
             tracing::warn!(device = %bound.device.id, "MCS firmware not offered: {s}");
         }
         if out.is_empty() && !skipped.is_empty() {
-            return Err(RestError {
-                method: "GET".into(),
-                path: format!("devices/{}/firmwares/available", bound.mcs.device_id),
-                problem: format!("no usable firmware: {}", skipped.join("; ")),
-                status: None,
-            });
+            return Err(source_error(format!(
+                "GET devices/{}/firmwares/available: no usable firmware: {}",
+                bound.mcs.device_id,
+                skipped.join("; ")
+            )));
         }
         Ok(out)
     }
@@ -324,9 +332,15 @@ impl Inner {
             }
         };
         let device = &bound.device.id;
-        sent.map_err(|e| match e.transient() {
-            true => SendError::transient(format!("{device}: {e}")),
-            false => SendError::Permanent(format!("{device}: {e}")),
+        sent.map_err(|e| match SendError::from(e) {
+            SendError::Transient {
+                retry_after,
+                message,
+            } => SendError::Transient {
+                retry_after,
+                message: format!("{device}: {message}"),
+            },
+            SendError::Permanent(message) => SendError::Permanent(format!("{device}: {message}")),
         })
     }
 
@@ -381,7 +395,7 @@ fn outcome_value(version: &str, outcome: &Outcome) -> String {
     }
 }
 
-fn source_error(e: RestError) -> SourceError {
+fn source_error(e: impl std::fmt::Display) -> SourceError {
     SourceError::Io {
         context: "MCS".into(),
         source: std::io::Error::other(e.to_string()),
@@ -430,7 +444,7 @@ impl FirmwareSource for McsSource {
         if let Some(push) = pending {
             return Ok(vec![pushed_firmware(device, &push)]);
         }
-        self.inner.available(bound).await.map_err(source_error)
+        self.inner.available(bound).await
     }
 
     async fn report(&self, event: &ProgressEvent) {

@@ -121,7 +121,10 @@ pub fn validate(line: &str, expect: &Expect<'_>) -> Result<Push, LineError> {
             expect.device.device_id
         ));
     }
-    if !constant_time_eq(f.device_key.as_bytes(), expect.device.device_key.as_bytes()) {
+    if !crate::secret_eq::constant_time_eq(
+        f.device_key.as_bytes(),
+        expect.device.device_key.as_bytes(),
+    ) {
         return refuse("wrong device key".into());
     }
     let timestamp_ms = check_timestamp(f.timestamp, expect)?;
@@ -226,13 +229,6 @@ fn shown(field: &str) -> String {
     let cut: String = field.chars().take(80).collect();
     let more = if cut.len() < field.len() { "…" } else { "" };
     format!("{:?}{more}", cut)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What the channel needs from the source.

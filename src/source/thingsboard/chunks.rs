@@ -17,7 +17,7 @@ use super::transport::{ChunkRequest, Transport};
 use crate::config::{AccessToken, OtaKind};
 use crate::download::DownloadConfig;
 use crate::download::retry::backoff;
-use crate::model::{FetchReport, RemoteFetch};
+use crate::model::{FetchFailure, FetchReport, RemoteFetch};
 use crate::persist::{self, JsonFile};
 
 pub struct ChunkFetcher {
@@ -93,7 +93,7 @@ impl ChunkFetcher {
         Ok(chunks)
     }
 
-    async fn chunk_with_retries(&self, index: u64) -> Result<bytes::Bytes, String> {
+    async fn chunk_with_retries(&self, index: u64) -> Result<bytes::Bytes, FetchFailure> {
         let request = ChunkRequest {
             kind: self.kind,
             title: &self.title,
@@ -106,11 +106,11 @@ impl ChunkFetcher {
         loop {
             match self.transport.chunk(&self.token, request).await {
                 Ok(b) if b.len() > self.chunk_size as usize => {
-                    return Err(format!(
+                    return Err(FetchFailure::permanent(format!(
                         "chunk {index}: {} bytes, more than the {} asked for",
                         b.len(),
                         self.chunk_size
-                    ));
+                    )));
                 }
                 Ok(b) => return Ok(b),
                 Err(e) if e.retryable() && attempt < attempts => {
@@ -124,7 +124,12 @@ impl ChunkFetcher {
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(format!("chunk {index}: {e} (after {attempt} attempts)")),
+                Err(e) => {
+                    return Err(FetchFailure {
+                        transient: e.retryable(),
+                        message: format!("chunk {index}: {e} (after {attempt} attempts)"),
+                    });
+                }
             }
         }
     }
@@ -132,15 +137,15 @@ impl ChunkFetcher {
 
 #[async_trait]
 impl RemoteFetch for ChunkFetcher {
-    async fn fetch(&self, part: &Path, report: FetchReport<'_>) -> Result<(), String> {
-        let mut index = self.resume_point(part)?;
+    async fn fetch(&self, part: &Path, report: FetchReport<'_>) -> Result<(), FetchFailure> {
+        let mut index = self.resume_point(part).map_err(FetchFailure::permanent)?;
         let mut done = index * u64::from(self.chunk_size);
         let mut file = tokio::fs::OpenOptions::new()
             .append(true)
             .open(part)
             .await
-            .map_err(|e| format!("{}: {e}", part.display()))?;
-        let io = |e: std::io::Error| format!("{}: {e}", part.display());
+            .map_err(|e| FetchFailure::permanent(format!("{}: {e}", part.display())))?;
+        let io = |e: std::io::Error| FetchFailure::permanent(format!("{}: {e}", part.display()));
         report(done, self.size);
         loop {
             if self.size.is_some_and(|s| done >= s) {
@@ -149,7 +154,9 @@ impl RemoteFetch for ChunkFetcher {
             let data = self.chunk_with_retries(index).await?;
             if data.is_empty() {
                 if let Some(size) = self.size {
-                    return Err(format!("the server sent no data at byte {done} of {size}"));
+                    return Err(FetchFailure::permanent(format!(
+                        "the server sent no data at byte {done} of {size}"
+                    )));
                 }
                 break;
             }
@@ -163,7 +170,7 @@ impl RemoteFetch for ChunkFetcher {
         }
         persist::sync_file(&file, part)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| FetchFailure::permanent(e.to_string()))?;
         let _ = std::fs::remove_file(sidecar_path(part));
         Ok(())
     }

@@ -89,17 +89,11 @@ impl ThingsboardSource {
     /// The source the config describes.
     pub fn new(config: ThingsboardConfig) -> ThingsboardSource {
         let transport: Arc<dyn Transport> = match &config.transport {
-            ThingsboardTransport::Http { url } => {
-                let client = match crate::download::Downloader::new(config.download.clone()) {
-                    Ok(d) => d.client().clone(),
-                    Err(e) => {
-                        // The engine builds the same downloader and reports this.
-                        tracing::error!("thingsboard: HTTP client: {e}");
-                        reqwest::Client::new()
-                    }
-                };
-                Arc::new(http::HttpTransport::new(client, url, config.poll_timeout))
-            }
+            ThingsboardTransport::Http { url } => Arc::new(http::HttpTransport::new(
+                &config.download,
+                url,
+                config.poll_timeout,
+            )),
             ThingsboardTransport::Mqtt { host, port } => Arc::new(mqtt::MqttTransport::new(
                 host,
                 *port,
