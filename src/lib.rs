@@ -2,8 +2,8 @@
 //!
 //! A [`source`] says what firmware exists; the [`engine`] decides, fetches and
 //! verifies it into the state directory and hands a [`handler::VerifiedImage`] to the
-//! device's [`handler`]; [`progress`] flows back as events. See README.md
-//! ("Architecture") for the map.
+//! device's [`handler`]; [`progress`] flows back as events. See
+//! ARCHITECTURE.md for the map.
 
 pub mod api;
 pub mod checksum;

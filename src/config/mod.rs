@@ -34,7 +34,7 @@ use std::time::Duration;
 use crate::model::UpdatePolicy;
 use crate::version::VersionScheme;
 
-pub use crate::handler::command_config::CommandConfig;
+pub use crate::handler::command::config::CommandConfig;
 pub use crate::handler::config::{HandlerConfig, SerialConfig};
 pub use crate::handler::esp8266::config::{Esp8266Config, EspReset};
 pub use crate::handler::mt7681_config::{Mt7681Config, Mt7681Region};
@@ -66,7 +66,7 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
 }
 
-/// `[status]`: the local status endpoint (see README, "Operating fota-agent").
+/// `[status]`: the local status endpoint (see docs/operating.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusConfig {
     /// TCP address of the HTTP endpoint; default `127.0.0.1:8470`; `None` when

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 
 use super::UpdateHandler;
-use super::command_config::CommandConfig;
+use super::command::config::CommandConfig;
 use super::esp8266::config::Esp8266Config;
 use super::mt7681_config::Mt7681Config;
 use super::xmodem::config::XmodemConfig;

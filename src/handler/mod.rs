@@ -5,7 +5,6 @@
 //! engine's verification can make — handlers never see an unverified byte.
 
 pub mod command;
-pub mod command_config;
 pub mod config;
 pub mod esp8266;
 pub mod mt7681;

@@ -10,7 +10,7 @@
 //! `AT#Reboot` and waits for the text "Recovery Mode" (the loader starts the
 //! recovery firmware for a few seconds after every boot), then sends
 //! `AT#UpdateFW` there and the image by XMODEM. `handler = "mt7681"` does the same.
-//! The README section "MT7681 handler" lists the sources and which facts are
+//! docs/handler-mt7681.md lists the sources and which facts are
 //! inferred rather than confirmed.
 //!
 //! # Firmware Format

@@ -36,8 +36,8 @@ pub enum SourceConfig {
     Hawkbit(HawkbitConfig),
     /// `kind = "mcs"`: MediaTek Cloud Sandbox (REST + command server push).
     Mcs(McsConfig),
-    /// `kind = "thingsboard"`: ThingsBoard's device API (see README, "ThingsBoard
-    /// source").
+    /// `kind = "thingsboard"`: ThingsBoard's device API (see
+    /// docs/source-thingsboard.md).
     Thingsboard(Box<ThingsboardConfig>),
 }
 

@@ -54,6 +54,7 @@
 //! - `line_protocol`: reading output lines from any bytes and the stdout protocol
 //!   (`PROGRESS` / `MESSAGE`, the version line, the stderr reason).
 
+pub mod config;
 mod line_protocol;
 mod supervise;
 
@@ -142,6 +143,16 @@ impl CommandHandler {
             cancel_grace: DEFAULT_CANCEL_GRACE,
             groups: Groups::default(),
         }
+    }
+
+    /// [`CommandHandler::version_only`] for an optional `version_command`.
+    pub fn optional_version(
+        device_id: &str,
+        device_type: &str,
+        argv: Option<&Vec<String>>,
+        command_timeout: Duration,
+    ) -> Option<Self> {
+        argv.map(|argv| Self::version_only(device_id, device_type, argv.clone(), command_timeout))
     }
 
     /// A handler that only reads the version with `argv` (for the serial

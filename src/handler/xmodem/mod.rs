@@ -112,14 +112,12 @@ pub struct XmodemHandler {
 
 impl XmodemHandler {
     pub fn new(device_id: &str, device_type: &str, config: &XmodemConfig) -> Self {
-        let version = config.version_command.as_ref().map(|argv| {
-            CommandHandler::version_only(
-                device_id,
-                device_type,
-                argv.clone(),
-                config.command_timeout,
-            )
-        });
+        let version = CommandHandler::optional_version(
+            device_id,
+            device_type,
+            config.version_command.as_ref(),
+            config.command_timeout,
+        );
         XmodemHandler {
             device_id: device_id.to_string(),
             config: config.clone(),

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::ConfigError;
 use crate::config::check::Checker;
+use crate::config::{ConfigError, Secret};
 use crate::source::config::{SourceConfig, SourceKeys, SourceKind};
 
 const DEFAULT_MCS_BASE_URL: &str = "https://api.mediatek.com/mcs/v2";
@@ -16,7 +16,7 @@ const DEFAULT_MCS_HEARTBEAT: Duration = Duration::from_secs(60);
 const DEFAULT_MCS_MAX_PUSH_AGE: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_MCS_STATUS_CHANNEL: &str = "fota_status";
 
-/// Keys of `kind = "mcs"`. See README, "MCS source".
+/// Keys of `kind = "mcs"`. See docs/source-mcs.md.
 #[derive(Debug, Clone, PartialEq)]
 pub struct McsConfig {
     /// The REST API root; default `https://api.mediatek.com/mcs/v2`.
@@ -45,7 +45,7 @@ pub struct McsDevice {
     /// The `[[device]]` id in this config.
     pub agent_device: String,
     pub device_id: String,
-    pub device_key: String,
+    pub device_key: Secret,
 }
 
 impl std::fmt::Debug for McsDevice {
@@ -196,7 +196,7 @@ impl RawMcs {
                 let binding = McsDevice {
                     agent_device,
                     device_id,
-                    device_key,
+                    device_key: Secret::new(device_key),
                 };
                 bound.add(check, binding, at, "gateway_device")
             }
@@ -245,7 +245,7 @@ impl RawMcs {
             let binding = McsDevice {
                 agent_device: agent.clone(),
                 device_id: field(&entry.get_ref().device_id, "device_id")?,
-                device_key: field(&entry.get_ref().device_key, "device_key")?,
+                device_key: Secret::new(field(&entry.get_ref().device_key, "device_key")?),
             };
             bound.add(check, binding, at, agent)?;
         }

@@ -123,7 +123,7 @@ pub fn validate(line: &str, expect: &Expect<'_>) -> Result<Push, LineError> {
     }
     if !crate::secret_eq::constant_time_eq(
         f.device_key.as_bytes(),
-        expect.device.device_key.as_bytes(),
+        expect.device.device_key.expose().as_bytes(),
     ) {
         return refuse("wrong device key".into());
     }
@@ -304,7 +304,7 @@ async fn session<S: LineSink>(
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                let line = wire::heartbeat(&device.device_id, &device.device_key, crate::store::now_secs() * 1000);
+                let line = wire::heartbeat(&device.device_id, device.device_key.expose(), crate::store::now_secs() * 1000);
                 writer.write_all(line.as_bytes()).await
                     .map_err(|e| format!("sending the heartbeat: {e}"))?;
             }

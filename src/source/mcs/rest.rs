@@ -59,7 +59,7 @@ impl Rest {
         Ok(api
             .request(method, url.as_str())
             .shown_as(shown)
-            .credential("deviceKey", &device.device_key)
+            .credential("deviceKey", device.device_key.expose())
             .timeout(REQUEST_TIMEOUT))
     }
 

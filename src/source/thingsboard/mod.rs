@@ -270,8 +270,8 @@ impl ThingsboardSource {
         }
     }
 
-    /// The telemetry one progress event becomes (see README, "ThingsBoard
-    /// source"): ThingsBoard's states for the steps it knows, `*_progress_step` and
+    /// The telemetry one progress event becomes (see
+    /// docs/source-thingsboard.md): ThingsBoard's states for the steps it knows, `*_progress_step` and
     /// `*_progress` for the rest and for percent.
     fn values_for(&self, event: &ProgressEvent, title: &str) -> Vec<Vec<(&'static str, Value)>> {
         let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());

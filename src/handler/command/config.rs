@@ -1,5 +1,5 @@
-//! The keys of `handler = "command"`: argv arrays of executables (see README,
-//! "Command handler protocol").
+//! The keys of `handler = "command"`: argv arrays of executables (see
+//! docs/handler-command.md).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,13 +7,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::UpdateHandler;
-use super::command::CommandHandler;
-use super::config::{DeviceKeys, HandlerSpec};
+use super::CommandHandler;
 use crate::config::{ConfigError, DeviceConfig};
+use crate::handler::UpdateHandler;
+use crate::handler::config::{DeviceKeys, HandlerSpec};
 
-/// Keys of `handler = "command"`: argv arrays of executables (see README, "Command
-/// handler protocol"). Each array is non-empty with a non-empty program (first
+/// Keys of `handler = "command"`: argv arrays of executables (see
+/// docs/handler-command.md). Each array is non-empty with a non-empty program (first
 /// element). A program containing `/` that is relative (`./bin/update.sh`) is
 /// resolved against the config file's directory; a bare name (`sh`) is left for
 /// `PATH` lookup, and the other arguments are passed as written.
