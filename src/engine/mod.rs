@@ -126,6 +126,9 @@ struct RunningUpdate {
     progress: Option<Arc<Progress>>,
 }
 
+/// How long [`Engine::run`] waits, at shutdown, for the source's task to end by itself.
+const SOURCE_STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// The engine; cheap to clone, all clones share one state.
 #[derive(Clone)]
 pub struct Engine {
@@ -579,7 +582,11 @@ impl Engine {
         let mut tasks = tokio::task::JoinSet::new();
         let engine = self.clone();
         let stop = shutdown.clone();
-        tasks.spawn(async move { engine.inner.source.run(EngineLink::new(tx), stop).await });
+        // The source's task ends by itself at `shutdown` (finishing a report the
+        // server is answering, so a restart does not repeat it); it is aborted
+        // only if it takes longer than SOURCE_STOP_GRACE.
+        let mut source_task = tokio::task::JoinSet::new();
+        source_task.spawn(async move { engine.inner.source.run(EngineLink::new(tx), stop).await });
         let engine = self.clone();
         let early = self
             .inner
@@ -646,6 +653,10 @@ impl Engine {
             }
         }
         tasks.abort_all();
+        let stopped = tokio::time::timeout(SOURCE_STOP_GRACE, source_task.join_all()).await;
+        if stopped.is_err() {
+            tracing::warn!("source did not stop within {SOURCE_STOP_GRACE:?}; aborted");
+        }
     }
 
     /// Tells the source what each device runs after a cycle.

@@ -231,6 +231,9 @@ impl<D: Document> Outbox<D> {
         });
         let mut failures = 0u32;
         loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
             let seen = self.flushes.load(Ordering::SeqCst);
             let head = self.lock().queue().front().cloned();
             let Some(entry) = head else {

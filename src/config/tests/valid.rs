@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{PATH, parse};
+use super::{PATH, minimal_device, parse};
 use crate::config::{
     AgentConfig, CommandConfig, Config, DeviceConfig, HandlerConfig, SourceConfig,
 };
@@ -50,24 +50,6 @@ fn default_agent() -> AgentConfig {
         poll_interval: Duration::from_secs(3600),
         update_timeout: Duration::from_secs(1800),
         max_concurrent_updates: 1,
-    }
-}
-
-/// A device with every default and just an update command.
-fn minimal_device(id: &str, device_type: &str, update: &[&str]) -> DeviceConfig {
-    DeviceConfig {
-        id: id.into(),
-        device_type: device_type.into(),
-        policy: UpdatePolicy::Immediate,
-        version_scheme: VersionScheme::Esh,
-        only_newer: true,
-        handler: HandlerConfig::Command(CommandConfig {
-            version_command: None,
-            executable_command: None,
-            transfer_command: None,
-            update_command: argv(update),
-            command_timeout: Duration::from_secs(60),
-        }),
     }
 }
 

@@ -315,25 +315,9 @@ enum Adopted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CommandConfig, HandlerConfig};
-    use crate::model::UpdatePolicy;
-    use crate::version::VersionScheme;
 
     fn device(id: &str, t: &str) -> DeviceConfig {
-        DeviceConfig {
-            id: id.into(),
-            device_type: t.into(),
-            policy: UpdatePolicy::Immediate,
-            version_scheme: VersionScheme::Esh,
-            only_newer: true,
-            handler: HandlerConfig::Command(CommandConfig {
-                version_command: None,
-                executable_command: None,
-                transfer_command: None,
-                update_command: vec!["u".into()],
-                command_timeout: std::time::Duration::from_secs(1),
-            }),
-        }
+        crate::config::tests::minimal_device(id, t, &["u"])
     }
 
     fn base(chunks: serde_json::Value) -> DeploymentBase {

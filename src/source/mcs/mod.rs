@@ -92,6 +92,10 @@ struct Inner {
     versions: Mutex<HashMap<String, Option<String>>>,
     /// Agent device id → the version last queued for the server.
     reported_versions: Mutex<HashMap<String, String>>,
+    /// Agent device id → the outcome key start-up reconciliation queued: the
+    /// engine's own event for that outcome (recovery) may still arrive, and must
+    /// not queue it a second time.
+    reconciled: Mutex<HashMap<String, String>>,
     link: Mutex<Option<EngineLink>>,
 }
 
@@ -132,6 +136,7 @@ impl McsSource {
                 outbox,
                 versions: Mutex::new(HashMap::new()),
                 reported_versions: Mutex::new(HashMap::new()),
+                reconciled: Mutex::new(HashMap::new()),
                 link: Mutex::new(None),
             }),
         }
@@ -358,20 +363,23 @@ impl Inner {
                 continue;
             };
             let key = outcome_key(&record.version, &record.outcome);
-            let known = self.state().last_outcome.get(&bound.device.id) == Some(&key);
-            if !known {
-                self.change(|s| {
-                    s.last_outcome.insert(bound.device.id.clone(), key);
-                    let value = outcome_value(&record.version, &record.outcome);
-                    Self::status(s, &self.config, &bound.mcs, value);
-                    if s.pending
-                        .get(&bound.device.id)
-                        .is_some_and(|p| p.version == record.version)
-                    {
-                        s.pending.remove(&bound.device.id);
-                    }
-                });
-            }
+            // Checked and queued under the document lock: `report` may be
+            // queuing the same outcome from the engine's recovery event.
+            self.change(|s| {
+                if s.last_outcome.get(&bound.device.id) == Some(&key) {
+                    return;
+                }
+                lock(&self.reconciled).insert(bound.device.id.clone(), key.clone());
+                s.last_outcome.insert(bound.device.id.clone(), key);
+                let value = outcome_value(&record.version, &record.outcome);
+                Self::status(s, &self.config, &bound.mcs, value);
+                if s.pending
+                    .get(&bound.device.id)
+                    .is_some_and(|p| p.version == record.version)
+                {
+                    s.pending.remove(&bound.device.id);
+                }
+            });
         }
     }
 }
@@ -460,6 +468,15 @@ impl FirmwareSource for McsSource {
             ProgressKind::Sequence(_) | ProgressKind::Percent(..) => return,
         };
         inner.change(|s| {
+            if let ProgressKind::Finished(outcome) = &event.kind {
+                let key = outcome_key(version, outcome);
+                let mut reconciled = lock(&inner.reconciled);
+                if reconciled.get(&bound.device.id) == Some(&key) {
+                    // Start-up reconciliation already queued this very outcome.
+                    reconciled.remove(&bound.device.id);
+                    return;
+                }
+            }
             Inner::status(s, &inner.config, &bound.mcs, value);
             if let ProgressKind::Finished(outcome) = &event.kind {
                 s.last_outcome
@@ -541,9 +558,13 @@ impl FirmwareSource for McsSource {
         *lock(&inner.link) = Some(link);
         inner.reconcile_outcomes();
         let mut tasks = tokio::task::JoinSet::new();
+        // Not aborted at shutdown: a send the server has answered is dequeued
+        // before the task ends, so a restart does not repeat it.
+        // (A JoinSet of its own: should `run` itself be aborted, so is the outbox.)
+        let mut outbox_task = tokio::task::JoinSet::new();
         {
             let (inner, stop) = (inner.clone(), shutdown.clone());
-            tasks.spawn(async move {
+            outbox_task.spawn(async move {
                 let send = |report| inner.send_report(report);
                 inner.outbox.run(send, &stop).await
             });
@@ -568,6 +589,7 @@ impl FirmwareSource for McsSource {
             }
         }
         tasks.shutdown().await;
+        outbox_task.join_all().await;
     }
 }
 
