@@ -288,11 +288,14 @@ impl Sim<'_> {
             match c {
                 SOH | STX => {}
                 EOT => {
-                    self.send(&[ACK]).await;
-                    self.res.outcome = SimOutcome::Complete;
+                    // The new version is in place before the ACK: the agent asks
+                    // for it as soon as the ACK arrives, and a real version
+                    // command waits for the rebooted module to answer.
                     if let Some(f) = &self.cfg.version_file {
                         std::fs::write(f, format!("{}\n", self.cfg.new_version)).unwrap();
                     }
+                    self.send(&[ACK]).await;
+                    self.res.outcome = SimOutcome::Complete;
                     return;
                 }
                 CAN => {
