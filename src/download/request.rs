@@ -2,16 +2,13 @@
 //! what its answer means: a body to stream from some offset, "you already have
 //! everything", or an error (retryable or not, with the server's `Retry-After`).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
 
 use super::plan::{Plan, Resume};
 use super::{DownloadError, DownloadRequest, Downloader, partial, retry};
-
-/// The longest `Retry-After` honoured; a server asking for more gets retried then.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// What the server answered.
 pub(super) enum Reply {
@@ -110,7 +107,7 @@ fn interpret(
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| retry::retry_after(v, SystemTime::now(), MAX_RETRY_AFTER));
+                .and_then(|v| retry::retry_after(v, SystemTime::now(), retry::MAX_RETRY_AFTER));
             Err(DownloadError::Http {
                 url,
                 status: s,
@@ -146,16 +143,9 @@ fn check_announced(
 
 pub(super) fn network(url: &str, e: reqwest::Error) -> DownloadError {
     // The chain carries the useful part ("connection refused", "certificate ...").
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
     DownloadError::Network {
         url: url.to_string(),
-        message,
+        message: crate::api::error_chain(&e),
     }
 }
 

@@ -6,9 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 
-/// The longest `Retry-After` honoured by API calls; a server asking for more
-/// gets retried then. (The download engine has the same bound as its own
-/// `MAX_RETRY_AFTER`, to be replaced by this one.)
+/// The longest `Retry-After` honoured, by downloads and API calls alike; a
+/// server asking for more gets retried then.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// The one rule for HTTP answers worth another attempt, for downloads and API
