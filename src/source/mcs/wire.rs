@@ -97,13 +97,6 @@ pub struct DatapointValue {
     pub value: String,
 }
 
-/// An error body: `{"code": 404, "message": "404 Not Found", ...}`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ErrorBody {
-    #[serde(default)]
-    pub message: Option<String>,
-}
-
 /// The literal in the fourth field of a firmware push line.
 pub const FOTA: &str = "FOTA";
 
@@ -151,10 +144,5 @@ mod tests {
         assert_eq!(c.port.get(), Some(443));
         let c: Connection = serde_json::from_str(r#"{"ip":"1.2.3.4","port":"8080"}"#).unwrap();
         assert_eq!(c.port.get(), Some(8080));
-        let e: ErrorBody = serde_json::from_str(
-            r#"{"apiVersion":"2.8.0","code":404,"message":"404 Not Found","errors":[]}"#,
-        )
-        .unwrap();
-        assert_eq!(e.message.as_deref(), Some("404 Not Found"));
     }
 }
