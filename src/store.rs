@@ -64,8 +64,6 @@ pub struct DeviceState {
 
 /// The store's errors are the persistence layer's.
 pub use crate::persist::PersistError as StoreError;
-/// Kept here for callers that make their own renames durable.
-pub use crate::persist::fsync_dir;
 use crate::persist::{JsonFile, remove_leftovers};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::partial::{self, meta_path, part_path};
 use super::{DownloadError, DownloadRequest};
 use crate::checksum::Digests;
-use crate::store::fsync_dir;
+use crate::persist::fsync_dir;
 
 /// Checks size and checksums of the downloaded file; renames it into place, or
 /// discards it.
