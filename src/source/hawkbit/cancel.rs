@@ -6,7 +6,7 @@
 //! brick it; that update runs to its end and is reported as usual).
 
 use super::HawkbitSource;
-use super::feedback::{enqueue, status};
+use super::feedback::{close_if_done, enqueue, status};
 use super::http::sub_url;
 use super::state::DevicePhase;
 use super::wire::{CancelActionBase, Execution, Feedback, Finished};
@@ -22,23 +22,29 @@ impl HawkbitSource {
         let cancel: CancelActionBase = self.api.get(href).fetch_json().await?;
         let key = format!("cancel:{}", cancel.id);
         let stop = cancel.cancel_action.stop_id.clone();
+        let writing = |s: &Option<ProgressStep>| {
+            matches!(s, Some(ProgressStep::Updating | ProgressStep::Rebooting))
+        };
         let targets: Vec<(String, Option<ProgressStep>)> = {
-            let saved = self.feedback.lock();
+            let mut saved = self.feedback.lock();
             if saved.is_done(&key) {
                 return Ok(());
             }
-            match &saved.action {
-                Some(a) if a.id() == stop => a
-                    .devices
-                    .iter()
-                    .filter(|(_, d)| !matches!(d.phase, DevicePhase::Done { .. }))
-                    .map(|(id, d)| (id.clone(), d.step))
-                    .collect(),
+            match &mut saved.action {
+                Some(a) if a.id() == stop => {
+                    let targets: Vec<_> = a
+                        .devices
+                        .iter()
+                        .filter(|(_, d)| !matches!(d.phase, DevicePhase::Done { .. }))
+                        .map(|(id, d)| (id.clone(), d.step))
+                        .collect();
+                    // Updates canceled below end with their own events; the
+                    // cancel's answer, not those, settles the action.
+                    a.canceling = !targets.iter().any(|(_, s)| writing(s));
+                    targets
+                }
                 _ => Vec::new(),
             }
-        };
-        let writing = |s: &Option<ProgressStep>| {
-            matches!(s, Some(ProgressStep::Updating | ProgressStep::Rebooting))
         };
         let mut too_late: Vec<String> = targets
             .iter()
@@ -80,6 +86,7 @@ impl HawkbitSource {
         let key = format!("cancel:{}", cancel.id);
         let mut saved = self.feedback.lock();
         if let Some(action) = saved.action.as_mut().filter(|a| a.id() == stop) {
+            action.canceling = false;
             for id in canceled {
                 if let Some(d) = action.devices.get_mut(id) {
                     d.phase = DevicePhase::Done {
@@ -121,5 +128,9 @@ impl HawkbitSource {
             status: st,
         };
         enqueue(&mut saved, sub_url(href, "feedback"), fb, false);
+        if !too_late.is_empty() {
+            // An update that ended while the cancel ran may have been the last.
+            close_if_done(&mut saved);
+        }
     }
 }

@@ -191,6 +191,7 @@ impl super::HawkbitSource {
             base,
             href,
             devices,
+            canceling: false,
         };
         let progress = Some(super::wire::Progress {
             cnt: action.done_count(),

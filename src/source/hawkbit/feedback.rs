@@ -84,7 +84,11 @@ fn progress_of(action: &Action) -> Option<wire::Progress> {
 /// Closes the action when every device has an outcome: queues `closed`, forgets
 /// the action, remembers its id. Returns whether it closed.
 pub fn close_if_done(saved: &mut Saved) -> bool {
-    let Some(action) = saved.action.as_ref().filter(|a| a.all_done()) else {
+    let Some(action) = saved
+        .action
+        .as_ref()
+        .filter(|a| a.all_done() && !a.canceling)
+    else {
         return false;
     };
     let all_ok = action.devices.values().all(|d| {
@@ -337,6 +341,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            canceling: false,
         }
     }
 
@@ -410,5 +415,21 @@ mod tests {
                 "details": ["a: 2.0 installed", "b: failed: x"]}})
         );
         assert!(!close_if_done(&mut s));
+    }
+
+    #[test]
+    fn an_action_being_canceled_is_not_closed_by_its_canceled_devices() {
+        let mut a = action(&["a"]);
+        a.canceling = true;
+        a.devices.get_mut("a").unwrap().phase = DevicePhase::Done {
+            outcome: Outcome::Canceled,
+            detail: "canceled".into(),
+        };
+        let mut s = Saved {
+            action: Some(a),
+            ..Saved::default()
+        };
+        assert!(!close_if_done(&mut s));
+        assert!(s.queue.is_empty() && s.action.is_some());
     }
 }

@@ -51,6 +51,11 @@ pub struct Action {
     /// `deploymentBase/{id}` as linked by the server (query removed).
     pub href: String,
     pub devices: BTreeMap<String, DeviceAction>,
+    /// A `cancelAction` for it is being carried out: the devices' own outcomes
+    /// (canceled) must not close it; the cancel's answer does. Not saved: after
+    /// a restart the server offers the cancel again.
+    #[serde(skip)]
+    pub canceling: bool,
 }
 
 impl Action {
