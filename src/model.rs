@@ -33,6 +33,9 @@ pub struct Firmware {
     /// Extra HTTP headers for downloading a [`FirmwareLocation::Url`] (a server's
     /// `Authorization`); empty for most sources.
     pub download_headers: RequestHeaders,
+    /// Where the source offers a detached minisign signature of the image (a
+    /// hawkBit `<file>.minisig` artifact); fetched with `download_headers`.
+    pub signature_url: Option<String>,
 }
 
 /// HTTP request headers that may carry credentials: `Debug` shows the names only,
@@ -64,6 +67,7 @@ impl Firmware {
             changelog: None,
             deployment: None,
             download_headers: RequestHeaders::default(),
+            signature_url: None,
         }
     }
 }

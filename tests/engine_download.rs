@@ -46,6 +46,7 @@ fn firmware(url: String, sha256: &str) -> Firmware {
         changelog: None,
         deployment: None,
         download_headers: Default::default(),
+        signature_url: None,
     }
 }
 

@@ -105,6 +105,11 @@ impl Rig {
             ],
         )
         .unwrap()
+        // The server sends MD5 (and other weak checksums) only: the documented opt-in.
+        .with_trust(fota_agent::trust::TrustPolicy {
+            allow_weak_checksums: true,
+            ..Default::default()
+        })
     }
 
     fn offer(&self, device: &str, version: &str, content: &[u8], md5: Option<String>) {

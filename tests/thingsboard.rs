@@ -74,7 +74,12 @@ impl Agent {
                 dev.clone() as Arc<dyn UpdateHandler>,
             )],
         )
-        .unwrap();
+        .unwrap()
+        // The server sends MD5 (and other weak checksums) only: the documented opt-in.
+        .with_trust(fota_agent::trust::TrustPolicy {
+            allow_weak_checksums: true,
+            ..Default::default()
+        });
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let (engine, shutdown) = (engine.clone(), shutdown.clone());

@@ -234,7 +234,12 @@ async fn mqtt_attributes_push_chunks_and_telemetry() {
             dev.clone() as Arc<dyn UpdateHandler>,
         )],
     )
-    .unwrap();
+    .unwrap()
+    // The server sends MD5 (and other weak checksums) only: the documented opt-in.
+    .with_trust(fota_agent::trust::TrustPolicy {
+        allow_weak_checksums: true,
+        ..Default::default()
+    });
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let (engine, shutdown) = (engine.clone(), shutdown.clone());

@@ -106,6 +106,9 @@ pub fn table(s: &Snapshot, now: u64) -> String {
         }
         _ => out += " (not polled yet)",
     }
+    if !s.agent.firmware_authenticity.is_empty() {
+        out += &format!("\nfirmware authenticity: {}", s.agent.firmware_authenticity);
+    }
     out += "\n\n";
     let mut rows = vec![[
         "DEVICE".to_string(),

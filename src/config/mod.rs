@@ -63,6 +63,8 @@ pub struct Config {
     /// `stall_timeout`, `download_attempts`, `max_image_size`).
     pub download: crate::download::DownloadConfig,
     pub status: StatusConfig,
+    /// `[trust]`: signature keys and the checksum policy (see docs/trust.md).
+    pub trust: crate::trust::TrustPolicy,
     pub devices: Vec<DeviceConfig>,
 }
 

@@ -25,7 +25,7 @@ use crate::handler::config as handlers;
 use crate::source::config as sources;
 
 /// The keys of the top level.
-const TOP_LEVEL: &[&str] = &["agent", "source", "status", "device"];
+const TOP_LEVEL: &[&str] = &["agent", "source", "status", "trust", "device"];
 
 /// `[agent]`; every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +90,7 @@ pub(super) struct RawConfig<'i> {
     pub agent: Option<RawAgent>,
     pub source: Option<Section<'i, RawSource>>,
     pub status: Option<RawStatus>,
+    pub trust: Option<crate::trust::config::RawTrust>,
     pub device: Vec<Section<'i, RawDevice>>,
 }
 
@@ -101,6 +102,7 @@ pub(super) fn parse<'i>(text: &'i str, check: &Checker<'_>) -> Result<RawConfig<
         match key.get_ref().as_ref() {
             "agent" => raw.agent = Some(value_as(value, check)?),
             "status" => raw.status = Some(value_as(value, check)?),
+            "trust" => raw.trust = Some(value_as(value, check)?),
             "source" => raw.source = Some(source(value, check)?),
             "device" => raw.device = devices(value, check)?,
             other => {

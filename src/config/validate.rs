@@ -40,7 +40,7 @@ const KNOWN_VERSION_SCHEMES: &str = "esh, espressif, particle, semver";
 const MAX_ID_LEN: usize = 128;
 
 /// Validates the first pass's result. Order: `[agent]`, the devices, `[source]`
-/// (which may name devices), `[status]`; the first error wins.
+/// (which may name devices), `[status]`, `[trust]`; the first error wins.
 pub(super) fn config(check: &Checker<'_>, raw: RawConfig<'_>) -> Result<Config, ConfigError> {
     let agent = agent(check, raw.agent.unwrap_or_default())?;
     let mut devices = Vec::with_capacity(raw.device.len());
@@ -69,12 +69,14 @@ pub(super) fn config(check: &Checker<'_>, raw: RawConfig<'_>) -> Result<Config, 
         ),
     };
     let status = status(check, raw.status.unwrap_or_default())?;
+    let trust = crate::trust::config::validate(check, raw.trust.unwrap_or_default())?;
     Ok(Config {
         path: check.path().to_path_buf(),
         agent,
         source,
         download,
         status,
+        trust,
         devices,
     })
 }

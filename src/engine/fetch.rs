@@ -14,6 +14,7 @@ use crate::download::{self, DownloadRequest, Downloader, part_path};
 use crate::handler::VerifiedImage;
 use crate::model::{Firmware, FirmwareLocation};
 use crate::progress::Progress;
+use crate::trust::{self, TrustPolicy};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -41,6 +42,8 @@ pub enum FetchError {
     Remote(crate::model::FetchFailure),
     #[error("image of {size} bytes exceeds max_image_size {max}")]
     TooLarge { size: u64, max: u64 },
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
@@ -55,16 +58,25 @@ pub fn image_path(downloads: &Path, device_id: &str) -> PathBuf {
     downloads.join(format!("{device_id}.img"))
 }
 
+/// Where and how an image is fetched.
+pub struct FetchContext<'a> {
+    pub downloads: &'a Path,
+    pub downloader: &'a Downloader,
+    pub trust: &'a TrustPolicy,
+    /// Firmware bytes fetched since the start (metrics).
+    pub bytes: &'a AtomicU64,
+}
+
 /// Copies `firmware` into `downloads`, reporting percent on the current progress
-/// step, and verifies it for `device_type`.
+/// step, and verifies it for `device_type`: size and checksums, then the trust
+/// policy (signature, or the checksum policy for unsigned firmware). An image
+/// that fails is deleted.
 pub async fn fetch_and_verify(
+    ctx: &FetchContext<'_>,
     firmware: &Firmware,
     device_id: &str,
     device_type: &str,
-    downloads: &Path,
-    downloader: &Downloader,
     progress: &Progress,
-    bytes: &AtomicU64,
 ) -> Result<VerifiedImage, FetchError> {
     if firmware.device_type != device_type {
         return Err(FetchError::WrongDevice {
@@ -73,13 +85,41 @@ pub async fn fetch_and_verify(
             firmware: firmware.device_type.clone(),
         });
     }
-    let dest = image_path(downloads, device_id);
+    trust::admit::precheck(ctx.trust, firmware)?;
+    let dest = image_path(ctx.downloads, device_id);
+    let digests = fetch_checked(firmware, &dest, ctx.downloader, progress, ctx.bytes).await?;
+    let admitted = trust::admit(
+        ctx.trust,
+        firmware,
+        &dest,
+        ctx.downloader,
+        hasher_for(firmware),
+    )
+    .await
+    .inspect_err(|_| {
+        let _ = std::fs::remove_file(&dest);
+    })?;
+    if admitted.signed {
+        tracing::info!(device = %device_id, version = %firmware.version, "signature verified");
+    }
+    let digests = admitted.unpacked.unwrap_or(digests);
+    Ok(VerifiedImage::new(dest, firmware.clone(), digests))
+}
+
+/// The image at `dest`, its size and its source's checksums verified.
+async fn fetch_checked(
+    firmware: &Firmware,
+    dest: &Path,
+    downloader: &Downloader,
+    progress: &Progress,
+    bytes: &AtomicU64,
+) -> Result<Digests, FetchError> {
     let source = match &firmware.location {
         FirmwareLocation::File(p) => p.clone(),
         FirmwareLocation::Url(url) => {
             let request = DownloadRequest {
                 url,
-                dest: &dest,
+                dest,
                 size: firmware.size,
                 checksums: &firmware.checksums,
                 also_hash: &ALWAYS,
@@ -93,11 +133,10 @@ pub async fn fetch_and_verify(
                     let _ = progress.update(pct as u8);
                 }
             };
-            let digests = downloader.fetch(&request, &report).await?;
-            return Ok(VerifiedImage::new(dest, firmware.clone(), digests));
+            return Ok(downloader.fetch(&request, &report).await?);
         }
         FirmwareLocation::Remote(remote) => {
-            return fetch_remote(remote, firmware, &dest, downloader, progress).await;
+            return fetch_remote(remote, firmware, dest, downloader, progress).await;
         }
     };
     if let (Some(max), Ok(meta)) = (
@@ -110,8 +149,8 @@ pub async fn fetch_and_verify(
             max,
         });
     }
-    let part = part_path(&dest);
-    let result = copy_hashing(&source, &dest, firmware, progress, bytes).await;
+    let part = part_path(dest);
+    let result = copy_hashing(&source, dest, firmware, progress, bytes).await;
     let digests = match result.and_then(|d| check(firmware, d)) {
         Ok(d) => d,
         Err(e) => {
@@ -119,8 +158,8 @@ pub async fn fetch_and_verify(
             return Err(e);
         }
     };
-    download::commit_staged(&dest)?;
-    Ok(VerifiedImage::new(dest, firmware.clone(), digests))
+    download::commit_staged(dest)?;
+    Ok(digests)
 }
 
 /// A source's own fetch (see [`crate::model::RemoteFetch`]) into the partial file,
@@ -132,7 +171,7 @@ async fn fetch_remote(
     dest: &Path,
     downloader: &Downloader,
     progress: &Progress,
-) -> Result<VerifiedImage, FetchError> {
+) -> Result<Digests, FetchError> {
     if let (Some(max), Some(size)) = (downloader.config().max_image_size, firmware.size)
         && size > max
     {
@@ -160,11 +199,7 @@ async fn fetch_remote(
         }
     };
     download::commit_staged(dest)?;
-    Ok(VerifiedImage::new(
-        dest.to_path_buf(),
-        firmware.clone(),
-        digests,
-    ))
+    Ok(digests)
 }
 
 /// Re-verifies an image that was staged earlier (background transfer) before its
@@ -174,8 +209,9 @@ pub async fn reverify(
     firmware: &Firmware,
     sha256: &str,
 ) -> Result<VerifiedImage, FetchError> {
+    // The SHA-256 recorded when the image was verified and admitted covers it
+    // (the source's own checksums may be of a bundle it was unpacked from).
     let digests = hash_file(path, firmware).await?;
-    let digests = check(firmware, digests)?;
     let actual = digests.get(ChecksumAlgorithm::Sha256).unwrap_or("");
     if actual != sha256 {
         return Err(ChecksumError::Mismatch {

@@ -28,6 +28,7 @@ use crate::source::{
     self, CancelOutcome, DeviceVersion, EngineLink, EngineRequest, FirmwareSource,
 };
 use crate::store::{Store, StoreError};
+use crate::trust::TrustPolicy;
 use decide::Selection;
 use update::Mode;
 
@@ -102,6 +103,8 @@ struct Inner {
     devices: Vec<Arc<Device>>,
     store: Store,
     downloader: Downloader,
+    /// What firmware must prove before a handler sees it (`[trust]`).
+    trust: TrustPolicy,
     events: broadcast::Sender<ProgressEvent>,
     /// The source's receiver, subscribed when the engine is made, so events before
     /// `run` (start-up recovery) reach the source too.
@@ -188,6 +191,7 @@ impl Engine {
                     .collect(),
                 store,
                 downloader,
+                trust: TrustPolicy::default(),
                 events,
                 source_events: Mutex::new(Some(source_events)),
                 running: Mutex::new(HashMap::new()),
@@ -208,12 +212,31 @@ impl Engine {
             .iter()
             .map(|d| Ok((d.clone(), handler::build(d)?)))
             .collect::<Result<Vec<_>, EngineError>>()?;
-        Engine::new(
+        Ok(Engine::new(
             config.agent.clone(),
             &config.download,
             source::from_config(config)?,
             devices,
-        )
+        )?
+        .with_trust(config.trust.clone()))
+    }
+
+    /// This engine with `trust` as its trust policy (default: no keys, strong
+    /// checksums required). Call it on a new engine, before it is cloned.
+    pub fn with_trust(mut self, trust: TrustPolicy) -> Engine {
+        if !trust.require_signature {
+            tracing::warn!("firmware authenticity: {}", trust.describe());
+        }
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.trust = trust,
+            None => tracing::error!("trust policy set on a shared engine: ignored"),
+        }
+        self
+    }
+
+    /// The trust policy in force.
+    pub fn trust(&self) -> &TrustPolicy {
+        &self.inner.trust
     }
 
     /// Progress events of every update from now on.
@@ -475,6 +498,7 @@ impl Engine {
         let ctx = update::Context {
             store: &self.inner.store,
             downloader: &self.inner.downloader,
+            trust: &self.inner.trust,
             timeout: self.inner.agent.update_timeout,
             bytes: &self.inner.bytes,
         };

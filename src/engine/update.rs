@@ -50,18 +50,20 @@ pub enum UpdateError {
     NotTransferred(String),
 }
 
-/// Runs one update under `timeout` and `cancel`, records its outcome and returns it.
-/// For [`Mode::TransferOnly`] a successful transfer returns `None`: the update
-/// itself is still to come.
-/// What every update shares: where state lives, how to download, how long it may take.
+/// What every update shares: where state lives, how to download and what to
+/// trust, how long it may take.
 pub struct Context<'a> {
     pub store: &'a Store,
     pub downloader: &'a Downloader,
+    pub trust: &'a crate::trust::TrustPolicy,
     pub timeout: Duration,
     /// Firmware bytes fetched, for metrics.
     pub bytes: &'a std::sync::atomic::AtomicU64,
 }
 
+/// Runs one update under `timeout` and `cancel`, records its outcome and returns it.
+/// For [`Mode::TransferOnly`] a successful transfer returns `None`: the update
+/// itself is still to come.
 pub async fn run(
     ctx: &Context<'_>,
     device: &Device,
@@ -139,14 +141,18 @@ async fn steps(
     progress.define_sequence(sequence)?;
     set_phase(store, id, firmware, Phase::Transfer)?;
     progress.next()?;
+    let fetch_ctx = fetch::FetchContext {
+        downloads: &store.downloads_dir(),
+        downloader: ctx.downloader,
+        trust: ctx.trust,
+        bytes: ctx.bytes,
+    };
     let image = fetch::fetch_and_verify(
+        &fetch_ctx,
         firmware,
         id,
         &device.config.device_type,
-        &store.downloads_dir(),
-        ctx.downloader,
         progress,
-        ctx.bytes,
     )
     .await?;
     if let Some(bg) = background {

@@ -209,6 +209,7 @@ fn read_firmware(file: &Path, folder: &Path, device_type: &str) -> Result<Firmwa
         changelog: optional("changelog"),
         deployment: None,
         download_headers: Default::default(),
+        signature_url: None,
     })
 }
 

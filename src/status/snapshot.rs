@@ -21,6 +21,10 @@ pub struct AgentView {
     pub version: String,
     pub started_at: u64,
     pub uptime_seconds: u64,
+    /// How firmware is authenticated: signatures required, checked when
+    /// present, or not checked (no `[trust]` keys).
+    #[serde(default)]
+    pub firmware_authenticity: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +118,7 @@ pub(super) fn build(tracker: &Tracker, engine: &Engine) -> Snapshot {
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: tracker.started_at(),
             uptime_seconds: tracker.uptime(),
+            firmware_authenticity: engine.trust().describe(),
         },
         source: SourceView {
             description: engine.source_description(),

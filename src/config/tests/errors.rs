@@ -40,7 +40,7 @@ fn unknown_keys_name_the_key_and_its_line() {
             text: "# comment\n\ncolour = \"red\"\n[agent]\n",
             line: 3,
             key: Some("colour"),
-            message: "unknown field `colour`, expected one of `agent`, `source`, `status`, `device`",
+            message: "unknown field `colour`, expected one of `agent`, `source`, `status`, `trust`, `device`",
         },
         Case {
             name: "agent",

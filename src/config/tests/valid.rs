@@ -76,6 +76,7 @@ fn full_config_parses_with_defaults_filled() {
         },
         download: crate::download::DownloadConfig::default(),
         status: crate::config::StatusConfig::default(),
+        trust: crate::trust::TrustPolicy::default(),
         devices: vec![
             DeviceConfig {
                 id: "demo-1".into(),
@@ -108,6 +109,7 @@ fn empty_files_give_defaults_and_no_devices() {
         },
         download: crate::download::DownloadConfig::default(),
         status: crate::config::StatusConfig::default(),
+        trust: crate::trust::TrustPolicy::default(),
         devices: vec![],
     };
     for text in [

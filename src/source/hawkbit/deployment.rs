@@ -7,7 +7,8 @@
 //! type; `name:<name>` its `name`). A device not listed takes the chunk whose
 //! `name` equals its id, or failing that its type. A chunk may go to several
 //! devices (identical MCUs); a device takes at most one chunk (the first match).
-//! The chunk must have exactly one artifact: the image.
+//! The chunk must have exactly one artifact that is the image, and may have its
+//! detached signature beside it as the artifact `<image file name>.minisig`.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -97,24 +98,41 @@ pub fn firmware(
         .chunks
         .get(idx)
         .ok_or_else(|| format!("no chunk {idx}"))?;
-    let artifact = match chunk.artifacts.as_slice() {
-        [one] => one,
+    let (signatures, images): (Vec<_>, Vec<_>) = chunk
+        .artifacts
+        .iter()
+        .partition(|a| a.filename.ends_with(".minisig"));
+    let artifact = match images.as_slice() {
+        [one] => *one,
         [] => return Err(format!("chunk {:?} has no artifact", chunk.name)),
         many => {
             return Err(format!(
-                "chunk {:?} has {} artifacts; a device takes exactly one image",
+                "chunk {:?} has {} artifacts; a device takes exactly one image (and its .minisig)",
                 chunk.name,
                 many.len()
             ));
         }
     };
-    let url = artifact
-        .links
-        .download
-        .as_ref()
-        .or(artifact.links.download_http.as_ref())
-        .map(|l| l.href.clone())
-        .ok_or_else(|| format!("artifact {:?} has no download link", artifact.filename))?;
+    let link = |a: &wire::Artifact| {
+        a.links
+            .download
+            .as_ref()
+            .or(a.links.download_http.as_ref())
+            .map(|l| l.href.clone())
+            .ok_or_else(|| format!("artifact {:?} has no download link", a.filename))
+    };
+    let url = link(artifact)?;
+    let signature_name = format!("{}.minisig", artifact.filename);
+    let signature_url = match signatures.as_slice() {
+        [] => None,
+        [sig] if sig.filename == signature_name => Some(link(sig)?),
+        _ => {
+            return Err(format!(
+                "chunk {:?}: the only signature artifact must be {signature_name:?}",
+                chunk.name
+            ));
+        }
+    };
     let mut fw = Firmware::new(
         &device.device_type,
         &chunk.version,
@@ -127,6 +145,7 @@ pub fn firmware(
     fw.description = Some(format!("{} ({})", chunk.name, artifact.filename));
     fw.deployment = Some(instructions(base));
     fw.download_headers = headers.clone();
+    fw.signature_url = signature_url;
     Ok(fw)
 }
 

@@ -1,0 +1,176 @@
+//! The trust step of every fetched image, between the checksum comparison and
+//! the handler: unpack a signed bundle, verify the signature against the keys
+//! and the claims, or apply the checksum policy to unsigned firmware.
+
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+
+use super::signature::{self, Claims, MAX_SIGNATURE_LEN};
+use super::{TrustError, TrustPolicy, bundle, checksums};
+use crate::checksum::{Digests, MultiHasher};
+use crate::download::Downloader;
+use crate::model::{Firmware, FirmwareLocation};
+
+/// What admitting an image found.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The image was a bundle: the file now holds its image alone, with these digests.
+    pub unpacked: Option<Digests>,
+    /// A trusted key signed it.
+    pub signed: bool,
+}
+
+/// Before anything is fetched: without keys nothing can be signed, so the
+/// checksum policy decides now rather than after a download.
+pub fn precheck(policy: &TrustPolicy, firmware: &Firmware) -> Result<(), TrustError> {
+    if policy.keys.is_empty() {
+        checksums::check(policy, firmware)?;
+    }
+    Ok(())
+}
+
+/// Admits the fetched, checksum-verified image at `image` for `firmware`, or
+/// says why not. A bundle is replaced by its image (hashed with `hasher`).
+pub async fn admit(
+    policy: &TrustPolicy,
+    firmware: &Firmware,
+    image: &Path,
+    downloader: &Downloader,
+    hasher: MultiHasher,
+) -> Result<Admitted, TrustError> {
+    let path = image.to_path_buf();
+    let is_bundle = blocking(move || {
+        bundle::is_bundle(&path).map_err(|e| TrustError::Io(format!("{}: {e}", path.display())))
+    })
+    .await?;
+    let (text, unpacked) = if is_bundle {
+        let (text, digests) = unpack(image, hasher).await?;
+        (Some(text), Some(digests))
+    } else if policy.keys.is_empty() {
+        (None, None)
+    } else {
+        (detached(firmware, downloader).await?, None)
+    };
+    let signed = match (policy.keys.is_empty(), text) {
+        (true, _) => false,
+        (false, Some(text)) => {
+            let sig = signature::parse(&text)?;
+            let (keys, fw, path) = (policy.keys.clone(), firmware.clone(), image.to_path_buf());
+            blocking(move || {
+                let claims = Claims {
+                    device_type: &fw.device_type,
+                    version: &fw.version,
+                };
+                signature::verify_file(&keys, &sig, claims, &path)
+            })
+            .await?;
+            true
+        }
+        (false, None) if policy.require_signature => return Err(TrustError::Missing),
+        (false, None) => false,
+    };
+    if !signed {
+        checksums::check(policy, firmware)?;
+    }
+    Ok(Admitted { unpacked, signed })
+}
+
+/// Replaces the bundle at `image` by the image it holds; returns the signature
+/// text and the image's digests. On error the bundle stays as it was.
+async fn unpack(image: &Path, hasher: MultiHasher) -> Result<(String, Digests), TrustError> {
+    let out = unpacked_path(image);
+    let (bundle, target) = (image.to_path_buf(), out.clone());
+    let result = blocking(move || bundle::unpack(&bundle, &target, hasher)).await;
+    let u = match result {
+        Ok(u) => u,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&out).await;
+            return Err(e);
+        }
+    };
+    tracing::debug!(bundle = %image.display(), image = %u.name, "unpacked a signed bundle");
+    tokio::fs::rename(&out, image)
+        .await
+        .map_err(|e| TrustError::Io(format!("{}: {e}", image.display())))?;
+    Ok((u.signature, u.digests))
+}
+
+fn unpacked_path(image: &Path) -> PathBuf {
+    let mut name = image.as_os_str().to_owned();
+    name.push(".unpacked");
+    PathBuf::from(name)
+}
+
+/// The detached signature of `firmware`: `<file>.minisig` beside a local
+/// image, or the URL its source named (hawkBit's `<file>.minisig` artifact).
+async fn detached(
+    firmware: &Firmware,
+    downloader: &Downloader,
+) -> Result<Option<String>, TrustError> {
+    if let FirmwareLocation::File(path) = &firmware.location {
+        let mut sig = path.as_os_str().to_owned();
+        sig.push(".minisig");
+        return read_local(Path::new(&sig)).await;
+    }
+    match &firmware.signature_url {
+        Some(url) => fetch(url, firmware, downloader).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+async fn read_local(path: &Path) -> Result<Option<String>, TrustError> {
+    let io = |e: std::io::Error| TrustError::Io(format!("{}: {e}", path.display()));
+    match tokio::fs::metadata(path).await {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+        Ok(m) if !m.is_file() || m.len() > MAX_SIGNATURE_LEN => {
+            return Err(TrustError::Malformed(format!(
+                "{}: not a regular file of at most {MAX_SIGNATURE_LEN} bytes",
+                path.display()
+            )));
+        }
+        Ok(_) => {}
+    }
+    tokio::fs::read_to_string(path).await.map(Some).map_err(io)
+}
+
+/// GETs a detached signature, with the image's download headers, capped.
+async fn fetch(
+    url: &str,
+    firmware: &Firmware,
+    downloader: &Downloader,
+) -> Result<String, TrustError> {
+    let failed = |why: String| TrustError::Malformed(format!("cannot fetch the .minisig: {why}"));
+    if downloader.config().https_only && !url.starts_with("https://") {
+        return Err(failed(format!("{url} is not https")));
+    }
+    let mut request = downloader.client().get(url);
+    for (name, value) in &firmware.download_headers.0 {
+        request = request.header(name, value);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| failed(crate::api::error_chain(&e)))?;
+    if !response.status().is_success() {
+        return Err(failed(format!("HTTP {}", response.status())));
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk.map_err(|e| failed(crate::api::error_chain(&e)))?);
+        if body.len() as u64 > MAX_SIGNATURE_LEN {
+            return Err(failed(format!("larger than {MAX_SIGNATURE_LEN} bytes")));
+        }
+    }
+    String::from_utf8(body).map_err(|_| failed("not text".into()))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TrustError> + Send + 'static,
+) -> Result<T, TrustError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(TrustError::Io(format!("verification task: {e}"))))
+}
