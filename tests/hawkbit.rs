@@ -8,6 +8,7 @@
 
 mod common;
 mod hawkbit_ext;
+mod minisign;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -700,4 +701,91 @@ async fn errors_back_off_and_attributes_follow_the_server_request() {
     assert_eq!(body["mode"], "merge");
     assert_eq!(body["data"]["mcu-1.type"], "mcu");
     assert_eq!(body["data"]["mcu-1.version"], "1.0");
+}
+
+// ---------------------------------------------------------------------------
+// Signed firmware: the `<file>.minisig` artifact beside the image
+// ---------------------------------------------------------------------------
+
+/// A deployment of `esp-2.0.bin` with its `.minisig` (trusted comment
+/// `comment`) as a second artifact of the chunk, on hawkbit_mock; `run` checks
+/// the closing feedback `details` and `finished`.
+async fn signed_deployment(comment: &str, finished: Finished, details: &str) -> Arc<FakeDevice> {
+    let (state, files) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let release = minisign::keypair(files.path(), "release");
+    let image = b"signed esp firmware 2.0".repeat(300);
+    let artifact = files.path().join("esp-2.0.bin");
+    std::fs::write(&artifact, &image).unwrap();
+    let sig = release.sign(&artifact, comment);
+    let sig_bytes = std::fs::read(&sig).unwrap();
+    let hashes = |d: &[u8]| {
+        [
+            ChecksumAlgorithm::Md5,
+            ChecksumAlgorithm::Sha1,
+            ChecksumAlgorithm::Sha256,
+        ]
+        .map(|a| digest(d, a))
+    };
+    let (hi, hs) = (hashes(&image), hashes(&sig_bytes));
+    let server = ServerBuilder::default().build();
+    let target = server.add_target("gw-sig");
+    let deployment = DeploymentBuilder::new("12", Type::Forced, Type::Forced)
+        .chunk(
+            ChunkProtocol::HTTP,
+            "bApp",
+            "2.0",
+            "esp-1",
+            vec![
+                (artifact, &hi[0], &hi[1], &hi[2]),
+                (sig, &hs[0], &hs[1], &hs[2]),
+            ],
+        )
+        .build();
+    target.push_deployment(deployment);
+    let closed = target.expect_deployment_feedback(
+        "12",
+        Execution::Closed,
+        finished,
+        Some(json!({"cnt": 1, "of": 1})),
+        vec![details],
+    );
+    let dev = FakeDevice::new("1.0");
+    let hb = config(&server.base_url(), "gw-sig", "Keygw-sig");
+    let eng = engine(
+        state.path(),
+        &hb,
+        vec![(
+            device_config("esp-1", "esp8266", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    )
+    .with_trust(fota_agent::trust::TrustPolicy {
+        keys: vec![fota_agent::trust::TrustedKey::load(&release.public).unwrap()],
+        require_signature: true,
+        allow_weak_checksums: false,
+    });
+    let run = start(&eng);
+    until("closing feedback", || closed.calls() == 1).await;
+    run.stop().await;
+    dev
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_artifact_installs_and_a_replayed_signature_is_refused() {
+    let dev = signed_deployment(
+        "type=esp8266 version=2.0",
+        Finished::Success,
+        "esp-1: 2.0 installed",
+    )
+    .await;
+    assert_eq!(dev.version().as_deref(), Some("2.0"));
+
+    let dev = signed_deployment(
+        "type=esp8266 version=1.9",
+        Finished::Failure,
+        "esp-1: failed: signature: signed for version 1.9, offered as 2.0",
+    )
+    .await;
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
+    assert_eq!(dev.version().as_deref(), Some("1.0"));
 }

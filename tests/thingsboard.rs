@@ -5,6 +5,7 @@
 //! resume by chunk index. The MQTT transport is tested in `thingsboard_mqtt.rs`.
 
 mod common;
+mod minisign;
 mod thingsboard_server;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ use fota_agent::model::{RemoteFetch, UpdatePolicy};
 use fota_agent::source::thingsboard::chunks::ChunkFetcher;
 use fota_agent::source::thingsboard::http::HttpTransport;
 use fota_agent::source::thingsboard::{ThingsboardSource, queued_reports};
+use fota_agent::trust::{TrustPolicy, TrustedKey};
 use thingsboard_server::{Fault, TbServer};
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +66,20 @@ struct Agent {
 
 impl Agent {
     fn start(server: &TbServer, state_dir: &Path, dev: &Arc<FakeDevice>) -> Agent {
+        // The tests send MD5, CRC32 and MurmurHash3 too: the documented opt-in.
+        let weak = TrustPolicy {
+            allow_weak_checksums: true,
+            ..Default::default()
+        };
+        Agent::start_trusting(server, state_dir, dev, weak)
+    }
+
+    fn start_trusting(
+        server: &TbServer,
+        state_dir: &Path,
+        dev: &Arc<FakeDevice>,
+        trust: TrustPolicy,
+    ) -> Agent {
         let source = ThingsboardSource::new(tb_config(&server.url(), state_dir));
         let engine = Engine::new(
             agent_config(state_dir),
@@ -75,11 +91,7 @@ impl Agent {
             )],
         )
         .unwrap()
-        // The server sends MD5 (and other weak checksums) only: the documented opt-in.
-        .with_trust(fota_agent::trust::TrustPolicy {
-            allow_weak_checksums: true,
-            ..Default::default()
-        });
+        .with_trust(trust);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let (engine, shutdown) = (engine.clone(), shutdown.clone());
@@ -385,4 +397,91 @@ async fn an_interrupted_download_resumes_at_its_chunk() {
     other.fetch(&part, &noop).await.unwrap();
     assert!(server.requests()[before].contains("chunk=0"));
     assert_eq!(std::fs::read(&part).unwrap(), data);
+}
+
+/// A signed bundle (tar of the image and its `.minisig`) as the package, with
+/// only an MD5 of the bundle from the server, as ThingsBoard's defaults send.
+fn signed_bundle(dir: &Path, signer: &minisign::KeyPair, data: &[u8], comment: &str) -> Vec<u8> {
+    let image = dir.join("esp.bin");
+    std::fs::write(&image, data).unwrap();
+    signer.sign(&image, comment);
+    let bundle = dir.join("esp.tar");
+    minisign::bundle(&image, &bundle);
+    std::fs::read(bundle).unwrap()
+}
+
+async fn failed_with(server: &TbServer) -> String {
+    until("FAILED", || {
+        server
+            .states(TOKEN, "fw_state")
+            .contains(&"FAILED".to_string())
+    })
+    .await;
+    let failed = server
+        .telemetry(TOKEN)
+        .into_iter()
+        .find(|v| v.contains_key("fw_error"))
+        .unwrap();
+    failed["fw_error"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_signed_bundle_installs_its_image_alone_and_a_foreign_one_is_refused() {
+    let keys = tempfile::tempdir().unwrap();
+    let release = minisign::keypair(keys.path(), "release");
+    let mallory = minisign::keypair(keys.path(), "mallory");
+    let trust = TrustPolicy {
+        keys: vec![TrustedKey::load(&release.public).unwrap()],
+        require_signature: true,
+        allow_weak_checksums: false,
+    };
+
+    let server = TbServer::start(&[TOKEN]).await;
+    let data = image(5000, 7);
+    let foreign = signed_bundle(keys.path(), &mallory, &data, "type=esp version=2.0");
+    server.assign(TOKEN, "fw", "esp-fw", "2.0", &foreign, "MD5");
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::new("1.0");
+    let agent = Agent::start_trusting(&server, state.path(), &dev, trust.clone());
+    let error = failed_with(&server).await;
+    assert!(
+        error.contains("signature: not signed by a trusted key"),
+        "{error}"
+    );
+    assert_eq!(dev.updates.load(std::sync::atomic::Ordering::SeqCst), 0);
+    agent.stop().await;
+
+    let server = TbServer::start(&[TOKEN]).await;
+    let bundle = signed_bundle(keys.path(), &release, &data, "type=esp version=2.0");
+    server.assign(TOKEN, "fw", "esp-fw", "2.0", &bundle, "MD5");
+    let agent = Agent::start_trusting(&server, state.path(), &dev, trust);
+    until("UPDATED", || {
+        server
+            .states(TOKEN, "fw_state")
+            .contains(&"UPDATED".to_string())
+    })
+    .await;
+    assert_eq!(
+        *dev.received.lock().unwrap(),
+        data,
+        "the handler got the image alone"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn unsigned_firmware_with_only_md5_is_refused_by_default() {
+    let server = TbServer::start(&[TOKEN]).await;
+    server.assign(TOKEN, "fw", "esp-fw", "2.0", &image(2000, 4), "MD5");
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::new("1.0");
+    let agent = Agent::start_trusting(&server, state.path(), &dev, TrustPolicy::default());
+    let error = failed_with(&server).await;
+    assert!(
+        error.contains("checksum: unsigned firmware needs SHA-256, SHA-384 or SHA-512")
+            && error.contains("got MD5"),
+        "{error}"
+    );
+    assert_eq!(dev.updates.load(std::sync::atomic::Ordering::SeqCst), 0);
+    agent.stop().await;
 }

@@ -30,14 +30,9 @@ pub(crate) fn validate(check: &Checker<'_>, raw: RawTrust) -> Result<TrustPolicy
     let mut keys = Vec::new();
     for value in raw.public_keys.iter().flat_map(|v| v.get_ref()) {
         let path = check.dir(value, "public_keys", "trust.public_keys")?;
-        let key = minisign_verify::PublicKey::from_file(&path).map_err(|e| {
-            let msg = format!(
-                "trust.public_keys: {}: not a minisign public key: {e}",
-                path.display()
-            );
-            check.at(value, "public_keys", msg)
-        })?;
-        keys.push(TrustedKey { path, key });
+        let key = TrustedKey::load(&path)
+            .map_err(|e| check.at(value, "public_keys", format!("trust.public_keys: {e}")))?;
+        keys.push(key);
     }
     let require_signature = match &raw.require_signature {
         Some(r) if *r.get_ref() && keys.is_empty() => {

@@ -31,6 +31,22 @@ pub struct TrustedKey {
     pub key: minisign_verify::PublicKey,
 }
 
+impl TrustedKey {
+    /// Reads a minisign public key file (as `minisign -G` writes it).
+    pub fn load(path: &std::path::Path) -> Result<TrustedKey, TrustError> {
+        let key = minisign_verify::PublicKey::from_file(path).map_err(|e| {
+            TrustError::Io(format!(
+                "{}: not a minisign public key: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(TrustedKey {
+            path: path.to_path_buf(),
+            key,
+        })
+    }
+}
+
 impl std::fmt::Debug for TrustedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrustedKey")
