@@ -161,6 +161,13 @@ async fn full_flow_with_dropped_chunk_5xx_and_malformed_json() {
         .find(|v| v.get("fw_state").is_some_and(|s| s == "UPDATED"))
         .unwrap();
     assert_eq!(updated["current_fw_title"], "esp-fw");
+    // The target as ThingsBoard's OTA views read it (OtaPackageUtil.getTargetTelemetryKey).
+    let downloading = telemetry
+        .iter()
+        .find(|v| v.get("fw_state").is_some_and(|s| s == "DOWNLOADING"))
+        .unwrap();
+    assert_eq!(downloading["target_fw_title"], "esp-fw");
+    assert_eq!(downloading["target_fw_version"], "2.0");
     assert_eq!(updated["current_fw_version"], "2.0");
     // Percent of the download reached 100.
     assert!(

@@ -175,16 +175,20 @@ impl OtaState {
     }
 }
 
-/// Telemetry values with `kind`'s prefix: `("state", "UPDATING")` → `fw_state`.
+/// Telemetry values with `kind`'s prefix: `("state", "UPDATING")` → `fw_state`;
+/// `current_` and `target_` keys put it after themselves (`current_fw_version`,
+/// `target_fw_title`), as ThingsBoard's `OtaPackageUtil` names them.
 pub fn telemetry(kind: OtaKind, values: &[(&str, Value)]) -> Map<String, Value> {
     let p = prefix(kind);
     values
         .iter()
         .map(|(k, v)| {
-            let key = if let Some(rest) = k.strip_prefix("current_") {
-                format!("current_{p}_{rest}")
-            } else {
-                format!("{p}_{k}")
+            let key = match ["current_", "target_"]
+                .iter()
+                .find_map(|pre| k.strip_prefix(pre).map(|rest| (pre, rest)))
+            {
+                Some((pre, rest)) => format!("{pre}{p}_{rest}"),
+                None => format!("{p}_{k}"),
             };
             (key, v.clone())
         })
@@ -255,9 +259,15 @@ mod tests {
     fn telemetry_keys_carry_the_prefix() {
         let t = telemetry(
             OtaKind::Software,
-            &[("state", json!("UPDATED")), ("current_version", json!("3"))],
+            &[
+                ("state", json!("UPDATED")),
+                ("current_version", json!("3")),
+                ("target_title", json!("t")),
+            ],
         );
         assert_eq!(t.get("sw_state"), Some(&json!("UPDATED")));
         assert_eq!(t.get("current_sw_version"), Some(&json!("3")));
+        assert_eq!(t.get("target_sw_title"), Some(&json!("t")));
+        assert_eq!(t.len(), 3);
     }
 }
