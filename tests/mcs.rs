@@ -572,3 +572,36 @@ async fn an_outcome_resolved_by_restart_recovery_is_reported() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn firmware_without_md5_is_taken_under_the_weak_checksum_opt_in() {
+    // The documented `available` answer has no MD5 field at all.
+    let rig = Rig::new(FakeDevice::new("1.0")).await;
+    let image = b"gateway firmware 2.0, no md5".as_slice();
+    rig.offer(GW_ID, "2.0", image, None);
+    let engine = rig.engine();
+    let (shutdown, runner) = start(&engine);
+    until("gateway at 2.0", || {
+        rig.gw.version().as_deref() == Some("2.0")
+    })
+    .await;
+    assert_eq!(*rig.gw.received.lock().unwrap(), image);
+    // MediaTek's own push example: MD5 `null`, unterminated, after an echoed heartbeat.
+    until("gateway channel up", || {
+        rig.server
+            .heartbeats()
+            .iter()
+            .any(|l| l.starts_with(&format!("{GW_ID},")))
+    })
+    .await;
+    let url = rig.server.add_file("gw-3.0.bin", b"gw three");
+    let line = push_line(GW_ID, GW_KEY, now_ms(), "3.0", "null", &url);
+    assert_eq!(rig.server.push(GW_ID, &line), 1);
+    until("gateway at 3.0", || {
+        rig.gw.version().as_deref() == Some("3.0")
+    })
+    .await;
+    assert_eq!(*rig.gw.received.lock().unwrap(), b"gw three");
+    shutdown.cancel();
+    runner.await.unwrap();
+}

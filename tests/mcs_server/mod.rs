@@ -1,8 +1,9 @@
 //! An MCS stand-in on 127.0.0.1 for the MCS source's tests: the device REST API
 //! (`/mcs/v2/devices/{id}/…`: firmwares report, available, url, connections,
 //! datapoints — checking the `deviceKey` header), firmware files under `/files/`,
-//! and a TCP command server that records heartbeats and sends whatever lines a
-//! test pushes. Written on plain tokio sockets (one request per connection,
+//! and a TCP command server that records heartbeats, echoes them back and sends
+//! whatever messages a test pushes — as the real one does, one write per message
+//! without a line ending. Written on plain tokio sockets (one request per connection,
 //! `Connection: close`) so tests control every answer: failures can be queued per
 //! resource and connections dropped on demand. Dropping it stops every task.
 #![allow(dead_code)]
@@ -155,13 +156,14 @@ impl McsServer {
         self.st().heartbeats.clone()
     }
 
-    /// Sends `line` (a newline is added) to the live connections identified as
-    /// `device_id`; returns how many got it.
+    /// Sends `line` as one write **without a line ending**, as the real command
+    /// server does, to the live connections identified as `device_id`; returns
+    /// how many got it.
     pub fn push(&self, device_id: &str, line: &str) -> usize {
         let st = self.st();
         let mut n = 0;
         for (id, tx) in &st.live {
-            if id.as_deref() == Some(device_id) && tx.send(Some(format!("{line}\n"))).is_ok() {
+            if id.as_deref() == Some(device_id) && tx.send(Some(line.to_string())).is_ok() {
                 n += 1;
             }
         }
@@ -194,6 +196,8 @@ async fn serve_command(sock: TcpStream, st: Arc<Mutex<State>>) {
                 let Ok(Some(line)) = line else { break };
                 let mut s = st.lock().unwrap();
                 s.heartbeats.push(line.clone());
+                // The real server echoes every heartbeat back, unterminated.
+                let _ = tx.send(Some(line.clone()));
                 let fields: Vec<&str> = line.split(',').collect();
                 if fields.len() == 3 && s.keys.get(fields[0]).map(String::as_str) == Some(fields[1]) {
                     let id = fields[0].to_string();

@@ -30,16 +30,19 @@
 //! fields (see `wire`), the push line format, the TCP command server address from
 //! `connections`, the heartbeat `deviceId,deviceKey,timestamp` at least every 120 s;
 //! MCS filters *available* by compatibility with the version the device reported.
-//! Assumed — an MD5 in the REST answers (`md5` or `checksum`; firmware without one
-//! is not offered: nothing unverified reaches a device), a `prerequisites` list of
-//! versions per firmware (checked again by the engine), newline-terminated
-//! command lines, millisecond timestamps (seconds also accepted), and a string data
+//! The documented *available* answer carries no MD5, and MediaTek's own push
+//! example sends the literal `null`: such firmware is offered without a checksum
+//! and `[trust]` decides (a signed bundle needs none; unsigned, only with
+//! `allow_weak_checksums`). Assumed — an MD5 in the REST answers when present
+//! (`md5` or `checksum`), a `prerequisites` list of
+//! versions per firmware (checked again by the engine), millisecond timestamps (seconds also accepted), and a string data
 //! channel (`status_channel`, default `fota_status`) as the place for progress
 //! and outcomes, since MCS has no FOTA status resource. The values are
 //! `<version>,<STEP>` for steps and `<version>,SUCCESS`, `<version>,FAILED,<reason>`,
 //! `<version>,CANCELED` for outcomes.
 
 pub mod config;
+pub mod framing;
 pub mod push;
 pub mod rest;
 pub mod state;
@@ -273,23 +276,28 @@ impl Inner {
                 url = Some(answer.url);
                 md5 = md5.or(answer.md5);
             }
-            let (Some(url), Some(md5)) = (url, md5) else {
-                skipped.push(format!("{} has no MD5", item.version));
+            let Some(url) = url else {
+                skipped.push(format!("{} has no URL", item.version));
                 continue;
             };
-            let checksum = match Checksum::new(ChecksumAlgorithm::Md5, &md5) {
-                Ok(c) => c,
-                Err(e) => {
-                    skipped.push(format!("{}: {e}", item.version));
-                    continue;
-                }
+            // The documented answer has no MD5 at all; `[trust]` decides whether
+            // firmware without one (or with MD5 only) may be installed.
+            let checksum = match md5.as_deref().filter(|m| !wire::is_null(m)) {
+                None => None,
+                Some(m) => match Checksum::new(ChecksumAlgorithm::Md5, m) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        skipped.push(format!("{}: {e}", item.version));
+                        continue;
+                    }
+                },
             };
             let mut fw = Firmware::new(
                 &bound.device.device_type,
                 &item.version,
                 FirmwareLocation::Url(url),
             );
-            fw.checksums.push(checksum);
+            fw.checksums.extend(checksum);
             fw.prerequisite = item
                 .prerequisites
                 .filter(|p| !p.is_empty())
@@ -600,7 +608,11 @@ fn pushed_firmware(device: &DeviceConfig, push: &Push) -> Firmware {
         &push.version,
         FirmwareLocation::Url(push.url.clone()),
     );
-    if let Ok(c) = Checksum::new(ChecksumAlgorithm::Md5, &push.md5) {
+    if let Some(c) = push
+        .md5
+        .as_deref()
+        .and_then(|m| Checksum::new(ChecksumAlgorithm::Md5, m).ok())
+    {
         fw.checksums.push(c);
     }
     fw.description = Some("pushed from MCS".into());

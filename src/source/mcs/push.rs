@@ -10,8 +10,9 @@
 //! starting `deviceId,deviceKey,timestamp`; a firmware push (the Push button on
 //! the device's firmware tab) is `deviceId,deviceKey,timestamp,FOTA,version,MD5,URL`.
 //!
-//! What is assumed: lines end with `\n` (a trailing `\r` and spaces around fields
-//! are dropped; MCS's own examples write `deviceId, deviceKey, …`); the timestamp
+//! Messages arrive one per TCP write without a line ending (see [`framing`]);
+//! spaces around fields are dropped (MCS's own examples write
+//! `deviceId, deviceKey, …`), and echoed heartbeats (three fields) ignored. The timestamp
 //! is Unix time in milliseconds (MCS data points use milliseconds) — a value below
 //! 10^11 is taken as seconds; the agent's heartbeat sends milliseconds, newline
 //! terminated. Data channel commands (`…,dataChnId,value`) on the same connection
@@ -22,7 +23,7 @@
 //! neither older than `max_push_age` nor more than [`MAX_CLOCK_SKEW`] ahead nor
 //! at or before the last accepted push of that device (replay), the version is
 //! valid under the device's scheme and newer than what it runs (unless
-//! `only_newer` is off), the MD5 is 32 hex digits, and the URL is https (or http
+//! `only_newer` is off), the MD5 is 32 hex digits (or `null`: none), and the URL is https (or http
 //! when `https_only` is off) with a host. Anything else is logged with its reason
 //! — never with the key or the raw line — and ignored; the connection stays up.
 
@@ -33,6 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::framing::{self, Framer};
 use super::wire::{self, FOTA, PushFields};
 use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::config::McsDevice;
@@ -40,7 +42,7 @@ use crate::version::{VersionScheme, check_upgrade};
 
 /// How far a push's timestamp may be ahead of the gateway's clock.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
-/// Longest line accepted from the command server; longer ones are dropped.
+/// Longest message accepted from the command server; longer ones are dropped.
 pub const MAX_LINE: usize = 8 * 1024;
 /// Reconnect backoff: first step, and its ceiling.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -55,8 +57,8 @@ pub struct Push {
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
     pub version: String,
-    /// Lowercase hex.
-    pub md5: String,
+    /// Lowercase hex; `None` when the server sent `null` (its own example does).
+    pub md5: Option<String>,
     pub url: String,
 }
 
@@ -130,7 +132,8 @@ pub fn validate(line: &str, expect: &Expect<'_>) -> Result<Push, LineError> {
     let timestamp_ms = check_timestamp(f.timestamp, expect)?;
     check_version(f.version, expect)?;
     let md5 = match Checksum::new(ChecksumAlgorithm::Md5, f.md5) {
-        Ok(c) if f.md5.len() == 32 => c.hex().to_string(),
+        _ if wire::is_null(f.md5) => None,
+        Ok(c) if f.md5.len() == 32 => Some(c.hex().to_string()),
         _ => return refuse(format!("MD5 {} is not 32 hex digits", shown(f.md5))),
     };
     check_url(f.url, expect)?;
@@ -298,40 +301,45 @@ async fn session<S: LineSink>(
     tracing::info!(mcs_device = %device.device_id, "command channel connected to {address}");
     let mut beat = tokio::time::interval(heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut framer = Framer::new(&device.device_id, device.device_key.expose(), MAX_LINE);
     let mut chunk = [0u8; 4096];
-    let mut skipping = false;
+    // When the buffered bytes count as a whole message (the server went quiet).
+    let mut quiet_at: Option<tokio::time::Instant> = None;
     loop {
-        tokio::select! {
+        let quiet = async {
+            match quiet_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let framed = tokio::select! {
             _ = beat.tick() => {
                 let line = wire::heartbeat(&device.device_id, device.device_key.expose(), crate::store::now_secs() * 1000);
                 writer.write_all(line.as_bytes()).await
                     .map_err(|e| format!("sending the heartbeat: {e}"))?;
+                continue;
             }
+            _ = quiet => framer.flush(),
             n = reader.read(&mut chunk) => {
                 let n = n.map_err(|e| format!("reading: {e}"))?;
                 if n == 0 {
                     return Ok(());
                 }
-                buf.extend_from_slice(&chunk[..n]);
-                while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=end).collect();
-                    if std::mem::take(&mut skipping) {
-                        continue;
-                    }
-                    match std::str::from_utf8(&line) {
-                        Ok(text) if text.trim().is_empty() => {}
-                        Ok(text) => sink.line(device, text),
-                        Err(_) => tracing::warn!(mcs_device = %device.device_id,
-                            "command channel: ignoring a line that is not UTF-8"),
-                    }
-                }
-                if buf.len() > MAX_LINE {
-                    tracing::warn!(mcs_device = %device.device_id,
-                        "command channel: ignoring a line longer than {MAX_LINE} bytes");
-                    buf.clear();
-                    skipping = true;
-                }
+                framer.push(&chunk[..n])
+            }
+        };
+        quiet_at = framer
+            .pending()
+            .then(|| tokio::time::Instant::now() + framing::QUIET);
+        if framed.oversized {
+            tracing::warn!(mcs_device = %device.device_id,
+                "command channel: ignoring a message longer than {MAX_LINE} bytes");
+        }
+        for message in framed.messages {
+            match std::str::from_utf8(&message) {
+                Ok(text) => sink.line(device, text),
+                Err(_) => tracing::warn!(mcs_device = %device.device_id,
+                    "command channel: ignoring a message that is not UTF-8"),
             }
         }
     }
@@ -378,7 +386,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.version, "2.0");
-        assert_eq!(p.md5, MD5.to_ascii_lowercase());
+        assert_eq!(p.md5, Some(MD5.to_ascii_lowercase()));
+        // MediaTek's own example: the MD5 is the literal `null`.
+        let p = validate(
+            &line("Dev1", "Key1", NOW, "2.0", "null", "https://h/f"),
+            &expect(&d),
+        )
+        .unwrap();
+        assert_eq!(p.md5, None);
         assert_eq!(p.url, "https://h/f.bin?a=1,2");
         assert_eq!(p.timestamp_ms, NOW);
         // Seconds are taken as seconds.

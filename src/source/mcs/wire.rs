@@ -118,6 +118,12 @@ pub fn heartbeat(device_id: &str, device_key: &str, now_ms: u64) -> String {
     format!("{device_id},{device_key},{now_ms}\n")
 }
 
+/// MCS writes a missing MD5 as the literal `null` (its own push example) or
+/// leaves it empty.
+pub fn is_null(md5: &str) -> bool {
+    md5.is_empty() || md5.eq_ignore_ascii_case("null")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
