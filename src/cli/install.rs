@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use fota_agent::checksum::{Checksum, ChecksumAlgorithm};
 use fota_agent::progress::Outcome;
+use fota_agent::state_lock::LockError;
 
 pub struct InstallArgs {
     pub device: String,
@@ -17,6 +18,7 @@ pub struct InstallArgs {
 
 pub async fn install(config: &Path, args: InstallArgs) -> anyhow::Result<ExitCode> {
     let config = super::load(config)?;
+    let _lock = super::lock_state(&config).map_err(|e| suggest_running_agent(e, &args.device))?;
     let engine = super::engine(&config)?;
     let mut checksums = Vec::new();
     for (alg, hex) in [
@@ -48,4 +50,16 @@ pub async fn install(config: &Path, args: InstallArgs) -> anyhow::Result<ExitCod
         Outcome::Success => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     })
+}
+
+/// A running agent holds the state: say how to have it install, or stop it.
+fn suggest_running_agent(e: anyhow::Error, device: &str) -> anyhow::Error {
+    match e.downcast_ref::<LockError>() {
+        Some(LockError::Held { .. }) => anyhow::anyhow!(
+            "{e}\n  to update {device} now, ask the running agent: \
+             POST /devices/{device}/update on its status endpoint \
+             (see `fota-agent status`), or stop it first (systemctl stop fota-agent)"
+        ),
+        _ => e,
+    }
 }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
     let config = super::load(config)?;
+    let _lock = super::lock_state(&config)?;
     let engine = super::engine(&config)?;
     let logger = tokio::spawn(super::render::log_events(engine.subscribe()));
     // Subscribed before recovery, so recovered outcomes count too.
