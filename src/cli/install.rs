@@ -35,21 +35,35 @@ pub async fn install(config: &Path, args: InstallArgs) -> anyhow::Result<ExitCod
         );
     }
     let shown = tokio::spawn(super::render::show_progress(engine.subscribe()));
-    let outcome = engine
-        .install(
-            &args.device,
-            &args.image,
-            args.version.as_deref(),
-            checksums,
-        )
-        .await?;
-    drop(engine);
-    let _ = shown.await;
-    println!("{}: {outcome}", args.device);
-    Ok(match outcome {
-        Outcome::Success => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
+    let work = engine.install(
+        &args.device,
+        &args.image,
+        args.version.as_deref(),
+        checksums,
+    );
+    let mut failed = None;
+    let code = super::stop_signal::until_stopped(async {
+        match work.await {
+            Ok(outcome) => {
+                println!("{}: {outcome}", args.device);
+                match outcome {
+                    Outcome::Success => ExitCode::SUCCESS,
+                    _ => ExitCode::FAILURE,
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                ExitCode::FAILURE
+            }
+        }
     })
+    .await?;
+    drop(engine);
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let _ = shown.await;
+    Ok(code)
 }
 
 /// A running agent holds the state: say how to have it install, or stop it.

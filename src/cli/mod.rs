@@ -8,6 +8,7 @@ mod install;
 mod render;
 mod run;
 mod status;
+mod stop_signal;
 
 use std::future::Future;
 use std::path::Path;

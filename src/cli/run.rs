@@ -34,7 +34,7 @@ pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
             r.outcome.as_ref().map_or("transfer restarts".into(), |o| o.to_string()));
     }
     if once {
-        return Ok(run_once(engine, logger).await);
+        return super::stop_signal::until_stopped(run_once(engine, logger)).await;
     }
     serve(&config, engine, tracker).await
 }
