@@ -164,6 +164,17 @@ fn after_sigkill_the_next_start_kills_the_surviving_command_first() {
     let tmp = tempfile::tempdir().unwrap();
     let config = setup(tmp.path());
     let (mut once, script) = hanging_update(tmp.path(), &config, &["run", "--once"]);
+    // The agent records the command's group right after spawning it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(tmp.path().join("state/devices/dev.json"))
+        .is_ok_and(|s| s.contains("\"pgid\""))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the process group was never recorded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     once.kill().unwrap();
     once.wait().unwrap();
     assert!(alive(script), "the command outlives a SIGKILLed agent");
