@@ -9,10 +9,11 @@ use crate::handler::{self, UpdateHandler};
 use crate::source;
 use crate::store::Store;
 
+/// A configured device with its handler.
+type DeviceWithHandler = (DeviceConfig, Arc<dyn UpdateHandler>);
+
 /// Each configured device with its handler.
-pub(super) fn devices_of(
-    config: &Config,
-) -> Result<Vec<(DeviceConfig, Arc<dyn UpdateHandler>)>, EngineError> {
+pub(super) fn devices_of(config: &Config) -> Result<Vec<DeviceWithHandler>, EngineError> {
     config
         .devices
         .iter()
