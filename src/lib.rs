@@ -18,6 +18,7 @@ pub mod progress;
 pub mod secret_eq;
 pub mod serial;
 pub mod source;
+pub mod state_lock;
 pub mod status;
 pub mod store;
 pub mod systemd;

@@ -14,9 +14,10 @@ use clap::{Parser, Subcommand};
     about = "Firmware update agent for Linux gateways"
 )]
 struct Args {
-    /// Configuration file.
-    #[arg(long, global = true, env = "FOTA_AGENT_CONFIG", default_value = fota_agent::config::DEFAULT_PATH)]
-    config: PathBuf,
+    /// Configuration file [default: $FOTA_AGENT_CONFIG, or /etc/fota-agent/config.toml
+    /// when that is unset or empty].
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,16 +64,28 @@ enum Command {
     Generate(cli::Generate),
 }
 
+/// `--config`, else a non-empty `FOTA_AGENT_CONFIG`, else the default path. (clap's
+/// own `env` refuses an empty variable even when `--config` is given.)
+fn config_path(arg: Option<PathBuf>) -> PathBuf {
+    arg.or_else(|| {
+        std::env::var_os("FOTA_AGENT_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+    .unwrap_or_else(|| PathBuf::from(fota_agent::config::DEFAULT_PATH))
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     cli::init_logging();
+    let config = config_path(args.config);
     let result = match args.command {
-        Command::CheckConfig => cli::check_config(&args.config),
+        Command::CheckConfig => cli::check_config(&config),
         Command::Fetch(fetch) => cli::block_on(cli::fetch(fetch)),
         Command::Generate(what) => cli::generate::<Args>(what),
-        Command::Check => cli::block_on(cli::check(&args.config)),
-        Command::Status { json } => cli::status(&args.config, json),
-        Command::Run { once } => cli::block_on(cli::run(&args.config, once)),
+        Command::Check => cli::block_on(cli::check(&config)),
+        Command::Status { json } => cli::status(&config, json),
+        Command::Run { once } => cli::block_on(cli::run(&config, once)),
         Command::Install {
             device,
             image,
@@ -80,7 +93,7 @@ fn main() -> ExitCode {
             sha256,
             md5,
         } => cli::block_on(cli::install(
-            &args.config,
+            &config,
             cli::InstallArgs {
                 device,
                 image,
@@ -99,6 +112,15 @@ fn main() -> ExitCode {
                 .is_some() =>
         {
             eprintln!("fota-agent: {e}");
+            ExitCode::from(78)
+        }
+        // A state directory that cannot be one (a regular file on its path) is a
+        // config mistake too.
+        Err(e)
+            if e.downcast_ref::<fota_agent::state_lock::LockError>()
+                .is_some_and(|l| l.is_bad_path()) =>
+        {
+            eprintln!("fota-agent: state_dir: {e}");
             ExitCode::from(78)
         }
         Err(e) => {

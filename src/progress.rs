@@ -109,6 +109,16 @@ pub struct Progress {
     firmware_version: String,
     events: broadcast::Sender<ProgressEvent>,
     state: Mutex<State>,
+    on_process: Mutex<Option<ProcessHook>>,
+}
+
+/// Called with the process group of each command a handler starts for the update.
+pub struct ProcessHook(pub Box<dyn Fn(i32) + Send + Sync>);
+
+impl std::fmt::Debug for ProcessHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProcessHook")
+    }
 }
 
 impl Progress {
@@ -122,6 +132,20 @@ impl Progress {
             firmware_version: firmware_version.into(),
             events,
             state: Mutex::new(State::default()),
+            on_process: Mutex::new(None),
+        }
+    }
+
+    /// Who hears of the commands started for this update (the engine records
+    /// them in the in-flight record, so recovery can stop a survivor).
+    pub fn on_process(&self, hook: ProcessHook) {
+        *self.on_process.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    /// A handler started a command for this update in process group `pgid`.
+    pub fn process_started(&self, pgid: i32) {
+        if let Some(hook) = &*self.on_process.lock().unwrap_or_else(|p| p.into_inner()) {
+            (hook.0)(pgid);
         }
     }
 

@@ -32,6 +32,19 @@ pub struct InFlight {
     pub phase: Phase,
     /// Seconds since the Unix epoch.
     pub started_at: u64,
+    /// The update command running for it, if any: what start-up recovery must
+    /// stop before it decides anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<CommandProcess>,
+}
+
+/// A command's process group, identified by its leader's PID and start time
+/// (`/proc/<pid>/stat` field 22, clock ticks since boot), so that a PID reused by
+/// another process is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandProcess {
+    pub pgid: i32,
+    pub start_time: u64,
 }
 
 /// How the last update of the device ended.
@@ -100,6 +113,14 @@ impl Store {
         Ok(store)
     }
 
+    /// The state directory as it is, for reading only: nothing is created or
+    /// removed (`fota-agent check`).
+    pub fn at(state_dir: &Path) -> Store {
+        Store {
+            root: state_dir.to_path_buf(),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -155,6 +176,10 @@ mod tests {
                 version: "2.0".into(),
                 phase: Phase::Update,
                 started_at: 7,
+                process: Some(CommandProcess {
+                    pgid: 42,
+                    start_time: 1234,
+                }),
             }),
             transferred: None,
             last_outcome: Some(OutcomeRecord {

@@ -171,6 +171,16 @@ async fn mock_deployment_is_downloaded_installed_and_closed_with_attributes() {
     assert_eq!(*dev.received.lock().unwrap(), image);
     assert!(target.poll_hits() >= 1);
     assert!(target.deployment_hits() >= 1);
+    // The server has the feedback before the outbox dequeues it: wait for the
+    // dequeue instead of racing it with the stop.
+    let saved_queue = state.path().join("hawkbit.json");
+    until("closing feedback dequeued", || {
+        std::fs::read(&saved_queue)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v["queue"] == json!([]))
+    })
+    .await;
     run.stop().await;
     // Exactly once, and the durable queue is empty.
     assert_eq!(closed.calls(), 1);

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 pub async fn check(config: &Path) -> anyhow::Result<ExitCode> {
     let config = super::load(config)?;
-    let engine = super::engine(&config)?;
+    // Looking changes nothing: no state directory is created.
+    let engine = fota_agent::engine::Engine::from_config_read_only(&config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
     println!("source: {}", engine.source_description());
     let mut ok = true;
     for r in engine.check().await {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use fota_agent::checksum::{Checksum, ChecksumAlgorithm};
 use fota_agent::progress::Outcome;
+use fota_agent::state_lock::LockError;
 
 pub struct InstallArgs {
     pub device: String,
@@ -17,6 +18,7 @@ pub struct InstallArgs {
 
 pub async fn install(config: &Path, args: InstallArgs) -> anyhow::Result<ExitCode> {
     let config = super::load(config)?;
+    let _lock = super::lock_state(&config).map_err(|e| suggest_running_agent(e, &args.device))?;
     let engine = super::engine(&config)?;
     let mut checksums = Vec::new();
     for (alg, hex) in [
@@ -33,19 +35,45 @@ pub async fn install(config: &Path, args: InstallArgs) -> anyhow::Result<ExitCod
         );
     }
     let shown = tokio::spawn(super::render::show_progress(engine.subscribe()));
-    let outcome = engine
-        .install(
-            &args.device,
-            &args.image,
-            args.version.as_deref(),
-            checksums,
-        )
-        .await?;
-    drop(engine);
-    let _ = shown.await;
-    println!("{}: {outcome}", args.device);
-    Ok(match outcome {
-        Outcome::Success => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
+    let work = engine.install(
+        &args.device,
+        &args.image,
+        args.version.as_deref(),
+        checksums,
+    );
+    let mut failed = None;
+    let code = super::stop_signal::until_stopped(async {
+        match work.await {
+            Ok(outcome) => {
+                println!("{}: {outcome}", args.device);
+                match outcome {
+                    Outcome::Success => ExitCode::SUCCESS,
+                    _ => ExitCode::FAILURE,
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                ExitCode::FAILURE
+            }
+        }
     })
+    .await?;
+    drop(engine);
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let _ = shown.await;
+    Ok(code)
+}
+
+/// A running agent holds the state: say how to have it install, or stop it.
+fn suggest_running_agent(e: anyhow::Error, device: &str) -> anyhow::Error {
+    match e.downcast_ref::<LockError>() {
+        Some(LockError::Held { .. }) => anyhow::anyhow!(
+            "{e}\n  to update {device} now, ask the running agent: \
+             POST /devices/{device}/update on its status endpoint \
+             (see `fota-agent status`), or stop it first (systemctl stop fota-agent)"
+        ),
+        _ => e,
+    }
 }

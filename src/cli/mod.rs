@@ -8,6 +8,7 @@ mod install;
 mod render;
 mod run;
 mod status;
+mod stop_signal;
 
 use std::future::Future;
 use std::path::Path;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use fota_agent::config::Config;
 use fota_agent::engine::Engine;
+use fota_agent::state_lock::{self, StateLock};
 
 pub use check::check;
 pub use fetch::{FetchArgs, fetch};
@@ -41,6 +43,13 @@ pub fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::R
 fn load(config: &Path) -> anyhow::Result<Config> {
     // The error already names file, line and key; main maps it to EX_CONFIG.
     Config::load(config).map_err(anyhow::Error::new)
+}
+
+/// The state directory's lock, held by every command that can touch a device or
+/// the state, before anything else is touched (see `fota_agent::state_lock`).
+fn lock_state(config: &Config) -> anyhow::Result<StateLock> {
+    StateLock::acquire(&config.agent.state_dir, &state_lock::command_line())
+        .map_err(anyhow::Error::new)
 }
 
 fn engine(config: &Config) -> anyhow::Result<Engine> {

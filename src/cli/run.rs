@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
     let config = super::load(config)?;
+    let _lock = super::lock_state(&config)?;
     let engine = super::engine(&config)?;
     let logger = tokio::spawn(super::render::log_events(engine.subscribe()));
     // Subscribed before recovery, so recovered outcomes count too.
@@ -33,7 +34,7 @@ pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
             r.outcome.as_ref().map_or("transfer restarts".into(), |o| o.to_string()));
     }
     if once {
-        return Ok(run_once(engine, logger).await);
+        return super::stop_signal::until_stopped(run_once(engine, logger)).await;
     }
     serve(&config, engine, tracker).await
 }

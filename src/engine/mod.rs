@@ -5,9 +5,12 @@
 //! most `max_concurrent_updates` overall. Nothing but the engine talks to both a
 //! source and a handler.
 
+mod claim;
 pub mod decide;
 pub mod fetch;
+mod read_only;
 pub mod recover;
+mod survivor;
 pub mod update;
 
 use std::collections::HashMap;
@@ -21,14 +24,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, Config, DeviceConfig};
 use crate::download::{DownloadConfig, Downloader};
-use crate::handler::{self, UpdateHandler};
+use crate::handler::UpdateHandler;
 use crate::model::{Firmware, FirmwareLocation, FirmwareStatus, UpdatePolicy};
-use crate::progress::{Outcome, Progress, ProgressEvent, ProgressStep};
+use crate::progress::{Outcome, ProcessHook, Progress, ProgressEvent, ProgressStep};
 use crate::source::{
     self, CancelOutcome, DeviceVersion, EngineLink, EngineRequest, FirmwareSource,
 };
 use crate::store::{Store, StoreError};
 use crate::trust::TrustPolicy;
+use claim::Running;
 use decide::Selection;
 use update::Mode;
 
@@ -44,8 +48,13 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("device {0:?}: policy \"background\" needs a handler with background transfer ({1})")]
     NoBackgroundTransfer(String, String),
-    #[error("unknown device {0:?}")]
-    UnknownDevice(String),
+    #[error("unknown device {0:?}; configured devices: {1}")]
+    UnknownDevice(String, String),
+    #[error("image {}: {reason}", path.display())]
+    Image {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("device {0:?} is already updating")]
     Busy(String),
     #[error(transparent)]
@@ -127,6 +136,8 @@ struct Inner {
 struct RunningUpdate {
     token: CancellationToken,
     progress: Option<Arc<Progress>>,
+    /// An update was started (not only the device's check).
+    updating: bool,
 }
 
 /// How long [`Engine::run`] waits, at shutdown, for the source's task to end by itself.
@@ -136,19 +147,6 @@ const SOURCE_STOP_GRACE: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
-}
-
-/// Marks a device busy for the life of one update.
-struct Running {
-    inner: Arc<Inner>,
-    device_id: String,
-    token: CancellationToken,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.inner.running().remove(&self.device_id);
-    }
 }
 
 impl Inner {
@@ -165,6 +163,17 @@ impl Engine {
         source: Box<dyn FirmwareSource>,
         devices: Vec<(DeviceConfig, Arc<dyn UpdateHandler>)>,
     ) -> Result<Engine, EngineError> {
+        let store = Store::open(&agent.state_dir)?;
+        Engine::with_store(agent, download, source, devices, store)
+    }
+
+    pub(super) fn with_store(
+        agent: AgentConfig,
+        download: &DownloadConfig,
+        source: Box<dyn FirmwareSource>,
+        devices: Vec<(DeviceConfig, Arc<dyn UpdateHandler>)>,
+        store: Store,
+    ) -> Result<Engine, EngineError> {
         for (config, handler) in &devices {
             if config.policy == UpdatePolicy::Background && handler.background_transfer().is_none()
             {
@@ -177,7 +186,6 @@ impl Engine {
                 ));
             }
         }
-        let store = Store::open(&agent.state_dir)?;
         let downloader = Downloader::new(download.clone())?;
         let (events, source_events) = broadcast::channel(1024);
         Ok(Engine {
@@ -207,11 +215,7 @@ impl Engine {
 
     /// The engine the config describes.
     pub fn from_config(config: &Config) -> Result<Engine, EngineError> {
-        let devices = config
-            .devices
-            .iter()
-            .map(|d| Ok((d.clone(), handler::build(d)?)))
-            .collect::<Result<Vec<_>, EngineError>>()?;
+        let devices = read_only::devices_of(config)?;
         Ok(Engine::new(
             config.agent.clone(),
             &config.download,
@@ -301,7 +305,8 @@ impl Engine {
     /// left alone.
     pub async fn cycle(&self, device_id: &str) -> Result<CycleResult, EngineError> {
         let device = self.device(device_id)?;
-        Ok(self.cycle_device(&device).await)
+        let claim = self.claim(device_id)?;
+        Ok(self.cycle_claimed(&device, &claim).await)
     }
 
     fn device(&self, id: &str) -> Result<Arc<Device>, EngineError> {
@@ -310,7 +315,15 @@ impl Engine {
             .iter()
             .find(|d| d.config.id == id)
             .cloned()
-            .ok_or_else(|| EngineError::UnknownDevice(id.to_string()))
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.devices().map(|d| d.id.as_str()).collect();
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
+                EngineError::UnknownDevice(id.to_string(), known)
+            })
     }
 
     /// Each device's firmware status and the firmware it would get.
@@ -402,7 +415,9 @@ impl Engine {
         results.into_iter().map(|(_, r)| r).collect()
     }
 
-    async fn cycle_device(&self, device: &Arc<Device>) -> CycleResult {
+    /// One cycle of a device this cycle has claimed, so that nothing else runs
+    /// its commands meanwhile (see `claim.rs`).
+    async fn cycle_claimed(&self, device: &Arc<Device>, claim: &Running) -> CycleResult {
         let report = self.check_device(device).await;
         self.record_poll(&report);
         let id = device.config.id.clone();
@@ -443,7 +458,7 @@ impl Engine {
             }
         };
         result.version = Some(firmware.version.clone());
-        match self.start(device, &firmware, mode).await {
+        match self.start(device, &firmware, mode, claim).await {
             Ok(outcome) => result.outcome = outcome,
             Err(e) => tracing::info!(device = %id, "{e}"),
         }
@@ -459,7 +474,7 @@ impl Engine {
             && let Ok(true) = self.executable(device).await
         {
             result.outcome = self
-                .start(device, &firmware, Mode::UpdateTransferred)
+                .start(device, &firmware, Mode::UpdateTransferred, claim)
                 .await
                 .unwrap_or(None);
             result.status = FirmwareStatus::UpdateExecutable;
@@ -484,8 +499,11 @@ impl Engine {
         device: &Arc<Device>,
         firmware: &Firmware,
         mode: Mode,
+        running: &Running,
     ) -> Result<Option<Outcome>, EngineError> {
-        let running = self.claim(&device.config.id)?;
+        if let Some(r) = self.inner.running().get_mut(&device.config.id) {
+            r.updating = true;
+        }
         let _permit = self.inner.permits.acquire().await;
         let progress = Arc::new(Progress::new(
             &device.config.id,
@@ -495,6 +513,10 @@ impl Engine {
         if let Some(r) = self.inner.running().get_mut(&device.config.id) {
             r.progress = Some(progress.clone());
         }
+        let (store, id) = (self.inner.store.clone(), device.config.id.clone());
+        progress.on_process(ProcessHook(Box::new(move |pgid| {
+            survivor::record(&store, &id, pgid)
+        })));
         let ctx = update::Context {
             store: &self.inner.store,
             downloader: &self.inner.downloader,
@@ -513,31 +535,11 @@ impl Engine {
         .await)
     }
 
-    fn claim(&self, device_id: &str) -> Result<Running, EngineError> {
-        let mut running = self.inner.running();
-        if running.contains_key(device_id) {
-            return Err(EngineError::Busy(device_id.to_string()));
-        }
-        let token = CancellationToken::new();
-        running.insert(
-            device_id.to_string(),
-            RunningUpdate {
-                token: token.clone(),
-                progress: None,
-            },
-        );
-        Ok(Running {
-            inner: self.inner.clone(),
-            device_id: device_id.to_string(),
-            token,
-        })
-    }
-
     /// Cancels the device's running update, unless its update step already runs
     /// (the point of no return: the device is being written).
     pub fn cancel(&self, device_id: &str) -> CancelOutcome {
         let running = self.inner.running();
-        let Some(update) = running.get(device_id) else {
+        let Some(update) = running.get(device_id).filter(|u| u.updating) else {
             return CancelOutcome::NotRunning;
         };
         let step = update.progress.as_ref().and_then(|p| p.current_step());
@@ -559,6 +561,11 @@ impl Engine {
         checksums: Vec<crate::checksum::Checksum>,
     ) -> Result<Outcome, EngineError> {
         let device = self.device(device_id)?;
+        // A wrong path is the operator's typo, not a failed update: nothing is
+        // recorded for the device.
+        readable_file(image)?;
+        // Claimed before the version is read: no command of a busy device runs.
+        let claim = self.claim(device_id)?;
         let mut firmware = Firmware::new(
             &device.config.device_type,
             version.unwrap_or("unknown"),
@@ -592,7 +599,7 @@ impl Engine {
             Mode::Install
         };
         Ok(self
-            .start(&device, &firmware, mode)
+            .start(&device, &firmware, mode, &claim)
             .await?
             .unwrap_or(Outcome::Success))
     }
@@ -707,4 +714,18 @@ impl Engine {
     pub(crate) fn events(&self) -> broadcast::Sender<ProgressEvent> {
         self.inner.events.clone()
     }
+}
+
+/// `Ok` when `path` is a regular file this process can open.
+fn readable_file(path: &Path) -> Result<(), EngineError> {
+    let refused = |reason: String| EngineError::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| refused(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refused("not a regular file".into()));
+    }
+    std::fs::File::open(path).map_err(|e| refused(e.to_string()))?;
+    Ok(())
 }

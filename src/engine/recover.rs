@@ -35,6 +35,11 @@ impl Engine {
             let Some(in_flight) = state.in_flight else {
                 continue;
             };
+            // A command the killed agent left running is stopped before anything
+            // is judged (or started again).
+            if let Some(process) = in_flight.process {
+                super::survivor::stop(id, process).await;
+            }
             let outcome = match in_flight.phase {
                 Phase::Transfer => {
                     tracing::info!(device = %id, firmware_version = %in_flight.version,

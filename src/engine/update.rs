@@ -109,6 +109,7 @@ fn set_phase(store: &Store, id: &str, firmware: &Firmware, phase: Phase) -> Resu
                 version: firmware.version.clone(),
                 phase,
                 started_at: now_secs(),
+                process: None,
             })
         })
         .map(drop)

@@ -308,6 +308,14 @@ async fn update(
         return refused;
     }
     let engine = s.shared.engine.clone();
+    if engine.is_busy(&id) {
+        // One device, one update: nothing of a busy device runs beside its update.
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({ "result": "busy", "device": id })),
+        )
+            .into_response();
+    }
     tracing::info!(device = %id, "status endpoint: update requested");
     let device = id.clone();
     tokio::spawn(async move {

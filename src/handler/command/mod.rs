@@ -247,6 +247,11 @@ impl CommandHandler {
             .map_err(|e| HandlerError::io(format!("{}: cannot run {program}", step.label()), e))?;
         // Declared after `child`, so it is dropped (and kills the group) first.
         let (mut guard, canceled) = self.groups.watch(&child, step, &self.device_id);
+        if let (Some(progress), Some(pid)) = (progress, child.id()) {
+            // Recorded before its output is read: a crash from here on leaves it
+            // to recovery to stop.
+            progress.process_started(pid as i32);
+        }
         let mut out = Output::new(&self.device_id, step, progress);
         let status =
             supervise::follow(
