@@ -20,6 +20,7 @@ fn config() -> DownloadConfig {
         backoff_base: Duration::from_millis(10),
         backoff_max: Duration::from_millis(100),
         max_attempts: 4,
+        retry_budget: Duration::ZERO,
         ..DownloadConfig::default()
     }
 }
@@ -334,7 +335,11 @@ async fn too_large_or_no_room_is_refused_before_downloading() {
     s.add_synthetic("/huge.bin", 1 << 60, 1);
     let err = run
         .fetch(
-            &Downloader::new(config()).unwrap(),
+            &Downloader::new(DownloadConfig {
+                max_image_size: None,
+                ..config()
+            })
+            .unwrap(),
             &s.url("/huge.bin"),
             &[],
             None,
@@ -460,4 +465,113 @@ async fn resume_after_sigkill_of_the_agent() {
     let last = s.requests("/fw.bin").pop().unwrap();
     assert_eq!(last.range(), Some(format!("bytes={on_disk}-").as_str()));
     assert_eq!(last.body_bytes, LEN - on_disk);
+}
+
+/// Bounds a test that would hang on a download engine without limits.
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("the download was not bounded")
+}
+
+#[tokio::test]
+async fn a_trickling_body_fails_on_the_minimum_rate() {
+    let s = server().await;
+    s.set_faults("/fw.bin", Faults::new().rate_limit(1));
+    let run = Run::new();
+    let dl = Downloader::new(DownloadConfig {
+        stall_timeout: Duration::from_secs(3),
+        min_rate: 100,
+        max_attempts: 1,
+        ..config()
+    })
+    .unwrap();
+    let err = bounded(run.fetch(&dl, &s.url("/fw.bin"), &[], Some(LEN)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("bytes/s"), "{err}");
+}
+
+#[tokio::test]
+async fn the_whole_download_has_a_deadline() {
+    let s = server().await;
+    s.set_faults("/fw.bin", Faults::new().rate_limit(20_000));
+    let run = Run::new();
+    let dl = Downloader::new(DownloadConfig {
+        deadline: Duration::from_millis(500),
+        min_rate: 0,
+        ..config()
+    })
+    .unwrap();
+    let err = bounded(run.fetch(&dl, &s.url("/fw.bin"), &[], Some(LEN)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DownloadError::Deadline { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn retries_are_a_time_budget_that_outlasts_an_outage() {
+    let s = server().await;
+    s.set_faults("/fw.bin", Faults::new().status(503));
+    let run = Run::new();
+    let dl = Downloader::new(DownloadConfig {
+        max_attempts: 2,
+        retry_budget: Duration::from_secs(30),
+        ..config()
+    })
+    .unwrap();
+    let outage = async {
+        // The outage ends once the agent has retried past max_attempts.
+        while s.request_count("/fw.bin") < 5 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        s.clear_faults("/fw.bin");
+    };
+    let (url, sums) = (s.url("/fw.bin"), sha256(7, LEN));
+    let (result, ()) =
+        bounded(async { tokio::join!(run.fetch(&dl, &url, &sums, Some(LEN)), outage) }).await;
+    result.unwrap();
+    run.assert_file(7, LEN);
+}
+
+#[tokio::test]
+async fn a_chunked_body_stops_as_soon_as_it_passes_the_expected_size() {
+    let s = TestServer::start(ServerOptions::default()).await;
+    s.add_synthetic("/big.bin", 64 << 20, 3);
+    s.set_faults("/big.bin", Faults::new().no_content_length());
+    let run = Run::new();
+    let err = bounded(run.fetch(
+        &Downloader::new(config()).unwrap(),
+        &s.url("/big.bin"),
+        &[],
+        Some(1 << 20),
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, DownloadError::Overrun { .. }), "{err}");
+    assert!(s.served_body_bytes("/big.bin") < 32 << 20);
+    assert_no_partial(&run.dest());
+}
+
+#[tokio::test]
+async fn head_refused_then_the_get_length_is_checked_against_the_reserve() {
+    let s = server().await;
+    s.push_faults("/fw.bin", Faults::new().status(405), 1);
+    let run = Run::new();
+    let dl = Downloader::new(DownloadConfig {
+        free_space_reserve: u64::MAX / 4,
+        ..config()
+    })
+    .unwrap();
+    let err = bounded(run.fetch(&dl, &s.url("/fw.bin"), &[], None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DownloadError::NoSpace { .. }), "{err}");
+    assert_eq!(s.requests("/fw.bin")[0].method, "HEAD");
+}
+
+#[test]
+fn max_image_size_defaults_to_one_gib() {
+    assert_eq!(DownloadConfig::default().max_image_size, Some(1 << 30));
 }

@@ -60,6 +60,10 @@ pub(super) struct RawSource {
     pub stall_timeout: Option<Spanned<String>>,
     pub download_attempts: Option<Spanned<i64>>,
     pub max_image_size: Option<Spanned<i64>>,
+    pub retry_budget: Option<Spanned<String>>,
+    pub download_timeout: Option<Spanned<String>>,
+    pub min_download_rate: Option<Spanned<i64>>,
+    pub free_space_reserve: Option<Spanned<i64>>,
 }
 
 /// The keys of `[[device]]` every handler has.

@@ -198,7 +198,48 @@ fn download(check: &Checker<'_>, raw: &RawSource) -> Result<DownloadConfig, Conf
             |n| format!("source.max_image_size: must be a positive number of bytes, got {n}"),
         )?);
     }
+    download_limits(check, raw, &mut d)?;
     Ok(d)
+}
+
+/// The keys that bound a download in time, rate and disk (see `download::limits`).
+fn download_limits(
+    check: &Checker<'_>,
+    raw: &RawSource,
+    d: &mut DownloadConfig,
+) -> Result<(), ConfigError> {
+    let name = |key: &str| format!("source.{key}");
+    d.retry_budget = check.duration_or(
+        &raw.retry_budget,
+        "retry_budget",
+        &name("retry_budget"),
+        d.retry_budget,
+    )?;
+    d.deadline = check.duration_or(
+        &raw.download_timeout,
+        "download_timeout",
+        &name("download_timeout"),
+        d.deadline,
+    )?;
+    if let Some(n) = &raw.min_download_rate {
+        d.min_rate = check.int(
+            n,
+            "min_download_rate",
+            |_: &u64| true,
+            |n| format!("source.min_download_rate: must be bytes per second (0 or more), got {n}"),
+        )?;
+    }
+    if let Some(n) = &raw.free_space_reserve {
+        d.free_space_reserve = check.int(
+            n,
+            "free_space_reserve",
+            |_: &u64| true,
+            |n| {
+                format!("source.free_space_reserve: must be a number of bytes (0 or more), got {n}")
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// `[source]`: its kind, and the kind's own keys.

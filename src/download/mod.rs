@@ -17,6 +17,7 @@
 //! backoff, `stage` the engine's own copies of local images into the same place.
 
 mod commit;
+mod limits;
 mod partial;
 mod plan;
 mod request;
@@ -32,6 +33,7 @@ use reqwest::StatusCode;
 
 use crate::checksum::{Checksum, ChecksumAlgorithm, ChecksumError, Digests};
 pub use commit::commit_staged;
+pub use limits::check_free_space;
 pub use partial::{meta_path, part_path};
 use request::Reply;
 pub use stage::copy_to_part;
@@ -55,9 +57,24 @@ pub struct DownloadConfig {
     /// First backoff step; doubles per attempt up to `backoff_max`.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
-    /// Refuse images larger than this (before downloading when the size is known).
+    /// Refuse images larger than this (before downloading when the size is known,
+    /// else as soon as the body passes it). Default 1 GiB.
     pub max_image_size: Option<u64>,
+    /// Keep retrying for at least this long after the last attempt that brought
+    /// bytes, so a server outage of a few minutes does not lose the download.
+    pub retry_budget: Duration,
+    /// The whole download (every attempt and wait) ends in this time.
+    pub deadline: Duration,
+    /// Below this many bytes per second, measured over each `stall_timeout`
+    /// window, an attempt is abandoned (and resumed); 0 disables the check.
+    pub min_rate: u64,
+    /// Bytes left free in the download folder whatever happens.
+    pub free_space_reserve: u64,
 }
+
+/// `max_image_size` when the config does not say: no gateway image is larger,
+/// and an endless body must not fill the disk.
+pub const DEFAULT_MAX_IMAGE_SIZE: u64 = 1 << 30;
 
 impl Default for DownloadConfig {
     fn default() -> Self {
@@ -71,7 +88,11 @@ impl Default for DownloadConfig {
             max_attempts: 5,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
-            max_image_size: None,
+            max_image_size: Some(DEFAULT_MAX_IMAGE_SIZE),
+            retry_budget: Duration::from_secs(300),
+            deadline: Duration::from_secs(4 * 3600),
+            min_rate: 1024,
+            free_space_reserve: 16 << 20,
         }
     }
 }
@@ -95,6 +116,30 @@ pub enum DownloadError {
         url: String,
         after: Duration,
         at: u64,
+    },
+    #[error("{url}: below {min_rate} bytes/s ({got} bytes in {window:?}, at byte {at})")]
+    TooSlow {
+        url: String,
+        min_rate: u64,
+        got: u64,
+        window: Duration,
+        at: u64,
+    },
+    #[error("{url}: not done within the download deadline of {after:?}")]
+    Deadline { url: String, after: Duration },
+    #[error("{url}: the body passed its limit of {limit} bytes ({what})")]
+    Overrun {
+        url: String,
+        limit: u64,
+        what: &'static str,
+    },
+    #[error(
+        "{url}: the file changed on the server (206 with validator {got:?}, asked for {sent:?}); starting over"
+    )]
+    Changed {
+        url: String,
+        sent: String,
+        got: String,
     },
     #[error("{url}: connection closed after {got} of {expected} bytes")]
     Truncated {
@@ -135,6 +180,8 @@ impl DownloadError {
         match self {
             DownloadError::Network { .. }
             | DownloadError::Stalled { .. }
+            | DownloadError::TooSlow { .. }
+            | DownloadError::Changed { .. }
             | DownloadError::Truncated { .. } => true,
             DownloadError::Http { status, .. } => retry::retryable_status(*status),
             _ => false,
@@ -261,17 +308,46 @@ impl Downloader {
         {
             return Err(DownloadError::TooLarge { size, max });
         }
+        let deadline = self.config.deadline;
+        match tokio::time::timeout(deadline, self.retry(req, progress)).await {
+            Ok(result) => result,
+            Err(_) => Err(DownloadError::Deadline {
+                url: req.url.to_string(),
+                after: deadline,
+            }),
+        }
+    }
+
+    /// Attempts until one succeeds, an error is final, or both `max_attempts`
+    /// and the retry budget (time since the last attempt that brought bytes)
+    /// are spent.
+    async fn retry(
+        &self,
+        req: &DownloadRequest<'_>,
+        progress: ProgressFn<'_>,
+    ) -> Result<Digests, DownloadError> {
+        let furthest = std::sync::atomic::AtomicU64::new(0);
+        let track = |done: u64, total: Option<u64>| {
+            furthest.fetch_max(done, std::sync::atomic::Ordering::Relaxed);
+            progress(done, total);
+        };
         let mut attempt = 0;
+        let mut budget = limits::RetryBudget::new(self.config.retry_budget);
         loop {
             attempt += 1;
-            let err = match self.attempt(req, progress).await {
+            let before = furthest.load(std::sync::atomic::Ordering::Relaxed);
+            let err = match self.attempt(req, &track).await {
                 Ok(digests) => return commit::commit(req, digests),
                 Err(e) => e,
             };
             if !err.retryable() {
                 return Err(err);
             }
-            if attempt >= self.config.max_attempts {
+            if furthest.load(std::sync::atomic::Ordering::Relaxed) > before {
+                budget.progressed();
+            }
+            let left = budget.left();
+            if attempt >= self.config.max_attempts && left.is_zero() {
                 return Err(DownloadError::GaveUp {
                     attempts: attempt,
                     last: Box::new(err),
@@ -283,6 +359,12 @@ impl Downloader {
                     ..
                 } => *w,
                 _ => retry::backoff(attempt, self.config.backoff_base, self.config.backoff_max),
+            };
+            // Past max_attempts only the budget is left to spend; do not oversleep it.
+            let wait = if attempt >= self.config.max_attempts {
+                wait.min(left)
+            } else {
+                wait
             };
             tracing::warn!(url = %req.url, attempt, "download attempt failed: {err}; retrying in {wait:?}");
             tokio::time::sleep(wait).await;

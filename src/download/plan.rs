@@ -11,9 +11,6 @@ use super::request::header_str;
 use super::{DownloadError, DownloadRequest, Downloader};
 use crate::checksum::ChecksumAlgorithm;
 
-/// Space kept free in the state directory beyond the image itself.
-const FREE_SPACE_MARGIN: u64 = 1 << 20;
-
 /// What an attempt starts from.
 pub(super) struct Plan {
     /// The partial download to continue, if any.
@@ -87,35 +84,20 @@ async fn head_length(dl: &Downloader, req: &DownloadRequest<'_>) -> Option<u64> 
         .ok()
 }
 
-/// Refuses before downloading when the image cannot fit.
-fn check_room(
+/// Refuses before downloading when the image cannot fit (also called with the
+/// size a GET announces, for servers that refuse HEAD).
+pub(super) fn check_room(
     dl: &Downloader,
     dest: &Path,
     total: Option<u64>,
     have: u64,
 ) -> Result<(), DownloadError> {
-    let Some(total) = total else {
-        return Ok(());
-    };
-    if let Some(max) = dl.config.max_image_size
+    if let (Some(total), Some(max)) = (total, dl.config.max_image_size)
         && total > max
     {
         return Err(DownloadError::TooLarge { size: total, max });
     }
     let dir = dest.parent().unwrap_or(Path::new("."));
-    let Ok(stat) = nix::sys::statvfs::statvfs(dir) else {
-        return Ok(());
-    };
-    // fsblkcnt_t and c_ulong are 32-bit on armhf gateways.
-    #[allow(clippy::unnecessary_cast)]
-    let available = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
-    let needed = total.saturating_sub(have);
-    if needed.saturating_add(FREE_SPACE_MARGIN) > available {
-        return Err(DownloadError::NoSpace {
-            dir: dir.to_path_buf(),
-            needed,
-            available,
-        });
-    }
-    Ok(())
+    let needed = total.map_or(0, |t| t.saturating_sub(have));
+    super::check_free_space(dir, needed, dl.config.free_space_reserve)
 }

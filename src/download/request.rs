@@ -47,6 +47,8 @@ pub(super) async fn request(
     let reply = interpret(req, plan, response)?;
     if let Reply::Body(body) = &reply {
         check_announced(dl, req, body.total)?;
+        // The HEAD may have been refused: the GET's length is checked here.
+        super::plan::check_room(dl, req.dest, body.total, body.start)?;
     }
     Ok(reply)
 }
@@ -65,6 +67,10 @@ fn interpret(
                     url: url.clone(),
                     message: "206 without a valid Content-Range".into(),
                 })?;
+            if let Some(changed) = validator_changed(req.url, record_of(plan), response.headers()) {
+                partial::discard(req.dest);
+                return Err(changed);
+            }
             if from != *len {
                 partial::discard(req.dest);
                 return Err(DownloadError::Protocol {
@@ -139,6 +145,34 @@ fn check_announced(
         });
     }
     Ok(())
+}
+
+fn record_of(plan: &Plan) -> Option<&partial::Partial> {
+    plan.resume.as_ref().map(|r| &r.record)
+}
+
+/// A 206 must be a range of the file the partial one came from: a validator in
+/// the answer that differs from the one sent in `If-Range` (a proxy or server
+/// that ignores `If-Range`) means the bytes would be spliced onto another file.
+fn validator_changed(
+    url: &str,
+    record: Option<&partial::Partial>,
+    headers: &HeaderMap,
+) -> Option<DownloadError> {
+    let record = record?;
+    let sent = record.validator()?;
+    let etag = header_str(headers, header::ETAG);
+    let last_modified = header_str(headers, header::LAST_MODIFIED);
+    let got = if record.etag.as_deref() == Some(sent) {
+        etag?
+    } else {
+        last_modified?
+    };
+    (got != sent).then(|| DownloadError::Changed {
+        url: url.to_string(),
+        sent: sent.to_string(),
+        got,
+    })
 }
 
 pub(super) fn network(url: &str, e: reqwest::Error) -> DownloadError {

@@ -8,7 +8,7 @@ use reqwest::header;
 use super::partial::{self, Partial, meta_path, part_path};
 use super::request::{Body, header_str, network};
 use super::writer::{self, Writer};
-use super::{DownloadError, DownloadRequest, Downloader, ProgressFn};
+use super::{DownloadError, DownloadRequest, Downloader, ProgressFn, limits};
 use crate::checksum::{ChecksumAlgorithm, Digests, MultiHasher};
 
 /// Streams `body` into the partial file from `body.start` on and returns the
@@ -45,12 +45,15 @@ pub(super) async fn stream(
         MultiHasher::new(algorithms.iter().copied())
     };
     let sink = Writer::start(req.dest.to_path_buf(), start, hasher, record)?;
-    let outcome = receive(dl, req.url, response, &sink, start, total, progress).await;
+    let outcome = receive(dl, req, response, &sink, start, total, progress).await;
     // A disk error is the root cause of anything that follows it.
     let hasher = match (sink.finish().await, outcome) {
         (Err(disk), _) => return Err(disk),
         (Ok(_), Err(e)) => {
-            if matches!(e, DownloadError::TooLarge { .. }) {
+            if matches!(
+                e,
+                DownloadError::TooLarge { .. } | DownloadError::Overrun { .. }
+            ) {
                 partial::discard(req.dest);
             }
             return Err(e);
@@ -69,28 +72,41 @@ pub(super) async fn stream(
     Ok(hasher.finish())
 }
 
-/// Hands the body's chunks to `sink` until the body ends, stalls, fails or grows
-/// over `max_image_size`, or the writer stops (then `sink.finish` says why).
+/// Hands the body's chunks to `sink` until the body ends, stalls, trickles,
+/// passes its size limit or the free-space reserve, fails, or the writer stops
+/// (then `sink.finish` says why).
 async fn receive(
     dl: &Downloader,
-    url: &str,
+    req: &DownloadRequest<'_>,
     response: reqwest::Response,
     sink: &Writer,
     start: u64,
     total: Option<u64>,
     progress: ProgressFn<'_>,
 ) -> Result<(), DownloadError> {
+    let url = req.url;
     let mut received = start;
     progress(received, total);
     let mut body = response.bytes_stream();
     let stall = dl.config.stall_timeout;
+    let ceiling = limits::ceiling(total, dl.config.max_image_size);
+    let mut rate = limits::RateCheck::new(dl.config.min_rate, stall, received);
+    let mut space_checked = received;
     loop {
-        let Ok(next) = tokio::time::timeout(stall, body.next()).await else {
-            return Err(DownloadError::Stalled {
-                url: url.to_string(),
-                after: stall,
-                at: received,
-            });
+        let wait = stall.min(rate.until_due().max(std::time::Duration::from_millis(10)));
+        let next = match tokio::time::timeout(wait, body.next()).await {
+            Ok(next) => next,
+            Err(_) if wait < stall => {
+                rate.check(url, received)?;
+                continue;
+            }
+            Err(_) => {
+                return Err(DownloadError::Stalled {
+                    url: url.to_string(),
+                    after: stall,
+                    at: received,
+                });
+            }
         };
         let chunk = match next {
             None => return Ok(()),
@@ -98,18 +114,34 @@ async fn receive(
             Some(Ok(chunk)) => chunk,
         };
         received += chunk.len() as u64;
-        if let Some(max) = dl.config.max_image_size
-            && received > max
-        {
-            return Err(DownloadError::TooLarge {
-                size: received,
-                max,
-            });
+        check_ceiling(url, ceiling, received)?;
+        if received - space_checked >= limits::SPACE_CHECK_EVERY {
+            space_checked = received;
+            let dir = req.dest.parent().unwrap_or(std::path::Path::new("."));
+            let still = total.map_or(0, |t| t.saturating_sub(received));
+            super::check_free_space(dir, still, dl.config.free_space_reserve)?;
         }
+        rate.check(url, received)?;
         if sink.send(chunk).await.is_err() {
             // The writer stopped; `finish` says why.
             return Ok(());
         }
         progress(received, total);
+    }
+}
+
+/// Stops a body the moment it passes the smallest size limit.
+fn check_ceiling(
+    url: &str,
+    ceiling: Option<(u64, &'static str)>,
+    received: u64,
+) -> Result<(), DownloadError> {
+    match ceiling {
+        Some((limit, what)) if received > limit => Err(DownloadError::Overrun {
+            url: url.to_string(),
+            limit,
+            what,
+        }),
+        _ => Ok(()),
     }
 }
