@@ -430,3 +430,31 @@ fn version_flag_prints_the_version() {
         format!("fota-agent {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// DNS rebinding: a request under a foreign `Host` gets 421 and no device data.
+#[test]
+fn a_foreign_host_header_gets_421() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = start(tmp.path());
+    let get = |host: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", agent.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    for host in ["attacker.example", "attacker.example:8470", "10.1.2.3"] {
+        let answer = get(host);
+        assert!(answer.starts_with("HTTP/1.1 421"), "{host}: {answer}");
+        assert!(!answer.contains("\"devices\""), "{host}: {answer}");
+    }
+    for host in ["localhost", &format!("127.0.0.1:{}", agent.port), "[::1]"] {
+        let answer = get(host);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+}

@@ -90,7 +90,7 @@ fn listen(path: &Path) -> mpsc::Receiver<(Instant, Vec<u8>)> {
 fn get_status(port: u16) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /status HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    write!(s, "GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut answer = String::new();
     s.read_to_string(&mut answer).ok()?;
     answer.starts_with("HTTP/1.0 200").then_some(answer)

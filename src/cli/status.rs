@@ -25,7 +25,9 @@ pub fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 format!("cannot reach the agent's status endpoint at {addr} (is it running?)")
             })?;
             stream.set_read_timeout(Some(TIMEOUT))?;
-            get(stream, "/status").with_context(|| format!("http://{addr}/status"))?
+            // With `allow_remote` reads need the token; sending it costs nothing otherwise.
+            get(stream, "/status", status.token.as_deref())
+                .with_context(|| format!("http://{addr}/status"))?
         }
         (None, Some(path)) => {
             let stream = UnixStream::connect(path).with_context(|| {
@@ -35,7 +37,7 @@ pub fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 )
             })?;
             stream.set_read_timeout(Some(TIMEOUT))?;
-            get(stream, "/status").with_context(|| format!("{}", path.display()))?
+            get(stream, "/status", None).with_context(|| format!("{}", path.display()))?
         }
         (None, None) => bail!(
             "{}: the status endpoint is off ([status] listen = \"off\" and no socket)",
@@ -62,10 +64,11 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 /// A minimal HTTP/1.0 GET: the answer's body when the status is 200.
-fn get<S: Read + Write>(mut stream: S, path: &str) -> anyhow::Result<String> {
+fn get<S: Read + Write>(mut stream: S, path: &str, token: Option<&str>) -> anyhow::Result<String> {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}Accept: application/json\r\n\r\n"
     )?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;

@@ -81,6 +81,9 @@ pub struct StatusConfig {
     /// Bearer token that allows actions (POST) over TCP. Without it actions are
     /// refused over TCP.
     pub token: Option<String>,
+    /// `listen` may be a non-loopback address; every request over TCP then needs
+    /// the token (reads too). Default false.
+    pub allow_remote: bool,
 }
 
 /// Default `[status] listen`.
@@ -92,6 +95,7 @@ impl Default for StatusConfig {
             listen: DEFAULT_STATUS_LISTEN.parse().ok(),
             socket: None,
             token: None,
+            allow_remote: false,
         }
     }
 }

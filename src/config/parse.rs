@@ -45,6 +45,7 @@ pub(super) struct RawStatus {
     pub listen: Option<Spanned<String>>,
     pub socket: Option<Spanned<String>>,
     pub token: Option<Spanned<String>>,
+    pub allow_remote: Option<Spanned<bool>>,
 }
 
 /// The keys of `[source]` every kind has: `kind` and the download keys.

@@ -65,7 +65,11 @@ pub(super) fn config(check: &Checker<'_>, raw: RawConfig<'_>) -> Result<Config, 
             SourceConfig::Directory {
                 path: agent.state_dir.join("firmware"),
             },
-            DownloadConfig::default(),
+            // No [source]: the directory source; https_only keeps its secure default.
+            DownloadConfig {
+                https_only: true,
+                ..DownloadConfig::default()
+            },
         ),
     };
     let status = status(check, raw.status.unwrap_or_default())?;
@@ -110,7 +114,38 @@ fn status(check: &Checker<'_>, raw: RawStatus) -> Result<StatusConfig, ConfigErr
         }
         status.token = Some(value.clone());
     }
+    remote(check, &raw, &mut status)?;
     Ok(status)
+}
+
+/// `allow_remote`: a non-loopback `listen` is refused without it (device data
+/// and actions would face the network), and with it the token is required.
+fn remote(
+    check: &Checker<'_>,
+    raw: &RawStatus,
+    status: &mut StatusConfig,
+) -> Result<(), ConfigError> {
+    status.allow_remote = raw.allow_remote.as_ref().is_some_and(|a| *a.get_ref());
+    if let (Some(addr), Some(listen)) = (status.listen, &raw.listen)
+        && !addr.ip().is_loopback()
+        && !status.allow_remote
+    {
+        let msg = format!(
+            "status.listen: {addr} is not a loopback address; write allow_remote = true \
+             in [status] (and a token, which reads then need) to serve the network"
+        );
+        return Err(check.at(listen, "listen", msg));
+    }
+    if let Some(allow) = &raw.allow_remote
+        && status.allow_remote
+        && status.token.is_none()
+    {
+        let msg = "status.allow_remote: needs a [status] token (every request over TCP \
+                   then needs it)"
+            .to_string();
+        return Err(check.at(allow, "allow_remote", msg));
+    }
+    Ok(())
 }
 
 fn agent(check: &Checker<'_>, raw: RawAgent) -> Result<AgentConfig, ConfigError> {
@@ -167,7 +202,8 @@ fn download(check: &Checker<'_>, raw: &RawSource) -> Result<DownloadConfig, Conf
         let msg = "source.client_key: needs client_cert".to_string();
         return Err(check.at(key, "client_key", msg));
     }
-    d.https_only = raw.https_only.unwrap_or(false);
+    // Secure by default: plain HTTP only when written (see SourceKeys::require_https).
+    d.https_only = raw.https_only.unwrap_or(true);
     let (connect, stall) = (d.connect_timeout, d.stall_timeout);
     let name = |key: &str| format!("source.{key}");
     d.connect_timeout = check.duration_or(

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
+use toml::Spanned;
 
 use super::hawkbit::config::RawHawkbit;
 use super::mcs::config::RawMcs;
@@ -65,6 +66,25 @@ impl SourceKeys<'_> {
     /// Whether a `[[device]]` has this id.
     pub fn has_device(&self, id: &str) -> bool {
         self.devices.iter().any(|d| d.id == id)
+    }
+
+    /// Refuses a plain `http://` server URL unless `https_only = false` is written:
+    /// tokens and device keys travel with every request, so cleartext must be a
+    /// deliberate choice (a test server on loopback, a lab).
+    pub fn require_https(&self, url: &Spanned<String>, key: &str) -> Result<(), ConfigError> {
+        let plain = url
+            .get_ref()
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+        if plain && self.download.https_only {
+            let msg = format!(
+                "source.{key}: {:?} is plain http://; use https:// or write \
+                 https_only = false in [source] to allow cleartext",
+                url.get_ref()
+            );
+            return Err(self.check.at(url, key, msg));
+        }
+        Ok(())
     }
 }
 

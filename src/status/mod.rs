@@ -9,6 +9,7 @@
 //! survive restarts). Nothing here talks to a device or a source, so a status
 //! request never disturbs an update.
 
+pub mod host;
 pub mod metrics;
 pub mod server;
 pub mod snapshot;

@@ -8,6 +8,9 @@
 //! - `POST /check`, `POST /devices/{id}/update`, `POST /devices/{id}/cancel` —
 //!   actions: allowed on the unix socket (its file mode decides who may connect)
 //!   or with `Authorization: Bearer <[status] token>`; `403` otherwise.
+//!
+//! Over TCP every request first passes [`super::host::HostGuard`] (`421` for a
+//! foreign `Host`), and with `[status] allow_remote` reads need the token too.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +47,10 @@ struct AppState {
     shared: Arc<Shared>,
     /// Served on the unix socket: actions need no token.
     privileged: bool,
+    /// TCP only: the `Host` headers answered.
+    hosts: Option<super::host::HostGuard>,
+    /// `[status] allow_remote`: reads need the token as actions do.
+    token_for_reads: bool,
 }
 
 /// The running endpoint.
@@ -95,6 +102,11 @@ pub async fn start(
         let app = router(AppState {
             shared: shared.clone(),
             privileged: false,
+            hosts: Some(super::host::HostGuard::new(
+                config.listen,
+                config.allow_remote,
+            )),
+            token_for_reads: config.allow_remote,
         });
         serve(&mut tasks, listener, app, shutdown.clone());
     }
@@ -106,6 +118,8 @@ pub async fn start(
         let app = router(AppState {
             shared: shared.clone(),
             privileged: true,
+            hosts: None,
+            token_for_reads: false,
         });
         serve(&mut tasks, listener, app, shutdown.clone());
     }
@@ -174,7 +188,35 @@ fn router(state: AppState) -> Router {
         .route("/check", post(check))
         .route("/devices/{id}/update", post(update))
         .route("/devices/{id}/cancel", post(cancel))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
+}
+
+/// Before any route: a foreign `Host` gets 421 Misdirected Request (DNS
+/// rebinding), and with `allow_remote` a read without the token gets 403.
+async fn gate(
+    State(s): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    if let Some(hosts) = &s.hosts {
+        let host = headers.get(header::HOST).map(|h| h.to_str().unwrap_or(""));
+        if !hosts.allows(host) {
+            let why = "the status endpoint answers only to a loopback Host or its listen address";
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                Json(json!({ "error": why })),
+            )
+                .into_response();
+        }
+    }
+    if s.token_for_reads
+        && let Err(why) = authorize(&s, headers)
+    {
+        return forbidden(why);
+    }
+    next.run(request).await
 }
 
 async fn status(State(s): State<AppState>) -> Json<super::Snapshot> {

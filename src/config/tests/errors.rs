@@ -563,7 +563,7 @@ fn status_table_errors_name_key_and_line() {
             text: "[status]\nport = 8470\n",
             line: 2,
             key: Some("port"),
-            message: "unknown field `port`, expected one of `listen`, `socket`, `token`",
+            message: "unknown field `port`, expected one of `listen`, `socket`, `token`, `allow_remote`",
         },
     ]);
 }
@@ -574,14 +574,14 @@ fn hawkbit_source_is_checked() {
     check(&[
         Case {
             name: "key of another kind",
-            text: "[source]\nkind = \"directory\"\nurl = \"http://x\"\n",
+            text: "[source]\nkind = \"directory\"\nurl = \"https://x\"\n",
             line: 3,
             key: Some("url"),
             message: "source: key \"url\" does not apply to kind \"directory\"",
         },
         Case {
             name: "path with hawkbit",
-            text: "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\npath = \"/x\"\n",
+            text: "[source]\nkind = \"hawkbit\"\nurl = \"https://x\"\npath = \"/x\"\n",
             line: 4,
             key: Some("path"),
             message: "source: key \"path\" does not apply to kind \"hawkbit\"",
@@ -602,14 +602,14 @@ fn hawkbit_source_is_checked() {
         },
         Case {
             name: "tenant with a slash",
-            text: "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\ntenant = \"a/b\"\n",
+            text: "[source]\nkind = \"hawkbit\"\nurl = \"https://x\"\ntenant = \"a/b\"\n",
             line: 4,
             key: Some("tenant"),
             message: "source.tenant: \"a/b\" may not contain '/', '?', '#' or spaces",
         },
         Case {
             name: "empty controller id",
-            text: "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\ncontroller_id = \"\"\n",
+            text: "[source]\nkind = \"hawkbit\"\nurl = \"https://x\"\ncontroller_id = \"\"\n",
             line: 4,
             key: Some("controller_id"),
             message: "source.controller_id: must not be empty",
@@ -617,7 +617,7 @@ fn hawkbit_source_is_checked() {
         Case {
             name: "both tokens",
             text: concat!(
-                "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\n",
+                "[source]\nkind = \"hawkbit\"\nurl = \"https://x\"\n",
                 "target_token = \"a\"\ngateway_token = \"b\"\n"
             ),
             line: 5,
@@ -626,14 +626,14 @@ fn hawkbit_source_is_checked() {
         },
         Case {
             name: "blank token",
-            text: "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\ntarget_token = \" \"\n",
+            text: "[source]\nkind = \"hawkbit\"\nurl = \"https://x\"\ntarget_token = \" \"\n",
             line: 4,
             key: Some("target_token"),
             message: "source.target_token: must not be empty",
         },
         Case {
             name: "zero floor",
-            text: "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\nmin_poll_interval = \"0s\"\n",
+            text: "[source]\nkind = \"hawkbit\"\nurl = \"https://x\"\nmin_poll_interval = \"0s\"\n",
             line: 4,
             key: Some("min_poll_interval"),
             message: "source.min_poll_interval: must not be zero",
@@ -641,7 +641,7 @@ fn hawkbit_source_is_checked() {
         Case {
             name: "bad selector",
             text: concat!(
-                "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\n",
+                "[source]\nkind = \"hawkbit\"\nurl = \"https://x\"\n",
                 "chunks = { other = \"os\" }\n"
             ),
             line: 4,
@@ -651,7 +651,7 @@ fn hawkbit_source_is_checked() {
         Case {
             name: "unknown device in mapping",
             text: concat!(
-                "[source]\nkind = \"hawkbit\"\nurl = \"http://x\"\n\n",
+                "[source]\nkind = \"hawkbit\"\nurl = \"https://x\"\n\n",
                 "[source.chunks]\nother = \"part:os\"\nghost = \"name:x\"\n\n",
                 "[[device]]\nid = \"other\"\ntype = \"t\"\nhandler = \"command\"\n",
                 "update_command = [\"u\"]\n"

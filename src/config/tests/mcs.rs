@@ -51,12 +51,12 @@ fn gateway_and_devices_with_defaults() {
 #[test]
 fn every_key_set() {
     let m = mcs(
-        "[source]\nkind = \"mcs\"\nbase_url = \"http://127.0.0.1:8080/mcs/v2/\"\n\
+        "[source]\nkind = \"mcs\"\nbase_url = \"https://127.0.0.1:8080/mcs/v2/\"\n\
                  device_id = \"D\"\ndevice_key = \"K\"\ngateway_device = \"esp-1\"\n\
                  command_server = \"cmd.example:443\"\nheartbeat_interval = \"30s\"\n\
                  max_push_age = \"2m\"\nstatus_channel = \"\"\nhttps_only = true\n",
     );
-    assert_eq!(m.base_url, "http://127.0.0.1:8080/mcs/v2");
+    assert_eq!(m.base_url, "https://127.0.0.1:8080/mcs/v2");
     assert_eq!(m.devices[0].agent_device, "esp-1");
     assert_eq!(m.command_server.as_deref(), Some("cmd.example:443"));
     assert_eq!(m.heartbeat_interval, Duration::from_secs(30));

@@ -129,7 +129,7 @@ fn mistakes_name_line_and_key_without_the_token() {
         ),
         (
             "host on http",
-            "[source]\nkind = \"thingsboard\"\nurl = \"http://x\"\nhost = \"h\"\n",
+            "[source]\nkind = \"thingsboard\"\nurl = \"https://x\"\nhost = \"h\"\n",
             4,
             "host",
             "source: key \"host\" does not apply to transport \"http\"",
@@ -143,42 +143,42 @@ fn mistakes_name_line_and_key_without_the_token() {
         ),
         (
             "token with a slash",
-            "[source]\nkind = \"thingsboard\"\nurl = \"http://x\"\naccess_token = \"S3/CRET\"\n",
+            "[source]\nkind = \"thingsboard\"\nurl = \"https://x\"\naccess_token = \"S3/CRET\"\n",
             4,
             "access_token",
             "source.access_token: a token must be non-empty without whitespace, '/', '?', '#' or '%'",
         ),
         (
             "gateway token binds nothing",
-            "[source]\nkind = \"thingsboard\"\nurl = \"http://x\"\naccess_token = \"S3CRET\"\n",
+            "[source]\nkind = \"thingsboard\"\nurl = \"https://x\"\naccess_token = \"S3CRET\"\n",
             4,
             "access_token",
             "source.access_token: set gateway_device and/or software_device to name the [[device]] it updates",
         ),
         (
             "gateway device without token",
-            "[source]\nkind = \"thingsboard\"\nurl = \"http://x\"\ngateway_device = \"gw\"\n",
+            "[source]\nkind = \"thingsboard\"\nurl = \"https://x\"\ngateway_device = \"gw\"\n",
             4,
             "gateway_device",
             "source.gateway_device: needs access_token (the gateway's own token)",
         ),
         (
             "nothing bound",
-            "[source]\nkind = \"thingsboard\"\nurl = \"http://x\"\n",
+            "[source]\nkind = \"thingsboard\"\nurl = \"https://x\"\n",
             1,
             "access_token",
             "source: no device is bound to ThingsBoard: …",
         ),
         (
             "unknown device",
-            "[source]\nkind = \"thingsboard\"\nurl = \"http://x\"\n[source.tokens]\nesp-9 = \"S3CRET\"\n",
+            "[source]\nkind = \"thingsboard\"\nurl = \"https://x\"\n[source.tokens]\nesp-9 = \"S3CRET\"\n",
             5,
             "tokens",
             "source.tokens: \"esp-9\" is not the id of a [[device]]",
         ),
         (
             "same device twice",
-            "[source]\nkind = \"thingsboard\"\nurl = \"http://x\"\naccess_token = \"S3CRET\"\n\
+            "[source]\nkind = \"thingsboard\"\nurl = \"https://x\"\naccess_token = \"S3CRET\"\n\
              gateway_device = \"gw\"\nsoftware_device = \"gw\"\n",
             6,
             "software_device",
@@ -186,7 +186,7 @@ fn mistakes_name_line_and_key_without_the_token() {
         ),
         (
             "chunk size",
-            "[source]\nkind = \"thingsboard\"\nurl = \"http://x\"\nchunk_size = 0\n\
+            "[source]\nkind = \"thingsboard\"\nurl = \"https://x\"\nchunk_size = 0\n\
              [source.tokens]\nesp-1 = \"S3CRET\"\n",
             4,
             "chunk_size",
@@ -201,7 +201,7 @@ fn mistakes_name_line_and_key_without_the_token() {
         ),
         (
             "url on directory",
-            "[source]\nkind = \"directory\"\nurl = \"http://x\"\n",
+            "[source]\nkind = \"directory\"\nurl = \"https://x\"\n",
             3,
             "url",
             "source: key \"url\" does not apply to kind \"directory\"",

@@ -74,7 +74,10 @@ fn full_config_parses_with_defaults_filled() {
         source: SourceConfig::Directory {
             path: PathBuf::from("/srv/firmware"),
         },
-        download: crate::download::DownloadConfig::default(),
+        download: crate::download::DownloadConfig {
+            https_only: true,
+            ..Default::default()
+        },
         status: crate::config::StatusConfig::default(),
         trust: crate::trust::TrustPolicy::default(),
         devices: vec![
@@ -107,7 +110,10 @@ fn empty_files_give_defaults_and_no_devices() {
         source: SourceConfig::Directory {
             path: PathBuf::from("/var/lib/fota-agent/firmware"),
         },
-        download: crate::download::DownloadConfig::default(),
+        download: crate::download::DownloadConfig {
+            https_only: true,
+            ..Default::default()
+        },
         status: crate::config::StatusConfig::default(),
         trust: crate::trust::TrustPolicy::default(),
         devices: vec![],
@@ -443,7 +449,7 @@ fn hawkbit_source_with_defaults_and_mapping() {
     );
 
     let c = parse(concat!(
-        "[source]\nkind = \"hawkbit\"\nurl = \"http://h:8080\"\ntenant = \"T1\"\n",
+        "[source]\nkind = \"hawkbit\"\nurl = \"https://h:8080\"\ntenant = \"T1\"\n",
         "controller_id = \"gw-7\"\ngateway_token = \"g\"\nmin_poll_interval = \"5m\"\n",
     ))
     .unwrap();

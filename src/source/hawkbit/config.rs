@@ -84,7 +84,9 @@ impl SourceKind for RawHawkbit {
             let msg = "source: missing key \"url\" (required by kind \"hawkbit\")".to_string();
             return Err(check.error(source.start, Some("url"), msg));
         };
-        let url = base_url(check, url)?;
+        let written = url;
+        let url = base_url(check, written)?;
+        source.require_https(written, "url")?;
         let tenant =
             segment(check, &self.tenant, "tenant")?.unwrap_or_else(|| DEFAULT_TENANT.into());
         let controller_id = segment(check, &self.controller_id, "controller_id")?;

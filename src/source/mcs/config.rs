@@ -88,7 +88,11 @@ impl SourceKind for RawMcs {
     fn build(self, source: &SourceKeys<'_>) -> Result<SourceConfig, ConfigError> {
         let check = source.check;
         let base_url = match &self.base_url {
-            Some(u) => http_url(check, u, "base_url", "source.base_url")?,
+            Some(u) => {
+                let url = http_url(check, u, "base_url", "source.base_url")?;
+                source.require_https(u, "base_url")?;
+                url
+            }
             None => DEFAULT_MCS_BASE_URL.to_string(),
         };
         let mut bound = Bindings::default();

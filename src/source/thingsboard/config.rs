@@ -185,10 +185,7 @@ impl RawThingsboard {
             );
             return Err(check.at(url, "url", msg));
         }
-        if source.download.https_only && !value.starts_with("https://") {
-            let msg = "source.url: https_only is set but the URL is http://".into();
-            return Err(check.at(url, "url", msg));
-        }
+        source.require_https(url, "url")?;
         Ok(ThingsboardTransport::Http {
             url: value.to_string(),
         })
