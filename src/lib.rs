@@ -21,4 +21,5 @@ pub mod source;
 pub mod status;
 pub mod store;
 pub mod systemd;
+pub mod tls;
 pub mod version;
