@@ -8,6 +8,7 @@ use std::str::FromStr;
 use sha2::Digest;
 
 pub mod murmur3;
+pub mod parallel;
 
 /// A digest algorithm a firmware source may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

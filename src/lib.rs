@@ -22,5 +22,6 @@ pub mod state_lock;
 pub mod status;
 pub mod store;
 pub mod systemd;
+pub mod tls;
 pub mod trust;
 pub mod version;

@@ -249,6 +249,7 @@ impl Downloader {
     pub fn client_builder(
         config: &DownloadConfig,
     ) -> Result<reqwest::ClientBuilder, DownloadError> {
+        crate::tls::install_ring();
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("fota-agent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)

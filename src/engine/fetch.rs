@@ -228,11 +228,17 @@ pub async fn reverify(
     ))
 }
 
-/// Computed for every image, given or not: handlers and servers report them.
-const ALWAYS: [ChecksumAlgorithm; 2] = [ChecksumAlgorithm::Md5, ChecksumAlgorithm::Sha256];
+/// Computed for every image, given or not: the store records it and a staged
+/// image is re-checked against it. Other digests are computed only when the
+/// firmware names them (each one costs a full pass over the data).
+const ALWAYS: [ChecksumAlgorithm; 1] = [ChecksumAlgorithm::Sha256];
+
+fn algorithms_for(firmware: &Firmware) -> impl Iterator<Item = ChecksumAlgorithm> + '_ {
+    firmware.checksums.iter().map(|c| c.algorithm).chain(ALWAYS)
+}
 
 fn hasher_for(firmware: &Firmware) -> MultiHasher {
-    MultiHasher::new(firmware.checksums.iter().map(|c| c.algorithm).chain(ALWAYS))
+    MultiHasher::new(algorithms_for(firmware))
 }
 
 fn check(firmware: &Firmware, digests: Digests) -> Result<Digests, FetchError> {
@@ -276,6 +282,6 @@ async fn copy_hashing(
             let _ = progress.update(pct as u8);
         }
     };
-    let hasher = hasher_for(firmware);
-    Ok(download::copy_to_part(source, dest, firmware.size, hasher, copied).await?)
+    let algorithms = algorithms_for(firmware);
+    Ok(download::copy_to_part(source, dest, firmware.size, algorithms, copied).await?)
 }
