@@ -387,6 +387,8 @@ mod tests {
         .unwrap();
         assert_eq!(p.version, "2.0");
         assert_eq!(p.md5, Some(MD5.to_ascii_lowercase()));
+        assert_eq!(p.url, "https://h/f.bin?a=1,2");
+        assert_eq!(p.timestamp_ms, NOW);
         // MediaTek's own example: the MD5 is the literal `null`.
         let p = validate(
             &line("Dev1", "Key1", NOW, "2.0", "null", "https://h/f"),
@@ -394,8 +396,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.md5, None);
-        assert_eq!(p.url, "https://h/f.bin?a=1,2");
-        assert_eq!(p.timestamp_ms, NOW);
         // Seconds are taken as seconds.
         let p = validate(
             &line("Dev1", "Key1", NOW / 1000, "2.0", MD5, "http://h/f"),
