@@ -216,13 +216,17 @@ impl ApiResponse {
     }
 }
 
-enum ReadError {
+/// Why [`read_capped`] gave no body.
+pub enum ReadError {
     TooLarge,
     Network(reqwest::Error),
 }
 
 /// The body, failing as soon as it exceeds `limit` bytes (never allocating more).
-async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Bytes, ReadError> {
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, ReadError> {
     let announced = response.content_length().unwrap_or(0);
     if announced > limit as u64 {
         return Err(ReadError::TooLarge);

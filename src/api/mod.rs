@@ -19,6 +19,6 @@ mod redact;
 #[cfg(test)]
 mod tests;
 
-pub use client::{ApiClient, ApiRequest, ApiResponse, DEFAULT_MAX_BODY};
+pub use client::{ApiClient, ApiRequest, ApiResponse, DEFAULT_MAX_BODY, ReadError, read_capped};
 pub use error::{ApiError, error_chain};
 pub use redact::Redactor;

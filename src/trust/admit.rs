@@ -4,10 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use futures_util::StreamExt;
-
 use super::signature::{self, Claims, MAX_SIGNATURE_LEN};
 use super::{TrustError, TrustPolicy, bundle, checksums};
+use crate::api::ReadError;
 use crate::checksum::{Digests, MultiHasher};
 use crate::download::Downloader;
 use crate::model::{Firmware, FirmwareLocation};
@@ -156,15 +155,14 @@ async fn fetch(
     if !response.status().is_success() {
         return Err(failed(format!("HTTP {}", response.status())));
     }
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        body.extend_from_slice(&chunk.map_err(|e| failed(crate::api::error_chain(&e)))?);
-        if body.len() as u64 > MAX_SIGNATURE_LEN {
+    let body = match crate::api::read_capped(response, MAX_SIGNATURE_LEN as usize).await {
+        Ok(body) => body,
+        Err(ReadError::TooLarge) => {
             return Err(failed(format!("larger than {MAX_SIGNATURE_LEN} bytes")));
         }
-    }
-    String::from_utf8(body).map_err(|_| failed("not text".into()))
+        Err(ReadError::Network(e)) => return Err(failed(crate::api::error_chain(&e))),
+    };
+    String::from_utf8(body.to_vec()).map_err(|_| failed("not text".into()))
 }
 
 async fn blocking<T: Send + 'static>(
