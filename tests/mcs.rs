@@ -112,6 +112,17 @@ impl Rig {
         })
     }
 
+    /// Waits until the gateway's command channel has sent a heartbeat.
+    async fn gateway_channel_up(&self, what: &str) {
+        until(what, || {
+            self.server
+                .heartbeats()
+                .iter()
+                .any(|l| l.starts_with(&format!("{GW_ID},")))
+        })
+        .await;
+    }
+
     fn offer(&self, device: &str, version: &str, content: &[u8], md5: Option<String>) {
         let url = self
             .server
@@ -422,13 +433,7 @@ async fn a_push_during_a_running_update_runs_after_it() {
         rig.gw.updates.load(std::sync::atomic::Ordering::SeqCst) == 1
     })
     .await;
-    until("gateway channel up", || {
-        rig.server
-            .heartbeats()
-            .iter()
-            .any(|l| l.starts_with(&format!("{GW_ID},")))
-    })
-    .await;
+    rig.gateway_channel_up("gateway channel up").await;
     let url = rig.server.add_file("gw-3.0.bin", b"gw three");
     let line = push_line(GW_ID, GW_KEY, now_ms(), "3.0", &md5_hex(b"gw three"), &url);
     assert_eq!(rig.server.push(GW_ID, &line), 1);
@@ -466,13 +471,7 @@ async fn a_dropped_command_connection_is_reestablished() {
     let engine = rig.engine();
     let (shutdown, runner) = start(&engine);
     until("connected", || rig.server.accepted() == 2).await;
-    until("identified", || {
-        rig.server
-            .heartbeats()
-            .iter()
-            .any(|l| l.starts_with(&format!("{GW_ID},")))
-    })
-    .await;
+    rig.gateway_channel_up("identified").await;
     rig.server.drop_connections();
     until("reconnected", || rig.server.accepted() == 4).await;
     // The new connection still delivers pushes.
@@ -588,13 +587,7 @@ async fn firmware_without_md5_is_taken_under_the_weak_checksum_opt_in() {
     .await;
     assert_eq!(*rig.gw.received.lock().unwrap(), image);
     // MediaTek's own push example: MD5 `null`, unterminated, after an echoed heartbeat.
-    until("gateway channel up", || {
-        rig.server
-            .heartbeats()
-            .iter()
-            .any(|l| l.starts_with(&format!("{GW_ID},")))
-    })
-    .await;
+    rig.gateway_channel_up("gateway channel up").await;
     let url = rig.server.add_file("gw-3.0.bin", b"gw three");
     let line = push_line(GW_ID, GW_KEY, now_ms(), "3.0", "null", &url);
     assert_eq!(rig.server.push(GW_ID, &line), 1);

@@ -1,12 +1,15 @@
 //! Issue #12 through the binary: one process per state directory, no orphaned
 //! update command, the small CLI faults.
 
+mod process;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use process::{text, wait_for, write_exec};
 
 fn agent(config: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fota-agent"));
@@ -15,38 +18,6 @@ fn agent(config: &Path) -> Command {
         .arg("--config")
         .arg(config);
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn write_exec(path: &Path, body: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// Waits (bounded) until `path` holds a complete line.
-fn wait_for(path: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path)
-            && s.ends_with('\n')
-        {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Whether `pid` runs (a zombie does not).

@@ -3,20 +3,17 @@
 //! update script records every run, so "the device is untouched" is checked.
 
 mod minisign;
+mod process;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use process::{text, write_exec};
 
 struct Gateway {
     tmp: tempfile::TempDir,
     release: minisign::KeyPair,
     config: PathBuf,
-}
-
-fn write_exec(path: &Path, body: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// A gateway whose device `dev` (type `t`) runs 1.0 and is offered `fw.bin` as
@@ -75,11 +72,7 @@ impl Gateway {
             .args(args)
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = text(&out);
         (out, text)
     }
 
