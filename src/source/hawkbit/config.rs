@@ -84,9 +84,7 @@ impl SourceKind for RawHawkbit {
             let msg = "source: missing key \"url\" (required by kind \"hawkbit\")".to_string();
             return Err(check.error(source.start, Some("url"), msg));
         };
-        let written = url;
-        let url = base_url(check, written)?;
-        source.require_https(written, "url")?;
+        let url = source.server_url(url, "url")?;
         let tenant =
             segment(check, &self.tenant, "tenant")?.unwrap_or_else(|| DEFAULT_TENANT.into());
         let controller_id = segment(check, &self.controller_id, "controller_id")?;
@@ -160,24 +158,6 @@ impl RawHawkbit {
         }
         Ok(devices)
     }
-}
-
-/// `url`: an http:// or https:// URL, returned without a trailing `/`.
-fn base_url(check: &Checker<'_>, url: &Spanned<String>) -> Result<String, ConfigError> {
-    let trimmed = url.get_ref().trim_end_matches('/');
-    let host = trimmed
-        .strip_prefix("https://")
-        .or_else(|| trimmed.strip_prefix("http://"));
-    let valid = host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace))
-        && reqwest::Url::parse(trimmed).is_ok();
-    if !valid {
-        let msg = format!(
-            "source.url: {:?} is not an http:// or https:// URL",
-            url.get_ref()
-        );
-        return Err(check.at(url, "url", msg));
-    }
-    Ok(trimmed.to_string())
 }
 
 /// A key that becomes one URL path segment (`tenant`, `controller_id`).
