@@ -82,6 +82,8 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
+pub mod config;
+
 use super::command::CommandHandler;
 use super::xmodem::protocol;
 use super::{HandlerError, UpdateHandler, VerifiedImage, image_sent, report_sent};
