@@ -39,6 +39,8 @@ pub struct Script {
     pub deployment: Option<(String, serde_json::Value)>,
     /// A cancelAction: (cancel id, stop id).
     pub cancel: Option<(String, String)>,
+    /// hawkBit's `requestControllerAttributes`: links `configData` while set; set
+    /// when an action's closing feedback arrives, cleared by a PUT of `configData`.
     pub config_data: bool,
     /// Artifacts by file name.
     pub files: Vec<(String, Vec<u8>)>,
@@ -180,7 +182,7 @@ async fn serve(
     });
     let controller = format!("/{TENANT}/controller/v1/{TARGET}");
     let reply: (u16, Vec<u8>, &str) = {
-        let s = script.lock().unwrap();
+        let mut s = script.lock().unwrap();
         let authorized = authorization.as_deref() == Some(&format!("TargetToken {TOKEN}"));
         let json = |v: serde_json::Value| (200, v.to_string().into_bytes(), "application/json");
         if !authorized {
@@ -210,9 +212,16 @@ async fn serve(
             if s.refuse_feedback {
                 (503, Vec::new(), "text/plain")
             } else {
+                let closing = seen.lock().unwrap().last().and_then(|r| r.body.clone());
+                if path.contains("/deploymentBase/")
+                    && closing.is_some_and(|b| b["status"]["execution"] == "closed")
+                {
+                    s.config_data = true;
+                }
                 (200, Vec::new(), "text/plain")
             }
         } else if method == "PUT" && path == format!("{controller}/configData") {
+            s.config_data = false;
             (200, Vec::new(), "text/plain")
         } else if let Some(id) = path.strip_prefix(&format!("{controller}/deploymentBase/")) {
             match &s.deployment {
@@ -281,6 +290,10 @@ pub fn deployment(
     });
     if let Some(w) = window {
         d["maintenanceWindow"] = serde_json::json!(w);
+        // hawkBit's calculateUpdateType: outside the window the update is `skip`.
+        if w == "unavailable" {
+            d["update"] = serde_json::json!("skip");
+        }
     }
     d
 }
