@@ -64,5 +64,9 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
         config.devices.len(),
         if config.devices.len() == 1 { "" } else { "s" }
     );
+    // The config is valid; what the source will find is only a warning here.
+    if let Some(problem) = fota_agent::source::problem(&config) {
+        eprintln!("warning: source: {problem}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ pub mod mcs;
 pub mod properties;
 pub mod thingsboard;
 
+mod folder_file;
 mod link;
 
 use async_trait::async_trait;
@@ -61,6 +62,15 @@ pub struct DeviceVersion {
     pub device_id: String,
     pub device_type: String,
     pub version: Option<String>,
+}
+
+/// What keeps the configured source from offering anything, found without
+/// contacting a server (a missing firmware directory), for `check-config`.
+pub fn problem(config: &Config) -> Option<String> {
+    match &config.source {
+        SourceConfig::Directory { path } => directory::root_problem(path),
+        _ => None,
+    }
 }
 
 /// The source the config names (a server source also needs the download
