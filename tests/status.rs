@@ -2,6 +2,8 @@
 //! `/metrics`, `/events` (SSE), actions over TCP (token) and the unix socket,
 //! `fota-agent status`, and a source that cannot be read.
 
+mod process;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use process::{free_port, write_exec};
 use serde_json::Value;
 
 const TOKEN: &str = "test-token-0123456789";
@@ -23,20 +26,6 @@ fn agent() -> Command {
         .env_remove("JOURNAL_STREAM")
         .env_remove("FOTA_AGENT_JOURNAL_SOCKET");
     c
-}
-
-fn write_exec(path: &Path, body: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One HTTP/1.0 request; (status code, body).

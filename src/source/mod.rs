@@ -52,8 +52,12 @@ pub trait FirmwareSource: Send + Sync {
 
     /// The source's own background work — polling its server on the server's
     /// schedule, keeping a push channel open — until `shutdown`. It asks the engine
-    /// for a check or a cancel through `link`.
-    async fn run(&self, _link: EngineLink, _shutdown: CancellationToken) {}
+    /// for a check or a cancel through `link`. It returns only at `shutdown`: the
+    /// engine restarts a task that ends (or panics) before. Without background
+    /// work, it just waits.
+    async fn run(&self, _link: EngineLink, shutdown: CancellationToken) {
+        shutdown.cancelled().await
+    }
 }
 
 /// A device and the version it runs.
