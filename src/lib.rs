@@ -17,6 +17,7 @@ pub mod persist;
 pub mod progress;
 pub mod secret_eq;
 pub mod serial;
+pub mod server_value;
 pub mod source;
 pub mod state_lock;
 pub mod status;
