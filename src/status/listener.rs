@@ -36,8 +36,17 @@ struct Open {
     requested: AtomicBool,
     /// Closes it (evicted at the cap).
     close: CancellationToken,
-    /// Its task ended.
-    done: AtomicBool,
+    /// Cancelled when its task ended (its socket is closed).
+    done: CancellationToken,
+}
+
+/// Marks the connection done however its task ends (aborted too).
+struct DoneGuard(Arc<Open>);
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        self.0.done.cancel();
+    }
 }
 
 /// Serves `app` on `listener` within `limits` until `stop`; then lets open
@@ -54,15 +63,21 @@ where
             accepted = listener.accept() => accepted,
             Some(_) = tasks.join_next() => continue,
         };
-        open.retain(|c| !c.done.load(Ordering::Relaxed));
+        open.retain(|c| !c.done.is_cancelled());
         if open.len() >= limits.max_connections.max(1) {
             match open
                 .iter()
                 .position(|c| !c.requested.load(Ordering::Relaxed))
             {
                 Some(i) => {
+                    // Its socket is closed before another is accepted: at most
+                    // the cap plus the one just accepted are ever open.
                     if let Some(oldest) = open.remove(i) {
                         oldest.close.cancel();
+                        tokio::select! {
+                            _ = oldest.done.cancelled() => {}
+                            _ = stop.cancelled() => break,
+                        }
                     }
                 }
                 None => {
@@ -78,7 +93,7 @@ where
         let conn = Arc::new(Open {
             requested: AtomicBool::new(false),
             close: CancellationToken::new(),
-            done: AtomicBool::new(false),
+            done: CancellationToken::new(),
         });
         open.push_back(conn.clone());
         tasks.spawn(connection(io, app.clone(), limits, conn, stop.clone()));
@@ -91,6 +106,7 @@ async fn connection<I>(io: I, app: Router, limits: Limits, conn: Arc<Open>, stop
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let _done = DoneGuard(conn.clone());
     let marker = conn.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         marker.requested.store(true, Ordering::Relaxed);
@@ -113,5 +129,4 @@ where
     if let Some(Err(e)) = ended {
         tracing::debug!("status endpoint connection: {e}");
     }
-    conn.done.store(true, Ordering::Relaxed);
 }
