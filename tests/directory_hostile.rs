@@ -7,22 +7,12 @@
 mod process;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use process::{exit_within, free_port, http_get, text, wait_for, write_exec};
-
-fn agent(config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fota-agent"));
-    c.env("RUST_LOG", "info")
-        .env_remove("FOTA_AGENT_CONFIG")
-        .env_remove("NOTIFY_SOCKET")
-        .arg("--config")
-        .arg(config);
-    c
-}
+use process::{agent, exit_within, free_port, http_get, start_run, text, wait_for, write_exec};
 
 /// A command-handler device `dev` of type `t` running 1.0 (its version command
 /// runs `version_before` first), the firmware directory `<tmp>/firmware`, the
@@ -135,12 +125,7 @@ fn a_missing_firmware_directory_is_reported_by_every_command() {
     assert!(text(&out).contains(&missing), "{}", text(&out));
 
     let log = tmp.path().join("run.log");
-    let mut run = agent(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut run = start_run(&config, std::fs::File::create(&log).unwrap().into());
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = http_get(port, "/status").filter(|s| s.contains("does not exist")) {
@@ -173,12 +158,7 @@ fn sigterm_during_a_cycle_ends_the_process_promptly() {
     let fw = tmp.path().join("firmware/t");
     std::fs::create_dir_all(&fw).unwrap();
     nix::unistd::mkfifo(&fw.join("fifo.properties"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let mut run = agent(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = start_run(&config, Stdio::null());
     wait_for(&tmp.path().join("version-pid"));
     kill(Pid::from_raw(run.id() as i32), Signal::SIGTERM).unwrap();
     let status = exit_within(&mut run, Duration::from_secs(20));

@@ -7,12 +7,12 @@ mod process;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use process::{exit_within, free_port, http_get};
+use process::{exit_within, free_port, http_get, start_run};
 
 const CAP: usize = 8;
 const FLOOD: usize = 300;
@@ -41,17 +41,7 @@ fn half_sent_requests_are_capped_and_closed_and_status_still_answers() {
         ),
     )
     .unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_fota-agent"))
-        .env("RUST_LOG", "info")
-        .env_remove("FOTA_AGENT_CONFIG")
-        .env_remove("NOTIFY_SOCKET")
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = start_run(&config, Stdio::null());
     let pid = agent.id();
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_get(port, "/status").is_none() {

@@ -75,6 +75,42 @@ fn listen(path: &Path) -> mpsc::Receiver<(Instant, Vec<u8>)> {
     rx
 }
 
+/// `run` with a fake `NOTIFY_SOCKET` in `dir` and `WATCHDOG_USEC=watchdog_usec`,
+/// stderr piped; what reaches the socket.
+fn run_notified(
+    dir: &Path,
+    config: &Path,
+    watchdog_usec: &str,
+) -> (std::process::Child, mpsc::Receiver<(Instant, Vec<u8>)>) {
+    let notify_path = dir.join("notify.sock");
+    let notes = listen(&notify_path);
+    let child = agent()
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", watchdog_usec)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, notes)
+}
+
+/// SIGTERM, then the exit (`None`: none within 20 s, killed) and the stderr.
+fn terminate(child: &mut std::process::Child) -> (Option<std::process::ExitStatus>, String) {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = exit_within(child, Duration::from_secs(20));
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut log = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut log).unwrap();
+    }
+    (status, log)
+}
+
 #[test]
 fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
     let tmp = tempfile::tempdir().unwrap();
@@ -91,18 +127,7 @@ fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
             ),
         )],
     );
-    let notify_path = dir.join("notify.sock");
-    let notes = listen(&notify_path);
-    let mut child = agent()
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("WATCHDOG_USEC", "1000000")
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, notes) = run_notified(dir, &config, "1000000");
 
     // READY=1 comes first, and by then the endpoint answers.
     let (_, first) = notes.recv_timeout(Duration::from_secs(30)).unwrap();
@@ -149,23 +174,8 @@ fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
         assert!(gap < Duration::from_millis(900), "gap {gap:?}");
     }
 
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    assert!(status.success(), "{status}\n{log}");
+    let (status, log) = terminate(&mut child);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
     let rest: Vec<String> = notes
         .try_iter()
         .map(|(_, d)| String::from_utf8(d).unwrap())
@@ -233,18 +243,7 @@ fn a_stuck_cycle_stops_the_watchdog_pings() {
         ),
     )
     .unwrap();
-    let notify_path = dir.join("notify.sock");
-    let notes = listen(&notify_path);
-    let mut child = agent()
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("WATCHDOG_USEC", "400000")
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, notes) = run_notified(dir, &config, "400000");
     wait_for(&dir.join("version-pid"));
     // Pings (every 0.2 s) stop once the step is 2 s old: wait for a silence of
     // 2 s, which the pinger never leaves while the agent is alive.
@@ -257,18 +256,7 @@ fn a_stuck_cycle_stops_the_watchdog_pings() {
             Ok(_) => {}
         }
     }
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let status = exit_within(&mut child, Duration::from_secs(20));
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let (status, log) = terminate(&mut child);
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
     let stuck = log.find("cycle stuck (dev: reading the version for ");
     assert!(

@@ -75,3 +75,27 @@ pub fn exit_within(
     }
     None
 }
+
+/// `fota-agent --config <config>`, logging at info, without the environment a
+/// test must not inherit (a config path, systemd's sockets).
+pub fn agent(config: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fota-agent"));
+    c.env("RUST_LOG", "info")
+        .env_remove("FOTA_AGENT_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .arg("--config")
+        .arg(config);
+    c
+}
+
+/// `fota-agent --config <config> run` started, its stderr to `stderr`.
+pub fn start_run(config: &Path, stderr: std::process::Stdio) -> std::process::Child {
+    agent(config)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
