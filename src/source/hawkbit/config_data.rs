@@ -1,8 +1,9 @@
 //! `configData`: the gateway's attributes — the agent's version and each device's
 //! type and version (`<device>.type`, `<device>.version`) — PUT in `merge` mode
-//! when the server links `configData` and after every completed action. Not
-//! queued: it is idempotent and sent again whenever it is due and not yet
-//! delivered.
+//! when the server links `configData` and after every completed action (once
+//! its closing feedback is delivered, so that this one PUT also answers the
+//! attribute request hawkBit makes when an action finishes). Not queued: it is
+//! idempotent and sent again whenever it is due and not yet delivered.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +42,15 @@ pub fn attributes(versions: &[DeviceVersion]) -> BTreeMap<String, String> {
 }
 
 impl HawkbitSource {
+    /// A device now runs `version`: the attributes say so before the engine's
+    /// next version report (hawkBit asks for them as soon as the action closes).
+    pub(super) fn installed(&self, device: &str, version: &str) {
+        let mut inner = self.lock();
+        if let Some(v) = inner.versions.iter_mut().find(|v| v.device_id == device) {
+            v.version = Some(version.to_string());
+        }
+    }
+
     pub(super) async fn config_data_requested(&self, href: &str) {
         {
             let mut inner = self.lock();
@@ -56,6 +66,12 @@ impl HawkbitSource {
             let inner = self.lock();
             let p = &inner.config_data;
             if !(p.requested || p.due) || inner.versions.is_empty() {
+                return;
+            }
+            // Due after an action: wait until its closing feedback is delivered.
+            // hawkBit requests attributes when it receives that feedback, and a PUT
+            // sent before it would be followed by a second one for that request.
+            if !p.requested && !self.feedback.lock().queue.is_empty() {
                 return;
             }
             let url = p
