@@ -285,8 +285,10 @@ fn status_metrics_events_and_actions_follow_an_update() {
     assert_eq!(code, 202, "{body}");
 
     // In flight: the update step waits for `go`.
+    // Events reach the tracker one by one: wait for the step and its percent.
     let s = agent.wait_status("updating", |s| {
-        s["devices"][0]["update"]["step"] == "UPDATING"
+        let update = &s["devices"][0]["update"];
+        update["step"] == "UPDATING" && update["percent"] == 10
     });
     let update = &s["devices"][0]["update"];
     assert_eq!(update["version"], "2.0");
@@ -313,7 +315,11 @@ fn status_metrics_events_and_actions_follow_an_update() {
     assert_eq!((code, body.contains("too_late")), (409, true), "{body}");
 
     std::fs::write(agent.dir.join("go"), "").unwrap();
-    let s = agent.wait_status("done", |s| !s["devices"][0]["last_outcome"].is_null());
+    // The outcome (an event) and the confirmed version (the engine's record
+    // after the update returns) arrive separately.
+    let s = agent.wait_status("done", |s| {
+        !s["devices"][0]["last_outcome"].is_null() && s["devices"][0]["current_version"] == "2.0"
+    });
     let dev = &s["devices"][0];
     assert_eq!(dev["last_outcome"]["outcome"], "success");
     assert_eq!(dev["last_outcome"]["version"], "2.0");
