@@ -650,7 +650,7 @@ impl Engine {
     /// Shutdown drops a running update (handlers stop their processes); its
     /// in-flight record lets the next start resolve it.
     pub async fn run(&self, shutdown: CancellationToken) {
-        let (tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, requests) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = tokio::task::JoinSet::new();
         // The source's task ends by itself at `shutdown` (finishing a report the
         // server is answering, so a restart does not repeat it); it is aborted
@@ -682,28 +682,7 @@ impl Engine {
                 }
             }
         });
-        // Progress is life for the watchdog (see `liveness.rs`).
-        let (engine, mut progress) = (self.clone(), self.subscribe());
-        tasks.spawn(async move {
-            loop {
-                match progress.recv().await {
-                    Ok(ev) => engine.inner.life.progressed(&ev.device_id),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        let engine = self.clone();
-        tasks.spawn(async move {
-            while let Some(request) = requests.recv().await {
-                match request {
-                    EngineRequest::CheckNow => engine.check_now(),
-                    EngineRequest::Cancel { device_id, reply } => {
-                        let _ = reply.send(engine.cancel(&device_id));
-                    }
-                }
-            }
-        });
+        self.spawn_helpers(&mut tasks, requests);
         // The heartbeat ticks inside this loop's own `select!`s, so it stops when
         // the loop stops being polled.
         let every = self.inner.life.beat_every();
@@ -742,6 +721,36 @@ impl Engine {
         if stopped.is_err() {
             tracing::warn!("source did not stop within {SOURCE_STOP_GRACE:?}; aborted");
         }
+    }
+
+    /// The run loop's helpers: progress as the watchdog's sign of life (see
+    /// `liveness.rs`), and the source's requests.
+    fn spawn_helpers(
+        &self,
+        tasks: &mut tokio::task::JoinSet<()>,
+        mut requests: tokio::sync::mpsc::UnboundedReceiver<EngineRequest>,
+    ) {
+        let (engine, mut progress) = (self.clone(), self.subscribe());
+        tasks.spawn(async move {
+            loop {
+                match progress.recv().await {
+                    Ok(ev) => engine.inner.life.progressed(&ev.device_id),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        let engine = self.clone();
+        tasks.spawn(async move {
+            while let Some(request) = requests.recv().await {
+                match request {
+                    EngineRequest::CheckNow => engine.check_now(),
+                    EngineRequest::Cancel { device_id, reply } => {
+                        let _ = reply.send(engine.cancel(&device_id));
+                    }
+                }
+            }
+        });
     }
 
     /// Tells the source what each device runs after a cycle.
