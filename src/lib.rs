@@ -18,6 +18,7 @@ pub mod progress;
 pub mod schedule;
 pub mod secret_eq;
 pub mod serial;
+pub mod server_value;
 pub mod source;
 pub mod state_lock;
 pub mod status;

@@ -6,8 +6,10 @@
 //! The watchdog ping is gated on the engine's heartbeat
 //! ([`Engine::since_heartbeat`]): the run loop beats at a quarter of
 //! `WatchdogSec`; the pinger, at half of it, sends `WATCHDOG=1` only when the
-//! loop beat within the last half. A loop that stops being polled stops the
-//! pings, and systemd restarts the agent.
+//! loop beat within the last half, and no step of a cycle is stuck
+//! ([`Engine::stuck`]: awaited longer than `update_timeout`, an update without
+//! progress longer than that plus a grace). A loop that stops being polled, or a
+//! cycle that hangs in one await, stops the pings, and systemd restarts the agent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,13 +89,15 @@ pub async fn watchdog(
             _ = tick.tick() => {}
         }
         let since = engine.since_heartbeat();
-        if since <= period {
-            notifier.watchdog();
-        } else {
+        if since > period {
             tracing::error!(
                 "engine loop silent for {}: not pinging the watchdog",
                 humantime::format_duration(Duration::from_secs(since.as_secs()))
             );
+        } else if let Some(stuck) = engine.stuck() {
+            tracing::error!("cycle stuck ({stuck}): not pinging the watchdog");
+        } else {
+            notifier.watchdog();
         }
     }
 }

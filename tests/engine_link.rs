@@ -118,3 +118,57 @@ async fn pushes_trigger_cycles_and_the_source_hears_everything() {
     shutdown.cancel();
     runner.await.unwrap();
 }
+
+/// A source whose background task panics on its first run and ends on its
+/// second: the engine starts it again each time (issue #12, item 6).
+struct Crashing(Arc<std::sync::atomic::AtomicUsize>);
+
+#[async_trait]
+impl FirmwareSource for Crashing {
+    fn describe(&self) -> String {
+        "crashing".into()
+    }
+    async fn firmware_for(&self, _d: &DeviceConfig) -> Result<Vec<Firmware>, SourceError> {
+        Ok(Vec::new())
+    }
+    async fn run(&self, _link: EngineLink, shutdown: CancellationToken) {
+        match self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => panic!("hostile server value"),
+            1 => {}
+            _ => shutdown.cancelled().await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_source_task_that_panics_or_ends_is_restarted() {
+    let state = tempfile::tempdir().unwrap();
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let engine = Engine::new(
+        agent_config(state.path()),
+        &Default::default(),
+        Box::new(Crashing(runs.clone())),
+        vec![(
+            device_config("d", "t", UpdatePolicy::Immediate),
+            FakeDevice::new("1.0") as Arc<dyn UpdateHandler>,
+        )],
+    )
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn({
+        let (engine, shutdown) = (engine.clone(), shutdown.clone());
+        async move { engine.run(shutdown).await }
+    });
+    // Restarted after 1 s (the panic), then after 2 s (the early end).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while runs.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "source task not restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    runner.await.unwrap();
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

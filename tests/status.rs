@@ -2,6 +2,8 @@
 //! `/metrics`, `/events` (SSE), actions over TCP (token) and the unix socket,
 //! `fota-agent status`, and a source that cannot be read.
 
+mod process;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use process::{free_port, write_exec};
 use serde_json::Value;
 
 const TOKEN: &str = "test-token-0123456789";
@@ -23,20 +26,6 @@ fn agent() -> Command {
         .env_remove("JOURNAL_STREAM")
         .env_remove("FOTA_AGENT_JOURNAL_SOCKET");
     c
-}
-
-fn write_exec(path: &Path, body: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One HTTP/1.0 request; (status code, body).
@@ -296,8 +285,10 @@ fn status_metrics_events_and_actions_follow_an_update() {
     assert_eq!(code, 202, "{body}");
 
     // In flight: the update step waits for `go`.
+    // Events reach the tracker one by one: wait for the step and its percent.
     let s = agent.wait_status("updating", |s| {
-        s["devices"][0]["update"]["step"] == "UPDATING"
+        let update = &s["devices"][0]["update"];
+        update["step"] == "UPDATING" && update["percent"] == 10
     });
     let update = &s["devices"][0]["update"];
     assert_eq!(update["version"], "2.0");
@@ -324,7 +315,11 @@ fn status_metrics_events_and_actions_follow_an_update() {
     assert_eq!((code, body.contains("too_late")), (409, true), "{body}");
 
     std::fs::write(agent.dir.join("go"), "").unwrap();
-    let s = agent.wait_status("done", |s| !s["devices"][0]["last_outcome"].is_null());
+    // The outcome (an event) and the confirmed version (the engine's record
+    // after the update returns) arrive separately.
+    let s = agent.wait_status("done", |s| {
+        !s["devices"][0]["last_outcome"].is_null() && s["devices"][0]["current_version"] == "2.0"
+    });
     let dev = &s["devices"][0];
     assert_eq!(dev["last_outcome"]["outcome"], "success");
     assert_eq!(dev["last_outcome"]["version"], "2.0");

@@ -4,8 +4,9 @@
 //! and a journald socket (native-protocol entries with the update's fields and the
 //! outcome's MESSAGE_ID).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod process;
+
+use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use fota_agent::logging::{self, MESSAGE_ID_FAILED, MESSAGE_ID_SUCCESS};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use process::{exit_within, free_port, http_get, wait_for, write_exec};
 
 fn agent() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fota-agent"));
@@ -26,20 +28,6 @@ fn agent() -> Command {
         .env_remove("JOURNAL_STREAM")
         .env_remove("FOTA_AGENT_JOURNAL_SOCKET");
     c
-}
-
-fn write_exec(path: &Path, body: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Devices of type `t` (one per `(id, update script body)`), running 1.0, offered
@@ -87,13 +75,40 @@ fn listen(path: &Path) -> mpsc::Receiver<(Instant, Vec<u8>)> {
     rx
 }
 
-fn get_status(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).ok()?;
-    answer.starts_with("HTTP/1.0 200").then_some(answer)
+/// `run` with a fake `NOTIFY_SOCKET` in `dir` and `WATCHDOG_USEC=watchdog_usec`,
+/// stderr piped; what reaches the socket.
+fn run_notified(
+    dir: &Path,
+    config: &Path,
+    watchdog_usec: &str,
+) -> (std::process::Child, mpsc::Receiver<(Instant, Vec<u8>)>) {
+    let notify_path = dir.join("notify.sock");
+    let notes = listen(&notify_path);
+    let child = agent()
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", watchdog_usec)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, notes)
+}
+
+/// SIGTERM, then the exit (`None`: none within 20 s, killed) and the stderr.
+fn terminate(child: &mut std::process::Child) -> (Option<std::process::ExitStatus>, String) {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = exit_within(child, Duration::from_secs(20));
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut log = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut log).unwrap();
+    }
+    (status, log)
 }
 
 #[test]
@@ -112,18 +127,7 @@ fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
             ),
         )],
     );
-    let notify_path = dir.join("notify.sock");
-    let notes = listen(&notify_path);
-    let mut child = agent()
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("WATCHDOG_USEC", "1000000")
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, notes) = run_notified(dir, &config, "1000000");
 
     // READY=1 comes first, and by then the endpoint answers.
     let (_, first) = notes.recv_timeout(Duration::from_secs(30)).unwrap();
@@ -131,7 +135,7 @@ fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
     assert!(first.contains("READY=1\n"), "{first:?}");
     assert!(first.contains("STATUS="), "{first:?}");
     assert!(
-        get_status(port).is_some(),
+        http_get(port, "/status").is_some(),
         "READY=1 before the endpoint answers"
     );
 
@@ -170,23 +174,8 @@ fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
         assert!(gap < Duration::from_millis(900), "gap {gap:?}");
     }
 
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    assert!(status.success(), "{status}\n{log}");
+    let (status, log) = terminate(&mut child);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
     let rest: Vec<String> = notes
         .try_iter()
         .map(|(_, d)| String::from_utf8(d).unwrap())
@@ -226,6 +215,54 @@ fn watchdog_pid_of_another_process_means_no_pings() {
     );
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+/// A cycle stuck in one await (here a version command that never answers,
+/// allowed an hour, while `update_timeout` is 2 s) stops the pings although the
+/// engine's loop still runs; SIGTERM still ends the process.
+#[test]
+fn a_stuck_cycle_stops_the_watchdog_pings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = dir.display();
+    std::fs::create_dir_all(dir.join("firmware/t")).unwrap();
+    write_exec(
+        &dir.join("version.sh"),
+        &format!("echo $$ > {d}/v.tmp; mv {d}/v.tmp {d}/version-pid\nexec sleep 1000\n"),
+    );
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = \"{d}/state\"\npoll_interval = \"1h\"\nupdate_timeout = \"2s\"\n\
+             [source]\nkind = \"directory\"\npath = \"{d}/firmware\"\n\
+             [status]\nlisten = \"off\"\n\
+             [[device]]\nid = \"dev\"\ntype = \"t\"\nhandler = \"command\"\n\
+             command_timeout = \"1h\"\nversion_command = [\"{d}/version.sh\"]\n\
+             update_command = [\"/bin/true\"]\n"
+        ),
+    )
+    .unwrap();
+    let (mut child, notes) = run_notified(dir, &config, "400000");
+    wait_for(&dir.join("version-pid"));
+    // Pings (every 0.2 s) stop once the step is 2 s old: wait for a silence of
+    // 2 s, which the pinger never leaves while the agent is alive.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "WATCHDOG=1 never stopped");
+        match notes.recv_timeout(Duration::from_secs(2)) {
+            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            Err(e) => panic!("{e}"),
+            Ok(_) => {}
+        }
+    }
+    let (status, log) = terminate(&mut child);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
+    let stuck = log.find("cycle stuck (dev: reading the version for ");
+    assert!(
+        stuck.is_some_and(|at| log[at..].contains("not pinging the watchdog")),
+        "{log}"
+    );
 }
 
 /// The engine's heartbeat (what gates the watchdog ping) beats while its loop

@@ -32,8 +32,13 @@ pub fn init_logging() {
     fota_agent::logging::init();
 }
 
+/// One worker thread, as small as a current-thread runtime, but a multi-thread
+/// one: durable writes (`persist`, fsync on slow flash) run in `block_in_place`,
+/// which hands the worker's other tasks (serial timeouts, the status endpoint,
+/// the watchdog) to another thread meanwhile instead of stalling them.
 pub fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
@@ -64,5 +69,9 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
         config.devices.len(),
         if config.devices.len() == 1 { "" } else { "s" }
     );
+    // The config is valid; what the source will find is only a warning here.
+    if let Some(problem) = fota_agent::source::problem(&config) {
+        eprintln!("warning: source: {problem}");
+    }
     Ok(ExitCode::SUCCESS)
 }

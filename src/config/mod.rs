@@ -84,10 +84,23 @@ pub struct StatusConfig {
     /// `listen` may be a non-loopback address; every request over TCP then needs
     /// the token (reads too). Default false.
     pub allow_remote: bool,
+    /// Open connections served at once per listener; at the cap a new connection
+    /// closes the oldest one still waiting for its first request (or is closed
+    /// itself), so idle clients can never exhaust file descriptors. Default 64.
+    pub max_connections: usize,
+    /// A connection that has not sent a request's complete headers within this
+    /// (after connecting, or idle between requests) is closed. Default 10 s.
+    pub header_timeout: Duration,
 }
 
 /// Default `[status] listen`.
 pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:8470";
+/// Default `[status] max_connections`.
+pub const DEFAULT_STATUS_MAX_CONNECTIONS: usize = 64;
+/// Upper bound of `[status] max_connections` (the default fd limit is 1024).
+pub const MAX_STATUS_CONNECTIONS: usize = 512;
+/// Default `[status] header_timeout`.
+pub const DEFAULT_STATUS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for StatusConfig {
     fn default() -> Self {
@@ -96,6 +109,8 @@ impl Default for StatusConfig {
             socket: None,
             token: None,
             allow_remote: false,
+            max_connections: DEFAULT_STATUS_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_STATUS_HEADER_TIMEOUT,
         }
     }
 }

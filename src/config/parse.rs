@@ -46,6 +46,8 @@ pub(super) struct RawStatus {
     pub socket: Option<Spanned<String>>,
     pub token: Option<Spanned<String>>,
     pub allow_remote: Option<Spanned<bool>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub header_timeout: Option<Spanned<String>>,
 }
 
 /// The keys of `[source]` every kind has: `kind` and the download keys.

@@ -23,7 +23,10 @@ use toml::Spanned;
 use super::check::Checker;
 use super::parse::{RawAgent, RawConfig, RawDevice, RawSource, RawStatus, Section};
 use super::table::Table;
-use super::{AgentConfig, Config, ConfigError, DeviceConfig, SourceConfig, StatusConfig};
+use super::{
+    AgentConfig, Config, ConfigError, DEFAULT_STATUS_HEADER_TIMEOUT, DeviceConfig,
+    MAX_STATUS_CONNECTIONS, SourceConfig, StatusConfig,
+};
 use crate::download::DownloadConfig;
 use crate::handler::config::{self as handlers, DeviceKeys};
 use crate::model::UpdatePolicy;
@@ -114,6 +117,20 @@ fn status(check: &Checker<'_>, raw: RawStatus) -> Result<StatusConfig, ConfigErr
         }
         status.token = Some(value.clone());
     }
+    if let Some(n) = &raw.max_connections {
+        status.max_connections = check.int(
+            n,
+            "max_connections",
+            |n| (1..=MAX_STATUS_CONNECTIONS).contains(n),
+            |n| format!("status.max_connections: must be between 1 and {MAX_STATUS_CONNECTIONS}, got {n}"),
+        )?;
+    }
+    status.header_timeout = check.duration_or(
+        &raw.header_timeout,
+        "header_timeout",
+        "status.header_timeout",
+        DEFAULT_STATUS_HEADER_TIMEOUT,
+    )?;
     remote(check, &raw, &mut status)?;
     Ok(status)
 }

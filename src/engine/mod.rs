@@ -8,8 +8,10 @@
 mod claim;
 pub mod decide;
 pub mod fetch;
+mod liveness;
 mod read_only;
 pub mod recover;
+mod source_task;
 mod survivor;
 pub mod update;
 
@@ -17,7 +19,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -28,13 +30,13 @@ use crate::handler::UpdateHandler;
 use crate::model::{Firmware, FirmwareLocation, FirmwareStatus, UpdatePolicy};
 use crate::progress::{Outcome, ProcessHook, Progress, ProgressEvent, ProgressStep};
 use crate::schedule;
-use crate::source::{
-    self, CancelOutcome, DeviceVersion, EngineLink, EngineRequest, FirmwareSource,
-};
+use crate::source::{self, CancelOutcome, DeviceVersion, EngineRequest, FirmwareSource};
 use crate::store::{Store, StoreError};
 use crate::trust::TrustPolicy;
 use claim::Running;
 use decide::Selection;
+use liveness::Liveness;
+pub use liveness::Stuck;
 use update::Mode;
 
 /// A configured device and its handler.
@@ -126,11 +128,8 @@ struct Inner {
     poll: Mutex<PollState>,
     /// Firmware bytes fetched since the start.
     bytes: AtomicU64,
-    /// Milliseconds after `started` of the run loop's last heartbeat.
-    heartbeat: AtomicU64,
-    /// How often the run loop beats; 0 = never.
-    heartbeat_every_ms: AtomicU64,
-    started: Instant,
+    /// The run loop's heartbeat and the steps cycles await (the watchdog's view).
+    life: Liveness,
 }
 
 /// An update in progress: how to stop it and how far it got.
@@ -143,6 +142,10 @@ struct RunningUpdate {
 
 /// How long [`Engine::run`] waits, at shutdown, for the source's task to end by itself.
 const SOURCE_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long past `update_timeout` (since its last progress) an update may run
+/// before it counts as stuck: time for the timeout to stop it and clean up.
+pub const STUCK_GRACE: Duration = Duration::from_secs(60);
 
 /// The engine; cheap to clone, all clones share one state.
 #[derive(Clone)]
@@ -207,9 +210,7 @@ impl Engine {
                 wake: tokio::sync::Notify::new(),
                 poll: Mutex::new(PollState::default()),
                 bytes: AtomicU64::new(0),
-                heartbeat: AtomicU64::new(0),
-                heartbeat_every_ms: AtomicU64::new(0),
-                started: Instant::now(),
+                life: Liveness::new(),
             }),
         })
     }
@@ -284,21 +285,33 @@ impl Engine {
     /// Makes [`Engine::run`]'s loop beat every `every` (for a watchdog: see
     /// [`Engine::since_heartbeat`]). Set before `run`.
     pub fn set_heartbeat(&self, every: Duration) {
-        let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.inner.heartbeat_every_ms.store(ms, Ordering::Relaxed);
-        self.beat();
+        self.inner.life.set_beat_every(every);
     }
 
     /// How long ago the run loop last beat. The loop beats between and during
     /// cycles; when it stops being polled (a hung or ended loop), this grows.
     pub fn since_heartbeat(&self) -> Duration {
-        let now = self.inner.started.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.inner.heartbeat.load(Ordering::Relaxed)))
+        self.inner.life.since_beat()
     }
 
-    fn beat(&self) {
-        let now = self.inner.started.elapsed().as_millis() as u64;
-        self.inner.heartbeat.store(now, Ordering::Relaxed);
+    /// A step of a cycle (reading a version, asking the source, an update without
+    /// progress) that has been awaited longer than `update_timeout` (an update:
+    /// plus [`STUCK_GRACE`]): the loop still runs, but that cycle hangs.
+    pub fn stuck(&self) -> Option<Stuck> {
+        self.inner.life.stuck()
+    }
+
+    /// Awaits `work` as a recorded step of `key`'s cycle, bounded by
+    /// `update_timeout` (plus `extra`).
+    async fn step<F: Future>(
+        &self,
+        key: &str,
+        what: &'static str,
+        extra: Duration,
+        work: F,
+    ) -> F::Output {
+        let bound = self.inner.agent.update_timeout.saturating_add(extra);
+        self.inner.life.during(key, what, bound, work).await
     }
 
     /// One poll-and-apply cycle of one device now, beside the run loop (the
@@ -338,14 +351,31 @@ impl Engine {
 
     async fn check_device(&self, device: &Device) -> DeviceReport {
         let mut errors = Vec::new();
-        let current = match device.handler.current_version().await {
+        let id = device.config.id.as_str();
+        let current = match self
+            .step(
+                id,
+                "reading the version",
+                Duration::ZERO,
+                device.handler.current_version(),
+            )
+            .await
+        {
             Ok(v) => v,
             Err(e) => {
                 errors.push(format!("current version: {e}"));
                 None
             }
         };
-        let offered = match self.inner.source.firmware_for(&device.config).await {
+        let offered = match self
+            .step(
+                id,
+                "asking the source",
+                Duration::ZERO,
+                self.inner.source.firmware_for(&device.config),
+            )
+            .await
+        {
             Ok(f) => f,
             Err(e) => {
                 errors.push(format!("source: {e}"));
@@ -355,7 +385,15 @@ impl Engine {
         let source_error = errors.last().filter(|e| e.starts_with("source: ")).cloned();
         let selection = decide::select(&device.config, current.as_deref(), &offered);
         let executable = if selection.candidate.is_some() {
-            match self.executable(device).await {
+            match self
+                .step(
+                    id,
+                    "asking if executable",
+                    Duration::ZERO,
+                    self.executable(device),
+                )
+                .await
+            {
                 Ok(x) => x,
                 Err(e) => {
                     errors.push(format!("update executable: {e}"));
@@ -525,15 +563,17 @@ impl Engine {
             timeout: self.inner.agent.update_timeout,
             bytes: &self.inner.bytes,
         };
-        Ok(update::run(
+        let work = update::run(
             &ctx,
             device,
             firmware,
             mode,
             progress,
             running.token.clone(),
-        )
-        .await)
+        );
+        Ok(self
+            .step(&device.config.id, "updating", STUCK_GRACE, work)
+            .await)
     }
 
     /// Cancels the device's running update, unless its update step already runs
@@ -610,15 +650,14 @@ impl Engine {
     /// Shutdown drops a running update (handlers stop their processes); its
     /// in-flight record lets the next start resolve it.
     pub async fn run(&self, shutdown: CancellationToken) {
-        let (tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, requests) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = tokio::task::JoinSet::new();
-        let engine = self.clone();
-        let stop = shutdown.clone();
         // The source's task ends by itself at `shutdown` (finishing a report the
         // server is answering, so a restart does not repeat it); it is aborted
-        // only if it takes longer than SOURCE_STOP_GRACE.
+        // only if it takes longer than SOURCE_STOP_GRACE. Before, it is restarted
+        // whenever it ends.
         let mut source_task = tokio::task::JoinSet::new();
-        source_task.spawn(async move { engine.inner.source.run(EngineLink::new(tx), stop).await });
+        source_task.spawn(source_task::supervise(self.clone(), tx, shutdown.clone()));
         let engine = self.clone();
         let early = self
             .inner
@@ -643,23 +682,13 @@ impl Engine {
                 }
             }
         });
-        let engine = self.clone();
-        tasks.spawn(async move {
-            while let Some(request) = requests.recv().await {
-                match request {
-                    EngineRequest::CheckNow => engine.check_now(),
-                    EngineRequest::Cancel { device_id, reply } => {
-                        let _ = reply.send(engine.cancel(&device_id));
-                    }
-                }
-            }
-        });
+        self.spawn_helpers(&mut tasks, requests);
         // The heartbeat ticks inside this loop's own `select!`s, so it stops when
         // the loop stops being polled.
-        let every = self.inner.heartbeat_every_ms.load(Ordering::Relaxed);
-        let mut beat = tokio::time::interval(Duration::from_millis(every.max(1)));
+        let every = self.inner.life.beat_every();
+        let mut beat = tokio::time::interval(every.unwrap_or(Duration::from_secs(3600)));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let beating = every > 0;
+        let beating = every.is_some();
         'run: loop {
             let cycle = self.run_once();
             tokio::pin!(cycle);
@@ -667,10 +696,11 @@ impl Engine {
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'run,
                     results = &mut cycle => {
-                        self.report_versions(&results).await;
+                        let report = self.report_versions(&results);
+                        self.step("source", "reporting versions", Duration::ZERO, report).await;
                         break;
                     }
-                    _ = beat.tick(), if beating => self.beat(),
+                    _ = beat.tick(), if beating => self.inner.life.beat(),
                 }
             }
             // ±20 %, so a fleet's cycles (and MCS's availability queries) drift apart.
@@ -682,7 +712,7 @@ impl Engine {
                     _ = shutdown.cancelled() => break 'run,
                     _ = &mut pause => break,
                     _ = self.inner.wake.notified() => break,
-                    _ = beat.tick(), if beating => self.beat(),
+                    _ = beat.tick(), if beating => self.inner.life.beat(),
                 }
             }
         }
@@ -691,6 +721,36 @@ impl Engine {
         if stopped.is_err() {
             tracing::warn!("source did not stop within {SOURCE_STOP_GRACE:?}; aborted");
         }
+    }
+
+    /// The run loop's helpers: progress as the watchdog's sign of life (see
+    /// `liveness.rs`), and the source's requests.
+    fn spawn_helpers(
+        &self,
+        tasks: &mut tokio::task::JoinSet<()>,
+        mut requests: tokio::sync::mpsc::UnboundedReceiver<EngineRequest>,
+    ) {
+        let (engine, mut progress) = (self.clone(), self.subscribe());
+        tasks.spawn(async move {
+            loop {
+                match progress.recv().await {
+                    Ok(ev) => engine.inner.life.progressed(&ev.device_id),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        let engine = self.clone();
+        tasks.spawn(async move {
+            while let Some(request) = requests.recv().await {
+                match request {
+                    EngineRequest::CheckNow => engine.check_now(),
+                    EngineRequest::Cancel { device_id, reply } => {
+                        let _ = reply.send(engine.cancel(&device_id));
+                    }
+                }
+            }
+        });
     }
 
     /// Tells the source what each device runs after a cycle.

@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 
 use super::config::{SourceConfig, SourceKeys, SourceKind};
+use super::folder_file;
 use super::properties::{self, Property};
 use super::{FirmwareSource, SourceError};
 use crate::checksum::{Checksum, ChecksumAlgorithm};
@@ -101,12 +102,16 @@ impl FirmwareSource for DirectorySource {
             return Ok(Vec::new());
         };
         let device_type = device.device_type.clone();
-        let scan = tokio::task::spawn_blocking(move || scan_folder(&folder, &device_type))
-            .await
-            .map_err(|e| SourceError::Io {
-                context: "directory scan".into(),
-                source: std::io::Error::other(e),
-            })??;
+        let root = self.root.clone();
+        let scan = tokio::task::spawn_blocking(move || {
+            root_problem(&root).map_or(Ok(()), |e| Err(SourceError::Config(e)))?;
+            scan_folder(&folder, &root, &device_type)
+        })
+        .await
+        .map_err(|e| SourceError::Io {
+            context: "directory scan".into(),
+            source: std::io::Error::other(e),
+        })??;
         for s in &scan.skipped {
             tracing::warn!(file = %s.file.display(), key = s.key.as_deref().unwrap_or(""),
                 "skipping firmware: {s}");
@@ -115,8 +120,28 @@ impl FirmwareSource for DirectorySource {
     }
 }
 
-/// Reads every `*.properties` in `folder` (a missing folder offers nothing).
-pub fn scan_folder(folder: &Path, device_type: &str) -> Result<Scan, SourceError> {
+/// Why the firmware directory `root` cannot be read (missing, not a folder), or
+/// `None`: `check-config`, `check`, the run loop and `/status` say it instead of
+/// offering nothing.
+pub fn root_problem(root: &Path) -> Option<String> {
+    match std::fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some(format!(
+            "firmware directory {} is not a folder",
+            root.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+            "firmware directory {} does not exist",
+            root.display()
+        )),
+        Err(e) => Some(format!("firmware directory {}: {e}", root.display())),
+    }
+}
+
+/// Reads every `*.properties` in `folder`, a device type's folder under the
+/// firmware directory `root` (a missing type folder offers nothing: no firmware
+/// for that type yet). Only regular files resolving inside `root` are read.
+pub fn scan_folder(folder: &Path, root: &Path, device_type: &str) -> Result<Scan, SourceError> {
     let entries = match std::fs::read_dir(folder) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Scan::default()),
@@ -135,7 +160,7 @@ pub fn scan_folder(folder: &Path, device_type: &str) -> Result<Scan, SourceError
 
     let mut scan = Scan::default();
     for file in files {
-        match read_firmware(&file, folder, device_type) {
+        match read_firmware(&file, root, device_type) {
             Ok(fw) => {
                 if scan.firmware.iter().any(|f| f.version == fw.version) {
                     scan.skipped.push(Skipped {
@@ -171,10 +196,11 @@ fn is_localized(path: &Path) -> bool {
     }
 }
 
-fn read_firmware(file: &Path, folder: &Path, device_type: &str) -> Result<Firmware, Skipped> {
+fn read_firmware(file: &Path, root: &Path, device_type: &str) -> Result<Firmware, Skipped> {
     let skip =
         |line: Option<usize>, key: Option<&str>, reason: String| skipped(file, line, key, reason);
-    let text = std::fs::read(file).map_err(|e| skip(None, None, format!("cannot read: {e}")))?;
+    let text = folder_file::read_capped(file, root, folder_file::MAX_PROPERTIES_SIZE)
+        .map_err(|e| skip(None, None, e))?;
     let text =
         String::from_utf8(text).map_err(|e| skip(None, None, format!("not UTF-8 text: {e}")))?;
     let props = properties::parse(&text);
@@ -193,7 +219,7 @@ fn read_firmware(file: &Path, folder: &Path, device_type: &str) -> Result<Firmwa
     };
 
     let version = required("version")?.value.trim().to_string();
-    let (image_path, size) = image_file(file, folder, required("image")?)?;
+    let (image_path, size) = image_file(file, root, required("image")?)?;
     let checksums = checksums(file, &props)?;
 
     Ok(Firmware {
@@ -222,9 +248,9 @@ fn skipped(file: &Path, line: Option<usize>, key: Option<&str>, reason: String) 
     }
 }
 
-/// The path and size of the image the `image` key of `file` names: a regular
-/// file in the same folder.
-fn image_file(file: &Path, folder: &Path, image: &Property) -> Result<(PathBuf, u64), Skipped> {
+/// The resolved path and size of the image the `image` key of `file` names: a
+/// file in the same folder that is (or links to) a regular file inside `root`.
+fn image_file(file: &Path, root: &Path, image: &Property) -> Result<(PathBuf, u64), Skipped> {
     let skip = |reason: String| skipped(file, Some(image.line), Some("image"), reason);
     let image_name = image.value.trim();
     let mut components = Path::new(image_name).components();
@@ -237,15 +263,9 @@ fn image_file(file: &Path, folder: &Path, image: &Property) -> Result<(PathBuf, 
             "{image_name:?} must be a file name in the same folder"
         )));
     }
-    let image_path = folder.join(image_name);
-    let meta = std::fs::metadata(&image_path)
-        .map_err(|e| skip(format!("{}: {e}", image_path.display())))?;
-    if !meta.is_file() {
-        return Err(skip(format!(
-            "{} is not a regular file",
-            image_path.display()
-        )));
-    }
+    let folder = file.parent().unwrap_or(root);
+    let (image_path, meta) = folder_file::resolve_regular(&folder.join(image_name), root)
+        .map_err(|e| skip(format!("{image_name}: {e}")))?;
     Ok((image_path, meta.len()))
 }
 
@@ -295,7 +315,7 @@ mod tests {
         .unwrap();
         // Localized companion: ignored.
         fs::write(dir.path().join("fw-2_de.properties"), "description = d\n").unwrap();
-        let scan = scan_folder(dir.path(), "sensor").unwrap();
+        let scan = scan_folder(dir.path(), dir.path(), "sensor").unwrap();
         assert_eq!(scan.skipped, vec![]);
         let fw = &scan.firmware[0];
         assert_eq!(fw.version, "2.0.0");
@@ -368,7 +388,7 @@ mod tests {
         )
         .unwrap();
 
-        let scan = scan_folder(dir.path(), "t").unwrap();
+        let scan = scan_folder(dir.path(), dir.path(), "t").unwrap();
         assert_eq!(scan.firmware.len(), 1);
         assert_eq!(scan.firmware[0].version, "3");
         assert_eq!(scan.skipped.len(), cases.len() + 2);
@@ -387,10 +407,13 @@ mod tests {
     }
 
     #[test]
-    fn missing_folder_offers_nothing_and_types_cannot_escape() {
+    fn missing_folders_and_types_that_escape() {
         let dir = tempfile::tempdir().unwrap();
-        let scan = scan_folder(&dir.path().join("none"), "t").unwrap();
+        let scan = scan_folder(&dir.path().join("none"), dir.path(), "t").unwrap();
         assert!(scan.firmware.is_empty() && scan.skipped.is_empty());
+        assert_eq!(root_problem(dir.path()), None);
+        let missing = root_problem(&dir.path().join("none")).unwrap();
+        assert!(missing.contains("does not exist"), "{missing}");
         let src = DirectorySource::new(dir.path());
         assert_eq!(src.folder_for("../etc"), None);
         assert_eq!(src.folder_for("/abs"), None);

@@ -9,6 +9,7 @@ pub mod mcs;
 pub mod properties;
 pub mod thingsboard;
 
+mod folder_file;
 mod link;
 
 use async_trait::async_trait;
@@ -51,8 +52,12 @@ pub trait FirmwareSource: Send + Sync {
 
     /// The source's own background work — polling its server on the server's
     /// schedule, keeping a push channel open — until `shutdown`. It asks the engine
-    /// for a check or a cancel through `link`.
-    async fn run(&self, _link: EngineLink, _shutdown: CancellationToken) {}
+    /// for a check or a cancel through `link`. It returns only at `shutdown`: the
+    /// engine restarts a task that ends (or panics) before. Without background
+    /// work, it just waits.
+    async fn run(&self, _link: EngineLink, shutdown: CancellationToken) {
+        shutdown.cancelled().await
+    }
 }
 
 /// A device and the version it runs.
@@ -61,6 +66,15 @@ pub struct DeviceVersion {
     pub device_id: String,
     pub device_type: String,
     pub version: Option<String>,
+}
+
+/// What keeps the configured source from offering anything, found without
+/// contacting a server (a missing firmware directory), for `check-config`.
+pub fn problem(config: &Config) -> Option<String> {
+    match &config.source {
+        SourceConfig::Directory { path } => directory::root_problem(path),
+        _ => None,
+    }
 }
 
 /// The source the config names (a server source also needs the download

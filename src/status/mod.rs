@@ -10,6 +10,7 @@
 //! request never disturbs an update.
 
 pub mod host;
+mod listener;
 pub mod metrics;
 pub mod server;
 pub mod snapshot;

@@ -31,6 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Tracker;
+use super::listener::Limits;
 use crate::config::StatusConfig;
 use crate::engine::Engine;
 use crate::progress::{Outcome, ProgressEvent, ProgressKind};
@@ -95,6 +96,10 @@ pub async fn start(
     });
     let mut tasks = JoinSet::new();
     let mut endpoint_tcp = None;
+    let limits = Limits {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+    };
     if let Some(addr) = config.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -109,7 +114,7 @@ pub async fn start(
             )),
             token_for_reads: config.allow_remote,
         });
-        serve(&mut tasks, listener, app, shutdown.clone());
+        serve(&mut tasks, listener, app, limits, shutdown.clone());
     }
     if let Some(path) = &config.socket {
         let listener = bind_unix(path).map_err(|source| EndpointError::Unix {
@@ -122,7 +127,7 @@ pub async fn start(
             hosts: None,
             token_for_reads: false,
         });
-        serve(&mut tasks, listener, app, shutdown.clone());
+        serve(&mut tasks, listener, app, limits, shutdown.clone());
     }
     Ok(Endpoint {
         tcp: endpoint_tcp,
@@ -165,20 +170,17 @@ impl Endpoint {
     }
 }
 
-/// Serves `app` on `listener` in `tasks` until `stop`.
-fn serve<L>(tasks: &mut JoinSet<()>, listener: L, app: Router, stop: CancellationToken)
-where
+/// Serves `app` on `listener` in `tasks` until `stop`, within `limits`.
+fn serve<L>(
+    tasks: &mut JoinSet<()>,
+    listener: L,
+    app: Router,
+    limits: Limits,
+    stop: CancellationToken,
+) where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
 {
-    tasks.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!("status endpoint: {e}");
-        }
-    });
+    tasks.spawn(super::listener::serve(listener, app, limits, stop));
 }
 
 fn router(state: AppState) -> Router {

@@ -39,3 +39,63 @@ pub fn wait_for(path: &Path) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A TCP port free a moment ago on 127.0.0.1 (for a config's `[status] listen`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on the status endpoint at `port` (HTTP/1.0): the whole answer when
+/// it is a 200, `None` otherwise or after 5 s.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    answer.starts_with("HTTP/1.0 200").then_some(answer)
+}
+
+/// Waits (bounded) until `child` exits; `None` when it still runs after `within`.
+pub fn exit_within(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// `fota-agent --config <config>`, logging at info, without the environment a
+/// test must not inherit (a config path, systemd's sockets).
+pub fn agent(config: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fota-agent"));
+    c.env("RUST_LOG", "info")
+        .env_remove("FOTA_AGENT_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .arg("--config")
+        .arg(config);
+    c
+}
+
+/// `fota-agent --config <config> run` started, its stderr to `stderr`.
+pub fn start_run(config: &Path, stderr: std::process::Stdio) -> std::process::Child {
+    agent(config)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}

@@ -569,7 +569,7 @@ fn status_table_errors_name_key_and_line() {
             text: "[status]\nport = 8470\n",
             line: 2,
             key: Some("port"),
-            message: "unknown field `port`, expected one of `listen`, `socket`, `token`, `allow_remote`",
+            message: "unknown field `port`, expected one of `listen`, `socket`, `token`, `allow_remote`, `max_connections`, `header_timeout`",
         },
     ]);
 }

@@ -114,7 +114,13 @@ async fn wait_gone(groups: &[Pid], grace: Duration) -> Vec<Pid> {
     let deadline = Instant::now() + grace;
     let mut left = groups.to_vec();
     loop {
-        left.retain(|&pgid| group_alive(pgid));
+        // A `/proc` scan every CANCEL_POLL: on the blocking pool, not the runtime.
+        left = tokio::task::spawn_blocking(move || {
+            left.retain(|&pgid| group_alive(pgid));
+            left
+        })
+        .await
+        .unwrap_or_default();
         if left.is_empty() || Instant::now() >= deadline {
             return left;
         }

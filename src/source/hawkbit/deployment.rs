@@ -138,7 +138,8 @@ pub fn firmware(
         &chunk.version,
         FirmwareLocation::Url(url),
     );
-    fw.size = artifact.size;
+    // An absurd announced size is dropped: the download's own limits apply.
+    fw.size = artifact.size.and_then(crate::server_value::size);
     fw.checksums = checksums(&artifact.hashes)
         .map_err(|e| format!("artifact {:?}: {e}", artifact.filename))?;
     fw.model = Some(chunk.part.clone());

@@ -16,6 +16,7 @@ use super::HawkbitSource;
 use super::wire::ControllerBase;
 use crate::api::ApiError;
 use crate::schedule;
+use crate::server_value;
 use crate::source::EngineLink;
 
 /// Longest wait after repeated errors.
@@ -23,12 +24,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
 /// The wait when the server gives no (or an unreadable) sleep.
 const DEFAULT_SLEEP: Duration = Duration::from_secs(5 * 60);
 
-/// The longest sleep obeyed: a server asking for more (even for
-/// `5120000000000000:00:00`, which overflowed `Duration::mul_f64`) is polled
-/// again after a day.
-const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
-
-/// `HH:MM:SS` → duration, at most [`MAX_SLEEP`].
+/// `HH:MM:SS` → duration, clamped into [`server_value::WAIT`] (even
+/// `5120000000000000:00:00` is polled again after a day).
 pub fn parse_sleep(s: &str) -> Option<Duration> {
     let mut parts = s.trim().split(':');
     let (h, m, sec) = (parts.next()?, parts.next()?, parts.next()?);
@@ -42,13 +39,13 @@ pub fn parse_sleep(s: &str) -> Option<Duration> {
         return None;
     }
     let secs = h.saturating_mul(3600).saturating_add(m * 60 + sec);
-    Some(Duration::from_secs(secs).min(MAX_SLEEP))
+    Some(server_value::wait_secs(secs))
 }
 
 /// The wait after a successful poll: the server's sleep (at most a day) with
 /// the symmetric fleet jitter, never below `floor`.
 pub fn after_success(sleep: Option<Duration>, floor: Duration, r: f64) -> Duration {
-    let base = sleep.unwrap_or(DEFAULT_SLEEP).min(MAX_SLEEP);
+    let base = server_value::clamp(sleep.unwrap_or(DEFAULT_SLEEP), server_value::WAIT);
     schedule::jittered(base, r).max(floor)
 }
 
@@ -150,12 +147,18 @@ mod tests {
     fn parses_hh_mm_ss() {
         assert_eq!(parse_sleep("00:01:00"), Some(Duration::from_secs(60)));
         assert_eq!(parse_sleep("12:00:05"), Some(Duration::from_secs(43205)));
-        assert_eq!(parse_sleep("100:00:00"), Some(MAX_SLEEP));
+        assert_eq!(parse_sleep("100:00:00"), Some(*server_value::WAIT.end()));
         // A hostile sleep is clamped and never panics the poll loop.
         let huge = parse_sleep("5120000000000000:00:00");
-        assert_eq!(huge, Some(MAX_SLEEP));
-        assert!(after_success(huge, Duration::from_secs(30), 1.0) <= MAX_SLEEP.mul_f64(1.2));
-        assert!(after_success(Some(Duration::MAX), Duration::ZERO, 1.0) <= MAX_SLEEP.mul_f64(1.2));
+        assert_eq!(huge, Some(*server_value::WAIT.end()));
+        assert!(
+            after_success(huge, Duration::from_secs(30), 1.0)
+                <= server_value::WAIT.end().mul_f64(1.2)
+        );
+        assert!(
+            after_success(Some(Duration::MAX), Duration::ZERO, 1.0)
+                <= server_value::WAIT.end().mul_f64(1.2)
+        );
         for bad in ["", "1:2", "00:60:00", "a:b:c", "1:2:3:4", "-1:00:00"] {
             assert_eq!(parse_sleep(bad), None, "{bad}");
         }

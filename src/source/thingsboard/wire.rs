@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::config::OtaKind;
+use crate::server_value;
 
 /// The prefix of a package type's attribute and telemetry keys.
 pub fn prefix(kind: OtaKind) -> &'static str {
@@ -59,7 +60,7 @@ pub struct Assignment {
 pub enum AssignmentError {
     #[error("{0}: expected a string")]
     NotAString(String),
-    #[error("{0}: expected a non-negative integer")]
+    #[error("{0}: expected a non-negative integer of at most 64 GiB")]
     NotASize(String),
     #[error("{key}: {message}")]
     Checksum { key: String, message: String },
@@ -89,8 +90,17 @@ pub fn assignment(
     let size_key = format!("{p}_size");
     let size = match shared.get(&size_key) {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.as_u64().ok_or(AssignmentError::NotASize(size_key))?),
-        Some(Value::String(s)) => Some(s.parse().map_err(|_| AssignmentError::NotASize(size_key))?),
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .and_then(server_value::size)
+                .ok_or(AssignmentError::NotASize(size_key))?,
+        ),
+        Some(Value::String(s)) => Some(
+            s.parse()
+                .ok()
+                .and_then(server_value::size)
+                .ok_or(AssignmentError::NotASize(size_key))?,
+        ),
         Some(_) => return Err(AssignmentError::NotASize(size_key)),
     };
     Ok(Some(Assignment {
@@ -244,6 +254,12 @@ mod tests {
     fn bad_attributes_are_errors_not_panics() {
         let attrs = shared(json!({"fw_title": "t", "fw_version": "1", "fw_size": -1}));
         assert!(assignment(&attrs, OtaKind::Firmware).is_err());
+        // A size past any firmware's (here 16 EiB) is refused, as a number or text.
+        for size in [json!(u64::MAX), json!(u64::MAX.to_string())] {
+            let attrs = shared(json!({"fw_title": "t", "fw_version": "1", "fw_size": size}));
+            let e = assignment(&attrs, OtaKind::Firmware).unwrap_err();
+            assert!(e.to_string().contains("at most 64 GiB"), "{e}");
+        }
         let attrs = shared(json!({"fw_title": ["t"], "fw_version": "1"}));
         assert!(assignment(&attrs, OtaKind::Firmware).is_err());
         let attrs = shared(
