@@ -36,6 +36,10 @@ pub struct InFlight {
     /// stop before it decides anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<CommandProcess>,
+    /// The handler passed its commit point: the device is (partly) written, and
+    /// an update that does not end well leaves it needing a re-flash.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub written: bool,
 }
 
 /// A command's process group, identified by its leader's PID and start time

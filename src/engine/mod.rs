@@ -26,7 +26,7 @@ use crate::config::{AgentConfig, Config, DeviceConfig};
 use crate::download::{DownloadConfig, Downloader};
 use crate::handler::UpdateHandler;
 use crate::model::{Firmware, FirmwareLocation, FirmwareStatus, UpdatePolicy};
-use crate::progress::{Outcome, ProcessHook, Progress, ProgressEvent, ProgressStep};
+use crate::progress::{CommitHook, Outcome, ProcessHook, Progress, ProgressEvent, ProgressStep};
 use crate::source::{
     self, CancelOutcome, DeviceVersion, EngineLink, EngineRequest, FirmwareSource,
 };
@@ -513,9 +513,17 @@ impl Engine {
         if let Some(r) = self.inner.running().get_mut(&device.config.id) {
             r.progress = Some(progress.clone());
         }
+        if running.token.is_cancelled() {
+            // Canceled while waiting for a permit: nothing may be written.
+            progress.cancel_before_commit();
+        }
         let (store, id) = (self.inner.store.clone(), device.config.id.clone());
         progress.on_process(ProcessHook(Box::new(move |pgid| {
             survivor::record(&store, &id, pgid)
+        })));
+        let (store, id) = (self.inner.store.clone(), device.config.id.clone());
+        progress.on_commit(CommitHook(Box::new(move || {
+            update::mark_written(&store, &id)
         })));
         let ctx = update::Context {
             store: &self.inner.store,
@@ -535,8 +543,8 @@ impl Engine {
         .await)
     }
 
-    /// Cancels the device's running update, unless its update step already runs
-    /// (the point of no return: the device is being written).
+    /// Cancels the device's running update, unless the device is being written:
+    /// its update step runs or the handler passed its commit point.
     pub fn cancel(&self, device_id: &str) -> CancelOutcome {
         let running = self.inner.running();
         let Some(update) = running.get(device_id).filter(|u| u.updating) else {
@@ -544,6 +552,13 @@ impl Engine {
         };
         let step = update.progress.as_ref().and_then(|p| p.current_step());
         if matches!(step, Some(ProgressStep::Updating | ProgressStep::Rebooting)) {
+            return CancelOutcome::TooLate;
+        }
+        // The handler's commit point (its first write to the device) decides,
+        // atomically: either no write starts, or the cancel is too late.
+        if let Some(p) = &update.progress
+            && !p.cancel_before_commit()
+        {
             return CancelOutcome::TooLate;
         }
         update.token.cancel();

@@ -110,9 +110,23 @@ fn set_phase(store: &Store, id: &str, firmware: &Firmware, phase: Phase) -> Resu
                 phase,
                 started_at: now_secs(),
                 process: None,
+                written: false,
             })
         })
         .map(drop)
+}
+
+/// The handler passed its commit point: the in-flight record says so, for
+/// start-up recovery to know the device may be half-written.
+pub(super) fn mark_written(store: &Store, id: &str) {
+    let saved = store.update(id, |s| {
+        if let Some(f) = &mut s.in_flight {
+            f.written = true;
+        }
+    });
+    if let Err(e) = saved {
+        tracing::error!(device = %id, "cannot record that the device is being written: {e}");
+    }
 }
 
 /// [`Mode::Immediate`], [`Mode::Install`] and [`Mode::TransferOnly`]: fetch and

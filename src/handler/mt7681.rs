@@ -83,11 +83,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::command::CommandHandler;
-use super::xmodem::protocol;
-use super::{HandlerError, UpdateHandler, VerifiedImage, image_sent, report_sent};
+use super::xmodem::{protocol, transfer};
+use super::{HandlerError, UpdateHandler, VerifiedImage};
 use crate::config::{Mt7681Config, Mt7681Region, XmodemProtocol};
 use crate::progress::Progress;
-use crate::serial::{Link, ModemControl, SerialLink, read_byte};
+use crate::serial::{Link, SerialLink, read_byte};
 use crate::version::VersionScheme;
 
 /// Length of the upgrade header, which is also the first XMODEM block.
@@ -105,8 +105,6 @@ pub const RECOVERY_BANNER: &[u8] = b"Recovery Mode";
 pub const UPDATE_COMMAND: &[u8] = b"AT#UpdateFW\r";
 /// The version the engine gives an image installed without `--version`.
 const UNKNOWN_VERSION: &str = "unknown";
-/// Longest time `cancel` spends telling the module to give up.
-const CANCEL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a region lives in the MT7681's flash (the default, non-`XIP_164`
 /// layout of flash_map.h).
@@ -394,9 +392,7 @@ impl UpdateHandler for Mt7681Handler {
         let header = check_image(&data, self.config.region)
             .map_err(|m| HandlerError::failed("mt7681 image", m))?;
         let mut link = self.open()?;
-        if let Err(e) = link.clear_input() {
-            tracing::debug!(device = %self.device_id, "cannot discard stale serial input: {e}");
-        }
+        transfer::clear_stale_input(&mut link, &self.device_id);
         let region = layout(self.config.region);
         tracing::info!(
             device = %self.device_id,
@@ -407,52 +403,33 @@ impl UpdateHandler for Mt7681Handler {
             "upgrading MT7681"
         );
         self.in_transfer.store(true, Ordering::SeqCst);
-        let result = async {
-            self.enter_recovery(&mut link).await?;
-            let total = data.len() as u64;
-            protocol::Sender::new(&mut link, self.options())
-                .send(
-                    protocol::File {
-                        name: "",
-                        data: &data,
-                        mtime: None,
-                    },
-                    |acked| report_sent(progress, acked, total),
-                )
-                .await
-                .map_err(|e| HandlerError::failed(format!("mt7681 {}", e.step), e.message()))
+        if let Err(e) = self.enter_recovery(&mut link).await {
+            transfer::tell_receiver_to_stop(&mut link, &self.device_id).await;
+            self.in_transfer.store(false, Ordering::SeqCst);
+            return Err(e);
         }
-        .await;
-        match result {
-            Ok(()) => {
-                self.in_transfer.store(false, Ordering::SeqCst);
-                tracing::info!(device = %self.device_id, "firmware sent; the module writes it and reboots");
-                image_sent(progress);
-                Ok(())
-            }
-            Err(e) => {
-                if let Err(io) = protocol::send_cancel(&mut link, CANCEL_WRITE_TIMEOUT).await {
-                    tracing::warn!(device = %self.device_id, "cannot send CAN to the module: {io}");
-                }
-                self.in_transfer.store(false, Ordering::SeqCst);
-                Err(e)
-            }
-        }
+        let file = protocol::File {
+            name: "",
+            data: &data,
+            mtime: None,
+        };
+        let opts = self.options();
+        transfer::send_image(
+            &mut link,
+            opts,
+            file,
+            progress,
+            &self.in_transfer,
+            "mt7681 ",
+        )
+        .await?;
+        tracing::info!(device = %self.device_id, "firmware sent; the module writes it and reboots");
+        Ok(())
     }
 
     /// Tells the module to give up (CANs) when a transfer was cut off.
     async fn cancel(&self) {
-        if !self.in_transfer.swap(false, Ordering::SeqCst) {
-            return;
-        }
-        match self.open() {
-            Ok(mut link) => {
-                if let Err(e) = protocol::send_cancel(&mut link, CANCEL_WRITE_TIMEOUT).await {
-                    tracing::warn!(device = %self.device_id, "cannot send CAN to the module: {e}");
-                }
-            }
-            Err(e) => tracing::warn!(device = %self.device_id, "cannot cancel the transfer: {e}"),
-        }
+        transfer::cancel_cut_off(&self.in_transfer, || self.open(), &self.device_id).await;
     }
 }
 

@@ -213,6 +213,7 @@ impl UpdateHandler for Esp8266Handler {
         flasher
             .run(
                 &job,
+                || progress.commit().map_err(|_| HandlerError::Canceled),
                 |done, total| {
                     if in_transfer {
                         let pct = (u64::from(done) * 100 / u64::from(total.max(1))) as u8;
