@@ -184,6 +184,7 @@ mod tests {
                     pgid: 42,
                     start_time: 1234,
                 }),
+                written: true,
             }),
             transferred: None,
             last_outcome: Some(OutcomeRecord {

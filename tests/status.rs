@@ -148,19 +148,20 @@ impl Agent {
 }
 
 /// An agent with one command-handler device `dev` of type `t` running 1.0, the
-/// version offered. Its update waits for `<dir>/go`.
+/// version offered. Its update waits for `<dir>/go`; its version and update
+/// commands append `v` and `u` to `<dir>/calls`.
 fn start(dir: &Path) -> Agent {
     let d = dir.display();
     std::fs::create_dir_all(dir.join("firmware/t")).unwrap();
     offer(dir, "1.0");
     write_exec(
         &dir.join("version.sh"),
-        &format!("cat {d}/version 2>/dev/null || echo 1.0\n"),
+        &format!("echo v >> {d}/calls\ncat {d}/version 2>/dev/null || echo 1.0\n"),
     );
     write_exec(
         &dir.join("update.sh"),
         &format!(
-            "echo 'PROGRESS 10'\nwhile [ ! -e {d}/go ]; do sleep 0.05; done\n\
+            "echo u >> {d}/calls\necho 'PROGRESS 10'\nwhile [ ! -e {d}/go ]; do sleep 0.05; done\n\
              echo \"$FOTA_VERSION\" > {d}/version\necho 'PROGRESS 100'\n"
         ),
     );
@@ -322,6 +323,28 @@ fn status_metrics_events_and_actions_follow_an_update() {
     // token).
     let (code, body) = agent.unix("POST", "/devices/dev/cancel");
     assert_eq!((code, body.contains("too_late")), (409, true), "{body}");
+
+    // One device, one update: asking to update it again is refused, and neither
+    // the endpoint nor `fota-agent check` runs any of its commands beside it.
+    let calls = std::fs::read_to_string(agent.dir.join("calls")).unwrap();
+    assert_eq!(calls.matches('u').count(), 1, "{calls}");
+    let (code, body) = agent.unix("POST", "/devices/dev/update");
+    assert_eq!((code, body.contains("busy")), (409, true), "{body}");
+    let out = crate::agent()
+        .arg("--config")
+        .arg(&agent.config)
+        .arg("check")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("busy: an update to 2.0 is in flight"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(agent.dir.join("calls")).unwrap(),
+        calls
+    );
 
     std::fs::write(agent.dir.join("go"), "").unwrap();
     let s = agent.wait_status("done", |s| !s["devices"][0]["last_outcome"].is_null());

@@ -88,6 +88,7 @@ fn rig(cfg: XmodemConfig, data: &[u8]) -> Rig {
             state_dir: tmp.path().join("state"),
             poll_interval: Duration::from_secs(3600),
             update_timeout: Duration::from_secs(120),
+            confirm_window: Duration::from_secs(30),
             max_concurrent_updates: 1,
         },
         &Default::default(),

@@ -6,6 +6,7 @@
 //! source and a handler.
 
 mod claim;
+mod confirm;
 pub mod decide;
 pub mod fetch;
 mod read_only;
@@ -326,11 +327,15 @@ impl Engine {
             })
     }
 
-    /// Each device's firmware status and the firmware it would get.
+    /// Each device's firmware status and the firmware it would get; a device
+    /// being updated is not asked (see `claim.rs`).
     pub async fn check(&self) -> Vec<DeviceReport> {
         let mut reports = Vec::new();
         for device in &self.inner.devices {
-            reports.push(self.check_device(device).await);
+            match self.busy_report(device) {
+                Some(busy) => reports.push(busy),
+                None => reports.push(self.check_device(device).await),
+            }
         }
         reports
     }
@@ -530,6 +535,7 @@ impl Engine {
             downloader: &self.inner.downloader,
             trust: &self.inner.trust,
             timeout: self.inner.agent.update_timeout,
+            confirm_window: self.inner.agent.confirm_window,
             bytes: &self.inner.bytes,
         };
         Ok(update::run(

@@ -46,24 +46,28 @@ impl Engine {
                         "transfer interrupted by a restart; it starts again");
                     None
                 }
-                Phase::Update => Some(match device.handler.current_version().await {
-                    Ok(Some(v))
-                        if device.config.version_scheme.compare(&v, &in_flight.version)
-                            == Ok(Ordering::Equal) =>
+                Phase::Update => Some(
+                    match super::confirm::read_version(device, self.inner.agent.confirm_window)
+                        .await
                     {
-                        Outcome::Success
-                    }
-                    Ok(Some(v)) => Outcome::Failed(format!(
-                        "interrupted by an agent restart; device reports version {v}, not {}",
-                        in_flight.version
-                    )),
-                    Ok(None) => Outcome::Failed(
-                        "interrupted by an agent restart; device reports no version".into(),
-                    ),
-                    Err(e) => Outcome::Failed(format!(
-                        "interrupted by an agent restart; cannot read the device's version: {e}"
-                    )),
-                }),
+                        Ok(Some(v))
+                            if device.config.version_scheme.compare(&v, &in_flight.version)
+                                == Ok(Ordering::Equal) =>
+                        {
+                            Outcome::Success
+                        }
+                        Ok(Some(v)) => Outcome::Failed(format!(
+                            "interrupted by an agent restart; device reports version {v}, not {}",
+                            in_flight.version
+                        )),
+                        Ok(None) => Outcome::Failed(
+                            "interrupted by an agent restart; device reports no version".into(),
+                        ),
+                        Err(e) => Outcome::Failed(format!(
+                            "interrupted by an agent restart; cannot read the device's version: {e}"
+                        )),
+                    },
+                ),
             };
             if let Some(o) = &outcome {
                 let progress = Progress::new(id, &in_flight.version, self.events());

@@ -57,6 +57,8 @@ pub struct Context<'a> {
     pub downloader: &'a Downloader,
     pub trust: &'a crate::trust::TrustPolicy,
     pub timeout: Duration,
+    /// How long a device that does not answer after its update is asked again.
+    pub confirm_window: Duration,
     /// Firmware bytes fetched, for metrics.
     pub bytes: &'a std::sync::atomic::AtomicU64,
 }
@@ -190,7 +192,7 @@ async fn steps(
     if mode == Mode::Install {
         return Ok(());
     }
-    confirm_version(device, &firmware.version).await
+    confirm_version(device, &firmware.version, ctx.confirm_window).await
 }
 
 /// [`Mode::UpdateTransferred`]: re-verify the staged image, then update.
@@ -217,7 +219,7 @@ async fn update_transferred(
     set_phase(store, id, firmware, Phase::Update)?;
     progress.next()?;
     device.handler.update(&image, progress).await?;
-    confirm_version(device, &firmware.version).await
+    confirm_version(device, &firmware.version, ctx.confirm_window).await
 }
 
 fn transferred(image: &VerifiedImage) -> Transferred {
@@ -232,11 +234,13 @@ fn transferred(image: &VerifiedImage) -> Transferred {
 }
 
 /// After the handler reports success, the device must report the target version
-/// (when it can report one at all).
-pub async fn confirm_version(device: &Device, expected: &str) -> Result<(), UpdateError> {
-    let reported = device
-        .handler
-        .current_version()
+/// (when it can report one at all), within the confirm window.
+async fn confirm_version(
+    device: &Device,
+    expected: &str,
+    window: Duration,
+) -> Result<(), UpdateError> {
+    let reported = super::confirm::read_version(device, window)
         .await
         .map_err(|e| UpdateError::VersionCheck(e.to_string()))?;
     let Some(reported) = reported else {
