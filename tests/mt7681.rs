@@ -318,6 +318,44 @@ async fn module_silent_mid_transfer_fails_naming_the_block_then_retry_works() {
     assert_eq!(sim.region_contents().unwrap(), &data[..]);
 }
 
+/// A transfer cut off after the first block leaves the module half-written (only
+/// its recovery firmware answers, `IoT_REC_…`): the agent records that it needs
+/// a re-flash (`/status`: `needs_reflash`), and the next cycle writes the same
+/// verified image again although no version rule would pick it.
+#[tokio::test]
+async fn a_module_left_half_written_is_flashed_again_by_the_next_cycle() {
+    let pty = Pty::open();
+    let data = contents(2000, 9);
+    let rig = rig(
+        &pty,
+        Mt7681Region::Sta,
+        &header_bin(Mt7681Region::Sta, &data),
+        "1.0",
+        true,
+    );
+    let mut sim_cfg = rig.sim();
+    sim_cfg.faults.silent_from_block = Some(5);
+    sim_cfg.idle = Duration::from_secs(2);
+    let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
+    failure(&outcome);
+    assert_eq!(sim.outcome, SimOutcome::Silent);
+    // The module reboots into its recovery firmware only.
+    std::fs::write(&rig.version_file, "IoT_REC_v1.0.2\n").unwrap();
+    let state = rig.engine.store().load("wifi").unwrap();
+    let record = state.reflash.expect("needs re-flash");
+    assert_eq!((record.version.as_str(), record.attempts), ("2.0", 0));
+
+    let (results, sim) = tokio::join!(rig.engine.run_once(), mt7681_sim::run(&pty, rig.sim()));
+    assert_eq!(results[0].outcome, Some(Outcome::Success), "{sim:?}");
+    assert_eq!(results[0].version.as_deref(), Some("2.0"));
+    assert_eq!(sim.region_contents().unwrap(), &data[..]);
+    let state = rig.engine.store().load("wifi").unwrap();
+    assert!(state.reflash.is_none(), "{state:?}");
+    // Nothing more to do: the next cycle leaves the module alone.
+    let results = rig.engine.run_once().await;
+    assert_eq!(results[0].outcome, None);
+}
+
 // ---------------------------------------------------------------- refusals
 
 /// With the engine's `only_newer` off (config validation forbids that for

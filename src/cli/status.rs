@@ -139,7 +139,10 @@ pub fn table(s: &Snapshot, now: u64) -> String {
             d.id.clone(),
             d.device_type.clone(),
             d.current_version.clone().unwrap_or_else(|| "?".into()),
-            d.status.to_string(),
+            match &d.needs_reflash {
+                Some(r) => format!("NEEDS RE-FLASH {}", r.version),
+                None => d.status.to_string(),
+            },
             d.available
                 .as_ref()
                 .map_or("-".into(), |a| a.version.clone()),

@@ -11,6 +11,7 @@ pub mod decide;
 pub mod fetch;
 mod read_only;
 pub mod recover;
+mod reflash;
 mod survivor;
 pub mod update;
 
@@ -439,6 +440,12 @@ impl Engine {
             version: None,
             outcome: None,
         };
+        if let Some((version, outcome)) = self.reflash(device, claim).await {
+            result.version = Some(version);
+            result.outcome = outcome;
+            self.confirmed(&result);
+            return result;
+        }
         let Some(firmware) = report.selection.candidate else {
             return result;
         };
@@ -484,17 +491,23 @@ impl Engine {
                 .unwrap_or(None);
             result.status = FirmwareStatus::UpdateExecutable;
         }
-        if result.outcome == Some(Outcome::Success) {
-            // The device confirmed the new version: what the status endpoint shows
-            // until the next poll.
-            let mut poll = self.inner.poll.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(r) = poll.reports.get_mut(&id) {
-                r.current_version.clone_from(&result.version);
-                r.status = FirmwareStatus::UpToDate;
-                r.selection.candidate = None;
-            }
-        }
+        self.confirmed(&result);
         result
+    }
+
+    /// The device confirmed the new version: what the status endpoint shows
+    /// until the next poll.
+    fn confirmed(&self, result: &CycleResult) {
+        if result.outcome != Some(Outcome::Success) {
+            return;
+        }
+        let mut poll = self.inner.poll.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = poll.reports.get_mut(&result.device_id) {
+            r.current_version.clone_from(&result.version);
+            r.status = FirmwareStatus::UpToDate;
+            r.selection.candidate = None;
+            r.error = None;
+        }
     }
 
     /// Runs one update of `device` (one at a time per device; waits for a global

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Device;
 use super::fetch::{self, FetchError};
+use super::{Device, reflash};
 use crate::download::Downloader;
 use crate::handler::{HandlerError, VerifiedImage};
 use crate::model::Firmware;
@@ -30,6 +30,9 @@ pub enum Mode {
     /// Like `Immediate`, for an operator's local image of unknown version: the
     /// version the device reports afterwards cannot be checked.
     Install,
+    /// TRANSFERRING → UPDATING with the image a device was left half-written
+    /// with (see `reflash.rs`), re-verified first.
+    Reflash,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,8 @@ pub enum UpdateError {
     VersionCheck(String),
     #[error("no firmware was transferred for version {0}")]
     NotTransferred(String),
+    #[error("no re-flash is recorded for version {0}")]
+    NoReflash(String),
 }
 
 /// What every update shares: where state lives, how to download and what to
@@ -103,8 +108,15 @@ pub async fn run(
     outcome
 }
 
-/// Records which phase the update of `firmware` is in, for a restart to resolve.
-fn set_phase(store: &Store, id: &str, firmware: &Firmware, phase: Phase) -> Result<(), StoreError> {
+/// Records which phase the update of `firmware` is in, for a restart to resolve;
+/// `image` is the one the update step writes.
+fn set_phase(
+    store: &Store,
+    id: &str,
+    firmware: &Firmware,
+    phase: Phase,
+    image: Option<&VerifiedImage>,
+) -> Result<(), StoreError> {
     store
         .update(id, |s| {
             s.in_flight = Some(InFlight {
@@ -113,6 +125,7 @@ fn set_phase(store: &Store, id: &str, firmware: &Firmware, phase: Phase) -> Resu
                 started_at: now_secs(),
                 process: None,
                 written: false,
+                sha256: image.map(|i| transferred(i).sha256),
             })
         })
         .map(drop)
@@ -141,8 +154,8 @@ async fn steps(
     mode: Mode,
     progress: &Progress,
 ) -> Result<(), UpdateError> {
-    if mode == Mode::UpdateTransferred {
-        return update_transferred(ctx, device, firmware, progress).await;
+    if matches!(mode, Mode::UpdateTransferred | Mode::Reflash) {
+        return update_staged(ctx, device, firmware, mode, progress).await;
     }
     use ProgressStep::*;
     let store = ctx.store;
@@ -156,7 +169,7 @@ async fn steps(
         _ => &[Downloading, Transferring, Updating],
     };
     progress.define_sequence(sequence)?;
-    set_phase(store, id, firmware, Phase::Transfer)?;
+    set_phase(store, id, firmware, Phase::Transfer, None)?;
     progress.next()?;
     let fetch_ctx = fetch::FetchContext {
         downloads: &store.downloads_dir(),
@@ -184,7 +197,7 @@ async fn steps(
         progress.pending()?;
         return Ok(());
     }
-    set_phase(store, id, firmware, Phase::Update)?;
+    set_phase(store, id, firmware, Phase::Update, Some(&image))?;
     // A handler without background transfer is entered at TRANSFERRING and
     // moves to UPDATING itself.
     progress.next()?;
@@ -195,28 +208,42 @@ async fn steps(
     confirm_version(device, &firmware.version, ctx.confirm_window).await
 }
 
-/// [`Mode::UpdateTransferred`]: re-verify the staged image, then update.
-async fn update_transferred(
+/// [`Mode::UpdateTransferred`] and [`Mode::Reflash`]: re-verify the staged image
+/// (by the SHA-256 its record holds), then update.
+async fn update_staged(
     ctx: &Context<'_>,
     device: &Device,
     firmware: &Firmware,
+    mode: Mode,
     progress: &Progress,
 ) -> Result<(), UpdateError> {
     let store = ctx.store;
     let id = &device.config.id;
-    progress.define_sequence(if device.handler.background_transfer().is_some() {
-        &[ProgressStep::Updating]
-    } else {
-        &[ProgressStep::Transferring, ProgressStep::Updating]
-    })?;
+    let reflash = mode == Mode::Reflash;
+    progress.define_sequence(
+        if device.handler.background_transfer().is_some() && !reflash {
+            &[ProgressStep::Updating]
+        } else {
+            &[ProgressStep::Transferring, ProgressStep::Updating]
+        },
+    )?;
     let state = store.load(id)?;
-    let staged = state
-        .transferred
-        .filter(|t| t.version == firmware.version)
-        .ok_or_else(|| UpdateError::NotTransferred(firmware.version.clone()))?;
+    let version = &firmware.version;
+    let sha256 = if reflash {
+        let r = state.reflash.filter(|r| &r.version == version);
+        r.map(|r| r.sha256)
+            .ok_or_else(|| UpdateError::NoReflash(version.clone()))?
+    } else {
+        let t = state.transferred.filter(|t| &t.version == version);
+        t.map(|t| t.sha256)
+            .ok_or_else(|| UpdateError::NotTransferred(version.clone()))?
+    };
     let path = fetch::image_path(&store.downloads_dir(), id);
-    let image = fetch::reverify(&path, firmware, &staged.sha256).await?;
-    set_phase(store, id, firmware, Phase::Update)?;
+    let mut image = fetch::reverify(&path, firmware, &sha256).await?;
+    if reflash {
+        image = image.for_reflash();
+    }
+    set_phase(store, id, firmware, Phase::Update, Some(&image))?;
     progress.next()?;
     device.handler.update(&image, progress).await?;
     confirm_version(device, &firmware.version, ctx.confirm_window).await
@@ -283,10 +310,18 @@ fn finish(
         outcome: outcome.clone(),
         finished_at: now_secs(),
     };
-    let keep_staged = mode == Mode::TransferOnly;
+    let mut keep_staged = mode == Mode::TransferOnly;
     let saved = store.update(id, |s| {
-        s.in_flight = None;
-        if !keep_staged {
+        let in_flight = s.in_flight.take();
+        let was_reflash = mode == Mode::Reflash;
+        s.reflash =
+            reflash::next_record(s.reflash.take(), in_flight.as_ref(), &outcome, was_reflash);
+        if let Some(r) = &s.reflash {
+            tracing::warn!(device = %id, firmware_version = %r.version,
+                "the device was left half-written: it needs a re-flash");
+        }
+        keep_staged |= s.reflash.is_some();
+        if mode != Mode::TransferOnly {
             s.transferred = None;
         }
         s.last_outcome = Some(record);

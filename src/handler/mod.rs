@@ -26,6 +26,7 @@ pub struct VerifiedImage {
     path: PathBuf,
     firmware: Firmware,
     digests: Digests,
+    reflash: bool,
 }
 
 impl VerifiedImage {
@@ -34,7 +35,23 @@ impl VerifiedImage {
             path,
             firmware,
             digests,
+            reflash: false,
         }
+    }
+
+    /// The same image, to be written again over a device left half-written.
+    pub(crate) fn for_reflash(self) -> Self {
+        VerifiedImage {
+            reflash: true,
+            ..self
+        }
+    }
+
+    /// Whether this write repeats one that left the device half-written: the
+    /// version the device reports then says nothing (it may run only its
+    /// recovery firmware), so a handler must not refuse by it.
+    pub fn is_reflash(&self) -> bool {
+        self.reflash
     }
 
     pub fn path(&self) -> &Path {

@@ -385,7 +385,9 @@ impl UpdateHandler for Mt7681Handler {
     }
 
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
-        self.check_version(&image.firmware().version).await?;
+        if !image.is_reflash() {
+            self.check_version(&image.firmware().version).await?;
+        }
         let data = tokio::fs::read(image.path()).await.map_err(|e| {
             HandlerError::io(format!("reading image {}", image.path().display()), e)
         })?;
