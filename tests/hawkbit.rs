@@ -569,6 +569,57 @@ async fn feedback_that_cannot_be_delivered_survives_a_restart() {
     assert_eq!(dev.updates.load(Ordering::SeqCst), 1, "not installed again");
 }
 
+/// An agent stopped after the server took `closed` and before it was dequeued
+/// sends it again at its next start; the server answers 410 (the action is
+/// closed), which counts as delivered: the queue drains and what follows it
+/// still goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_sent_again_after_a_restart_is_answered_410_and_delivered() {
+    let Ext { server, .. } = ext("forced", "forced", None).await;
+    server.script().refuse_feedback = true;
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::new("1.0");
+    let devices = || {
+        vec![(
+            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
+            dev.clone(),
+        )]
+    };
+    let first = engine(state.path(), &ext_config(&server), devices());
+    let run = start(&first);
+    let saved_queue = state.path().join("hawkbit.json");
+    let queued_closed =
+        || std::fs::read_to_string(&saved_queue).is_ok_and(|s| s.contains("\"closed\""));
+    until("closed queued", queued_closed).await;
+    run.stop().await;
+    drop(first);
+    // What the disk holds if the agent stops between sending and dequeuing.
+    let unsent = std::fs::read(&saved_queue).unwrap();
+
+    server.script().refuse_feedback = false;
+    let run = start(&engine(state.path(), &ext_config(&server), devices()));
+    until("closed delivered", || !server.script().closed.is_empty()).await;
+    until("queue drained", || !queued_closed()).await;
+    run.stop().await;
+
+    std::fs::write(&saved_queue, unsent).unwrap();
+    let before = server.seen().len();
+    let run = start(&engine(state.path(), &ext_config(&server), devices()));
+    until("queue drained again", || !queued_closed()).await;
+    run.stop().await;
+    let repeats: Vec<_> = server.seen()[before..]
+        .iter()
+        .filter(|s| {
+            s.body
+                .as_ref()
+                .is_some_and(|b| b["status"]["execution"] == "closed")
+        })
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(repeats.len(), 1, "{repeats:?}");
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 1, "not installed again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_interrupted_by_a_restart_reports_its_true_outcome_once() {
     let Ext { server, .. } = ext("forced", "forced", None).await;

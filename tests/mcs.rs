@@ -543,6 +543,7 @@ async fn an_outcome_resolved_by_restart_recovery_is_reported() {
                 started_at: 1,
                 process: None,
                 written: false,
+                sha256: None,
             })
         })
         .unwrap();

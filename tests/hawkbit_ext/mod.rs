@@ -44,6 +44,9 @@ pub struct Script {
     pub files: Vec<(String, Vec<u8>)>,
     /// Feedback POSTs answered 503 while this is true.
     pub refuse_feedback: bool,
+    /// Feedback paths (`…/deploymentBase/{id}/feedback`) whose action a
+    /// `closed` message closed: like hawkBit, later feedback gets 410 Gone.
+    pub closed: Vec<String>,
 }
 
 pub struct DdiServer {
@@ -170,7 +173,10 @@ async fn serve(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let body = serde_json::from_slice(&buf[head_end..]).ok();
+    let body: Option<serde_json::Value> = serde_json::from_slice(&buf[head_end..]).ok();
+    let closes = body
+        .as_ref()
+        .is_some_and(|b| b["status"]["execution"] == "closed");
     seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path: path.clone(),
@@ -180,7 +186,7 @@ async fn serve(
     });
     let controller = format!("/{TENANT}/controller/v1/{TARGET}");
     let reply: (u16, Vec<u8>, &str) = {
-        let s = script.lock().unwrap();
+        let mut s = script.lock().unwrap();
         let authorized = authorization.as_deref() == Some(&format!("TargetToken {TOKEN}"));
         let json = |v: serde_json::Value| (200, v.to_string().into_bytes(), "application/json");
         if !authorized {
@@ -209,7 +215,12 @@ async fn serve(
         } else if method == "POST" && path.ends_with("/feedback") {
             if s.refuse_feedback {
                 (503, Vec::new(), "text/plain")
+            } else if s.closed.contains(&path) {
+                (410, Vec::new(), "text/plain")
             } else {
+                if closes {
+                    s.closed.push(path.clone());
+                }
                 (200, Vec::new(), "text/plain")
             }
         } else if method == "PUT" && path == format!("{controller}/configData") {
