@@ -406,6 +406,55 @@ async fn an_interrupted_download_resumes_at_its_chunk() {
     assert_eq!(std::fs::read(&part).unwrap(), data);
 }
 
+/// A package without a size is still bounded: the chunk that passes
+/// `max_image_size` fails the fetch and is not written; a reserve larger than
+/// the free space refuses it before the first chunk.
+#[tokio::test]
+async fn chunk_downloads_honour_max_image_size_and_the_free_space_reserve() {
+    let server = TbServer::start(&[TOKEN]).await;
+    let data = image(10 * 1024, 6);
+    server.assign(TOKEN, "fw", "esp-fw", "4.0", &data, "SHA256");
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("esp-1.img.part");
+    let transport = Arc::new(HttpTransport::new(
+        &DownloadConfig::default(),
+        &server.url(),
+        Duration::from_millis(200),
+    ));
+    let fetcher = |download: DownloadConfig| ChunkFetcher {
+        transport: transport.clone(),
+        token: AccessToken(TOKEN.into()),
+        kind: OtaKind::Firmware,
+        title: "esp-fw".into(),
+        version: "4.0".into(),
+        size: None,
+        chunk_size: 1024,
+        download,
+    };
+    let noop = |_: u64, _: Option<u64>| {};
+    let capped = DownloadConfig {
+        max_image_size: Some(3 * 1024 + 100),
+        ..fast_download()
+    };
+    let err = fetcher(capped).fetch(&part, &noop).await.unwrap_err();
+    assert!(
+        err.message.contains("chunk 3") && err.message.contains("max_image_size"),
+        "{err}"
+    );
+    assert!(!err.transient, "{err}");
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), 3 * 1024);
+
+    std::fs::remove_file(&part).unwrap();
+    let before = server.requests().len();
+    let no_room = DownloadConfig {
+        free_space_reserve: u64::MAX / 2,
+        ..fast_download()
+    };
+    let err = fetcher(no_room).fetch(&part, &noop).await.unwrap_err();
+    assert!(err.message.contains("not enough space"), "{err}");
+    assert_eq!(server.requests().len(), before, "no chunk asked for");
+}
+
 /// A signed bundle (tar of the image and its `.minisig`) as the package, with
 /// only an MD5 of the bundle from the server, as ThingsBoard's defaults send.
 fn signed_bundle(dir: &Path, signer: &minisign::KeyPair, data: &[u8], comment: &str) -> Vec<u8> {
