@@ -444,6 +444,36 @@ fn status_command_says_when_the_agent_is_not_running() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("status endpoint is off"));
 }
 
+/// Whatever answers on the status port, `status` reads at most 4 MiB of it.
+#[test]
+fn status_command_caps_the_answer_it_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = tmp.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[status]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    // An endless answer, until the reader hangs up.
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n{\"devices\": [");
+        let chunk = vec![b' '; 64 * 1024];
+        while s.write_all(&chunk).is_ok() {}
+    });
+    let out = agent()
+        .arg("--config")
+        .arg(&config)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("larger than 4194304 bytes"), "{err}");
+}
+
 #[test]
 fn version_flag_prints_the_version() {
     let out = agent().arg("--version").output().unwrap();
