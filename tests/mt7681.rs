@@ -356,6 +356,30 @@ async fn a_module_left_half_written_is_flashed_again_by_the_next_cycle() {
     assert_eq!(results[0].outcome, None);
 }
 
+/// An offer larger than the configured region can hold fails before a byte is
+/// downloaded, naming the limit; the module is not touched.
+#[tokio::test]
+async fn an_image_larger_than_the_region_fails_before_the_download() {
+    let pty = Pty::open();
+    let rig = rig(&pty, Mt7681Region::Sta, b"unused", "1.0", true);
+    let folder = rig.tmp.path().join("firmware/mt7681");
+    std::fs::create_dir_all(&folder).unwrap();
+    let too_big = header_bin(Mt7681Region::Sta, &contents(0x2_F000 + 1, 10));
+    std::fs::write(folder.join("fw.bin"), &too_big).unwrap();
+    std::fs::write(
+        folder.join("fw.properties"),
+        "version = 2.0\nimage = fw.bin\n",
+    )
+    .unwrap();
+    let results = rig.engine.run_once().await;
+    let reason = failure(results[0].outcome.as_ref().unwrap());
+    assert!(reason.contains("does not fit the device"), "{reason}");
+    assert!(reason.contains(&(128 + 0x2_F000).to_string()), "{reason}");
+    assert_eq!(rig.engine.bytes_fetched(), 0);
+    let downloads = rig.tmp.path().join("state/downloads");
+    assert_eq!(std::fs::read_dir(downloads).unwrap().count(), 0);
+}
+
 // ---------------------------------------------------------------- refusals
 
 /// With the engine's `only_newer` off (config validation forbids that for

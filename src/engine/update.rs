@@ -53,6 +53,8 @@ pub enum UpdateError {
     NotTransferred(String),
     #[error("no re-flash is recorded for version {0}")]
     NoReflash(String),
+    #[error("image of {size} bytes does not fit the device ({limit} bytes at most)")]
+    TooLargeForDevice { size: u64, limit: u64 },
 }
 
 /// What every update shares: where state lives, how to download and what to
@@ -169,6 +171,7 @@ async fn steps(
         _ => &[Downloading, Transferring, Updating],
     };
     progress.define_sequence(sequence)?;
+    fits(device, firmware.size)?;
     set_phase(store, id, firmware, Phase::Transfer, None)?;
     progress.next()?;
     let fetch_ctx = fetch::FetchContext {
@@ -185,6 +188,7 @@ async fn steps(
         progress,
     )
     .await?;
+    fits(device, Some(image.digests().length))?;
     if let Some(bg) = background {
         progress.next()?;
         bg.transfer(&image, progress).await?;
@@ -206,6 +210,17 @@ async fn steps(
         return Ok(());
     }
     confirm_version(device, &firmware.version, ctx.confirm_window).await
+}
+
+/// Refuses an image larger than the device can take (see
+/// [`crate::handler::UpdateHandler::image_limit`]).
+fn fits(device: &Device, size: Option<u64>) -> Result<(), UpdateError> {
+    match (size, device.handler.image_limit()) {
+        (Some(size), Some(limit)) if size > limit => {
+            Err(UpdateError::TooLargeForDevice { size, limit })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// [`Mode::UpdateTransferred`] and [`Mode::Reflash`]: re-verify the staged image

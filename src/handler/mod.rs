@@ -143,6 +143,13 @@ pub trait UpdateHandler: Send + Sync {
     /// confirms by the version the device reports.
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError>;
 
+    /// The largest image the device can take (its flash, the configured
+    /// region), when known: the engine refuses a larger offer before it
+    /// downloads a byte (and a larger download before the device is touched).
+    fn image_limit(&self) -> Option<u64> {
+        None
+    }
+
     /// Stops a running `transfer` or `update` as soon as possible. Called by the
     /// engine on cancel and on timeout, after it dropped the running future.
     async fn cancel(&self) {}

@@ -384,6 +384,11 @@ impl UpdateHandler for Mt7681Handler {
         self.version.current_version().await
     }
 
+    /// The upgrade header and what the configured region holds.
+    fn image_limit(&self) -> Option<u64> {
+        Some(HEADER_LEN as u64 + u64::from(layout(self.config.region).size))
+    }
+
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
         if !image.is_reflash() {
             self.check_version(&image.firmware().version).await?;

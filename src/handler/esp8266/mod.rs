@@ -183,6 +183,11 @@ impl UpdateHandler for Esp8266Handler {
         super::command::version_from(self.version.as_ref()).await
     }
 
+    /// What the 16 MiB an ESP8266 addresses leave above `flash_offset`.
+    fn image_limit(&self) -> Option<u64> {
+        Some(MAX_FLASH.saturating_sub(u64::from(self.flash_offset)))
+    }
+
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
         let path = image.path();
         let bytes = tokio::fs::read(path)
