@@ -223,7 +223,7 @@ pub struct Mt7681Handler {
     device_id: String,
     config: Mt7681Config,
     scheme: VersionScheme,
-    version: CommandHandler,
+    version: Option<CommandHandler>,
     /// A transfer began and did not end with an acknowledged EOT or sent CANs.
     in_transfer: AtomicBool,
 }
@@ -235,12 +235,7 @@ impl Mt7681Handler {
         scheme: VersionScheme,
         config: &Mt7681Config,
     ) -> Self {
-        let version = CommandHandler::version_only(
-            device_id,
-            device_type,
-            config.version_command.clone(),
-            config.command_timeout,
-        );
+        let version = CommandHandler::serial_version(device_id, device_type, config);
         Mt7681Handler {
             device_id: device_id.to_string(),
             config: config.clone(),
@@ -265,7 +260,7 @@ impl Mt7681Handler {
                  upgrades to a higher version",
             ));
         }
-        let current = match self.version.current_version().await {
+        let current = match super::command::version_from(self.version.as_ref()).await {
             Ok(Some(v)) => v,
             Ok(None) => {
                 return Err(HandlerError::failed(
@@ -381,7 +376,7 @@ async fn wait_for_text<L: Link>(
 #[async_trait]
 impl UpdateHandler for Mt7681Handler {
     async fn current_version(&self) -> Result<Option<String>, HandlerError> {
-        self.version.current_version().await
+        super::command::version_from(self.version.as_ref()).await
     }
 
     /// The upgrade header and what the configured region holds.

@@ -116,12 +116,7 @@ pub struct Esp8266Handler {
 
 impl Esp8266Handler {
     pub fn new(device_id: &str, device_type: &str, config: &Esp8266Config) -> Self {
-        let version = CommandHandler::optional_version(
-            device_id,
-            device_type,
-            config.version_command.as_ref(),
-            config.command_timeout,
-        );
+        let version = CommandHandler::serial_version(device_id, device_type, config);
         Esp8266Handler {
             device_id: device_id.to_string(),
             port: config.serial.port.clone(),

@@ -109,12 +109,7 @@ pub struct XmodemHandler {
 
 impl XmodemHandler {
     pub fn new(device_id: &str, device_type: &str, config: &XmodemConfig) -> Self {
-        let version = CommandHandler::optional_version(
-            device_id,
-            device_type,
-            config.version_command.as_ref(),
-            config.command_timeout,
-        );
+        let version = CommandHandler::serial_version(device_id, device_type, config);
         XmodemHandler {
             device_id: device_id.to_string(),
             config: config.clone(),
