@@ -136,11 +136,30 @@ impl Rig {
         s
     }
 
+    /// A module that stops answering at data block `block` (a cut transfer).
+    fn silent_from_block(&self, block: u32) -> SimConfig {
+        let mut s = self.sim();
+        s.faults.silent_from_block = Some(block);
+        s.idle = Duration::from_secs(2);
+        s
+    }
+
     fn kinds(&mut self) -> Vec<ProgressKind> {
         std::iter::from_fn(|| self.events.try_recv().ok())
             .map(|e| e.kind)
             .collect()
     }
+}
+
+/// [`rig`] for an STA image of `data`, the module running 1.0.
+fn sta_rig(pty: &Pty, data: &[u8]) -> Rig {
+    rig(
+        pty,
+        Mt7681Region::Sta,
+        &header_bin(Mt7681Region::Sta, data),
+        "1.0",
+        true,
+    )
 }
 
 /// Everything outside `[offset, offset + len)` is still erased (0xFF).
@@ -214,13 +233,7 @@ async fn ap_firmware_lands_at_0x4f000() {
 async fn nak_corruption_and_chatter_are_recovered() {
     let pty = Pty::open();
     let data = contents(3000, 3);
-    let rig = rig(
-        &pty,
-        Mt7681Region::Sta,
-        &header_bin(Mt7681Region::Sta, &data),
-        "1.0",
-        true,
-    );
+    let rig = sta_rig(&pty, &data);
     let mut sim_cfg = rig.sim();
     sim_cfg.faults = Faults {
         nak: Some(2),
@@ -252,13 +265,7 @@ async fn nak_corruption_and_chatter_are_recovered() {
 async fn silent_module_fails_in_recovery_step_then_a_second_attempt_works() {
     let pty = Pty::open();
     let data = contents(2000, 4);
-    let rig = rig(
-        &pty,
-        Mt7681Region::Sta,
-        &header_bin(Mt7681Region::Sta, &data),
-        "1.0",
-        true,
-    );
+    let rig = sta_rig(&pty, &data);
     let mut sim_cfg = rig.sim();
     sim_cfg.faults.silent = true;
     sim_cfg.idle = Duration::from_secs(2);
@@ -286,16 +293,8 @@ async fn silent_module_fails_in_recovery_step_then_a_second_attempt_works() {
 async fn module_silent_mid_transfer_fails_naming_the_block_then_retry_works() {
     let pty = Pty::open();
     let data = contents(2000, 5);
-    let rig = rig(
-        &pty,
-        Mt7681Region::Sta,
-        &header_bin(Mt7681Region::Sta, &data),
-        "1.0",
-        true,
-    );
-    let mut sim_cfg = rig.sim();
-    sim_cfg.faults.silent_from_block = Some(3);
-    sim_cfg.idle = Duration::from_secs(2);
+    let rig = sta_rig(&pty, &data);
+    let sim_cfg = rig.silent_from_block(3);
     let started = Instant::now();
     let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
     let elapsed = started.elapsed();
@@ -326,16 +325,8 @@ async fn module_silent_mid_transfer_fails_naming_the_block_then_retry_works() {
 async fn a_module_left_half_written_is_flashed_again_by_the_next_cycle() {
     let pty = Pty::open();
     let data = contents(2000, 9);
-    let rig = rig(
-        &pty,
-        Mt7681Region::Sta,
-        &header_bin(Mt7681Region::Sta, &data),
-        "1.0",
-        true,
-    );
-    let mut sim_cfg = rig.sim();
-    sim_cfg.faults.silent_from_block = Some(5);
-    sim_cfg.idle = Duration::from_secs(2);
+    let rig = sta_rig(&pty, &data);
+    let sim_cfg = rig.silent_from_block(5);
     let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
     failure(&outcome);
     assert_eq!(sim.outcome, SimOutcome::Silent);

@@ -414,6 +414,18 @@ fn status_metrics_events_and_actions_follow_an_update() {
     agent.stop();
 }
 
+/// `fota-agent status` with `config`, which must fail.
+fn failed_status(config: &Path) -> std::process::Output {
+    let out = agent()
+        .arg("--config")
+        .arg(config)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    out
+}
+
 #[test]
 fn status_command_says_when_the_agent_is_not_running() {
     let tmp = tempfile::tempdir().unwrap();
@@ -423,24 +435,12 @@ fn status_command_says_when_the_agent_is_not_running() {
         format!("[status]\nlisten = \"127.0.0.1:{}\"\n", free_port()),
     )
     .unwrap();
-    let out = agent()
-        .arg("--config")
-        .arg(&config)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let out = failed_status(&config);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is it running?"), "{err}");
 
     std::fs::write(&config, "[status]\nlisten = \"off\"\n").unwrap();
-    let out = agent()
-        .arg("--config")
-        .arg(&config)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let out = failed_status(&config);
     assert!(String::from_utf8_lossy(&out.stderr).contains("status endpoint is off"));
 }
 
@@ -463,13 +463,7 @@ fn status_command_caps_the_answer_it_reads() {
         let chunk = vec![b' '; 64 * 1024];
         while s.write_all(&chunk).is_ok() {}
     });
-    let out = agent()
-        .arg("--config")
-        .arg(&config)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let out = failed_status(&config);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("larger than 4194304 bytes"), "{err}");
 }

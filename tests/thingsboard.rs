@@ -341,6 +341,30 @@ async fn reports_are_queued_durably_and_sent_once_after_a_restart() {
     );
 }
 
+/// The fetcher of `esp-fw` `version` from the stand-in, 1 KiB chunks.
+fn chunk_fetcher(
+    server: &TbServer,
+    version: &str,
+    size: Option<u64>,
+    download: DownloadConfig,
+) -> ChunkFetcher {
+    let transport = HttpTransport::new(
+        &DownloadConfig::default(),
+        &server.url(),
+        Duration::from_millis(200),
+    );
+    ChunkFetcher {
+        transport: Arc::new(transport),
+        token: AccessToken(TOKEN.into()),
+        kind: OtaKind::Firmware,
+        title: "esp-fw".into(),
+        version: version.into(),
+        size,
+        chunk_size: 1024,
+        download,
+    }
+}
+
 #[tokio::test]
 async fn an_interrupted_download_resumes_at_its_chunk() {
     let server = TbServer::start(&[TOKEN]).await;
@@ -348,23 +372,12 @@ async fn an_interrupted_download_resumes_at_its_chunk() {
     server.assign(TOKEN, "fw", "esp-fw", "3.0", &data, "SHA256");
     let dir = tempfile::tempdir().unwrap();
     let part = dir.path().join("esp-1.img.part");
-    let transport = Arc::new(HttpTransport::new(
-        &DownloadConfig::default(),
-        &server.url(),
-        Duration::from_millis(200),
-    ));
-    let fetcher = |attempts: u32| ChunkFetcher {
-        transport: transport.clone(),
-        token: AccessToken(TOKEN.into()),
-        kind: OtaKind::Firmware,
-        title: "esp-fw".into(),
-        version: "3.0".into(),
-        size: Some(data.len() as u64),
-        chunk_size: 1024,
-        download: DownloadConfig {
+    let fetcher = |attempts: u32| {
+        let download = DownloadConfig {
             max_attempts: attempts,
             ..fast_download()
-        },
+        };
+        chunk_fetcher(&server, "3.0", Some(data.len() as u64), download)
     };
     // Chunk 4 fails every attempt of the first fetch.
     for _ in 0..2 {
@@ -416,21 +429,7 @@ async fn chunk_downloads_honour_max_image_size_and_the_free_space_reserve() {
     server.assign(TOKEN, "fw", "esp-fw", "4.0", &data, "SHA256");
     let dir = tempfile::tempdir().unwrap();
     let part = dir.path().join("esp-1.img.part");
-    let transport = Arc::new(HttpTransport::new(
-        &DownloadConfig::default(),
-        &server.url(),
-        Duration::from_millis(200),
-    ));
-    let fetcher = |download: DownloadConfig| ChunkFetcher {
-        transport: transport.clone(),
-        token: AccessToken(TOKEN.into()),
-        kind: OtaKind::Firmware,
-        title: "esp-fw".into(),
-        version: "4.0".into(),
-        size: None,
-        chunk_size: 1024,
-        download,
-    };
+    let fetcher = |download| chunk_fetcher(&server, "4.0", None, download);
     let noop = |_: u64, _: Option<u64>| {};
     let capped = DownloadConfig {
         max_image_size: Some(3 * 1024 + 100),
