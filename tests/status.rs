@@ -297,8 +297,9 @@ fn status_metrics_events_and_actions_follow_an_update() {
     assert_eq!(code, 202, "{body}");
 
     // In flight: the update step waits for `go`.
-    let s = agent.wait_status("updating", |s| {
+    let s = agent.wait_status("updating at 10%", |s| {
         s["devices"][0]["update"]["step"] == "UPDATING"
+            && s["devices"][0]["update"]["percent"] == 10
     });
     let update = &s["devices"][0]["update"];
     assert_eq!(update["version"], "2.0");

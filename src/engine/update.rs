@@ -148,7 +148,8 @@ pub(super) fn mark_written(store: &Store, id: &str) {
 
 /// [`Mode::Immediate`], [`Mode::Install`] and [`Mode::TransferOnly`]: fetch and
 /// verify, transfer in the background if the handler can, then (not for
-/// `TransferOnly`) update. [`Mode::UpdateTransferred`]: see [`update_transferred`].
+/// `TransferOnly`) update. [`Mode::UpdateTransferred`] and [`Mode::Reflash`]: see
+/// [`update_staged`].
 async fn steps(
     ctx: &Context<'_>,
     device: &Device,

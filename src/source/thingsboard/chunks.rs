@@ -163,7 +163,14 @@ impl RemoteFetch for ChunkFetcher {
             if self.size.is_some_and(|s| done >= s) {
                 break;
             }
-            let data = self.chunk_with_retries(index).await?;
+            let data = match self.chunk_with_retries(index).await {
+                Ok(data) => data,
+                Err(e) => {
+                    // What is on disk is what the next attempt resumes from.
+                    file.flush().await.map_err(io)?;
+                    return Err(e);
+                }
+            };
             if data.is_empty() {
                 if let Some(size) = self.size {
                     return Err(FetchFailure::permanent(format!(
@@ -174,6 +181,7 @@ impl RemoteFetch for ChunkFetcher {
             }
             let after = done + data.len() as u64;
             if let Some(max) = self.download.max_image_size.filter(|&m| after > m) {
+                file.flush().await.map_err(io)?;
                 return Err(FetchFailure::permanent(format!(
                     "chunk {index}: the package passes max_image_size ({max} bytes)"
                 )));
