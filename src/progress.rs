@@ -92,6 +92,20 @@ pub enum ProgressError {
     PercentDecreased { previous: u8, new: u8 },
     #[error("update already finished ({0})")]
     AlreadyFinished(Outcome),
+    #[error("canceled before the device was written")]
+    CanceledBeforeCommit,
+}
+
+/// Whether the device has been written yet: the line between a cancel that is
+/// safe and one that would leave the device half-written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Commit {
+    #[default]
+    Open,
+    /// The handler is writing the device: a cancel is too late.
+    Committed,
+    /// A cancel came first: the handler must not write.
+    Canceled,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +114,7 @@ struct State {
     current: Option<usize>,
     percent: Option<u8>,
     outcome: Option<Outcome>,
+    commit: Commit,
 }
 
 /// The progress of one update; shared by the engine and the handler.
@@ -110,10 +125,21 @@ pub struct Progress {
     events: broadcast::Sender<ProgressEvent>,
     state: Mutex<State>,
     on_process: Mutex<Option<ProcessHook>>,
+    on_commit: Mutex<Option<CommitHook>>,
 }
+
+/// Called once when the handler passes its commit point (the engine marks the
+/// in-flight record: a device left half-written is flashed again).
+pub struct CommitHook(pub Box<dyn Fn() + Send + Sync>);
 
 /// Called with the process group of each command a handler starts for the update.
 pub struct ProcessHook(pub Box<dyn Fn(i32) + Send + Sync>);
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitHook")
+    }
+}
 
 impl std::fmt::Debug for ProcessHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,7 +159,50 @@ impl Progress {
             events,
             state: Mutex::new(State::default()),
             on_process: Mutex::new(None),
+            on_commit: Mutex::new(None),
         }
+    }
+
+    /// Who hears that the device is being written (see [`CommitHook`]).
+    pub fn on_commit(&self, hook: CommitHook) {
+        *self.on_commit.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    /// The handler's commit point, called right before its first write to the
+    /// device (ESP8266 FLASH_BEGIN, the first XMODEM data block): from now on a
+    /// cancel is too late. Refused when a cancel came first; the handler then
+    /// stops without writing.
+    pub fn commit(&self) -> Result<(), ProgressError> {
+        let mut s = self.state();
+        Self::live(&s)?;
+        match s.commit {
+            Commit::Canceled => return Err(ProgressError::CanceledBeforeCommit),
+            Commit::Committed => return Ok(()),
+            Commit::Open => s.commit = Commit::Committed,
+        }
+        drop(s);
+        if let Some(hook) = &*self.on_commit.lock().unwrap_or_else(|p| p.into_inner()) {
+            (hook.0)();
+        }
+        Ok(())
+    }
+
+    /// Asks to cancel before the commit point: `false` when the device is
+    /// already being written (too late), `true` when no write will start.
+    pub fn cancel_before_commit(&self) -> bool {
+        let mut s = self.state();
+        match s.commit {
+            Commit::Committed => false,
+            Commit::Open | Commit::Canceled => {
+                s.commit = Commit::Canceled;
+                true
+            }
+        }
+    }
+
+    /// Whether the handler passed its commit point.
+    pub fn committed(&self) -> bool {
+        self.state().commit == Commit::Committed
     }
 
     /// Who hears of the commands started for this update (the engine records
@@ -320,6 +389,26 @@ mod tests {
         std::iter::from_fn(|| rx.try_recv().ok())
             .map(|e| e.kind)
             .collect()
+    }
+
+    #[test]
+    fn a_cancel_wins_only_before_the_commit_point() {
+        let (p, _rx) = progress();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let h = hits.clone();
+        p.on_commit(CommitHook(Box::new(move || {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })));
+        p.commit().unwrap();
+        p.commit().unwrap();
+        assert!(p.committed());
+        assert!(!p.cancel_before_commit(), "too late once committed");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let (q, _rx) = progress();
+        assert!(q.cancel_before_commit());
+        assert_eq!(q.commit(), Err(ProgressError::CanceledBeforeCommit));
+        assert!(!q.committed());
     }
 
     #[test]

@@ -36,6 +36,29 @@ pub struct InFlight {
     /// stop before it decides anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<CommandProcess>,
+    /// The handler passed its commit point: the device is (partly) written, and
+    /// an update that does not end well leaves it needing a re-flash.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub written: bool,
+    /// SHA-256 of the verified image the update step writes (set with
+    /// [`Phase::Update`]): what a re-flash writes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// A device left half-written (its update failed or was interrupted after the
+/// handler's commit point): the next cycle writes the same verified image again
+/// (`state_dir/downloads/<id>.img`, checked against `sha256`), whatever version
+/// the device reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reflash {
+    pub version: String,
+    pub sha256: String,
+    /// Why the write did not complete.
+    pub reason: String,
+    /// Re-flashes tried since (failed ones).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// A command's process group, identified by its leader's PID and start time
@@ -73,6 +96,8 @@ pub struct DeviceState {
     pub transferred: Option<Transferred>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_outcome: Option<OutcomeRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reflash: Option<Reflash>,
 }
 
 /// The store's errors are the persistence layer's.
@@ -180,12 +205,20 @@ mod tests {
                     pgid: 42,
                     start_time: 1234,
                 }),
+                written: true,
+                sha256: Some("ab".repeat(32)),
             }),
             transferred: None,
             last_outcome: Some(OutcomeRecord {
                 version: "1.0".into(),
                 outcome: Outcome::Failed("boom".into()),
                 finished_at: 3,
+            }),
+            reflash: Some(Reflash {
+                version: "2.0".into(),
+                sha256: "ab".repeat(32),
+                reason: "cut".into(),
+                attempts: 1,
             }),
         };
         store.save("a", &state).unwrap();

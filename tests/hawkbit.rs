@@ -357,6 +357,23 @@ fn ext_config(server: &DdiServer) -> HawkbitConfig {
     config(&server.base_url, TARGET, TOKEN)
 }
 
+/// An engine with one immediate device `mcu-1` of type `mcu` against `server`.
+fn mcu_engine(state: &std::path::Path, server: &DdiServer, dev: &Arc<FakeDevice>) -> Engine {
+    let device = device_config("mcu-1", "mcu", UpdatePolicy::Immediate);
+    engine(state, &ext_config(server), vec![(device, dev.clone())])
+}
+
+/// A forced deployment for `mcu-1` from a server that refuses feedback for now:
+/// the server, the state folder, the device and a first engine.
+async fn refusing_feedback() -> (DdiServer, tempfile::TempDir, Arc<FakeDevice>, Engine) {
+    let Ext { server, .. } = ext("forced", "forced", None).await;
+    server.script().refuse_feedback = true;
+    let state = tempfile::tempdir().unwrap();
+    let dev = FakeDevice::new("1.0");
+    let first = mcu_engine(state.path(), &server, &dev);
+    (server, state, dev, first)
+}
+
 fn closed(server: &DdiServer) -> Vec<serde_json::Value> {
     server
         .feedback("deploymentBase", "20")
@@ -690,17 +707,7 @@ async fn cancel_action_stops_a_running_transfer_and_is_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feedback_that_cannot_be_delivered_survives_a_restart() {
-    let Ext { server, .. } = ext("forced", "forced", None).await;
-    server.script().refuse_feedback = true;
-    let state = tempfile::tempdir().unwrap();
-    let dev = FakeDevice::new("1.0");
-    let devices = || {
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )]
-    };
-    let first = engine(state.path(), &ext_config(&server), devices());
+    let (server, state, dev, first) = refusing_feedback().await;
     let run = start(&first);
     until("update done", || dev.version().as_deref() == Some("2.0")).await;
     until("feedback tried", || {
@@ -725,7 +732,7 @@ async fn feedback_that_cannot_be_delivered_survives_a_restart() {
     // The server is back; a new agent process delivers it, once.
     server.script().refuse_feedback = false;
     let before = server.seen().len();
-    let second = engine(state.path(), &ext_config(&server), devices());
+    let second = mcu_engine(state.path(), &server, &dev);
     let run = start(&second);
     until("delivered", || {
         server.seen()[before..].iter().any(|s| {
@@ -761,18 +768,53 @@ async fn feedback_that_cannot_be_delivered_survives_a_restart() {
     assert_eq!(dev.updates.load(Ordering::SeqCst), 1, "not installed again");
 }
 
+/// An agent stopped after the server took `closed` and before it was dequeued
+/// sends it again at its next start; the server answers 410 (the action is
+/// closed), which counts as delivered: the queue drains and what follows it
+/// still goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_sent_again_after_a_restart_is_answered_410_and_delivered() {
+    let (server, state, dev, first) = refusing_feedback().await;
+    let run = start(&first);
+    let saved_queue = state.path().join("hawkbit.json");
+    let queued_closed =
+        || std::fs::read_to_string(&saved_queue).is_ok_and(|s| s.contains("\"closed\""));
+    until("closed queued", queued_closed).await;
+    run.stop().await;
+    drop(first);
+    // What the disk holds if the agent stops between sending and dequeuing.
+    let unsent = std::fs::read(&saved_queue).unwrap();
+
+    server.script().refuse_feedback = false;
+    let run = start(&mcu_engine(state.path(), &server, &dev));
+    until("closed delivered", || !server.script().closed.is_empty()).await;
+    until("queue drained", || !queued_closed()).await;
+    run.stop().await;
+
+    std::fs::write(&saved_queue, unsent).unwrap();
+    let before = server.seen().len();
+    let run = start(&mcu_engine(state.path(), &server, &dev));
+    until("queue drained again", || !queued_closed()).await;
+    run.stop().await;
+    let repeats: Vec<_> = server.seen()[before..]
+        .iter()
+        .filter(|s| {
+            s.body
+                .as_ref()
+                .is_some_and(|b| b["status"]["execution"] == "closed")
+        })
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(repeats.len(), 1, "{repeats:?}");
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 1, "not installed again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_interrupted_by_a_restart_reports_its_true_outcome_once() {
     let Ext { server, .. } = ext("forced", "forced", None).await;
     let state = tempfile::tempdir().unwrap();
     let dev = FakeDevice::build("1.0", false, Some(Duration::from_secs(60)));
-    let devices = || {
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )]
-    };
-    let first = engine(state.path(), &ext_config(&server), devices());
+    let first = mcu_engine(state.path(), &server, &dev);
     let run = start(&first);
     until("update step", || dev.updates.load(Ordering::SeqCst) == 1).await;
     // The agent stops mid-update; the device finishes flashing on its own.
@@ -781,7 +823,7 @@ async fn an_update_interrupted_by_a_restart_reports_its_true_outcome_once() {
     *dev.version.lock().unwrap() = Some("2.0".into());
     assert!(closed(&server).is_empty());
 
-    let second = engine(state.path(), &ext_config(&server), devices());
+    let second = mcu_engine(state.path(), &server, &dev);
     let recovered = second.recover().await;
     assert_eq!(recovered.len(), 1);
     let run = start(&second);

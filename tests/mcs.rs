@@ -542,6 +542,8 @@ async fn an_outcome_resolved_by_restart_recovery_is_reported() {
                 phase: fota_agent::store::Phase::Update,
                 started_at: 1,
                 process: None,
+                written: false,
+                sha256: None,
             })
         })
         .unwrap();

@@ -104,6 +104,7 @@ fn rig(pty: &Pty, region: Mt7681Region, image: &[u8], current: &str, only_newer:
             state_dir: tmp.path().join("state"),
             poll_interval: Duration::from_secs(3600),
             update_timeout: Duration::from_secs(120),
+            confirm_window: Duration::from_secs(30),
             max_concurrent_updates: 1,
         },
         &Default::default(),
@@ -135,11 +136,30 @@ impl Rig {
         s
     }
 
+    /// A module that stops answering at data block `block` (a cut transfer).
+    fn silent_from_block(&self, block: u32) -> SimConfig {
+        let mut s = self.sim();
+        s.faults.silent_from_block = Some(block);
+        s.idle = Duration::from_secs(2);
+        s
+    }
+
     fn kinds(&mut self) -> Vec<ProgressKind> {
         std::iter::from_fn(|| self.events.try_recv().ok())
             .map(|e| e.kind)
             .collect()
     }
+}
+
+/// [`rig`] for an STA image of `data`, the module running 1.0.
+fn sta_rig(pty: &Pty, data: &[u8]) -> Rig {
+    rig(
+        pty,
+        Mt7681Region::Sta,
+        &header_bin(Mt7681Region::Sta, data),
+        "1.0",
+        true,
+    )
 }
 
 /// Everything outside `[offset, offset + len)` is still erased (0xFF).
@@ -213,13 +233,7 @@ async fn ap_firmware_lands_at_0x4f000() {
 async fn nak_corruption_and_chatter_are_recovered() {
     let pty = Pty::open();
     let data = contents(3000, 3);
-    let rig = rig(
-        &pty,
-        Mt7681Region::Sta,
-        &header_bin(Mt7681Region::Sta, &data),
-        "1.0",
-        true,
-    );
+    let rig = sta_rig(&pty, &data);
     let mut sim_cfg = rig.sim();
     sim_cfg.faults = Faults {
         nak: Some(2),
@@ -251,13 +265,7 @@ async fn nak_corruption_and_chatter_are_recovered() {
 async fn silent_module_fails_in_recovery_step_then_a_second_attempt_works() {
     let pty = Pty::open();
     let data = contents(2000, 4);
-    let rig = rig(
-        &pty,
-        Mt7681Region::Sta,
-        &header_bin(Mt7681Region::Sta, &data),
-        "1.0",
-        true,
-    );
+    let rig = sta_rig(&pty, &data);
     let mut sim_cfg = rig.sim();
     sim_cfg.faults.silent = true;
     sim_cfg.idle = Duration::from_secs(2);
@@ -285,16 +293,8 @@ async fn silent_module_fails_in_recovery_step_then_a_second_attempt_works() {
 async fn module_silent_mid_transfer_fails_naming_the_block_then_retry_works() {
     let pty = Pty::open();
     let data = contents(2000, 5);
-    let rig = rig(
-        &pty,
-        Mt7681Region::Sta,
-        &header_bin(Mt7681Region::Sta, &data),
-        "1.0",
-        true,
-    );
-    let mut sim_cfg = rig.sim();
-    sim_cfg.faults.silent_from_block = Some(3);
-    sim_cfg.idle = Duration::from_secs(2);
+    let rig = sta_rig(&pty, &data);
+    let sim_cfg = rig.silent_from_block(3);
     let started = Instant::now();
     let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
     let elapsed = started.elapsed();
@@ -315,6 +315,60 @@ async fn module_silent_mid_transfer_fails_naming_the_block_then_retry_works() {
     let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, rig.sim()));
     assert_eq!(outcome, Outcome::Success, "{sim:?}");
     assert_eq!(sim.region_contents().unwrap(), &data[..]);
+}
+
+/// A transfer cut off after the first block leaves the module half-written (only
+/// its recovery firmware answers, `IoT_REC_…`): the agent records that it needs
+/// a re-flash (`/status`: `needs_reflash`), and the next cycle writes the same
+/// verified image again although no version rule would pick it.
+#[tokio::test]
+async fn a_module_left_half_written_is_flashed_again_by_the_next_cycle() {
+    let pty = Pty::open();
+    let data = contents(2000, 9);
+    let rig = sta_rig(&pty, &data);
+    let sim_cfg = rig.silent_from_block(5);
+    let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
+    failure(&outcome);
+    assert_eq!(sim.outcome, SimOutcome::Silent);
+    // The module reboots into its recovery firmware only.
+    std::fs::write(&rig.version_file, "IoT_REC_v1.0.2\n").unwrap();
+    let state = rig.engine.store().load("wifi").unwrap();
+    let record = state.reflash.expect("needs re-flash");
+    assert_eq!((record.version.as_str(), record.attempts), ("2.0", 0));
+
+    let (results, sim) = tokio::join!(rig.engine.run_once(), mt7681_sim::run(&pty, rig.sim()));
+    assert_eq!(results[0].outcome, Some(Outcome::Success), "{sim:?}");
+    assert_eq!(results[0].version.as_deref(), Some("2.0"));
+    assert_eq!(sim.region_contents().unwrap(), &data[..]);
+    let state = rig.engine.store().load("wifi").unwrap();
+    assert!(state.reflash.is_none(), "{state:?}");
+    // Nothing more to do: the next cycle leaves the module alone.
+    let results = rig.engine.run_once().await;
+    assert_eq!(results[0].outcome, None);
+}
+
+/// An offer larger than the configured region can hold fails before a byte is
+/// downloaded, naming the limit; the module is not touched.
+#[tokio::test]
+async fn an_image_larger_than_the_region_fails_before_the_download() {
+    let pty = Pty::open();
+    let rig = rig(&pty, Mt7681Region::Sta, b"unused", "1.0", true);
+    let folder = rig.tmp.path().join("firmware/mt7681");
+    std::fs::create_dir_all(&folder).unwrap();
+    let too_big = header_bin(Mt7681Region::Sta, &contents(0x2_F000 + 1, 10));
+    std::fs::write(folder.join("fw.bin"), &too_big).unwrap();
+    std::fs::write(
+        folder.join("fw.properties"),
+        "version = 2.0\nimage = fw.bin\n",
+    )
+    .unwrap();
+    let results = rig.engine.run_once().await;
+    let reason = failure(results[0].outcome.as_ref().unwrap());
+    assert!(reason.contains("does not fit the device"), "{reason}");
+    assert!(reason.contains(&(128 + 0x2_F000).to_string()), "{reason}");
+    assert_eq!(rig.engine.bytes_fetched(), 0);
+    let downloads = rig.tmp.path().join("state/downloads");
+    assert_eq!(std::fs::read_dir(downloads).unwrap().count(), 0);
 }
 
 // ---------------------------------------------------------------- refusals

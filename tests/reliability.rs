@@ -1,5 +1,5 @@
 //! Issue #12 through the binary: one process per state directory, no orphaned
-//! update command, the small CLI faults.
+//! update command, confirmation while the device reboots, the small CLI faults.
 
 mod process;
 
@@ -161,6 +161,81 @@ fn after_sigkill_the_next_start_kills_the_surviving_command_first() {
     let recovered = log.find("recovered interrupted update").expect(&log);
     assert!(killed < recovered, "{log}");
     assert!(out.status.success(), "{log}");
+}
+
+/// `setup`'s device, but after its update it "reboots": its version command
+/// fails `reboots` times before it answers again (`confirm_window` 30 s).
+fn rebooting_device(tmp: &Path, reboots: u32) -> PathBuf {
+    let config = setup(tmp);
+    let dir = tmp.display();
+    write_exec(
+        &tmp.join("version.sh"),
+        &format!(
+            "echo version >> {dir}/calls
+             n=$(cat {dir}/reboots 2>/dev/null || echo 0)
+             if [ \"$n\" -gt 0 ]; then echo $((n - 1)) > {dir}/reboots; echo 'no answer' >&2; exit 1; fi
+             cat {dir}/version 2>/dev/null || echo 1.0
+"
+        ),
+    );
+    write_exec(
+        &tmp.join("update.sh"),
+        &format!(
+            "echo update >> {dir}/calls
+echo \"$FOTA_VERSION\" > {dir}/version
+             echo {reboots} > {dir}/reboots
+"
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replacen("[agent]\n", "[agent]\nconfirm_window = \"30s\"\n", 1);
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn last_outcome(tmp: &Path) -> serde_json::Value {
+    let state = std::fs::read_to_string(tmp.join("state/devices/dev.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&state).unwrap()["last_outcome"].clone()
+}
+
+#[test]
+fn an_update_is_confirmed_once_the_rebooting_device_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = rebooting_device(tmp.path(), 3);
+    let out = agent(&config).args(["run", "--once"]).output().unwrap();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let outcome = last_outcome(tmp.path());
+    assert_eq!(outcome["outcome"], "success", "{outcome}\n{log}");
+    assert_eq!(outcome["version"], "2.0");
+    assert!(log.contains("the device may be rebooting"), "{log}");
+    // One read before, three unanswered, one that confirms; one update.
+    let calls = std::fs::read_to_string(tmp.path().join("calls")).unwrap();
+    assert_eq!(calls.matches("version").count(), 5, "{calls}");
+    assert_eq!(calls.matches("update").count(), 1, "{calls}");
+}
+
+#[test]
+fn recovery_waits_for_the_rebooting_device_before_it_judges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = rebooting_device(tmp.path(), 2);
+    // The agent died in the update step; the device was flashed and reboots.
+    let devices = tmp.path().join("state/devices");
+    std::fs::create_dir_all(&devices).unwrap();
+    std::fs::write(
+        devices.join("dev.json"),
+        r#"{"in_flight": {"version": "2.0", "phase": "update", "started_at": 1}}"#,
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("version"), "2.0\n").unwrap();
+    std::fs::write(tmp.path().join("reboots"), "2\n").unwrap();
+    let out = agent(&config).args(["run", "--once"]).output().unwrap();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let outcome = last_outcome(tmp.path());
+    assert_eq!(outcome["outcome"], "success", "{outcome}\n{log}");
+    let calls = std::fs::read_to_string(tmp.path().join("calls")).unwrap();
+    assert_eq!(calls.matches("update").count(), 0, "{calls}");
 }
 
 #[test]

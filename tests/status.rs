@@ -137,19 +137,20 @@ impl Agent {
 }
 
 /// An agent with one command-handler device `dev` of type `t` running 1.0, the
-/// version offered. Its update waits for `<dir>/go`.
+/// version offered. Its update waits for `<dir>/go`; its version and update
+/// commands append `v` and `u` to `<dir>/calls`.
 fn start(dir: &Path) -> Agent {
     let d = dir.display();
     std::fs::create_dir_all(dir.join("firmware/t")).unwrap();
     offer(dir, "1.0");
     write_exec(
         &dir.join("version.sh"),
-        &format!("cat {d}/version 2>/dev/null || echo 1.0\n"),
+        &format!("echo v >> {d}/calls\ncat {d}/version 2>/dev/null || echo 1.0\n"),
     );
     write_exec(
         &dir.join("update.sh"),
         &format!(
-            "echo 'PROGRESS 10'\nwhile [ ! -e {d}/go ]; do sleep 0.05; done\n\
+            "echo u >> {d}/calls\necho 'PROGRESS 10'\nwhile [ ! -e {d}/go ]; do sleep 0.05; done\n\
              echo \"$FOTA_VERSION\" > {d}/version\necho 'PROGRESS 100'\n"
         ),
     );
@@ -314,6 +315,28 @@ fn status_metrics_events_and_actions_follow_an_update() {
     let (code, body) = agent.unix("POST", "/devices/dev/cancel");
     assert_eq!((code, body.contains("too_late")), (409, true), "{body}");
 
+    // One device, one update: asking to update it again is refused, and neither
+    // the endpoint nor `fota-agent check` runs any of its commands beside it.
+    let calls = std::fs::read_to_string(agent.dir.join("calls")).unwrap();
+    assert_eq!(calls.matches('u').count(), 1, "{calls}");
+    let (code, body) = agent.unix("POST", "/devices/dev/update");
+    assert_eq!((code, body.contains("busy")), (409, true), "{body}");
+    let out = crate::agent()
+        .arg("--config")
+        .arg(&agent.config)
+        .arg("check")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("busy: an update to 2.0 is in flight"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(agent.dir.join("calls")).unwrap(),
+        calls
+    );
+
     std::fs::write(agent.dir.join("go"), "").unwrap();
     // The outcome (an event) and the confirmed version (the engine's record
     // after the update returns) arrive separately.
@@ -386,6 +409,18 @@ fn status_metrics_events_and_actions_follow_an_update() {
     agent.stop();
 }
 
+/// `fota-agent status` with `config`, which must fail.
+fn failed_status(config: &Path) -> std::process::Output {
+    let out = agent()
+        .arg("--config")
+        .arg(config)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    out
+}
+
 #[test]
 fn status_command_says_when_the_agent_is_not_running() {
     let tmp = tempfile::tempdir().unwrap();
@@ -395,25 +430,37 @@ fn status_command_says_when_the_agent_is_not_running() {
         format!("[status]\nlisten = \"127.0.0.1:{}\"\n", free_port()),
     )
     .unwrap();
-    let out = agent()
-        .arg("--config")
-        .arg(&config)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let out = failed_status(&config);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is it running?"), "{err}");
 
     std::fs::write(&config, "[status]\nlisten = \"off\"\n").unwrap();
-    let out = agent()
-        .arg("--config")
-        .arg(&config)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let out = failed_status(&config);
     assert!(String::from_utf8_lossy(&out.stderr).contains("status endpoint is off"));
+}
+
+/// Whatever answers on the status port, `status` reads at most 4 MiB of it.
+#[test]
+fn status_command_caps_the_answer_it_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = tmp.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[status]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    // An endless answer, until the reader hangs up.
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n{\"devices\": [");
+        let chunk = vec![b' '; 64 * 1024];
+        while s.write_all(&chunk).is_ok() {}
+    });
+    let out = failed_status(&config);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("larger than 4194304 bytes"), "{err}");
 }
 
 #[test]

@@ -341,6 +341,30 @@ async fn reports_are_queued_durably_and_sent_once_after_a_restart() {
     );
 }
 
+/// The fetcher of `esp-fw` `version` from the stand-in, 1 KiB chunks.
+fn chunk_fetcher(
+    server: &TbServer,
+    version: &str,
+    size: Option<u64>,
+    download: DownloadConfig,
+) -> ChunkFetcher {
+    let transport = HttpTransport::new(
+        &DownloadConfig::default(),
+        &server.url(),
+        Duration::from_millis(200),
+    );
+    ChunkFetcher {
+        transport: Arc::new(transport),
+        token: AccessToken(TOKEN.into()),
+        kind: OtaKind::Firmware,
+        title: "esp-fw".into(),
+        version: version.into(),
+        size,
+        chunk_size: 1024,
+        download,
+    }
+}
+
 #[tokio::test]
 async fn an_interrupted_download_resumes_at_its_chunk() {
     let server = TbServer::start(&[TOKEN]).await;
@@ -348,23 +372,12 @@ async fn an_interrupted_download_resumes_at_its_chunk() {
     server.assign(TOKEN, "fw", "esp-fw", "3.0", &data, "SHA256");
     let dir = tempfile::tempdir().unwrap();
     let part = dir.path().join("esp-1.img.part");
-    let transport = Arc::new(HttpTransport::new(
-        &DownloadConfig::default(),
-        &server.url(),
-        Duration::from_millis(200),
-    ));
-    let fetcher = |attempts: u32| ChunkFetcher {
-        transport: transport.clone(),
-        token: AccessToken(TOKEN.into()),
-        kind: OtaKind::Firmware,
-        title: "esp-fw".into(),
-        version: "3.0".into(),
-        size: Some(data.len() as u64),
-        chunk_size: 1024,
-        download: DownloadConfig {
+    let fetcher = |attempts: u32| {
+        let download = DownloadConfig {
             max_attempts: attempts,
             ..fast_download()
-        },
+        };
+        chunk_fetcher(&server, "3.0", Some(data.len() as u64), download)
     };
     // Chunk 4 fails every attempt of the first fetch.
     for _ in 0..2 {
@@ -404,6 +417,41 @@ async fn an_interrupted_download_resumes_at_its_chunk() {
     other.fetch(&part, &noop).await.unwrap();
     assert!(server.requests()[before].contains("chunk=0"));
     assert_eq!(std::fs::read(&part).unwrap(), data);
+}
+
+/// A package without a size is still bounded: the chunk that passes
+/// `max_image_size` fails the fetch and is not written; a reserve larger than
+/// the free space refuses it before the first chunk.
+#[tokio::test]
+async fn chunk_downloads_honour_max_image_size_and_the_free_space_reserve() {
+    let server = TbServer::start(&[TOKEN]).await;
+    let data = image(10 * 1024, 6);
+    server.assign(TOKEN, "fw", "esp-fw", "4.0", &data, "SHA256");
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("esp-1.img.part");
+    let fetcher = |download| chunk_fetcher(&server, "4.0", None, download);
+    let noop = |_: u64, _: Option<u64>| {};
+    let capped = DownloadConfig {
+        max_image_size: Some(3 * 1024 + 100),
+        ..fast_download()
+    };
+    let err = fetcher(capped).fetch(&part, &noop).await.unwrap_err();
+    assert!(
+        err.message.contains("chunk 3") && err.message.contains("max_image_size"),
+        "{err}"
+    );
+    assert!(!err.transient, "{err}");
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), 3 * 1024);
+
+    std::fs::remove_file(&part).unwrap();
+    let before = server.requests().len();
+    let no_room = DownloadConfig {
+        free_space_reserve: u64::MAX / 2,
+        ..fast_download()
+    };
+    let err = fetcher(no_room).fetch(&part, &noop).await.unwrap_err();
+    assert!(err.message.contains("not enough space"), "{err}");
+    assert_eq!(server.requests().len(), before, "no chunk asked for");
 }
 
 /// A signed bundle (tar of the image and its `.minisig`) as the package, with

@@ -59,7 +59,6 @@ fn xcfg(pty: &Pty, protocol: XmodemProtocol, timeout: Duration, retries: u32) ->
 struct Rig {
     _tmp: tempfile::TempDir,
     engine: Engine,
-    handler: Arc<XmodemHandler>,
     image: PathBuf,
     events: broadcast::Receiver<ProgressEvent>,
 }
@@ -89,18 +88,18 @@ fn rig(cfg: XmodemConfig, data: &[u8]) -> Rig {
             state_dir: tmp.path().join("state"),
             poll_interval: Duration::from_secs(3600),
             update_timeout: Duration::from_secs(120),
+            confirm_window: Duration::from_secs(30),
             max_concurrent_updates: 1,
         },
         &Default::default(),
         Box::new(DirectorySource::new(&tmp.path().join("firmware"))),
-        vec![(device, handler.clone() as Arc<dyn UpdateHandler>)],
+        vec![(device, handler as Arc<dyn UpdateHandler>)],
     )
     .unwrap();
     let events = engine.subscribe();
     Rig {
         _tmp: tmp,
         engine,
-        handler,
         image,
         events,
     }
@@ -382,42 +381,79 @@ async fn enter_command_is_sent_before_the_start() {
     assert_transfer_progress(&rig.kinds(), 2);
 }
 
-/// Canceling the update mid-transfer (the engine drops the handler's future and
-/// calls `cancel`) sends CAN CAN to the bootloader.
+/// Waits for the first progress event `pick` accepts.
+async fn first_event(
+    events: &mut broadcast::Receiver<ProgressEvent>,
+    pick: impl Fn(&ProgressKind) -> bool,
+) {
+    loop {
+        match events.recv().await {
+            Ok(e) if pick(&e.kind) => return,
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// A cancel after the first data block (the commit point: the bootloader writes
+/// flash from it on) is too late: the transfer goes on and the update succeeds.
 #[tokio::test]
-async fn engine_cancel_sends_can_to_the_receiver() {
+async fn cancel_after_the_first_block_is_too_late_and_the_update_finishes() {
     let pty = Pty::open();
+    let data = image(40 * 128, 12);
     let mut rig = rig(
         xcfg(&pty, XmodemProtocol::Xmodem, Duration::from_secs(5), 5),
-        &image(40 * 128, 12),
+        &data,
     );
-    let mut sim_cfg = SimConfig::new(Mode::Xmodem);
-    sim_cfg.faults.silent = Some(3);
     let mut events = rig.engine.subscribe();
     let canceler = async {
-        loop {
-            match events.recv().await {
-                Ok(e) if matches!(e.kind, ProgressKind::Percent(ProgressStep::Transferring, p) if p > 0) =>
-                {
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(
-            rig.engine.cancel("mcu"),
-            fota_agent::source::CancelOutcome::Canceled
-        );
+        first_event(
+            &mut events,
+            |k| matches!(k, ProgressKind::Percent(ProgressStep::Transferring, p) if *p > 0),
+        )
+        .await;
+        rig.engine.cancel("mcu")
     };
-    let (outcome, sim, ()) =
+    let sim_cfg = SimConfig::new(Mode::Xmodem);
+    let (outcome, sim, answer) =
         tokio::join!(rig.install(), xmodem_sim::receive(&pty, sim_cfg), canceler);
-    assert_eq!(outcome, Outcome::Canceled);
-    assert!(sim.saw_can_can(), "{:?}", sim.trailing);
-    // Nothing left to tell the receiver.
-    rig.handler.cancel().await;
+    assert_eq!(answer, fota_agent::source::CancelOutcome::TooLate);
+    assert_eq!(outcome, Outcome::Success);
+    assert_eq!(sim.outcome, SimOutcome::Complete);
+    assert_padded(&sim.data, &data, 128);
     let _ = rig.kinds();
+}
+
+/// A cancel while the handler waits for the bootloader (TRANSFERRING, no block
+/// sent yet) cancels: no block reaches the device, and the bootloader is told
+/// to give up.
+#[tokio::test]
+async fn cancel_before_the_first_block_cancels_and_nothing_is_written() {
+    let pty = Pty::open();
+    let rig = rig(
+        xcfg(&pty, XmodemProtocol::Xmodem, Duration::from_secs(5), 5),
+        &image(40 * 128, 13),
+    );
+    let mut events = rig.engine.subscribe();
+    // No receiver yet: the handler waits for the start signal.
+    let canceler = async {
+        first_event(&mut events, |k| {
+            matches!(k, ProgressKind::Step(ProgressStep::Transferring))
+        })
+        .await;
+        rig.engine.cancel("mcu")
+    };
+    let (outcome, answer) = tokio::join!(rig.install(), canceler);
+    assert_eq!(answer, fota_agent::source::CancelOutcome::Canceled);
+    assert_eq!(outcome, Outcome::Canceled);
+    // A receiver started now gets no data block.
+    let mut sim_cfg = SimConfig::new(Mode::Xmodem);
+    sim_cfg.start_attempts = 3;
+    let sim = xmodem_sim::receive(&pty, sim_cfg).await;
+    assert!(sim.data.is_empty() && sim.blocks_seen == 0, "{sim:?}");
+    assert_ne!(sim.outcome, SimOutcome::Complete);
+    let state = rig.engine.store().load("mcu").unwrap();
+    assert!(state.in_flight.is_none(), "{state:?}");
 }
 
 /// Whatever the device sends, the handler ends (success or failure) without

@@ -63,6 +63,10 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The largest answer `status` reads: a status of thousands of devices is far
+/// smaller; whatever answers on the port may not fill the memory.
+const MAX_ANSWER: u64 = 4 << 20;
+
 /// A minimal HTTP/1.0 GET: the answer's body when the status is 200.
 fn get<S: Read + Write>(mut stream: S, path: &str, token: Option<&str>) -> anyhow::Result<String> {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -71,7 +75,12 @@ fn get<S: Read + Write>(mut stream: S, path: &str, token: Option<&str>) -> anyho
         "GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}Accept: application/json\r\n\r\n"
     )?;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
+    (&mut stream)
+        .take(MAX_ANSWER + 1)
+        .read_to_string(&mut answer)?;
+    if answer.len() as u64 > MAX_ANSWER {
+        bail!("the status endpoint's answer is larger than {MAX_ANSWER} bytes; not read");
+    }
     let (head, body) = answer
         .split_once("\r\n\r\n")
         .context("malformed HTTP answer")?;
@@ -139,7 +148,10 @@ pub fn table(s: &Snapshot, now: u64) -> String {
             d.id.clone(),
             d.device_type.clone(),
             d.current_version.clone().unwrap_or_else(|| "?".into()),
-            d.status.to_string(),
+            match &d.needs_reflash {
+                Some(r) => format!("NEEDS RE-FLASH {}", r.version),
+                None => d.status.to_string(),
+            },
             d.available
                 .as_ref()
                 .map_or("-".into(), |a| a.version.clone()),

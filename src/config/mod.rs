@@ -125,6 +125,10 @@ pub struct AgentConfig {
     pub poll_interval: Duration,
     /// An update still running after this fails; default 30 min.
     pub update_timeout: Duration,
+    /// After an update, a device that cannot say its version is asked again
+    /// (with backoff) for this long before the update counts as failed: it may
+    /// be rebooting. Default 3 min; part of `update_timeout`.
+    pub confirm_window: Duration,
     /// At most this many updates at once across all devices; default 1, at least 1
     /// (and at most [`MAX_CONCURRENT_UPDATES`]).
     pub max_concurrent_updates: usize,

@@ -34,6 +34,7 @@ pub(super) struct RawAgent {
     pub state_dir: Option<Spanned<String>>,
     pub poll_interval: Option<Spanned<String>>,
     pub update_timeout: Option<Spanned<String>>,
+    pub confirm_window: Option<Spanned<String>>,
     /// Signed so that `0` and `-1` reach validation and get its message.
     pub max_concurrent_updates: Option<Spanned<i64>>,
 }

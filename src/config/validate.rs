@@ -38,6 +38,7 @@ pub const MAX_CONCURRENT_UPDATES: usize = 1024;
 const DEFAULT_STATE_DIR: &str = "/var/lib/fota-agent";
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60 * 60);
 const DEFAULT_UPDATE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_CONFIRM_WINDOW: Duration = Duration::from_secs(3 * 60);
 const KNOWN_POLICIES: &str = "immediate, background";
 const KNOWN_VERSION_SCHEMES: &str = "esh, espressif, particle, semver";
 const MAX_ID_LEN: usize = 128;
@@ -182,6 +183,12 @@ fn agent(check: &Checker<'_>, raw: RawAgent) -> Result<AgentConfig, ConfigError>
         "agent.update_timeout",
         DEFAULT_UPDATE_TIMEOUT,
     )?;
+    let confirm_window = check.duration_or(
+        &raw.confirm_window,
+        "confirm_window",
+        "agent.confirm_window",
+        DEFAULT_CONFIRM_WINDOW,
+    )?;
     let max_concurrent_updates = match &raw.max_concurrent_updates {
         Some(n) => check.int(
             n,
@@ -200,6 +207,7 @@ fn agent(check: &Checker<'_>, raw: RawAgent) -> Result<AgentConfig, ConfigError>
         state_dir,
         poll_interval,
         update_timeout,
+        confirm_window,
         max_concurrent_updates,
     })
 }

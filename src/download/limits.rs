@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::DownloadError;
 
 /// How often, in bytes received, the free space is checked while streaming.
-pub(super) const SPACE_CHECK_EVERY: u64 = 4 << 20;
+pub const SPACE_CHECK_EVERY: u64 = 4 << 20;
 
 /// Free bytes in `dir` for an unprivileged writer; `None` when it cannot be told.
 fn available(dir: &Path) -> Option<u64> {

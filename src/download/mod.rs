@@ -33,7 +33,7 @@ use reqwest::StatusCode;
 
 use crate::checksum::{Checksum, ChecksumAlgorithm, ChecksumError, Digests};
 pub use commit::{commit_staged, replace_durably};
-pub use limits::check_free_space;
+pub use limits::{SPACE_CHECK_EVERY, check_free_space};
 pub use partial::{meta_path, part_path};
 use request::Reply;
 pub use stage::copy_to_part;

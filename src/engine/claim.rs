@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{CycleResult, Device, Engine, EngineError, Inner, RunningUpdate};
+use super::{CycleResult, Device, DeviceReport, Engine, EngineError, Inner, RunningUpdate};
+use crate::engine::decide::Selection;
 use crate::model::FirmwareStatus;
 
 /// Marks a device busy for as long as it lives.
@@ -69,5 +70,32 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// `check`'s answer for a device whose commands must not run now: one this
+    /// engine is updating, or one whose state has an update in flight (another
+    /// process, the service, is flashing it; or it was interrupted and the next
+    /// start resolves it). `None`: the device may be asked.
+    pub(super) fn busy_report(&self, device: &Device) -> Option<DeviceReport> {
+        let id = &device.config.id;
+        let in_flight = self.store().load(id).ok().and_then(|s| s.in_flight);
+        let why = match (self.is_busy(id), in_flight) {
+            (true, _) => "busy: a cycle or update of this device runs".to_string(),
+            (false, Some(f)) => format!(
+                "busy: an update to {} is in flight (or was interrupted; the agent's next start \
+                 resolves it); its commands are not run",
+                f.version
+            ),
+            (false, None) => return None,
+        };
+        Some(DeviceReport {
+            device_id: id.clone(),
+            device_type: device.config.device_type.clone(),
+            current_version: None,
+            status: FirmwareStatus::Unknown,
+            selection: Selection::default(),
+            error: Some(why),
+            source_error: None,
+        })
     }
 }

@@ -10,7 +10,7 @@ use crate::model::{Deployment, Firmware, FirmwareStatus, Handling, UpdatePolicy}
 use crate::version::check_upgrade;
 
 /// The outcome of looking at what a source offers for one device.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     /// The firmware to install, if any.
     pub candidate: Option<Firmware>,

@@ -6,11 +6,13 @@
 //! source and a handler.
 
 mod claim;
+mod confirm;
 pub mod decide;
 pub mod fetch;
 mod liveness;
 mod read_only;
 pub mod recover;
+mod reflash;
 mod source_task;
 mod survivor;
 pub mod update;
@@ -28,7 +30,7 @@ use crate::config::{AgentConfig, Config, DeviceConfig};
 use crate::download::{DownloadConfig, Downloader};
 use crate::handler::UpdateHandler;
 use crate::model::{Firmware, FirmwareLocation, FirmwareStatus, UpdatePolicy};
-use crate::progress::{Outcome, ProcessHook, Progress, ProgressEvent, ProgressStep};
+use crate::progress::{CommitHook, Outcome, ProcessHook, Progress, ProgressEvent, ProgressStep};
 use crate::schedule;
 use crate::source::{self, CancelOutcome, DeviceVersion, EngineRequest, FirmwareSource};
 use crate::store::{Store, StoreError};
@@ -340,11 +342,15 @@ impl Engine {
             })
     }
 
-    /// Each device's firmware status and the firmware it would get.
+    /// Each device's firmware status and the firmware it would get; a device
+    /// being updated is not asked (see `claim.rs`).
     pub async fn check(&self) -> Vec<DeviceReport> {
         let mut reports = Vec::new();
         for device in &self.inner.devices {
-            reports.push(self.check_device(device).await);
+            match self.busy_report(device) {
+                Some(busy) => reports.push(busy),
+                None => reports.push(self.check_device(device).await),
+            }
         }
         reports
     }
@@ -473,6 +479,12 @@ impl Engine {
             version: None,
             outcome: None,
         };
+        if let Some((version, outcome)) = self.reflash(device, claim).await {
+            result.version = Some(version);
+            result.outcome = outcome;
+            self.confirmed(&result);
+            return result;
+        }
         let Some(firmware) = report.selection.candidate else {
             return result;
         };
@@ -518,17 +530,23 @@ impl Engine {
                 .unwrap_or(None);
             result.status = FirmwareStatus::UpdateExecutable;
         }
-        if result.outcome == Some(Outcome::Success) {
-            // The device confirmed the new version: what the status endpoint shows
-            // until the next poll.
-            let mut poll = self.inner.poll.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(r) = poll.reports.get_mut(&id) {
-                r.current_version.clone_from(&result.version);
-                r.status = FirmwareStatus::UpToDate;
-                r.selection.candidate = None;
-            }
-        }
+        self.confirmed(&result);
         result
+    }
+
+    /// The device confirmed the new version: what the status endpoint shows
+    /// until the next poll.
+    fn confirmed(&self, result: &CycleResult) {
+        if result.outcome != Some(Outcome::Success) {
+            return;
+        }
+        let mut poll = self.inner.poll.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = poll.reports.get_mut(&result.device_id) {
+            r.current_version.clone_from(&result.version);
+            r.status = FirmwareStatus::UpToDate;
+            r.selection.candidate = None;
+            r.error = None;
+        }
     }
 
     /// Runs one update of `device` (one at a time per device; waits for a global
@@ -552,15 +570,24 @@ impl Engine {
         if let Some(r) = self.inner.running().get_mut(&device.config.id) {
             r.progress = Some(progress.clone());
         }
+        if running.token.is_cancelled() {
+            // Canceled while waiting for a permit: nothing may be written.
+            progress.cancel_before_commit();
+        }
         let (store, id) = (self.inner.store.clone(), device.config.id.clone());
         progress.on_process(ProcessHook(Box::new(move |pgid| {
             survivor::record(&store, &id, pgid)
+        })));
+        let (store, id) = (self.inner.store.clone(), device.config.id.clone());
+        progress.on_commit(CommitHook(Box::new(move || {
+            update::mark_written(&store, &id)
         })));
         let ctx = update::Context {
             store: &self.inner.store,
             downloader: &self.inner.downloader,
             trust: &self.inner.trust,
             timeout: self.inner.agent.update_timeout,
+            confirm_window: self.inner.agent.confirm_window,
             bytes: &self.inner.bytes,
         };
         let work = update::run(
@@ -576,8 +603,8 @@ impl Engine {
             .await)
     }
 
-    /// Cancels the device's running update, unless its update step already runs
-    /// (the point of no return: the device is being written).
+    /// Cancels the device's running update, unless the device is being written:
+    /// its update step runs or the handler passed its commit point.
     pub fn cancel(&self, device_id: &str) -> CancelOutcome {
         let running = self.inner.running();
         let Some(update) = running.get(device_id).filter(|u| u.updating) else {
@@ -585,6 +612,13 @@ impl Engine {
         };
         let step = update.progress.as_ref().and_then(|p| p.current_step());
         if matches!(step, Some(ProgressStep::Updating | ProgressStep::Rebooting)) {
+            return CancelOutcome::TooLate;
+        }
+        // The handler's commit point (its first write to the device) decides,
+        // atomically: either no write starts, or the cancel is too late.
+        if let Some(p) = &update.progress
+            && !p.cancel_before_commit()
+        {
             return CancelOutcome::TooLate;
         }
         update.token.cancel();

@@ -1,8 +1,9 @@
 //! Start-up recovery: an update that was in flight when the agent stopped (crash,
 //! kill, power cut) is resolved exactly once. A transfer simply restarts on the
 //! next cycle; an update step whose outcome was never seen is judged by the version
-//! the device reports now — success if it runs the target version, failure
-//! otherwise.
+//! the device reports now (asked within the confirm window) — success if it
+//! runs the target version, failure otherwise; a failed one whose device was
+//! already being written needs a re-flash (`reflash.rs`).
 
 use std::cmp::Ordering;
 
@@ -46,24 +47,28 @@ impl Engine {
                         "transfer interrupted by a restart; it starts again");
                     None
                 }
-                Phase::Update => Some(match device.handler.current_version().await {
-                    Ok(Some(v))
-                        if device.config.version_scheme.compare(&v, &in_flight.version)
-                            == Ok(Ordering::Equal) =>
+                Phase::Update => Some(
+                    match super::confirm::read_version(device, self.inner.agent.confirm_window)
+                        .await
                     {
-                        Outcome::Success
-                    }
-                    Ok(Some(v)) => Outcome::Failed(format!(
-                        "interrupted by an agent restart; device reports version {v}, not {}",
-                        in_flight.version
-                    )),
-                    Ok(None) => Outcome::Failed(
-                        "interrupted by an agent restart; device reports no version".into(),
-                    ),
-                    Err(e) => Outcome::Failed(format!(
-                        "interrupted by an agent restart; cannot read the device's version: {e}"
-                    )),
-                }),
+                        Ok(Some(v))
+                            if device.config.version_scheme.compare(&v, &in_flight.version)
+                                == Ok(Ordering::Equal) =>
+                        {
+                            Outcome::Success
+                        }
+                        Ok(Some(v)) => Outcome::Failed(format!(
+                            "interrupted by an agent restart; device reports version {v}, not {}",
+                            in_flight.version
+                        )),
+                        Ok(None) => Outcome::Failed(
+                            "interrupted by an agent restart; device reports no version".into(),
+                        ),
+                        Err(e) => Outcome::Failed(format!(
+                            "interrupted by an agent restart; cannot read the device's version: {e}"
+                        )),
+                    },
+                ),
             };
             if let Some(o) = &outcome {
                 let progress = Progress::new(id, &in_flight.version, self.events());
@@ -82,6 +87,10 @@ impl Engine {
             });
             let saved = self.store().update(id, |s| {
                 s.in_flight = None;
+                if let Some(o) = &outcome {
+                    s.reflash =
+                        super::reflash::next_record(s.reflash.take(), Some(&in_flight), o, false);
+                }
                 if let Some(r) = record {
                     s.transferred = None;
                     s.last_outcome = Some(r);

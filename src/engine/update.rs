@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Device;
 use super::fetch::{self, FetchError};
+use super::{Device, reflash};
 use crate::download::Downloader;
 use crate::handler::{HandlerError, VerifiedImage};
 use crate::model::Firmware;
@@ -30,6 +30,9 @@ pub enum Mode {
     /// Like `Immediate`, for an operator's local image of unknown version: the
     /// version the device reports afterwards cannot be checked.
     Install,
+    /// TRANSFERRING → UPDATING with the image a device was left half-written
+    /// with (see `reflash.rs`), re-verified first.
+    Reflash,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,10 @@ pub enum UpdateError {
     VersionCheck(String),
     #[error("no firmware was transferred for version {0}")]
     NotTransferred(String),
+    #[error("no re-flash is recorded for version {0}")]
+    NoReflash(String),
+    #[error("image of {size} bytes does not fit the device ({limit} bytes at most)")]
+    TooLargeForDevice { size: u64, limit: u64 },
 }
 
 /// What every update shares: where state lives, how to download and what to
@@ -57,6 +64,8 @@ pub struct Context<'a> {
     pub downloader: &'a Downloader,
     pub trust: &'a crate::trust::TrustPolicy,
     pub timeout: Duration,
+    /// How long a device that does not answer after its update is asked again.
+    pub confirm_window: Duration,
     /// Firmware bytes fetched, for metrics.
     pub bytes: &'a std::sync::atomic::AtomicU64,
 }
@@ -101,8 +110,15 @@ pub async fn run(
     outcome
 }
 
-/// Records which phase the update of `firmware` is in, for a restart to resolve.
-fn set_phase(store: &Store, id: &str, firmware: &Firmware, phase: Phase) -> Result<(), StoreError> {
+/// Records which phase the update of `firmware` is in, for a restart to resolve;
+/// `image` is the one the update step writes.
+fn set_phase(
+    store: &Store,
+    id: &str,
+    firmware: &Firmware,
+    phase: Phase,
+    image: Option<&VerifiedImage>,
+) -> Result<(), StoreError> {
     store
         .update(id, |s| {
             s.in_flight = Some(InFlight {
@@ -110,14 +126,30 @@ fn set_phase(store: &Store, id: &str, firmware: &Firmware, phase: Phase) -> Resu
                 phase,
                 started_at: now_secs(),
                 process: None,
+                written: false,
+                sha256: image.map(|i| transferred(i).sha256),
             })
         })
         .map(drop)
 }
 
+/// The handler passed its commit point: the in-flight record says so, for
+/// start-up recovery to know the device may be half-written.
+pub(super) fn mark_written(store: &Store, id: &str) {
+    let saved = store.update(id, |s| {
+        if let Some(f) = &mut s.in_flight {
+            f.written = true;
+        }
+    });
+    if let Err(e) = saved {
+        tracing::error!(device = %id, "cannot record that the device is being written: {e}");
+    }
+}
+
 /// [`Mode::Immediate`], [`Mode::Install`] and [`Mode::TransferOnly`]: fetch and
 /// verify, transfer in the background if the handler can, then (not for
-/// `TransferOnly`) update. [`Mode::UpdateTransferred`]: see [`update_transferred`].
+/// `TransferOnly`) update. [`Mode::UpdateTransferred`] and [`Mode::Reflash`]: see
+/// [`update_staged`].
 async fn steps(
     ctx: &Context<'_>,
     device: &Device,
@@ -125,8 +157,8 @@ async fn steps(
     mode: Mode,
     progress: &Progress,
 ) -> Result<(), UpdateError> {
-    if mode == Mode::UpdateTransferred {
-        return update_transferred(ctx, device, firmware, progress).await;
+    if matches!(mode, Mode::UpdateTransferred | Mode::Reflash) {
+        return update_staged(ctx, device, firmware, mode, progress).await;
     }
     use ProgressStep::*;
     let store = ctx.store;
@@ -140,7 +172,8 @@ async fn steps(
         _ => &[Downloading, Transferring, Updating],
     };
     progress.define_sequence(sequence)?;
-    set_phase(store, id, firmware, Phase::Transfer)?;
+    fits(device, firmware.size)?;
+    set_phase(store, id, firmware, Phase::Transfer, None)?;
     progress.next()?;
     let fetch_ctx = fetch::FetchContext {
         downloads: &store.downloads_dir(),
@@ -156,6 +189,7 @@ async fn steps(
         progress,
     )
     .await?;
+    fits(device, Some(image.digests().length))?;
     if let Some(bg) = background {
         progress.next()?;
         bg.transfer(&image, progress).await?;
@@ -168,7 +202,7 @@ async fn steps(
         progress.pending()?;
         return Ok(());
     }
-    set_phase(store, id, firmware, Phase::Update)?;
+    set_phase(store, id, firmware, Phase::Update, Some(&image))?;
     // A handler without background transfer is entered at TRANSFERRING and
     // moves to UPDATING itself.
     progress.next()?;
@@ -176,34 +210,59 @@ async fn steps(
     if mode == Mode::Install {
         return Ok(());
     }
-    confirm_version(device, &firmware.version).await
+    confirm_version(device, &firmware.version, ctx.confirm_window).await
 }
 
-/// [`Mode::UpdateTransferred`]: re-verify the staged image, then update.
-async fn update_transferred(
+/// Refuses an image larger than the device can take (see
+/// [`crate::handler::UpdateHandler::image_limit`]).
+fn fits(device: &Device, size: Option<u64>) -> Result<(), UpdateError> {
+    match (size, device.handler.image_limit()) {
+        (Some(size), Some(limit)) if size > limit => {
+            Err(UpdateError::TooLargeForDevice { size, limit })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// [`Mode::UpdateTransferred`] and [`Mode::Reflash`]: re-verify the staged image
+/// (by the SHA-256 its record holds), then update.
+async fn update_staged(
     ctx: &Context<'_>,
     device: &Device,
     firmware: &Firmware,
+    mode: Mode,
     progress: &Progress,
 ) -> Result<(), UpdateError> {
     let store = ctx.store;
     let id = &device.config.id;
-    progress.define_sequence(if device.handler.background_transfer().is_some() {
-        &[ProgressStep::Updating]
-    } else {
-        &[ProgressStep::Transferring, ProgressStep::Updating]
-    })?;
+    let reflash = mode == Mode::Reflash;
+    progress.define_sequence(
+        if device.handler.background_transfer().is_some() && !reflash {
+            &[ProgressStep::Updating]
+        } else {
+            &[ProgressStep::Transferring, ProgressStep::Updating]
+        },
+    )?;
     let state = store.load(id)?;
-    let staged = state
-        .transferred
-        .filter(|t| t.version == firmware.version)
-        .ok_or_else(|| UpdateError::NotTransferred(firmware.version.clone()))?;
+    let version = &firmware.version;
+    let sha256 = if reflash {
+        let r = state.reflash.filter(|r| &r.version == version);
+        r.map(|r| r.sha256)
+            .ok_or_else(|| UpdateError::NoReflash(version.clone()))?
+    } else {
+        let t = state.transferred.filter(|t| &t.version == version);
+        t.map(|t| t.sha256)
+            .ok_or_else(|| UpdateError::NotTransferred(version.clone()))?
+    };
     let path = fetch::image_path(&store.downloads_dir(), id);
-    let image = fetch::reverify(&path, firmware, &staged.sha256).await?;
-    set_phase(store, id, firmware, Phase::Update)?;
+    let mut image = fetch::reverify(&path, firmware, &sha256).await?;
+    if reflash {
+        image = image.for_reflash();
+    }
+    set_phase(store, id, firmware, Phase::Update, Some(&image))?;
     progress.next()?;
     device.handler.update(&image, progress).await?;
-    confirm_version(device, &firmware.version).await
+    confirm_version(device, &firmware.version, ctx.confirm_window).await
 }
 
 fn transferred(image: &VerifiedImage) -> Transferred {
@@ -218,11 +277,13 @@ fn transferred(image: &VerifiedImage) -> Transferred {
 }
 
 /// After the handler reports success, the device must report the target version
-/// (when it can report one at all).
-pub async fn confirm_version(device: &Device, expected: &str) -> Result<(), UpdateError> {
-    let reported = device
-        .handler
-        .current_version()
+/// (when it can report one at all), within the confirm window.
+async fn confirm_version(
+    device: &Device,
+    expected: &str,
+    window: Duration,
+) -> Result<(), UpdateError> {
+    let reported = super::confirm::read_version(device, window)
         .await
         .map_err(|e| UpdateError::VersionCheck(e.to_string()))?;
     let Some(reported) = reported else {
@@ -265,10 +326,18 @@ fn finish(
         outcome: outcome.clone(),
         finished_at: now_secs(),
     };
-    let keep_staged = mode == Mode::TransferOnly;
+    let mut keep_staged = mode == Mode::TransferOnly;
     let saved = store.update(id, |s| {
-        s.in_flight = None;
-        if !keep_staged {
+        let in_flight = s.in_flight.take();
+        let was_reflash = mode == Mode::Reflash;
+        s.reflash =
+            reflash::next_record(s.reflash.take(), in_flight.as_ref(), &outcome, was_reflash);
+        if let Some(r) = &s.reflash {
+            tracing::warn!(device = %id, firmware_version = %r.version,
+                "the device was left half-written: it needs a re-flash");
+        }
+        keep_staged |= s.reflash.is_some();
+        if mode != Mode::TransferOnly {
             s.transferred = None;
         }
         s.last_outcome = Some(record);

@@ -33,6 +33,7 @@ pub struct VerifiedImage {
     path: PathBuf,
     firmware: Firmware,
     digests: Digests,
+    reflash: bool,
 }
 
 impl VerifiedImage {
@@ -41,7 +42,23 @@ impl VerifiedImage {
             path,
             firmware,
             digests,
+            reflash: false,
         }
+    }
+
+    /// The same image, to be written again over a device left half-written.
+    pub(crate) fn for_reflash(self) -> Self {
+        VerifiedImage {
+            reflash: true,
+            ..self
+        }
+    }
+
+    /// Whether this write repeats one that left the device half-written: the
+    /// version the device reports then says nothing (it may run only its
+    /// recovery firmware), so a handler must not refuse by it.
+    pub fn is_reflash(&self) -> bool {
+        self.reflash
     }
 
     pub fn path(&self) -> &Path {
@@ -132,6 +149,13 @@ pub trait UpdateHandler: Send + Sync {
     /// otherwise. Returning `Ok` means the device took the image; the engine then
     /// confirms by the version the device reports.
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError>;
+
+    /// The largest image the device can take (its flash, the configured
+    /// region), when known: the engine refuses a larger offer before it
+    /// downloads a byte (and a larger download before the device is touched).
+    fn image_limit(&self) -> Option<u64> {
+        None
+    }
 
     /// Stops a running `transfer` or `update` as soon as possible. Called by the
     /// engine on cancel and on timeout, after it dropped the running future.

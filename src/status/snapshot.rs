@@ -7,7 +7,7 @@ use super::Tracker;
 use crate::engine::Engine;
 use crate::model::FirmwareStatus;
 use crate::progress::ProgressStep;
-use crate::store::OutcomeRecord;
+use crate::store::{OutcomeRecord, Reflash};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -55,6 +55,9 @@ pub struct DeviceView {
     pub error: Option<String>,
     pub update: Option<UpdateView>,
     pub last_outcome: Option<OutcomeRecord>,
+    /// The device was left half-written: the image the agent writes again.
+    #[serde(default)]
+    pub needs_reflash: Option<Reflash>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,11 +86,11 @@ pub(super) fn build(tracker: &Tracker, engine: &Engine) -> Snapshot {
         .devices()
         .map(|d| {
             let report = poll.reports.get(&d.id);
-            let last_outcome = match engine.store().load(&d.id) {
-                Ok(s) => s.last_outcome,
+            let (last_outcome, needs_reflash) = match engine.store().load(&d.id) {
+                Ok(s) => (s.last_outcome, s.reflash),
                 Err(e) => {
                     tracing::warn!(device = %d.id, "status: {e}");
-                    None
+                    (None, None)
                 }
             };
             DeviceView {
@@ -110,6 +113,7 @@ pub(super) fn build(tracker: &Tracker, engine: &Engine) -> Snapshot {
                 error: report.and_then(|r| r.error.clone()),
                 update: tracker.update(&d.id),
                 last_outcome,
+                needs_reflash,
             }
         })
         .collect();

@@ -133,6 +133,7 @@ pub fn agent_config(state_dir: &Path) -> AgentConfig {
         state_dir: state_dir.to_path_buf(),
         poll_interval: Duration::from_secs(3600),
         update_timeout: Duration::from_secs(30 * 60),
+        confirm_window: Duration::from_secs(30),
         max_concurrent_updates: 1,
     }
 }

@@ -48,6 +48,9 @@ pub struct Script {
     pub files: Vec<(String, Vec<u8>)>,
     /// Feedback POSTs answered 503 while this is true.
     pub refuse_feedback: bool,
+    /// Feedback paths (`…/deploymentBase/{id}/feedback`) whose action a
+    /// `closed` message closed: like hawkBit, later feedback gets 410 Gone.
+    pub closed: Vec<String>,
 }
 
 pub struct DdiServer {
@@ -176,7 +179,10 @@ async fn serve(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let body = serde_json::from_slice(&buf[head_end..]).ok();
+    let body: Option<serde_json::Value> = serde_json::from_slice(&buf[head_end..]).ok();
+    let closes = body
+        .as_ref()
+        .is_some_and(|b| b["status"]["execution"] == "closed");
     seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path: path.clone(),
@@ -216,12 +222,14 @@ async fn serve(
         } else if method == "POST" && path.ends_with("/feedback") {
             if s.refuse_feedback {
                 (503, Vec::new(), "text/plain")
+            } else if s.closed.contains(&path) {
+                (410, Vec::new(), "text/plain")
             } else {
-                let closing = seen.lock().unwrap().last().and_then(|r| r.body.clone());
-                if path.contains("/deploymentBase/")
-                    && closing.is_some_and(|b| b["status"]["execution"] == "closed")
-                {
-                    s.config_data = true;
+                if closes {
+                    s.closed.push(path.clone());
+                    if path.contains("/deploymentBase/") {
+                        s.config_data = true;
+                    }
                 }
                 (200, Vec::new(), "text/plain")
             }

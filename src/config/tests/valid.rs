@@ -14,6 +14,7 @@ const FULL: &str = r#"
 state_dir = "/var/lib/fota"
 poll_interval = "1h 30m"
 update_timeout = "45m"
+confirm_window = "90s"
 max_concurrent_updates = 2
 
 [source]
@@ -49,6 +50,7 @@ fn default_agent() -> AgentConfig {
         state_dir: PathBuf::from("/var/lib/fota-agent"),
         poll_interval: Duration::from_secs(3600),
         update_timeout: Duration::from_secs(1800),
+        confirm_window: Duration::from_secs(180),
         max_concurrent_updates: 1,
     }
 }
@@ -69,6 +71,7 @@ fn full_config_parses_with_defaults_filled() {
             state_dir: PathBuf::from("/var/lib/fota"),
             poll_interval: Duration::from_secs(90 * 60),
             update_timeout: Duration::from_secs(45 * 60),
+            confirm_window: Duration::from_secs(90),
             max_concurrent_updates: 2,
         },
         source: SourceConfig::Directory {

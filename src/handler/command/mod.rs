@@ -145,13 +145,14 @@ impl CommandHandler {
         }
     }
 
-    /// [`CommandHandler::version_only`] for an optional `version_command`.
-    pub fn optional_version(
+    /// The version reader of a serial handler's `version_command` (none when
+    /// the device has none).
+    pub fn serial_version(
         device_id: &str,
         device_type: &str,
-        argv: Option<&Vec<String>>,
-        command_timeout: Duration,
+        keys: &dyn VersionKeys,
     ) -> Option<Self> {
+        let (argv, command_timeout) = keys.version_keys();
         argv.map(|argv| Self::version_only(device_id, device_type, argv.clone(), command_timeout))
     }
 
@@ -320,6 +321,12 @@ impl CommandHandler {
 
 /// The version `handler` reads; unknown (`None`) without a handler (the serial
 /// handlers' optional `version_command`).
+/// A serial handler's config keys for reading the version: `version_command`
+/// and `command_timeout`.
+pub trait VersionKeys {
+    fn version_keys(&self) -> (Option<&Vec<String>>, Duration);
+}
+
 pub async fn version_from(
     handler: Option<&CommandHandler>,
 ) -> Result<Option<String>, HandlerError> {

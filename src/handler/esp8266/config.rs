@@ -38,6 +38,12 @@ pub struct Esp8266Config {
     pub command_timeout: Duration,
 }
 
+impl crate::handler::command::VersionKeys for Esp8266Config {
+    fn version_keys(&self) -> (Option<&Vec<String>>, Duration) {
+        (self.version_command.as_ref(), self.command_timeout)
+    }
+}
+
 /// `handler = "esp8266"` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

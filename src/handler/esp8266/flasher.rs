@@ -99,16 +99,20 @@ impl<'a, L: Link> Flasher<'a, L> {
         }
     }
 
-    /// The whole update: `on_block(done, total)` after each acknowledged block,
-    /// `on_written()` once all blocks are in flash (before FLASH_END and reset).
+    /// The whole update: `commit()` right before FLASH_BEGIN erases (the commit
+    /// point: an error stops the update before the device is touched),
+    /// `on_block(done, total)` after each acknowledged block, `on_written()` once
+    /// all blocks are in flash (before FLASH_END and reset).
     pub async fn run(
         &mut self,
         job: &Job<'_>,
+        commit: impl FnOnce() -> Result<(), HandlerError>,
         mut on_block: impl FnMut(u32, u32),
         on_written: impl FnOnce(),
     ) -> Result<(), HandlerError> {
         self.connect().await?;
         self.detect_chip().await?;
+        commit()?;
         self.write_flash(job, &mut on_block).await?;
         on_written();
         self.finish().await

@@ -116,12 +116,7 @@ pub struct Esp8266Handler {
 
 impl Esp8266Handler {
     pub fn new(device_id: &str, device_type: &str, config: &Esp8266Config) -> Self {
-        let version = CommandHandler::optional_version(
-            device_id,
-            device_type,
-            config.version_command.as_ref(),
-            config.command_timeout,
-        );
+        let version = CommandHandler::serial_version(device_id, device_type, config);
         Esp8266Handler {
             device_id: device_id.to_string(),
             port: config.serial.port.clone(),
@@ -183,6 +178,11 @@ impl UpdateHandler for Esp8266Handler {
         super::command::version_from(self.version.as_ref()).await
     }
 
+    /// What the 16 MiB an ESP8266 addresses leave above `flash_offset`.
+    fn image_limit(&self) -> Option<u64> {
+        Some(MAX_FLASH.saturating_sub(u64::from(self.flash_offset)))
+    }
+
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
         let path = image.path();
         let bytes = tokio::fs::read(path)
@@ -213,6 +213,7 @@ impl UpdateHandler for Esp8266Handler {
         flasher
             .run(
                 &job,
+                || progress.commit().map_err(|_| HandlerError::Canceled),
                 |done, total| {
                     if in_transfer {
                         let pct = (u64::from(done) * 100 / u64::from(total.max(1))) as u8;

@@ -61,6 +61,12 @@ pub struct Mt7681Config {
     pub command_timeout: Duration,
 }
 
+impl crate::handler::command::VersionKeys for Mt7681Config {
+    fn version_keys(&self) -> (Option<&Vec<String>>, Duration) {
+        (Some(&self.version_command), self.command_timeout)
+    }
+}
+
 /// `handler = "mt7681"` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -85,11 +85,11 @@ use tokio::time::Instant;
 pub mod config;
 
 use super::command::CommandHandler;
-use super::xmodem::protocol;
-use super::{HandlerError, UpdateHandler, VerifiedImage, image_sent, report_sent};
+use super::xmodem::{protocol, transfer};
+use super::{HandlerError, UpdateHandler, VerifiedImage};
 use crate::config::{Mt7681Config, Mt7681Region, XmodemProtocol};
 use crate::progress::Progress;
-use crate::serial::{Link, ModemControl, SerialLink, read_byte};
+use crate::serial::{Link, SerialLink, read_byte};
 use crate::version::VersionScheme;
 
 /// Length of the upgrade header, which is also the first XMODEM block.
@@ -107,8 +107,6 @@ pub const RECOVERY_BANNER: &[u8] = b"Recovery Mode";
 pub const UPDATE_COMMAND: &[u8] = b"AT#UpdateFW\r";
 /// The version the engine gives an image installed without `--version`.
 const UNKNOWN_VERSION: &str = "unknown";
-/// Longest time `cancel` spends telling the module to give up.
-const CANCEL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a region lives in the MT7681's flash (the default, non-`XIP_164`
 /// layout of flash_map.h).
@@ -227,7 +225,7 @@ pub struct Mt7681Handler {
     device_id: String,
     config: Mt7681Config,
     scheme: VersionScheme,
-    version: CommandHandler,
+    version: Option<CommandHandler>,
     /// A transfer began and did not end with an acknowledged EOT or sent CANs.
     in_transfer: AtomicBool,
 }
@@ -239,12 +237,7 @@ impl Mt7681Handler {
         scheme: VersionScheme,
         config: &Mt7681Config,
     ) -> Self {
-        let version = CommandHandler::version_only(
-            device_id,
-            device_type,
-            config.version_command.clone(),
-            config.command_timeout,
-        );
+        let version = CommandHandler::serial_version(device_id, device_type, config);
         Mt7681Handler {
             device_id: device_id.to_string(),
             config: config.clone(),
@@ -269,7 +262,7 @@ impl Mt7681Handler {
                  upgrades to a higher version",
             ));
         }
-        let current = match self.version.current_version().await {
+        let current = match super::command::version_from(self.version.as_ref()).await {
             Ok(Some(v)) => v,
             Ok(None) => {
                 return Err(HandlerError::failed(
@@ -385,20 +378,25 @@ async fn wait_for_text<L: Link>(
 #[async_trait]
 impl UpdateHandler for Mt7681Handler {
     async fn current_version(&self) -> Result<Option<String>, HandlerError> {
-        self.version.current_version().await
+        super::command::version_from(self.version.as_ref()).await
+    }
+
+    /// The upgrade header and what the configured region holds.
+    fn image_limit(&self) -> Option<u64> {
+        Some(HEADER_LEN as u64 + u64::from(layout(self.config.region).size))
     }
 
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
-        self.check_version(&image.firmware().version).await?;
+        if !image.is_reflash() {
+            self.check_version(&image.firmware().version).await?;
+        }
         let data = tokio::fs::read(image.path()).await.map_err(|e| {
             HandlerError::io(format!("reading image {}", image.path().display()), e)
         })?;
         let header = check_image(&data, self.config.region)
             .map_err(|m| HandlerError::failed("mt7681 image", m))?;
         let mut link = self.open()?;
-        if let Err(e) = link.clear_input() {
-            tracing::debug!(device = %self.device_id, "cannot discard stale serial input: {e}");
-        }
+        transfer::clear_stale_input(&mut link, &self.device_id);
         let region = layout(self.config.region);
         tracing::info!(
             device = %self.device_id,
@@ -409,52 +407,33 @@ impl UpdateHandler for Mt7681Handler {
             "upgrading MT7681"
         );
         self.in_transfer.store(true, Ordering::SeqCst);
-        let result = async {
-            self.enter_recovery(&mut link).await?;
-            let total = data.len() as u64;
-            protocol::Sender::new(&mut link, self.options())
-                .send(
-                    protocol::File {
-                        name: "",
-                        data: &data,
-                        mtime: None,
-                    },
-                    |acked| report_sent(progress, acked, total),
-                )
-                .await
-                .map_err(|e| HandlerError::failed(format!("mt7681 {}", e.step), e.message()))
+        if let Err(e) = self.enter_recovery(&mut link).await {
+            transfer::tell_receiver_to_stop(&mut link, &self.device_id).await;
+            self.in_transfer.store(false, Ordering::SeqCst);
+            return Err(e);
         }
-        .await;
-        match result {
-            Ok(()) => {
-                self.in_transfer.store(false, Ordering::SeqCst);
-                tracing::info!(device = %self.device_id, "firmware sent; the module writes it and reboots");
-                image_sent(progress);
-                Ok(())
-            }
-            Err(e) => {
-                if let Err(io) = protocol::send_cancel(&mut link, CANCEL_WRITE_TIMEOUT).await {
-                    tracing::warn!(device = %self.device_id, "cannot send CAN to the module: {io}");
-                }
-                self.in_transfer.store(false, Ordering::SeqCst);
-                Err(e)
-            }
-        }
+        let file = protocol::File {
+            name: "",
+            data: &data,
+            mtime: None,
+        };
+        let opts = self.options();
+        transfer::send_image(
+            &mut link,
+            opts,
+            file,
+            progress,
+            &self.in_transfer,
+            "mt7681 ",
+        )
+        .await?;
+        tracing::info!(device = %self.device_id, "firmware sent; the module writes it and reboots");
+        Ok(())
     }
 
     /// Tells the module to give up (CANs) when a transfer was cut off.
     async fn cancel(&self) {
-        if !self.in_transfer.swap(false, Ordering::SeqCst) {
-            return;
-        }
-        match self.open() {
-            Ok(mut link) => {
-                if let Err(e) = protocol::send_cancel(&mut link, CANCEL_WRITE_TIMEOUT).await {
-                    tracing::warn!(device = %self.device_id, "cannot send CAN to the module: {e}");
-                }
-            }
-            Err(e) => tracing::warn!(device = %self.device_id, "cannot cancel the transfer: {e}"),
-        }
+        transfer::cancel_cut_off(&self.in_transfer, || self.open(), &self.device_id).await;
     }
 }
 

@@ -46,6 +46,12 @@ pub struct XmodemConfig {
     pub command_timeout: Duration,
 }
 
+impl crate::handler::command::VersionKeys for XmodemConfig {
+    fn version_keys(&self) -> (Option<&Vec<String>>, Duration) {
+        (self.version_command.as_ref(), self.command_timeout)
+    }
+}
+
 /// `handler = "xmodem"` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -83,21 +83,18 @@
 
 pub mod config;
 pub mod protocol;
+pub(crate) mod transfer;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
 use async_trait::async_trait;
 
 use super::command::CommandHandler;
-use super::{HandlerError, UpdateHandler, VerifiedImage, image_sent, report_sent};
+use super::{HandlerError, UpdateHandler, VerifiedImage};
 use crate::config::XmodemConfig;
 use crate::model::FirmwareLocation;
 use crate::progress::Progress;
-use crate::serial::{ModemControl, SerialLink};
-
-/// Longest time `cancel` spends telling the receiver to give up.
-const CANCEL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::serial::SerialLink;
 
 /// Sends images to one device's XMODEM / YMODEM bootloader.
 pub struct XmodemHandler {
@@ -112,12 +109,7 @@ pub struct XmodemHandler {
 
 impl XmodemHandler {
     pub fn new(device_id: &str, device_type: &str, config: &XmodemConfig) -> Self {
-        let version = CommandHandler::optional_version(
-            device_id,
-            device_type,
-            config.version_command.as_ref(),
-            config.command_timeout,
-        );
+        let version = CommandHandler::serial_version(device_id, device_type, config);
         XmodemHandler {
             device_id: device_id.to_string(),
             config: config.clone(),
@@ -178,61 +170,27 @@ impl UpdateHandler for XmodemHandler {
         })?;
         let name = file_name(image);
         let mut link = self.open()?;
-        if let Err(e) = link.clear_input() {
-            tracing::debug!(device = %self.device_id, "cannot discard stale serial input: {e}");
-        }
-        let total = data.len() as u64;
+        transfer::clear_stale_input(&mut link, &self.device_id);
         tracing::info!(
             device = %self.device_id,
             port = %self.config.serial.port.display(),
             protocol = ?self.config.protocol,
-            bytes = total,
+            bytes = data.len(),
             "sending firmware"
         );
-        self.in_transfer.store(true, Ordering::SeqCst);
-        let result = protocol::Sender::new(&mut link, self.options())
-            .send(
-                protocol::File {
-                    name: &name,
-                    data: &data,
-                    mtime: None,
-                },
-                |acked| report_sent(progress, acked, total),
-            )
-            .await;
-        match result {
-            Ok(()) => {
-                self.in_transfer.store(false, Ordering::SeqCst);
-                tracing::info!(device = %self.device_id, "firmware sent; the bootloader installs it");
-                image_sent(progress);
-                Ok(())
-            }
-            Err(e) => {
-                if e.wants_cancel()
-                    && let Err(io) = protocol::send_cancel(&mut link, CANCEL_WRITE_TIMEOUT).await
-                {
-                    tracing::warn!(device = %self.device_id, "cannot send CAN to the receiver: {io}");
-                }
-                self.in_transfer.store(false, Ordering::SeqCst);
-                Err(HandlerError::failed(e.step.clone(), e.message()))
-            }
-        }
+        let file = protocol::File {
+            name: &name,
+            data: &data,
+            mtime: None,
+        };
+        let opts = self.options();
+        transfer::send_image(&mut link, opts, file, progress, &self.in_transfer, "").await?;
+        tracing::info!(device = %self.device_id, "firmware sent; the bootloader installs it");
+        Ok(())
     }
 
     /// Tells the receiver to give up (CANs) when a transfer was cut off.
     async fn cancel(&self) {
-        if !self.in_transfer.swap(false, Ordering::SeqCst) {
-            return;
-        }
-        match self.open() {
-            Ok(mut link) => {
-                if let Err(e) = protocol::send_cancel(&mut link, CANCEL_WRITE_TIMEOUT).await {
-                    tracing::warn!(device = %self.device_id, "cannot send CAN to the receiver: {e}");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(device = %self.device_id, "cannot cancel the transfer: {e}");
-            }
-        }
+        transfer::cancel_cut_off(&self.in_transfer, || self.open(), &self.device_id).await;
     }
 }

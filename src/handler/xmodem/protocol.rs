@@ -170,6 +170,8 @@ pub enum ErrorKind {
     NoAnswer(String),
     /// The link failed.
     Io(std::io::Error),
+    /// The update was canceled before the first data block (the commit point).
+    Canceled,
 }
 
 impl XmodemError {
@@ -184,6 +186,7 @@ impl XmodemError {
             ErrorKind::ReceiverCanceled => "receiver canceled".to_string(),
             ErrorKind::NoAnswer(m) => m.clone(),
             ErrorKind::Io(e) => format!("serial link: {e}"),
+            ErrorKind::Canceled => "canceled before the first data block".to_string(),
         }
     }
 }
@@ -275,11 +278,13 @@ impl<'l, L: Link> Sender<'l, L> {
         }
     }
 
-    /// Sends `file`; `on_ack(bytes_acknowledged)` is called after every
-    /// acknowledged data block.
+    /// Sends `file`; `commit()` is asked right before the first data block (the
+    /// receiver writes flash from it on; `false`: stop, canceled), and
+    /// `on_ack(bytes_acknowledged)` is called after every acknowledged data block.
     pub async fn send(
         &mut self,
         file: File<'_>,
+        commit: impl FnOnce() -> bool,
         mut on_ack: impl FnMut(u64),
     ) -> Result<(), XmodemError> {
         let check = self.wait_start().await?;
@@ -295,6 +300,9 @@ impl<'l, L: Link> Sender<'l, L> {
 
         let blocks = self.split(file.data);
         let total = blocks.len();
+        if !commit() {
+            return Err(self.err(format!("block 1/{total}"), ErrorKind::Canceled));
+        }
         for (i, (start, size)) in blocks.into_iter().enumerate() {
             let end = (start + size).min(file.data.len());
             let number = ((i + 1) % 256) as u8;

@@ -119,14 +119,28 @@ impl HawkbitSource {
         self.feedback.flush().await;
     }
 
-    /// Delivers one queued feedback message.
+    /// Delivers one queued feedback message. A `closed` the server answers 410
+    /// (hawkBit's answer to feedback on an action no longer active) was already
+    /// delivered: the agent stopped after sending it and before dequeuing it.
     async fn send_feedback(&self, item: state::Queued) -> Result<(), SendError> {
-        self.api
+        let sent = self
+            .api
             .request(Method::POST, &item.url)
             .json(&item.body)
             .send()
-            .await?;
-        Ok(())
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.status() == Some(reqwest::StatusCode::GONE)
+                    && item.body["status"]["execution"] == "closed" =>
+            {
+                tracing::info!(source = "hawkbit", url = %item.url,
+                    "the action is already closed on the server (a repeat after a restart)");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The `Authorization` header for an artifact URL on the hawkBit server itself;

@@ -15,8 +15,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::transport::{ChunkRequest, Transport};
 use crate::config::{AccessToken, OtaKind};
-use crate::download::DownloadConfig;
 use crate::download::retry::backoff;
+use crate::download::{DownloadConfig, SPACE_CHECK_EVERY, check_free_space};
 use crate::model::{FetchFailure, FetchReport, RemoteFetch};
 use crate::persist::{self, JsonFile};
 
@@ -135,6 +135,15 @@ impl ChunkFetcher {
     }
 }
 
+impl ChunkFetcher {
+    /// Refuses to write `needed` more bytes when that would eat into the free
+    /// space reserve (`free_space_reserve`), like every download path.
+    fn room(&self, dir: &Path, needed: u64) -> Result<(), FetchFailure> {
+        check_free_space(dir, needed, self.download.free_space_reserve)
+            .map_err(|e| FetchFailure::permanent(e.to_string()))
+    }
+}
+
 #[async_trait]
 impl RemoteFetch for ChunkFetcher {
     async fn fetch(&self, part: &Path, report: FetchReport<'_>) -> Result<(), FetchFailure> {
@@ -146,12 +155,22 @@ impl RemoteFetch for ChunkFetcher {
             .await
             .map_err(|e| FetchFailure::permanent(format!("{}: {e}", part.display())))?;
         let io = |e: std::io::Error| FetchFailure::permanent(format!("{}: {e}", part.display()));
+        let dir = part.parent().unwrap_or(Path::new("."));
+        let left = self.size.map_or(0, |s| s.saturating_sub(done));
+        self.room(dir, left)?;
         report(done, self.size);
         loop {
             if self.size.is_some_and(|s| done >= s) {
                 break;
             }
-            let data = self.chunk_with_retries(index).await?;
+            let data = match self.chunk_with_retries(index).await {
+                Ok(data) => data,
+                Err(e) => {
+                    // What is on disk is what the next attempt resumes from.
+                    file.flush().await.map_err(io)?;
+                    return Err(e);
+                }
+            };
             if data.is_empty() {
                 if let Some(size) = self.size {
                     return Err(FetchFailure::permanent(format!(
@@ -159,6 +178,16 @@ impl RemoteFetch for ChunkFetcher {
                     )));
                 }
                 break;
+            }
+            let after = done + data.len() as u64;
+            if let Some(max) = self.download.max_image_size.filter(|&m| after > m) {
+                file.flush().await.map_err(io)?;
+                return Err(FetchFailure::permanent(format!(
+                    "chunk {index}: the package passes max_image_size ({max} bytes)"
+                )));
+            }
+            if after / SPACE_CHECK_EVERY != done / SPACE_CHECK_EVERY {
+                self.room(dir, data.len() as u64)?;
             }
             file.write_all(&data).await.map_err(io)?;
             done += data.len() as u64;
