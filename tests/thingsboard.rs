@@ -80,7 +80,7 @@ impl Agent {
         dev: &Arc<FakeDevice>,
         trust: TrustPolicy,
     ) -> Agent {
-        let source = ThingsboardSource::new(tb_config(&server.url(), state_dir));
+        let source = ThingsboardSource::new(tb_config(&server.url(), state_dir)).unwrap();
         let engine = Engine::new(
             agent_config(state_dir),
             &fast_download(),
@@ -305,10 +305,8 @@ async fn reports_are_queued_durably_and_sent_once_after_a_restart() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     agent.stop().await;
     assert!(server.states(TOKEN, "fw_state").is_empty());
-    let queued = queued_reports(&ThingsboardSource::new(tb_config(
-        &server.url(),
-        state.path(),
-    )));
+    let queued =
+        queued_reports(&ThingsboardSource::new(tb_config(&server.url(), state.path())).unwrap());
     let queued_states: Vec<String> = queued
         .iter()
         .filter_map(|(_, v)| {
@@ -333,11 +331,8 @@ async fn reports_are_queued_durably_and_sent_once_after_a_restart() {
     assert_eq!(healthy.states(TOKEN, "fw_state"), FLOW);
     agent.stop().await;
     assert!(
-        queued_reports(&ThingsboardSource::new(tb_config(
-            &healthy.url(),
-            state.path()
-        )))
-        .is_empty()
+        queued_reports(&ThingsboardSource::new(tb_config(&healthy.url(), state.path())).unwrap())
+            .is_empty()
     );
 }
 

@@ -81,7 +81,7 @@ pub fn from_config(config: &Config) -> Result<Box<dyn FirmwareSource>, SourceErr
             &config.agent.state_dir,
         )?),
         SourceConfig::Thingsboard(tb) => {
-            Box::new(thingsboard::ThingsboardSource::new((**tb).clone()))
+            Box::new(thingsboard::ThingsboardSource::new((**tb).clone())?)
         }
     })
 }

@@ -16,6 +16,7 @@ const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 const MAX_CHUNK_SIZE: i64 = 16 * 1024 * 1024;
 const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MQTT_PORT: u16 = 1883;
+const DEFAULT_MQTTS_PORT: u16 = 8883;
 
 /// How the agent talks to ThingsBoard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +24,11 @@ pub enum ThingsboardTransport {
     /// `transport = "http"` (default): the HTTP device API under `url`
     /// (e.g. `https://tb.example.com`).
     Http { url: String },
-    /// `transport = "mqtt"`: the MQTT device API on `host`:`port` (default 1883),
-    /// one connection per access token (the token is the MQTT user name).
-    Mqtt { host: String, port: u16 },
+    /// `transport = "mqtt"`: the MQTT device API on `host`:`port`, one connection
+    /// per access token (the token is the MQTT user name). Over TLS (port 8883,
+    /// `[source]` `ca_bundle`, `client_cert`, `client_key`) unless `tls = false`,
+    /// which needs `https_only = false` (then port 1883).
+    Mqtt { host: String, port: u16, tls: bool },
 }
 
 /// A ThingsBoard device access token: a [`Secret`], never shown in `Debug` output
@@ -75,6 +78,7 @@ pub(crate) struct RawThingsboard {
     url: Option<Spanned<String>>,
     host: Option<Spanned<String>>,
     port: Option<Spanned<i64>>,
+    tls: Option<Spanned<bool>>,
     access_token: Option<Spanned<String>>,
     gateway_device: Option<Spanned<String>>,
     software_device: Option<Spanned<String>>,
@@ -162,11 +166,15 @@ impl RawThingsboard {
         refs
     }
 
-    /// `transport = "http"`: `url`, no `host` or `port`.
+    /// `transport = "http"`: `url`, no `host`, `port` or `tls`.
     fn http(&self, source: &SourceKeys<'_>) -> Result<ThingsboardTransport, ConfigError> {
         let check = source.check;
-        let stray = self.host.as_ref().map(|h| ("host", h.span().start));
-        if let Some((key, at)) = stray.or(self.port.as_ref().map(|p| ("port", p.span().start))) {
+        let stray = [
+            self.host.as_ref().map(|h| ("host", h.span().start)),
+            self.port.as_ref().map(|p| ("port", p.span().start)),
+            self.tls.as_ref().map(|t| ("tls", t.span().start)),
+        ];
+        if let Some((key, at)) = stray.into_iter().flatten().next() {
             let msg = format!("source: key {key:?} does not apply to transport \"http\"");
             return Err(check.error(at, Some(key), msg));
         }
@@ -191,7 +199,8 @@ impl RawThingsboard {
         })
     }
 
-    /// `transport = "mqtt"`: `host` and `port`, no `url`.
+    /// `transport = "mqtt"`: `host`, `port` and `tls`, no `url`. Plain MQTT sends
+    /// the access token in clear, so `tls = false` needs `https_only = false`.
     fn mqtt(&self, source: &SourceKeys<'_>) -> Result<ThingsboardTransport, ConfigError> {
         let check = source.check;
         if let Some(url) = &self.url {
@@ -206,6 +215,13 @@ impl RawThingsboard {
                 return Err(check.error(source.start, Some("host"), msg));
             }
         };
+        let tls = self.tls.as_ref().is_none_or(|t| *t.get_ref());
+        if let (Some(t), false) = (&self.tls, tls || !source.download.https_only) {
+            let msg = "source.tls: plain MQTT sends the access token in clear; use TLS or \
+                       write https_only = false in [source] to allow cleartext"
+                .into();
+            return Err(check.at(t, "tls", msg));
+        }
         let port = match &self.port {
             Some(p) => check.int(
                 p,
@@ -213,9 +229,10 @@ impl RawThingsboard {
                 |p: &u16| *p > 0,
                 |p| format!("source.port: must be between 1 and 65535, got {p}"),
             )?,
+            None if tls => DEFAULT_MQTTS_PORT,
             None => DEFAULT_MQTT_PORT,
         };
-        Ok(ThingsboardTransport::Mqtt { host, port })
+        Ok(ThingsboardTransport::Mqtt { host, port, tls })
     }
 
     /// The gateway's token bound to `gateway_device` / `software_device`, and the

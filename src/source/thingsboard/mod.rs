@@ -86,22 +86,37 @@ fn source_error(message: impl std::fmt::Display) -> SourceError {
 }
 
 impl ThingsboardSource {
-    /// The source the config describes.
-    pub fn new(config: ThingsboardConfig) -> ThingsboardSource {
+    /// The source the config describes; fails when the MQTT transport's TLS files
+    /// (`ca_bundle`, `client_cert`, `client_key`) cannot be used.
+    pub fn new(config: ThingsboardConfig) -> Result<ThingsboardSource, SourceError> {
         let transport: Arc<dyn Transport> = match &config.transport {
             ThingsboardTransport::Http { url } => Arc::new(http::HttpTransport::new(
                 &config.download,
                 url,
                 config.poll_timeout,
             )),
-            ThingsboardTransport::Mqtt { host, port } => Arc::new(mqtt::MqttTransport::new(
-                host,
-                *port,
-                config.chunk_size,
-                config.poll_timeout,
-            )),
+            ThingsboardTransport::Mqtt { host, port, tls } => {
+                let d = &config.download;
+                let tls = tls
+                    .then(|| {
+                        crate::tls::client_config(
+                            d.ca_bundle.as_deref(),
+                            d.client_cert.as_deref(),
+                            d.client_key.as_deref(),
+                        )
+                    })
+                    .transpose()
+                    .map_err(|e| source_error(format!("MQTT TLS: {e}")))?;
+                Arc::new(mqtt::MqttTransport::new(
+                    host,
+                    *port,
+                    tls,
+                    config.chunk_size,
+                    config.poll_timeout,
+                ))
+            }
         };
-        Self::with_transport(config, transport)
+        Ok(Self::with_transport(config, transport))
     }
 
     /// The source over an explicit transport (tests plug their own in).
@@ -355,8 +370,9 @@ impl FirmwareSource for ThingsboardSource {
     fn describe(&self) -> String {
         match &self.config.transport {
             ThingsboardTransport::Http { url } => format!("thingsboard {url}"),
-            ThingsboardTransport::Mqtt { host, port } => {
-                format!("thingsboard mqtt://{host}:{port}")
+            ThingsboardTransport::Mqtt { host, port, tls } => {
+                let scheme = if *tls { "mqtts" } else { "mqtt" };
+                format!("thingsboard {scheme}://{host}:{port}")
             }
         }
     }
