@@ -44,6 +44,7 @@ use crate::download::retry::backoff;
 use crate::model::{Firmware, FirmwareLocation, RemoteImage};
 use crate::persist::{Backoff, SendError};
 use crate::progress::{Outcome, ProgressEvent, ProgressKind, ProgressStep};
+use crate::source::server_text;
 use state::SourceState;
 use transport::{TbError, Transport};
 use wire::{Assignment, OtaState};
@@ -181,8 +182,9 @@ impl ThingsboardSource {
             let mut assigned = self.lock_assigned();
             if assigned.get(&b.device_id) != Some(&assignment) {
                 if let Some(a) = &assignment {
-                    tracing::info!(device = %b.device_id, firmware_version = %a.version,
-                        "thingsboard assigns {} {}", a.title, a.version);
+                    // Debug-quoted: the strings are checked only when offered.
+                    tracing::info!(device = %b.device_id, firmware_version = ?a.version,
+                        "thingsboard assigns {:?} {:?}", a.title, a.version);
                 }
                 assigned.insert(b.device_id.clone(), assignment);
                 changed = true;
@@ -398,19 +400,23 @@ impl FirmwareSource for ThingsboardSource {
             return Ok(Vec::new());
         };
         if self.state.failed(&device.id).as_ref() == Some(&assignment) {
-            tracing::debug!(device = %device.id, firmware_version = %assignment.version,
+            tracing::debug!(device = %device.id, firmware_version = ?assignment.version,
                 "not offering again: its update failed (waiting for a new assignment)");
             return Ok(Vec::new());
         }
-        let checksum = match assignment.checksum(binding.kind) {
+        let checked = server_text::title(&assignment.title)
+            .and_then(|()| server_text::version(&assignment.version))
+            .map_err(|e| e.to_string())
+            .and_then(|()| assignment.checksum(binding.kind).map_err(|e| e.to_string()));
+        let checksum = match checked {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(device = %device.id, "thingsboard: {e}");
+                tracing::warn!(device = %device.id, "thingsboard: package refused: {e}");
                 self.enqueue(
                     &binding,
                     &[
                         ("state", json!(OtaState::Failed.as_str())),
-                        ("error", json!(e.to_string())),
+                        ("error", json!(e)),
                     ],
                 );
                 self.state.set_failed(&device.id, Some(assignment));
