@@ -63,9 +63,22 @@ pub fn describe_chunks(base: &DeploymentBase) -> String {
     base.deployment
         .chunks
         .iter()
-        .map(|c| format!("{:?}/{:?} {:?}", c.part, c.name, c.version))
+        .map(|c| {
+            let part = shown(server_text::text("part", &c.part), &c.part);
+            let name = shown(server_text::title(&c.name), &c.name);
+            let version = shown(server_text::version(&c.version), &c.version);
+            format!("{part}/{name} {version}")
+        })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `value` quoted when it passed its check, else the reason it did not.
+fn shown(check: Result<(), server_text::TextError>, value: &str) -> String {
+    match check {
+        Ok(()) => format!("{value:?}"),
+        Err(e) => format!("({e})"),
+    }
 }
 
 /// The server's instructions as the engine's planner understands them.
