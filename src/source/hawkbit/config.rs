@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::check::Checker;
+use crate::config::secret_ref::SecretValue;
 use crate::config::{ConfigError, Secret};
 use crate::source::config::{SourceConfig, SourceKeys, SourceKind};
 
@@ -68,8 +69,8 @@ pub(crate) struct RawHawkbit {
     url: Option<Spanned<String>>,
     tenant: Option<Spanned<String>>,
     controller_id: Option<Spanned<String>>,
-    target_token: Option<Spanned<String>>,
-    gateway_token: Option<Spanned<String>>,
+    target_token: Option<Spanned<SecretValue>>,
+    gateway_token: Option<Spanned<SecretValue>>,
     min_poll_interval: Option<Spanned<String>>,
     /// Device id → chunk selector (`part:<part>` or `name:<name>`).
     chunks: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
@@ -112,7 +113,8 @@ impl SourceKind for RawHawkbit {
 impl RawHawkbit {
     /// `target_token` or `gateway_token` (not both).
     fn auth(&self, check: &Checker<'_>) -> Result<HawkbitAuth, ConfigError> {
-        let token = |v: &Spanned<String>, key: &str| {
+        let token = |v: &Spanned<SecretValue>, key: &str| {
+            let v = &check.secret(v, key, &format!("source.{key}"))?;
             if v.get_ref().trim().is_empty() {
                 Err(check.at(v, key, format!("source.{key}: must not be empty")))
             } else {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::check::Checker;
+use crate::config::secret_ref::SecretValue;
 use crate::config::{ConfigError, Secret};
 use crate::source::config::{SourceConfig, SourceKeys, SourceKind};
 
@@ -79,10 +80,10 @@ pub(crate) struct RawThingsboard {
     host: Option<Spanned<String>>,
     port: Option<Spanned<i64>>,
     tls: Option<Spanned<bool>>,
-    access_token: Option<Spanned<String>>,
+    access_token: Option<Spanned<SecretValue>>,
     gateway_device: Option<Spanned<String>>,
     software_device: Option<Spanned<String>>,
-    tokens: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    tokens: Option<Spanned<BTreeMap<String, Spanned<SecretValue>>>>,
     chunk_size: Option<Spanned<i64>>,
     poll_timeout: Option<Spanned<String>>,
 }
@@ -243,7 +244,15 @@ impl RawThingsboard {
         let gateway_token = self
             .access_token
             .as_ref()
-            .map(|t| token(check, t, "access_token", "source.access_token"))
+            .map(|t| {
+                let name = "source.access_token";
+                token(
+                    check,
+                    &check.secret(t, "access_token", name)?,
+                    "access_token",
+                    name,
+                )
+            })
             .transpose()?;
         for (key, value, kind) in [
             ("gateway_device", &self.gateway_device, OtaKind::Firmware),
@@ -295,7 +304,12 @@ impl RawThingsboard {
         };
         for (id, value) in tokens.get_ref() {
             let name = format!("source.tokens.{id:?}");
-            let t = token(check, value, "tokens", &name)?;
+            let t = token(
+                check,
+                &check.secret(value, "tokens", &name)?,
+                "tokens",
+                &name,
+            )?;
             if bindings.iter().any(|b| b.device_id == *id) {
                 let msg = format!("{name}: device {id:?} is already the gateway's device");
                 return Err(check.at(value, "tokens", msg));
