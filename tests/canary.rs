@@ -1,0 +1,219 @@
+//! Credentials never leak: the `fota-agent` binary runs against each server
+//! source's stand-in with a unique canary token, an update fails (so error paths
+//! run and are reported), and the canary must not appear in the agent's stderr,
+//! its status answer, or any report the stand-in received.
+
+mod hawkbit_ext;
+mod mcs_server;
+mod thingsboard_server;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mcs_server::{McsServer, Offer};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use thingsboard_server::TbServer;
+
+/// A command-handler device `dev` of type `t` running 1.0.
+const DEVICE: &str = "[[device]]\nid = \"dev\"\ntype = \"t\"\nhandler = \"command\"\n\
+                      version_command = [\"echo\", \"1.0\"]\nupdate_command = [\"true\"]\n";
+
+/// `fota-agent run` with `source` (a `[source]` table) and the status endpoint on
+/// a free port; stderr goes to a file.
+struct Agent {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(source: &str, files: &[(&str, &str)]) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.path().display();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nstate_dir = \"{d}/state\"\npoll_interval = \"1h\"\n\
+                 [status]\nlisten = \"127.0.0.1:{port}\"\n{source}\n{DEVICE}"
+            ),
+        )
+        .unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_fota-agent"))
+            .env("RUST_LOG", "debug")
+            .env_remove("FOTA_AGENT_CONFIG")
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Agent { child, port, dir }
+    }
+
+    /// The `/status` answer.
+    fn status(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let request = "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    /// Stops the agent (SIGTERM) and returns its stderr.
+    fn stop(mut self) -> String {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap()
+    }
+
+    /// Asserts that `canary` is in none of: stderr, the status answer, `reports`.
+    fn assert_no_leak(self, canary: &str, reports: &str) {
+        let status = self.status();
+        assert!(status.contains("\"dev\""), "{status}");
+        let stderr = self.stop();
+        assert!(
+            stderr.contains("fota-agent") && stderr.contains("fail"),
+            "{stderr}"
+        );
+        for (what, text) in [
+            ("stderr", &stderr),
+            ("status", &status),
+            ("reports", &reports.to_string()),
+        ] {
+            assert!(
+                !text.contains(canary),
+                "the canary is in the {what}:\n{text}"
+            );
+        }
+    }
+}
+
+async fn until<F: Fn() -> bool>(what: &str, f: F) {
+    for _ in 0..2000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thingsboard_http_never_shows_its_access_token() {
+    const CANARY: &str = "tbCANARY5d1e7a93";
+    let server = TbServer::start(&[CANARY]).await;
+    // MD5 only and no signature: refused by the checksum policy, reported FAILED.
+    server.assign(CANARY, "fw", "t-fw", "2.0", b"image 2.0", "MD5");
+    let agent = Agent::start(
+        &format!(
+            "[source]\nkind = \"thingsboard\"\nurl = \"{}\"\nhttps_only = false\n\
+         access_token = \"{CANARY}\"\ngateway_device = \"dev\"\n",
+            server.url()
+        ),
+        &[],
+    );
+    until("FAILED reported", || {
+        server
+            .states(CANARY, "fw_state")
+            .contains(&"FAILED".to_string())
+    })
+    .await;
+    let reports = format!("{:?}", server.telemetry(CANARY));
+    agent.assert_no_leak(CANARY, &reports);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hawkbit_never_shows_its_target_token() {
+    use hawkbit_ext::{DdiServer, TARGET, TOKEN};
+    let server = DdiServer::start().await;
+    let image = b"t image 2.0".to_vec();
+    {
+        let mut s = server.script();
+        s.files.push(("t-2.0.bin".into(), image.clone()));
+        let mut d = hawkbit_ext::deployment(
+            &server.base_url,
+            ("forced", "forced"),
+            None,
+            "t-2.0.bin",
+            &image,
+        );
+        d["chunks"][0]["name"] = serde_json::json!("t");
+        // A wrong hash: the download fails verification and the action closes failed.
+        d["chunks"][0]["artifacts"][0]["hashes"]["sha256"] = serde_json::json!("00".repeat(32));
+        s.deployment = Some(("20".into(), d));
+    }
+    let agent = Agent::start(
+        &format!(
+            "[source]\nkind = \"hawkbit\"\nurl = \"{}\"\ntenant = \"DEFAULT\"\n\
+         controller_id = \"{TARGET}\"\ntarget_token = \"{TOKEN}\"\nhttps_only = false\n\
+         min_poll_interval = \"100ms\"\n",
+            server.base_url
+        ),
+        &[],
+    );
+    let closed = || {
+        server
+            .feedback("deploymentBase", "20")
+            .iter()
+            .any(|f| f["status"]["execution"] == "closed")
+    };
+    until("the action closed", closed).await;
+    let reports: Vec<String> = server
+        .seen()
+        .into_iter()
+        .filter_map(|s| s.body.map(|b| b.to_string()))
+        .collect();
+    assert!(reports.iter().any(|r| r.contains("failure")), "{reports:?}");
+    agent.assert_no_leak(TOKEN, &reports.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcs_never_shows_its_device_key() {
+    const ID: &str = "DcAnary1";
+    const CANARY: &str = "mcsCANARY0b8c44f2";
+    let server = McsServer::start().await;
+    server.add_device(ID, CANARY);
+    let url = server.add_file("t-2.0.bin", b"t image 2.0");
+    // An MD5 that does not match: the update fails and is reported.
+    server.offer(
+        ID,
+        Offer {
+            fwid: "F2".into(),
+            version: "2.0".into(),
+            url,
+            md5: Some("0".repeat(32)),
+            prerequisites: None,
+        },
+    );
+    let agent = Agent::start(
+        &format!(
+            "[source]\nkind = \"mcs\"\nbase_url = \"{}\"\nhttps_only = false\n\
+         device_id = \"{ID}\"\ndevice_key = {{ file = \"key\" }}\ngateway_device = \"dev\"\n\
+         heartbeat_interval = \"200ms\"\n[trust]\nallow_weak_checksums = true\n",
+            server.base_url()
+        ),
+        &[("key", &format!("{CANARY}\n"))],
+    );
+    until("FAILED reported", || {
+        server.datapoints(ID).iter().any(|d| d.contains("FAILED"))
+    })
+    .await;
+    // Not the heartbeats: MCS's command channel carries the key by protocol.
+    let reports = format!("{:?}", server.datapoints(ID));
+    agent.assert_no_leak(CANARY, &reports);
+}
