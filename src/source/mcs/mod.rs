@@ -266,11 +266,11 @@ impl Inner {
             .await
             .map_err(source_error)?
         {
-            let text: Result<(), _> = server_text::version(&item.version)
+            let text = server_text::version(&item.version)
                 .and_then(|()| item.name.as_deref().map_or(Ok(()), server_text::title))
                 .and_then(|()| {
-                    let prerequisites = item.prerequisites.iter().flatten();
-                    prerequisites.map(|p| server_text::version(p)).collect()
+                    let mut prerequisites = item.prerequisites.iter().flatten();
+                    prerequisites.try_for_each(|p| server_text::version(p))
                 });
             if let Err(e) = text {
                 skipped.push(format!("a firmware refused: {e}"));
