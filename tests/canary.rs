@@ -5,16 +5,17 @@
 
 mod hawkbit_ext;
 mod mcs_server;
+mod process;
 mod thingsboard_server;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use mcs_server::{McsServer, Offer};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use process::until;
 use thingsboard_server::TbServer;
 
 /// A command-handler device `dev` of type `t` running 1.0.
@@ -98,16 +99,6 @@ impl Agent {
             );
         }
     }
-}
-
-async fn until<F: Fn() -> bool>(what: &str, f: F) {
-    for _ in 0..2000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

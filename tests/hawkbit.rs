@@ -265,6 +265,14 @@ fn ext_config(server: &DdiServer) -> HawkbitConfig {
     config(&server.base_url, TARGET, TOKEN)
 }
 
+/// Device `mcu-1` (type `mcu`, running 1.0, immediate) served by `server`.
+fn mcu_engine(state: &std::path::Path, server: &DdiServer) -> (Arc<FakeDevice>, Engine) {
+    let dev = FakeDevice::new("1.0");
+    let device = device_config("mcu-1", "mcu", UpdatePolicy::Immediate);
+    let eng = engine(state, &ext_config(server), vec![(device, dev.clone())]);
+    (dev, eng)
+}
+
 fn closed(server: &DdiServer) -> Vec<serde_json::Value> {
     server
         .feedback("deploymentBase", "20")
@@ -277,15 +285,7 @@ fn closed(server: &DdiServer) -> Vec<serde_json::Value> {
 async fn feedback_follows_the_update_step_by_step() {
     let Ext { server, image } = ext("forced", "forced", None).await;
     let state = tempfile::tempdir().unwrap();
-    let dev = FakeDevice::new("1.0");
-    let eng = engine(
-        state.path(),
-        &ext_config(&server),
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let (dev, eng) = mcu_engine(state.path(), &server);
     let run = start(&eng);
     until("closed", || closed(&server).len() == 1).await;
     run.stop().await;
@@ -337,15 +337,7 @@ async fn a_bad_artifact_closes_the_action_with_failure_and_the_reason() {
     let Ext { server, .. } = ext("forced", "forced", None).await;
     server.script().files[0].1[0] ^= 0xff; // corrupted on the server
     let state = tempfile::tempdir().unwrap();
-    let dev = FakeDevice::new("1.0");
-    let eng = engine(
-        state.path(),
-        &ext_config(&server),
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let (dev, eng) = mcu_engine(state.path(), &server);
     let run = start(&eng);
     until("closed", || closed(&server).len() == 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -415,15 +407,7 @@ async fn a_closed_maintenance_window_stages_then_resumes_when_it_opens() {
     let Ext { server, image } = ext("forced", "forced", Some("unavailable")).await;
     server.script().sleep = "00:00:01".into();
     let state = tempfile::tempdir().unwrap();
-    let dev = FakeDevice::new("1.0");
-    let eng = engine(
-        state.path(),
-        &ext_config(&server),
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let (dev, eng) = mcu_engine(state.path(), &server);
     let run = start(&eng);
     let executions = || -> Vec<String> {
         server
@@ -828,15 +812,7 @@ async fn hostile_versions_names_and_file_names_close_the_action_without_repeatin
             }
         }
         let state = tempfile::tempdir().unwrap();
-        let dev = FakeDevice::new("1.0");
-        let eng = engine(
-            state.path(),
-            &ext_config(&server),
-            vec![(
-                device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-                dev.clone(),
-            )],
-        );
+        let (dev, eng) = mcu_engine(state.path(), &server);
         let run = start(&eng);
         until("closed", || closed(&server).len() == 1).await;
         run.stop().await;

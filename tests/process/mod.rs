@@ -39,3 +39,13 @@ pub fn wait_for(path: &Path) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Waits (bounded, 20 s) until `f` holds, without blocking the async runtime the
+/// test's servers run on.
+pub async fn until<F: Fn() -> bool>(what: &str, f: F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
