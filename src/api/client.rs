@@ -166,6 +166,7 @@ impl ApiClient {
             timeout: None,
             max_body: self.max_body,
             shown_as: None,
+            if_none_match: None,
         }
     }
 
@@ -189,18 +190,28 @@ pub struct ApiRequest<'a> {
     max_body: usize,
     /// How errors name the request instead of `METHOD url`.
     shown_as: Option<String>,
+    /// The validator of the answer held from last time (a conditional GET).
+    if_none_match: Option<String>,
 }
 
-/// A 2xx answer, read whole (within the limit).
+/// A 2xx answer, read whole (within the limit), or a 304 to a conditional GET
+/// (empty body: the caller's copy is still current).
 #[derive(Debug, Clone)]
 pub struct ApiResponse {
     pub status: StatusCode,
     pub body: Bytes,
+    /// The answer's `ETag`, for the next conditional GET.
+    pub etag: Option<String>,
     /// `METHOD url` as shown in errors.
     target: String,
 }
 
 impl ApiResponse {
+    /// The server answered 304 Not Modified to `If-None-Match`.
+    pub fn not_modified(&self) -> bool {
+        self.status == StatusCode::NOT_MODIFIED
+    }
+
     /// The body as JSON of type `T`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         serde_json::from_slice(&self.body).map_err(|e| self.unexpected(e.to_string()))
@@ -326,6 +337,13 @@ impl ApiRequest<'_> {
         self
     }
 
+    /// Makes this a conditional GET: a 304 answer is success (see
+    /// [`ApiResponse::not_modified`]).
+    pub fn if_none_match(mut self, etag: Option<&str>) -> Self {
+        self.if_none_match = etag.map(str::to_string);
+        self
+    }
+
     /// The largest answer read for this request.
     pub fn max_body(mut self, limit: usize) -> Self {
         self.max_body = limit;
@@ -351,6 +369,19 @@ impl ApiRequest<'_> {
         }
         let response = self.follow(url, &target).await?;
         let status = response.status();
+        let etag = response
+            .headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if status == StatusCode::NOT_MODIFIED && self.if_none_match.is_some() {
+            return Ok(ApiResponse {
+                status,
+                body: Bytes::new(),
+                etag,
+                target,
+            });
+        }
         if !status.is_success() {
             return Err(self.status_error(response, target).await);
         }
@@ -358,6 +389,7 @@ impl ApiRequest<'_> {
             Ok(body) => Ok(ApiResponse {
                 status,
                 body,
+                etag,
                 target,
             }),
             Err(ReadError::TooLarge) => Err(ApiError::TooLarge {
@@ -445,6 +477,9 @@ impl ApiRequest<'_> {
         }
         if let Some(limit) = self.timeout {
             request = request.timeout(limit);
+        }
+        if let Some(etag) = &self.if_none_match {
+            request = request.header(header::IF_NONE_MATCH, etag);
         }
         request.send().await
     }

@@ -38,7 +38,7 @@ use crate::version::VersionScheme;
 pub use crate::handler::command::config::CommandConfig;
 pub use crate::handler::config::{HandlerConfig, SerialConfig};
 pub use crate::handler::esp8266::config::{Esp8266Config, EspReset};
-pub use crate::handler::mt7681_config::{Mt7681Config, Mt7681Region};
+pub use crate::handler::mt7681::config::{Mt7681Config, Mt7681Region};
 pub use crate::handler::xmodem::config::{XmodemConfig, XmodemProtocol};
 pub use crate::source::config::SourceConfig;
 pub use crate::source::hawkbit::config::{ChunkSelector, HawkbitAuth, HawkbitConfig};

@@ -49,6 +49,15 @@ pub fn commit_staged(dest: &Path) -> Result<(), DownloadError> {
     })
 }
 
+/// Makes `from` durable and renames it over `to`, folder synced: for a file the
+/// engine derives from a staged image (the image inside a signed bundle), so it
+/// survives a power cut like a download does. Blocking.
+pub fn replace_durably(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::File::open(from)?.sync_all()?;
+    std::fs::rename(from, to)?;
+    fsync_dir(to.parent().unwrap_or(Path::new("."))).map_err(std::io::Error::other)
+}
+
 fn rename_into_place(dest: &Path) -> Result<(), DownloadError> {
     std::fs::rename(part_path(dest), dest).map_err(|source| DownloadError::Io {
         path: dest.to_path_buf(),

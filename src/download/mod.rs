@@ -32,7 +32,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::checksum::{Checksum, ChecksumAlgorithm, ChecksumError, Digests};
-pub use commit::commit_staged;
+pub use commit::{commit_staged, replace_durably};
 pub use limits::check_free_space;
 pub use partial::{meta_path, part_path};
 use request::Reply;

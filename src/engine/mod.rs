@@ -27,6 +27,7 @@ use crate::download::{DownloadConfig, Downloader};
 use crate::handler::UpdateHandler;
 use crate::model::{Firmware, FirmwareLocation, FirmwareStatus, UpdatePolicy};
 use crate::progress::{Outcome, ProcessHook, Progress, ProgressEvent, ProgressStep};
+use crate::schedule;
 use crate::source::{
     self, CancelOutcome, DeviceVersion, EngineLink, EngineRequest, FirmwareSource,
 };
@@ -672,7 +673,9 @@ impl Engine {
                     _ = beat.tick(), if beating => self.beat(),
                 }
             }
-            let pause = tokio::time::sleep(self.inner.agent.poll_interval);
+            // ±20 %, so a fleet's cycles (and MCS's availability queries) drift apart.
+            let interval = self.inner.agent.poll_interval;
+            let pause = tokio::time::sleep(schedule::jittered(interval, schedule::random()));
             tokio::pin!(pause);
             loop {
                 tokio::select! {

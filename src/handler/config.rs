@@ -9,8 +9,9 @@
 //!
 //! Adding a handler: write its validated config type, its raw struct and their
 //! `HandlerSpec` implementation beside its code (the checks go in `from_raw`, the
-//! constructor in `handler`), add one line to the `handlers!` list at the end of
-//! this file, and document its keys in its docs page. The variant of
+//! constructor in `handler`), add one line to the `handlers!` list in
+//! `handler/mod.rs` (it declares the module too), and document its keys in its
+//! docs page. The variant of
 //! [`HandlerConfig`], its name in messages, the keys known to the parser and the
 //! "does not apply to handler" checks all follow from that line.
 
@@ -21,11 +22,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
+pub(crate) use super::HANDLERS;
+pub use super::HandlerConfig;
 use super::UpdateHandler;
-use super::command::config::CommandConfig;
-use super::esp8266::config::Esp8266Config;
-use super::mt7681_config::Mt7681Config;
-use super::xmodem::config::XmodemConfig;
 use crate::config::check::Checker;
 use crate::config::table::{Owner, Table, all_keys, names};
 use crate::config::{ConfigError, DeviceConfig};
@@ -158,7 +157,7 @@ pub(crate) struct HandlerEntry {
     pub build: fn(Table<'_>, &DeviceKeys<'_>) -> Result<HandlerConfig, ConfigError>,
 }
 
-const fn entry<S: HandlerSpec>() -> HandlerEntry {
+pub(crate) const fn entry<S: HandlerSpec>() -> HandlerEntry {
     HandlerEntry {
         owner: Owner::of::<S::Raw>(S::NAME),
         build: build::<S>,
@@ -195,7 +194,9 @@ pub(crate) fn handler_keys() -> &'static [&'static str] {
 /// Generates [`HandlerConfig`] (one variant per handler), its `name()` and
 /// `handler()`, and the registry `HANDLERS`.
 macro_rules! handlers {
-    ($( $(#[$doc:meta])* $variant:ident($config:ty), )*) => {
+    ($( $(#[$doc:meta])* $module:ident => $variant:ident($config:ty), )*) => {
+        $( pub mod $module; )*
+
         /// The device's handler and its handler-specific keys.
         #[derive(Debug, Clone, PartialEq)]
         pub enum HandlerConfig {
@@ -206,14 +207,17 @@ macro_rules! handlers {
             /// The handler's name as written in the config.
             pub fn name(&self) -> &'static str {
                 match self {
-                    $( HandlerConfig::$variant(_) => <$config as HandlerSpec>::NAME, )*
+                    $( HandlerConfig::$variant(_) => <$config as $crate::handler::config::HandlerSpec>::NAME, )*
                 }
             }
 
             /// The handler for `device` (whose handler config is `self`).
-            pub(crate) fn handler(&self, device: &DeviceConfig) -> Arc<dyn UpdateHandler> {
+            pub(crate) fn handler(
+                &self,
+                device: &$crate::config::DeviceConfig,
+            ) -> std::sync::Arc<dyn $crate::handler::UpdateHandler> {
                 match self {
-                    $( HandlerConfig::$variant(c) => c.handler(device), )*
+                    $( HandlerConfig::$variant(c) => $crate::handler::config::HandlerSpec::handler(c, device), )*
                 }
             }
         }
@@ -227,18 +231,8 @@ macro_rules! handlers {
         )*
 
         /// Every handler, in the order their keys are listed in messages.
-        pub(crate) static HANDLERS: &[HandlerEntry] = &[$( entry::<$config>(), )*];
+        pub(crate) static HANDLERS: &[$crate::handler::config::HandlerEntry] =
+            &[$( $crate::handler::config::entry::<$config>(), )*];
     };
 }
-
-handlers! {
-    /// `handler = "command"`: see [`CommandConfig`].
-    Command(CommandConfig),
-    /// `handler = "esp8266"`: the Espressif ROM serial bootloader.
-    Esp8266(Esp8266Config),
-    /// `handler = "xmodem"`: XMODEM / XMODEM-1K / YMODEM to an MCU bootloader.
-    Xmodem(XmodemConfig),
-    /// `handler = "mt7681"`: MediaTek MT7681 (LinkIt Connect 7681) UART upgrade
-    /// (`AT#Reboot`, recovery mode, `AT#UpdateFW`, XMODEM).
-    Mt7681(Mt7681Config),
-}
+pub(crate) use handlers;

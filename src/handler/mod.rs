@@ -4,12 +4,19 @@
 //! Invariant: a handler only ever receives a [`VerifiedImage`], which only the
 //! engine's verification can make — handlers never see an unverified byte.
 
-pub mod command;
 pub mod config;
-pub mod esp8266;
-pub mod mt7681;
-pub mod mt7681_config;
-pub mod xmodem;
+
+config::handlers! {
+    /// `handler = "command"`: see [`command::config::CommandConfig`].
+    command => Command(command::config::CommandConfig),
+    /// `handler = "esp8266"`: the Espressif ROM serial bootloader.
+    esp8266 => Esp8266(esp8266::config::Esp8266Config),
+    /// `handler = "xmodem"`: XMODEM / XMODEM-1K / YMODEM to an MCU bootloader.
+    xmodem => Xmodem(xmodem::config::XmodemConfig),
+    /// `handler = "mt7681"`: MediaTek MT7681 (LinkIt Connect 7681) UART upgrade
+    /// (`AT#Reboot`, recovery mode, `AT#UpdateFW`, XMODEM).
+    mt7681 => Mt7681(mt7681::config::Mt7681Config),
+}
 
 use std::path::{Path, PathBuf};
 

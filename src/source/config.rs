@@ -71,6 +71,26 @@ impl SourceKeys<'_> {
     /// Refuses a plain `http://` server URL unless `https_only = false` is written:
     /// tokens and device keys travel with every request, so cleartext must be a
     /// deliberate choice (a test server on loopback, a lab).
+    /// A server URL key (`url`, `base_url`): http:// or https:// with a host,
+    /// plain http only with `https_only = false`; returned without a trailing `/`.
+    pub fn server_url(&self, url: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+        let trimmed = url.get_ref().trim_end_matches('/');
+        let host = trimmed
+            .strip_prefix("https://")
+            .or_else(|| trimmed.strip_prefix("http://"));
+        let valid = host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+            && reqwest::Url::parse(trimmed).is_ok_and(|u| u.host().is_some());
+        if !valid {
+            let msg = format!(
+                "source.{key}: {:?} is not an http:// or https:// URL",
+                url.get_ref()
+            );
+            return Err(self.check.at(url, key, msg));
+        }
+        self.require_https(url, key)?;
+        Ok(trimmed.to_string())
+    }
+
     pub fn require_https(&self, url: &Spanned<String>, key: &str) -> Result<(), ConfigError> {
         let plain = url
             .get_ref()

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
@@ -329,34 +330,35 @@ async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-/// Why an action on device `id` is refused: not allowed to this caller, or no
-/// such device; `None` when it may go ahead.
-fn device_refusal(s: &AppState, headers: &HeaderMap, id: &str) -> Option<Response> {
-    if let Err(why) = authorize(s, headers) {
-        return Some(forbidden(why));
+/// The `{id}` of a device action, extracted only once the caller is authorized
+/// and the device exists, so every device route refuses the same way.
+struct KnownDevice(String);
+
+impl FromRequestParts<AppState> for KnownDevice {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+        authorize(s, &parts.headers).map_err(forbidden)?;
+        let UrlPath(id) = UrlPath::<String>::from_request_parts(parts, s)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if !s.shared.engine.devices().any(|d| d.id == id) {
+            return Err(unknown_device(&id));
+        }
+        Ok(KnownDevice(id))
     }
-    if !s.shared.engine.devices().any(|d| d.id == id) {
-        return Some(unknown_device(id));
-    }
-    None
 }
 
-async fn update(
-    State(s): State<AppState>,
-    UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = device_refusal(&s, &headers, &id) {
-        return refused;
-    }
+/// `{"result": …, "device": …}` with `code`: the answer of every device action.
+fn device_answer(code: StatusCode, result: &str, id: &str) -> Response {
+    (code, Json(json!({ "result": result, "device": id }))).into_response()
+}
+
+async fn update(State(s): State<AppState>, KnownDevice(id): KnownDevice) -> Response {
     let engine = s.shared.engine.clone();
     if engine.is_busy(&id) {
         // One device, one update: nothing of a busy device runs beside its update.
-        return (
-            StatusCode::CONFLICT,
-            Json(json!({ "result": "busy", "device": id })),
-        )
-            .into_response();
+        return device_answer(StatusCode::CONFLICT, "busy", &id);
     }
     tracing::info!(device = %id, "status endpoint: update requested");
     let device = id.clone();
@@ -365,26 +367,15 @@ async fn update(
             tracing::warn!(device = %device, "{e}");
         }
     });
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({ "result": "update cycle started", "device": id })),
-    )
-        .into_response()
+    device_answer(StatusCode::ACCEPTED, "update cycle started", &id)
 }
 
-async fn cancel(
-    State(s): State<AppState>,
-    UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = device_refusal(&s, &headers, &id) {
-        return refused;
-    }
+async fn cancel(State(s): State<AppState>, KnownDevice(id): KnownDevice) -> Response {
     let (code, result) = match s.shared.engine.cancel(&id) {
         CancelOutcome::Canceled => (StatusCode::OK, "canceled"),
         CancelOutcome::NotRunning => (StatusCode::CONFLICT, "not_running"),
         CancelOutcome::TooLate => (StatusCode::CONFLICT, "too_late"),
     };
     tracing::info!(device = %id, "status endpoint: cancel: {result}");
-    (code, Json(json!({ "result": result, "device": id }))).into_response()
+    device_answer(code, result, &id)
 }

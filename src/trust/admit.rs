@@ -89,9 +89,12 @@ async fn unpack(image: &Path, hasher: MultiHasher) -> Result<(String, Digests), 
         }
     };
     tracing::debug!(bundle = %image.display(), image = %u.name, "unpacked a signed bundle");
-    tokio::fs::rename(&out, image)
-        .await
-        .map_err(|e| TrustError::Io(format!("{}: {e}", image.display())))?;
+    let (from, to) = (out.clone(), image.to_path_buf());
+    blocking(move || {
+        crate::download::replace_durably(&from, &to)
+            .map_err(|e| TrustError::Io(format!("{}: {e}", to.display())))
+    })
+    .await?;
     Ok((u.signature, u.digests))
 }
 

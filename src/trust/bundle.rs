@@ -36,7 +36,7 @@ pub fn is_bundle(path: &Path) -> std::io::Result<bool> {
     Ok(&header[257..262] == b"ustar")
 }
 
-/// Writes the bundle's image to `out` (fsynced), hashing it with `hasher`, and
+/// Writes the bundle's image to `out` (not yet durable), hashing it with `hasher`, and
 /// returns it with the signature. Blocking: run it off the runtime.
 pub fn unpack(bundle: &Path, out: &Path, mut hasher: MultiHasher) -> Result<Unpacked, TrustError> {
     let io = |p: &Path| {
@@ -79,7 +79,6 @@ pub fn unpack(bundle: &Path, out: &Path, mut hasher: MultiHasher) -> Result<Unpa
                 hasher.update(&buf[..n]);
                 file.write_all(&buf[..n]).map_err(io(out))?;
             }
-            file.sync_all().map_err(io(out))?;
             image = Some(name);
         } else {
             return Err(TrustError::Bundle(format!(

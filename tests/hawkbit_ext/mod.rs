@@ -27,6 +27,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub authorization: Option<String>,
+    /// The request's `If-None-Match`.
+    pub if_none_match: Option<String>,
     pub body: Option<serde_json::Value>,
     pub at: Instant,
 }
@@ -39,6 +41,8 @@ pub struct Script {
     pub deployment: Option<(String, serde_json::Value)>,
     /// A cancelAction: (cancel id, stop id).
     pub cancel: Option<(String, String)>,
+    /// hawkBit's `requestControllerAttributes`: links `configData` while set; set
+    /// when an action's closing feedback arrives, cleared by a PUT of `configData`.
     pub config_data: bool,
     /// Artifacts by file name.
     pub files: Vec<(String, Vec<u8>)>,
@@ -146,6 +150,7 @@ async fn serve(
     let path = target.split('?').next().unwrap_or("").to_string();
     let mut length = 0usize;
     let mut authorization = None;
+    let mut if_none_match = None;
     let mut range_from: Option<usize> = None;
     for line in lines {
         if let Some((k, v)) = line.split_once(':') {
@@ -153,6 +158,7 @@ async fn serve(
             match k.as_str() {
                 "content-length" => length = v.parse().unwrap_or(0),
                 "authorization" => authorization = Some(v.to_string()),
+                "if-none-match" => if_none_match = Some(v.to_string()),
                 "range" => {
                     range_from = v
                         .strip_prefix("bytes=")
@@ -175,12 +181,13 @@ async fn serve(
         method: method.clone(),
         path: path.clone(),
         authorization: authorization.clone(),
+        if_none_match: if_none_match.clone(),
         body,
         at: Instant::now(),
     });
     let controller = format!("/{TENANT}/controller/v1/{TARGET}");
     let reply: (u16, Vec<u8>, &str) = {
-        let s = script.lock().unwrap();
+        let mut s = script.lock().unwrap();
         let authorized = authorization.as_deref() == Some(&format!("TargetToken {TOKEN}"));
         let json = |v: serde_json::Value| (200, v.to_string().into_bytes(), "application/json");
         if !authorized {
@@ -210,9 +217,16 @@ async fn serve(
             if s.refuse_feedback {
                 (503, Vec::new(), "text/plain")
             } else {
+                let closing = seen.lock().unwrap().last().and_then(|r| r.body.clone());
+                if path.contains("/deploymentBase/")
+                    && closing.is_some_and(|b| b["status"]["execution"] == "closed")
+                {
+                    s.config_data = true;
+                }
                 (200, Vec::new(), "text/plain")
             }
         } else if method == "PUT" && path == format!("{controller}/configData") {
+            s.config_data = false;
             (200, Vec::new(), "text/plain")
         } else if let Some(id) = path.strip_prefix(&format!("{controller}/deploymentBase/")) {
             match &s.deployment {
@@ -238,6 +252,19 @@ async fn serve(
     let (status, mut bytes, content_type) = reply;
     let mut extra = String::new();
     let mut status = status;
+    // hawkBit's ShallowEtagHeaderFilter: every answer but an artifact download
+    // carries an ETag of its body ("0" + MD5) and a matching If-None-Match gets
+    // 304 without a body.
+    let etag = if path.starts_with("/download/") {
+        "\"e1\"".to_string()
+    } else {
+        use md5::Digest;
+        format!("\"0{}\"", hex::encode(md5::Md5::digest(&bytes)))
+    };
+    if status == 200 && !path.starts_with("/download/") && if_none_match.as_deref() == Some(&etag) {
+        status = 304;
+        bytes.clear();
+    }
     if status == 200
         && let Some(from) = range_from.filter(|f| *f < bytes.len())
     {
@@ -251,7 +278,7 @@ async fn serve(
     }
     let head = format!(
         "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         ETag: \"e1\"\r\nAccept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n",
+         ETag: {etag}\r\nAccept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n",
         bytes.len()
     );
     stream.write_all(head.as_bytes()).await?;
@@ -281,6 +308,10 @@ pub fn deployment(
     });
     if let Some(w) = window {
         d["maintenanceWindow"] = serde_json::json!(w);
+        // hawkBit's calculateUpdateType: outside the window the update is `skip`.
+        if w == "unavailable" {
+            d["update"] = serde_json::json!("skip");
+        }
     }
     d
 }

@@ -349,6 +349,12 @@ fn device_keys_are_checked() {
             key: Some("policy"),
             message: "device \"d\": unknown policy \"Immediate\" (known: immediate, background)",
         },
+    ]);
+}
+
+#[test]
+fn command_handler_keys_are_checked() {
+    check(&[
         Case {
             name: "bad version_scheme",
             text: "[[device]]\nid = \"d\"\ntype = \"t\"\n\nversion_scheme = \"calver\"\n",
@@ -607,6 +613,12 @@ fn hawkbit_source_is_checked() {
             key: Some("tenant"),
             message: "source.tenant: \"a/b\" may not contain '/', '?', '#' or spaces",
         },
+    ]);
+}
+
+#[test]
+fn hawkbit_source_values_are_checked() {
+    check(&[
         Case {
             name: "empty controller id",
             text: "[source]\nkind = \"hawkbit\"\nurl = \"https://x\"\ncontroller_id = \"\"\n",

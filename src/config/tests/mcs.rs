@@ -111,6 +111,14 @@ fn errors_name_line_and_key() {
             "esp-1",
             "source: MCS device_id \"D\" is bound to two devices",
         ),
+    ];
+    check_errors(cases);
+}
+
+#[test]
+fn more_errors_name_line_and_key() {
+    // DEVICES has 10 lines; [source] is line 11.
+    let cases: &[(&str, usize, &str, &str)] = &[
         (
             "[source]\nkind = \"mcs\"\ndevice_id = \"D\"\ndevice_key = \"K\"\n[source.devices]\n\
              \"gateway\" = { device_id = \"E\", device_key = \"K2\" }\n",
@@ -128,7 +136,7 @@ fn errors_name_line_and_key() {
             "[source]\nkind = \"mcs\"\ndevice_id = \"D\"\ndevice_key = \"K\"\nbase_url = \"ftp://x\"\n",
             15,
             "base_url",
-            "source.base_url: \"ftp://x\" is not an http(s) URL",
+            "source.base_url: \"ftp://x\" is not an http:// or https:// URL",
         ),
         (
             "[source]\nkind = \"mcs\"\ndevice_id = \"D\"\ndevice_key = \"K\"\nheartbeat_interval = \"0s\"\n",
@@ -155,6 +163,11 @@ fn errors_name_line_and_key() {
             "unknown field `key`",
         ),
     ];
+    check_errors(cases);
+}
+
+/// Runs each error case of this file.
+fn check_errors(cases: &[(&str, usize, &str, &str)]) {
     for (text, line, key, message) in cases {
         let err = parse_err(&format!("{DEVICES}{text}"));
         assert_eq!(err.line(), Some(*line), "{err}");

@@ -186,6 +186,13 @@ fn mistakes_name_line_and_key_without_the_token() {
             "access_token",
             "source.access_token: set gateway_device and/or software_device to name the [[device]] it updates",
         ),
+    ];
+    check_mistakes(cases);
+}
+
+#[test]
+fn more_mistakes_name_line_and_key_without_the_token() {
+    let cases: &[(&str, &str, usize, &str, &str)] = &[
         (
             "gateway device without token",
             "[source]\nkind = \"thingsboard\"\nurl = \"https://x\"\ngateway_device = \"gw\"\n",
@@ -238,6 +245,11 @@ fn mistakes_name_line_and_key_without_the_token() {
             "source: key \"url\" does not apply to kind \"directory\"",
         ),
     ];
+    check_mistakes(cases);
+}
+
+/// Runs each error case of this file.
+fn check_mistakes(cases: &[(&str, &str, usize, &str, &str)]) {
     for (name, text, line, key, message) in cases {
         let full = format!("{text}{DEVICES}");
         let err = parse_err(&full);

@@ -438,6 +438,7 @@ fn hawkbit_source_with_defaults_and_mapping() {
             controller_id: None,
             auth: HawkbitAuth::TargetToken(Secret::new("s3cret")),
             min_poll_interval: Duration::from_secs(30),
+            startup_spread: Duration::from_secs(60),
             devices: vec![
                 ("esp-1".into(), ChunkSelector::Part("os".into())),
                 ("gw".into(), ChunkSelector::Name("gateway-image".into())),

@@ -123,10 +123,7 @@ impl HawkbitSource {
             status(Execution::Rejected, Finished::None, None, details)
         };
         saved.mark_done(key);
-        let fb = Feedback {
-            id: cancel.id.clone(),
-            status: st,
-        };
+        let fb = Feedback::new(cancel.id.clone(), st);
         enqueue(&mut saved, sub_url(href, "feedback"), fb, false);
         if !too_late.is_empty() {
             // An update that ended while the cancel ran may have been the last.

@@ -13,6 +13,7 @@ use crate::source::config::{SourceConfig, SourceKeys, SourceKind};
 
 const DEFAULT_TENANT: &str = "DEFAULT";
 const DEFAULT_MIN_POLL_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_STARTUP_SPREAD: Duration = Duration::from_secs(60);
 
 /// Keys of `kind = "hawkbit"`.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +27,9 @@ pub struct HawkbitConfig {
     pub auth: HawkbitAuth,
     /// Never poll more often than this, whatever the server says; default 30 s.
     pub min_poll_interval: Duration,
+    /// The first poll after start-up waits a random time up to this, so a fleet
+    /// that boots together does not poll together; default 60 s, 0: at once.
+    pub startup_spread: Duration,
     /// Which chunk of a deployment goes to which device (`chunks` table); a
     /// device not listed takes the chunk whose name is its id or else its type.
     pub devices: Vec<(String, ChunkSelector)>,
@@ -72,6 +76,7 @@ pub(crate) struct RawHawkbit {
     target_token: Option<Spanned<SecretValue>>,
     gateway_token: Option<Spanned<SecretValue>>,
     min_poll_interval: Option<Spanned<String>>,
+    startup_spread: Option<Spanned<String>>,
     /// Device id → chunk selector (`part:<part>` or `name:<name>`).
     chunks: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
 }
@@ -85,9 +90,7 @@ impl SourceKind for RawHawkbit {
             let msg = "source: missing key \"url\" (required by kind \"hawkbit\")".to_string();
             return Err(check.error(source.start, Some("url"), msg));
         };
-        let written = url;
-        let url = base_url(check, written)?;
-        source.require_https(written, "url")?;
+        let url = source.server_url(url, "url")?;
         let tenant =
             segment(check, &self.tenant, "tenant")?.unwrap_or_else(|| DEFAULT_TENANT.into());
         let controller_id = segment(check, &self.controller_id, "controller_id")?;
@@ -98,6 +101,18 @@ impl SourceKind for RawHawkbit {
             "source.min_poll_interval",
             DEFAULT_MIN_POLL_INTERVAL,
         )?;
+        let startup_spread = match &self.startup_spread {
+            // "0" or "0s": poll at once (the only key where zero makes sense).
+            Some(s) if humantime::parse_duration(s.get_ref()).is_ok_and(|d| d.is_zero()) => {
+                Duration::ZERO
+            }
+            _ => check.duration_or(
+                &self.startup_spread,
+                "startup_spread",
+                "source.startup_spread",
+                DEFAULT_STARTUP_SPREAD,
+            )?,
+        };
         let devices = self.chunks(source)?;
         Ok(SourceConfig::Hawkbit(HawkbitConfig {
             url,
@@ -105,6 +120,7 @@ impl SourceKind for RawHawkbit {
             controller_id,
             auth,
             min_poll_interval,
+            startup_spread,
             devices,
         }))
     }
@@ -162,24 +178,6 @@ impl RawHawkbit {
         }
         Ok(devices)
     }
-}
-
-/// `url`: an http:// or https:// URL, returned without a trailing `/`.
-fn base_url(check: &Checker<'_>, url: &Spanned<String>) -> Result<String, ConfigError> {
-    let trimmed = url.get_ref().trim_end_matches('/');
-    let host = trimmed
-        .strip_prefix("https://")
-        .or_else(|| trimmed.strip_prefix("http://"));
-    let valid = host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace))
-        && reqwest::Url::parse(trimmed).is_ok();
-    if !valid {
-        let msg = format!(
-            "source.url: {:?} is not an http:// or https:// URL",
-            url.get_ref()
-        );
-        return Err(check.at(url, "url", msg));
-    }
-    Ok(trimmed.to_string())
 }
 
 /// A key that becomes one URL path segment (`tenant`, `controller_id`).

@@ -244,10 +244,10 @@ impl super::HawkbitSource {
             cnt: action.done_count(),
             of: action.devices.len() as u32,
         });
-        let fb = Feedback {
+        let fb = Feedback::new(
             id,
-            status: status(Execution::Proceeding, Finished::None, progress, lines),
-        };
+            status(Execution::Proceeding, Finished::None, progress, lines),
+        );
         enqueue(
             saved,
             super::http::sub_url(&action.href, "feedback"),
@@ -301,10 +301,10 @@ impl super::HawkbitSource {
             describe_chunks(base)
         );
         tracing::warn!(source = "hawkbit", action = %id, "{line}");
-        let fb = Feedback {
-            id: id.clone(),
-            status: status(Execution::Closed, Finished::Failure, None, vec![line]),
-        };
+        let fb = Feedback::new(
+            id.clone(),
+            status(Execution::Closed, Finished::Failure, None, vec![line]),
+        );
         enqueue(saved, super::http::sub_url(href, "feedback"), fb, false);
         saved.action = None;
         saved.mark_done(format!("action:{id}"));

@@ -5,7 +5,8 @@
 //! - a step starts, or percent crosses a multiple of 25: `proceeding`, with
 //!   `progress {cnt: devices finished, of: devices in the action}`;
 //! - the firmware is transferred and the update waits: `downloaded` when the
-//!   server said `update: skip`, else `scheduled` (closed maintenance window);
+//!   server holds it back (`update: skip`, or a closed maintenance window, for
+//!   which hawkBit sends `skip` too), `scheduled` when it waits for the device;
 //!   the update of a staged device starting later: `resumed`;
 //! - every device finished: `closed` with `success` when all succeeded, else
 //!   `failure`, one details line per device with its outcome or reason.
@@ -67,10 +68,7 @@ pub fn enqueue(saved: &mut Saved, url: String, feedback: wire::Feedback, progres
 fn action_feedback(action: &Action, status: wire::Status) -> (String, wire::Feedback) {
     (
         sub_url(&action.href, "feedback"),
-        wire::Feedback {
-            id: action.id().to_string(),
-            status,
-        },
+        wire::Feedback::new(action.id().to_string(), status),
     )
 }
 
@@ -137,7 +135,7 @@ fn event_feedback(
     id: &str,
     dev: &mut DeviceAction,
     kind: &ProgressKind,
-    update_skipped: bool,
+    wait: Wait,
     progress: Option<wire::Progress>,
 ) -> (Option<(wire::Status, bool)>, bool) {
     let proceeding = |line: String| {
@@ -177,22 +175,20 @@ fn event_feedback(
         }
         ProgressKind::Pending => {
             dev.phase = DevicePhase::Staged;
-            let (execution, line) = if update_skipped {
-                (
+            let v = &dev.version;
+            let (execution, line) = match wait {
+                Wait::Window => (
                     Execution::Downloaded,
-                    format!(
-                        "{id}: {} transferred; the server skips the update",
-                        dev.version
-                    ),
-                )
-            } else {
-                (
+                    format!("{id}: {v} transferred; the update waits for the maintenance window"),
+                ),
+                Wait::Skipped => (
+                    Execution::Downloaded,
+                    format!("{id}: {v} transferred; the server skips the update"),
+                ),
+                Wait::Device => (
                     Execution::Scheduled,
-                    format!(
-                        "{id}: {} transferred; the update waits for the maintenance window or the device",
-                        dev.version
-                    ),
-                )
+                    format!("{id}: {v} transferred; the update waits for the device"),
+                ),
             };
             let st = status(execution, Finished::None, progress, vec![line]);
             (Some((st, false)), true)
@@ -209,9 +205,35 @@ fn event_feedback(
     }
 }
 
+/// Why a staged update waits, which decides its feedback: hawkBit itself says
+/// `update: skip` outside a maintenance window (its `calculateUpdateType`), so
+/// both server-side reasons are `downloaded`; waiting for the device is
+/// `scheduled`.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    Window,
+    Skipped,
+    Device,
+}
+
+impl Wait {
+    fn of(deployment: &wire::Deployment) -> Wait {
+        if deployment.maintenance_window == Some(wire::MaintenanceWindow::Unavailable) {
+            Wait::Window
+        } else if deployment.update == HandlingType::Skip {
+            Wait::Skipped
+        } else {
+            Wait::Device
+        }
+    }
+}
+
 impl HawkbitSource {
     /// Turns one progress event into feedback. Returns whether anything was queued.
     pub(super) async fn on_event(&self, event: &ProgressEvent) -> bool {
+        if let ProgressKind::Finished(Outcome::Success) = event.kind {
+            self.installed(&event.device_id, &event.firmware_version);
+        }
         let Some((queued, persist, closed)) = self.apply_event(event) else {
             return false;
         };
@@ -229,14 +251,14 @@ impl HawkbitSource {
     fn apply_event(&self, event: &ProgressEvent) -> Option<(bool, bool, bool)> {
         let mut saved = self.feedback.lock();
         let action = saved.action.as_mut()?;
-        let update_skipped = action.base.deployment.update == HandlingType::Skip;
+        let wait = Wait::of(&action.base.deployment);
         let progress = progress_of(action);
         let id = event.device_id.as_str();
         let dev = action.devices.get_mut(id)?;
         if dev.version != event.firmware_version || matches!(dev.phase, DevicePhase::Done { .. }) {
             return None;
         }
-        let (message, mut persist) = event_feedback(id, dev, &event.kind, update_skipped, progress);
+        let (message, mut persist) = event_feedback(id, dev, &event.kind, wait, progress);
         let mut queued = false;
         if let Some((st, is_progress)) = message {
             let (url, fb) = action_feedback(action, st);
@@ -346,10 +368,7 @@ mod tests {
     }
 
     fn fb(execution: Execution) -> wire::Feedback {
-        wire::Feedback {
-            id: "7".into(),
-            status: status(execution, Finished::None, None, vec![]),
-        }
+        wire::Feedback::new("7".into(), status(execution, Finished::None, None, vec![]))
     }
 
     #[test]
@@ -403,14 +422,16 @@ mod tests {
         };
         assert!(close_if_done(&mut s));
         assert!(s.action.is_none() && s.is_done("action:7"));
-        let body = &s.queue[0].body;
+        let mut body = s.queue[0].body.clone();
+        assert!(body["timestamp"].as_u64().is_some_and(|t| t > 0), "{body}");
+        body.as_object_mut().unwrap().remove("timestamp");
         assert_eq!(
             s.queue[0].url,
             "http://h/T/controller/v1/c/deploymentBase/7/feedback"
         );
         assert_eq!(
             body,
-            &serde_json::json!({"id": "7", "status": {"execution": "closed",
+            serde_json::json!({"id": "7", "status": {"execution": "closed",
                 "result": {"finished": "failure", "progress": {"cnt": 2, "of": 2}},
                 "details": ["a: 2.0 installed", "b: failed: x"]}})
         );

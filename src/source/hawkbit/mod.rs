@@ -60,6 +60,9 @@ pub struct HawkbitSource {
 struct Inner {
     versions: Vec<DeviceVersion>,
     config_data: config_data::Pending,
+    /// The last root answer and its `ETag`, for conditional polls (hawkBit
+    /// answers 304 when nothing changed).
+    root: Option<(String, wire::ControllerBase)>,
 }
 
 impl HawkbitSource {

@@ -1,9 +1,12 @@
 //! Polling the controller base resource `{tenant}/controller/v1/{controllerId}`:
 //! its `config.polling.sleep` (`HH:MM:SS`) says when to come back, and its links
 //! say what the server wants (`deploymentBase`, `configData`, `cancelAction`).
-//! The schedule honours the server's sleep plus up to 10 % jitter (so a fleet
-//! does not poll in lockstep), backs off exponentially after errors, and never
-//! polls faster than `min_poll_interval`.
+//! The schedule (see [`crate::schedule`]) spreads the first poll over
+//! `startup_spread`, honours the server's sleep with ±20 % jitter (so a fleet
+//! does not poll in lockstep), backs off exponentially with full jitter after
+//! errors, and never polls faster than `min_poll_interval`. Polls are
+//! conditional (`If-None-Match` with the root's last `ETag`): a 304 means the
+//! last answer still holds.
 
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::HawkbitSource;
 use super::wire::ControllerBase;
 use crate::api::ApiError;
+use crate::schedule;
 use crate::source::EngineLink;
 
 /// Longest wait after repeated errors.
@@ -41,36 +45,59 @@ pub fn parse_sleep(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(MAX_SLEEP))
 }
 
-/// The wait after a successful poll: the server's sleep, stretched by `jitter`
-/// (0.0..=1.0 of 10 %), never below `floor`.
-pub fn after_success(sleep: Option<Duration>, floor: Duration, jitter: f64) -> Duration {
+/// The wait after a successful poll: the server's sleep (at most a day) with
+/// the symmetric fleet jitter, never below `floor`.
+pub fn after_success(sleep: Option<Duration>, floor: Duration, r: f64) -> Duration {
     let base = sleep.unwrap_or(DEFAULT_SLEEP).min(MAX_SLEEP);
-    let jittered = base.mul_f64(1.0 + 0.1 * jitter.clamp(0.0, 1.0));
-    jittered.max(floor)
+    schedule::jittered(base, r).max(floor)
 }
 
-/// The wait after `failures` failed polls in a row: `floor` doubling per failure
-/// up to 30 minutes (or `floor`, if larger), with the same jitter.
-pub fn after_failure(failures: u32, floor: Duration, jitter: f64) -> Duration {
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    let wait = floor.saturating_mul(factor).min(MAX_BACKOFF.max(floor));
-    wait.mul_f64(1.0 + 0.1 * jitter.clamp(0.0, 1.0)).max(floor)
+/// The wait after `failures` failed polls in a row: full jitter below `floor`
+/// doubling per failure, up to 30 minutes (or `floor`, if larger); never below
+/// `floor`.
+pub fn after_failure(failures: u32, floor: Duration, r: f64) -> Duration {
+    schedule::backoff(failures, floor, MAX_BACKOFF.max(floor), r).max(floor)
 }
 
 impl HawkbitSource {
+    /// The controller base, by a conditional GET: the last answer again on 304.
+    async fn root(&self) -> Result<ControllerBase, ApiError> {
+        let held = self.lock().root.clone();
+        let answer = self
+            .api
+            .get(self.api.base().as_str())
+            .if_none_match(held.as_ref().map(|(etag, _)| etag.as_str()))
+            .send()
+            .await?;
+        if answer.not_modified() {
+            return match held {
+                Some((_, base)) => Ok(base),
+                None => Err(answer.unexpected("304 to an unconditional poll".into())),
+            };
+        }
+        let base: ControllerBase = answer.json()?;
+        self.lock().root = answer.etag.clone().map(|etag| (etag, base.clone()));
+        Ok(base)
+    }
+
     /// Polls until `shutdown`, on the server's schedule.
     pub(super) async fn poll_loop(&self, link: EngineLink, shutdown: CancellationToken) {
         let floor = self.config.min_poll_interval;
+        let first = schedule::spread(self.config.startup_spread, schedule::random());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(first) => {}
+        }
         let mut failures = 0u32;
         loop {
             let wait = match self.poll_once(Some(&link)).await {
                 Ok(sleep) => {
                     failures = 0;
-                    after_success(sleep, floor, fastrand::f64())
+                    after_success(sleep, floor, schedule::random())
                 }
                 Err(e) => {
                     failures += 1;
-                    let wait = after_failure(failures, floor, fastrand::f64());
+                    let wait = after_failure(failures, floor, schedule::random());
                     tracing::warn!(source = "hawkbit", "poll failed: {e}; next try in {wait:?}");
                     wait
                 }
@@ -89,7 +116,7 @@ impl HawkbitSource {
         &self,
         link: Option<&EngineLink>,
     ) -> Result<Option<Duration>, ApiError> {
-        let base: ControllerBase = self.api.get(self.api.base().as_str()).fetch_json().await?;
+        let base = self.root().await?;
         let sleep = base
             .config
             .as_ref()
@@ -127,8 +154,8 @@ mod tests {
         // A hostile sleep is clamped and never panics the poll loop.
         let huge = parse_sleep("5120000000000000:00:00");
         assert_eq!(huge, Some(MAX_SLEEP));
-        assert!(after_success(huge, Duration::from_secs(30), 1.0) <= MAX_SLEEP.mul_f64(1.1));
-        assert!(after_success(Some(Duration::MAX), Duration::ZERO, 1.0) <= MAX_SLEEP.mul_f64(1.1));
+        assert!(after_success(huge, Duration::from_secs(30), 1.0) <= MAX_SLEEP.mul_f64(1.2));
+        assert!(after_success(Some(Duration::MAX), Duration::ZERO, 1.0) <= MAX_SLEEP.mul_f64(1.2));
         for bad in ["", "1:2", "00:60:00", "a:b:c", "1:2:3:4", "-1:00:00"] {
             assert_eq!(parse_sleep(bad), None, "{bad}");
         }
@@ -138,23 +165,24 @@ mod tests {
     fn honours_sleep_jitter_and_floor() {
         let min = Duration::from_secs(30);
         let s = Some(Duration::from_secs(300));
-        assert_eq!(after_success(s, min, 0.0), Duration::from_secs(300));
-        assert_eq!(after_success(s, min, 1.0), Duration::from_secs(330));
+        assert_eq!(after_success(s, min, 0.5), Duration::from_secs(300));
+        assert_eq!(after_success(s, min, 0.0), Duration::from_secs(240));
+        assert_eq!(after_success(s, min, 1.0), Duration::from_secs(360));
         // A server asking for 1 s is not obeyed below the floor.
         assert_eq!(after_success(Some(Duration::from_secs(1)), min, 0.5), min);
-        assert_eq!(after_success(None, min, 0.0), DEFAULT_SLEEP);
+        assert_eq!(after_success(None, min, 0.5), DEFAULT_SLEEP);
     }
 
     #[test]
     fn backs_off_exponentially_within_bounds() {
         let min = Duration::from_secs(30);
-        let waits: Vec<u64> = (1..=8)
-            .map(|n| after_failure(n, min, 0.0).as_secs())
+        let caps: Vec<u64> = (1..=8)
+            .map(|n| after_failure(n, min, 1.0).as_secs())
             .collect();
-        assert_eq!(waits, vec![30, 60, 120, 240, 480, 960, 1800, 1800]);
-        assert_eq!(after_failure(1000, min, 0.0), MAX_BACKOFF);
+        assert_eq!(caps, vec![30, 60, 120, 240, 480, 960, 1800, 1800]);
+        assert_eq!(after_failure(1000, min, 1.0), MAX_BACKOFF);
+        assert_eq!(after_failure(5, min, 0.0), min);
         let big = Duration::from_secs(3600);
-        assert_eq!(after_failure(3, big, 0.0), big);
-        assert!(after_failure(2, min, 1.0) <= Duration::from_secs(66));
+        assert_eq!(after_failure(3, big, 1.0), big);
     }
 }

@@ -141,7 +141,27 @@ pub struct CancelAction {
 pub struct Feedback {
     /// The action id (older servers require it; newer ones ignore it).
     pub id: String,
+    /// When the event happened, in milliseconds since the epoch: feedback may be
+    /// delivered late (after an outage or a restart), and hawkBit's action history
+    /// should show the event's time, not the arrival (its `DdiActionFeedback`
+    /// defaults to the arrival only when this is missing).
+    #[serde(default)]
+    pub timestamp: u64,
     pub status: Status,
+}
+
+impl Feedback {
+    /// Feedback for action `id`, stamped with the current time.
+    pub fn new(id: String, status: Status) -> Feedback {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Feedback {
+            id,
+            timestamp,
+            status,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +270,7 @@ mod tests {
     fn feedback_serialises_as_ddi_expects() {
         let f = Feedback {
             id: "8".into(),
+            timestamp: 1733218554123,
             status: Status {
                 execution: Execution::Proceeding,
                 result: ResultT {
@@ -261,7 +282,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_value(&f).unwrap(),
-            serde_json::json!({"id":"8","status":{"execution":"proceeding",
+            serde_json::json!({"id":"8","timestamp":1733218554123u64,"status":{"execution":"proceeding",
                 "result":{"finished":"none","progress":{"cnt":1,"of":2}},"details":["x"]}})
         );
     }

@@ -89,11 +89,7 @@ impl SourceKind for RawMcs {
     fn build(self, source: &SourceKeys<'_>) -> Result<SourceConfig, ConfigError> {
         let check = source.check;
         let base_url = match &self.base_url {
-            Some(u) => {
-                let url = http_url(check, u, "base_url", "source.base_url")?;
-                source.require_https(u, "base_url")?;
-                url
-            }
+            Some(u) => source.server_url(u, "base_url")?,
             None => DEFAULT_MCS_BASE_URL.to_string(),
         };
         let mut bound = Bindings::default();
@@ -297,21 +293,4 @@ fn credential(
         return Err(check.at(value, key, msg));
     }
     Ok(v.clone())
-}
-
-/// An absolute http(s) URL, without a trailing `/`.
-fn http_url(
-    check: &Checker<'_>,
-    value: &Spanned<String>,
-    key: &str,
-    name: &str,
-) -> Result<String, ConfigError> {
-    let v = value.get_ref();
-    match reqwest::Url::parse(v) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            Ok(v.trim_end_matches('/').to_string())
-        }
-        Ok(_) => Err(check.at(value, key, format!("{name}: {v:?} is not an http(s) URL"))),
-        Err(e) => Err(check.at(value, key, format!("{name}: invalid URL {v:?}: {e}"))),
-    }
 }

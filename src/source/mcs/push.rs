@@ -38,6 +38,7 @@ use super::framing::{self, Framer};
 use super::wire::{self, FOTA, PushFields};
 use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::config::McsDevice;
+use crate::schedule;
 use crate::version::{VersionScheme, check_upgrade};
 
 /// How far a push's timestamp may be ahead of the gateway's clock.
@@ -47,6 +48,8 @@ pub const MAX_LINE: usize = 8 * 1024;
 /// Reconnect backoff: first step, and its ceiling.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
+/// The shortest wait before a reconnect (full jitter may draw zero).
+const RECONNECT_FLOOR: Duration = Duration::from_millis(100);
 /// A connection that lived this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -246,15 +249,16 @@ pub trait LineSink: Send + Sync + 'static {
 }
 
 /// Keeps the device's command channel open until `shutdown`: connect, heartbeat
-/// every `heartbeat`, hand every line to `sink`; on any failure reconnect with
-/// exponential backoff (with jitter), reset once a connection has been stable.
+/// every `heartbeat`, hand every line to `sink`; on any failure reconnect after
+/// a full-jitter exponential backoff (so a fleet that lost the server does not
+/// come back in waves), reset once a connection has been stable.
 pub async fn run_channel<S: LineSink>(
     sink: Arc<S>,
     device: McsDevice,
     heartbeat: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut failures = 0u32;
     loop {
         let started = Instant::now();
         let result = tokio::select! {
@@ -266,9 +270,11 @@ pub async fn run_channel<S: LineSink>(
             Err(e) => e,
         };
         if started.elapsed() >= STABLE {
-            backoff = BACKOFF_MIN;
+            failures = 0;
         }
-        let wait = jitter(backoff);
+        failures = failures.saturating_add(1);
+        let wait = schedule::backoff(failures, BACKOFF_MIN, BACKOFF_MAX, schedule::random())
+            .max(RECONNECT_FLOOR);
         tracing::warn!(mcs_device = %device.device_id,
             "command channel: {problem}; reconnecting in {}",
             humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)));
@@ -276,13 +282,7 @@ pub async fn run_channel<S: LineSink>(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
-}
-
-fn jitter(d: Duration) -> Duration {
-    // ±20 %, so that many gateways do not reconnect in step.
-    d.mul_f64(0.8 + fastrand::f64() * 0.4)
 }
 
 /// One connection, until it fails or is closed (`Ok`).

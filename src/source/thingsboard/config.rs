@@ -183,21 +183,8 @@ impl RawThingsboard {
             let msg = "source: missing key \"url\" (required by transport \"http\")".into();
             return Err(check.error(source.start, Some("url"), msg));
         };
-        let value = url.get_ref().trim_end_matches('/');
-        let rest = value
-            .strip_prefix("https://")
-            .or_else(|| value.strip_prefix("http://"));
-        if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
-            let msg = format!(
-                "source.url: {:?} is not an http:// or https:// URL",
-                url.get_ref()
-            );
-            return Err(check.at(url, "url", msg));
-        }
-        source.require_https(url, "url")?;
-        Ok(ThingsboardTransport::Http {
-            url: value.to_string(),
-        })
+        let url = source.server_url(url, "url")?;
+        Ok(ThingsboardTransport::Http { url })
     }
 
     /// `transport = "mqtt"`: `host`, `port` and `tls`, no `url`. Plain MQTT sends

@@ -82,6 +82,8 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
+pub mod config;
+
 use super::command::CommandHandler;
 use super::xmodem::protocol;
 use super::{HandlerError, UpdateHandler, VerifiedImage, image_sent, report_sent};
@@ -98,8 +100,8 @@ pub const HEADER_MAGIC: [u8; 3] = [0x76, 0x81, 0xAA];
 /// stays at `baud` throughout: no source shows a baud switch for the upgrade.
 pub const REBOOT_COMMAND: &[u8] = b"AT#Reboot\r";
 /// What the module prints when it is in recovery mode (what the uploader waits for).
-/// Uncertain: the recovery firmware is a binary library, so only this substring
-/// (from `mt7681_uploader.py`) is known, not the whole line.
+/// The recovery library prints `==> Recovery Mode`; the uploader, and the agent,
+/// look for this substring of it.
 pub const RECOVERY_BANNER: &[u8] = b"Recovery Mode";
 /// Starts the module's XMODEM receiver.
 pub const UPDATE_COMMAND: &[u8] = b"AT#UpdateFW\r";
@@ -201,9 +203,9 @@ pub fn check_image(data: &[u8], region: Mt7681Region) -> Result<ImageHeader, Str
             want.type_id
         ));
     }
-    // Uncertain: `header.sh` (which writes the length) is not published; the
-    // receiver bounds what it writes by it, so anything up to the contents' size is
-    // accepted.
+    // `header.sh` writes the input's size, so its images have exactly `length`
+    // bytes after the header; the receiver only bounds what it writes by it, so a
+    // shorter length (trailing bytes never written) is accepted too.
     let contents = data.len() - HEADER_LEN;
     if length == 0 || length as usize > contents {
         return Err(format!(

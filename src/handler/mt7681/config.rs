@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::UpdateHandler;
-use super::config::{DeviceKeys, HandlerSpec, SerialConfig};
-use super::mt7681::Mt7681Handler;
+use super::Mt7681Handler;
+use crate::handler::UpdateHandler;
+use crate::handler::config::{DeviceKeys, HandlerSpec, SerialConfig};
 use crate::config::{ConfigError, DeviceConfig};
 
 const KNOWN_MT7681_REGIONS: &str = "loader, recovery, eeprom, sta, sta-xip, ap, ap-xip";
