@@ -149,7 +149,7 @@ async fn hawkbit_never_shows_its_target_token() {
         &format!(
             "[source]\nkind = \"hawkbit\"\nurl = \"{}\"\ntenant = \"DEFAULT\"\n\
          controller_id = \"{TARGET}\"\ntarget_token = \"{TOKEN}\"\nhttps_only = false\n\
-         min_poll_interval = \"100ms\"\n",
+         min_poll_interval = \"100ms\"\nstartup_spread = \"0\"\n",
             server.base_url
         ),
         &[],
