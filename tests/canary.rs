@@ -9,13 +9,12 @@ mod process;
 mod thingsboard_server;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 
 use mcs_server::{McsServer, Offer};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use process::until;
+use process::{until, until_or};
 use thingsboard_server::TbServer;
 
 /// A command-handler device `dev` of type `t` running 1.0.
@@ -23,10 +22,9 @@ const DEVICE: &str = "[[device]]\nid = \"dev\"\ntype = \"t\"\nhandler = \"comman
                       version_command = [\"echo\", \"1.0\"]\nupdate_command = [\"true\"]\n";
 
 /// `fota-agent run` with `source` (a `[source]` table) and the status endpoint on
-/// a free port; stderr goes to a file.
+/// its unix socket (no TCP port to race other tests for); stderr goes to a file.
 struct Agent {
     child: Child,
-    port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -36,18 +34,13 @@ impl Agent {
         for (name, content) in files {
             std::fs::write(dir.path().join(name), content).unwrap();
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let d = dir.path().display();
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
             format!(
                 "[agent]\nstate_dir = \"{d}/state\"\npoll_interval = \"1h\"\n\
-                 [status]\nlisten = \"127.0.0.1:{port}\"\n{source}\n{DEVICE}"
+                 [status]\nlisten = \"off\"\nsocket = \"{d}/status.sock\"\n{source}\n{DEVICE}"
             ),
         )
         .unwrap();
@@ -62,12 +55,18 @@ impl Agent {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        Agent { child, port, dir }
+        Agent { child, dir }
     }
 
-    /// The `/status` answer.
+    /// Its stderr so far.
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// The `/status` answer, once the endpoint is up.
     fn status(&self) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let socket = self.dir.path().join("status.sock");
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
         let request = "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
         s.write_all(request.as_bytes()).unwrap();
         let mut answer = String::new();
@@ -79,7 +78,7 @@ impl Agent {
     fn stop(mut self) -> String {
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
         let _ = self.child.wait();
-        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap()
+        self.stderr()
     }
 
     /// Asserts that `canary` is in none of: stderr, the status answer, `reports`.
@@ -115,12 +114,12 @@ async fn thingsboard_http_never_shows_its_access_token() {
         ),
         &[],
     );
-    until("FAILED reported", || {
+    let failed = || {
         server
             .states(CANARY, "fw_state")
             .contains(&"FAILED".to_string())
-    })
-    .await;
+    };
+    until_or("FAILED reported", failed, || agent.stderr()).await;
     let reports = format!("{:?}", server.telemetry(CANARY));
     agent.assert_no_leak(CANARY, &reports);
 }
@@ -160,7 +159,7 @@ async fn hawkbit_never_shows_its_target_token() {
             .iter()
             .any(|f| f["status"]["execution"] == "closed")
     };
-    until("the action closed", closed).await;
+    until_or("the action closed", closed, || agent.stderr()).await;
     let reports: Vec<String> = server
         .seen()
         .into_iter()
@@ -197,10 +196,8 @@ async fn mcs_never_shows_its_device_key() {
         ),
         &[("key", &format!("{CANARY}\n"))],
     );
-    until("FAILED reported", || {
-        server.datapoints(ID).iter().any(|d| d.contains("FAILED"))
-    })
-    .await;
+    let failed = || server.datapoints(ID).iter().any(|d| d.contains("FAILED"));
+    until_or("FAILED reported", failed, || agent.stderr()).await;
     // Not the heartbeats: MCS's command channel carries the key by protocol.
     let reports = format!("{:?}", server.datapoints(ID));
     agent.assert_no_leak(CANARY, &reports);
