@@ -61,7 +61,13 @@ chroot_run dpkg -i /fota-agent.deb >"$root.dpkg.log" 2>&1 || { cat "$root.dpkg.l
 check "package installed, unit enabled" test -L "$root/etc/systemd/system/multi-user.target.wants/fota-agent.service"
 check "system user in dialout" grep -q '^dialout:.*fota-agent' "$root/etc/group"
 # Tokens and device keys live in config.toml: the service's group reads it, others do not.
-config_mode() { [ "$(chroot_run stat -c '%a %U:%G' /etc/fota-agent/config.toml)" = "640 root:fota-agent" ]; }
+config_mode() { # read from the host: mode, owner uid, group id against the tree's group file
+    local gid mode
+    gid=$(awk -F: '$1 == "fota-agent" { print $3 }' "$root/etc/group")
+    mode=$(stat -c '%a %u:%g' "$root/etc/fota-agent/config.toml")
+    echo "e2e: config.toml is $mode (fota-agent group $gid)"
+    [ "$mode" = "640 0:$gid" ]
+}
 check "config.toml is 0640 root:fota-agent" config_mode
 check "config is a conffile" grep -q '/etc/fota-agent/config.toml' "$root/var/lib/dpkg/info/fota-agent.conffiles"
 
