@@ -258,3 +258,91 @@ fn restart_after_crash_resolves_failure_and_retries() {
         "2.0"
     );
 }
+
+/// Secret keys from a file or a systemd credential; the warning about a literal
+/// secret in a config every user can read; plain MQTT needs the opt-out.
+#[test]
+fn secrets_from_files_and_credentials_and_the_readable_config_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("config.toml");
+    let config = |token: &str| {
+        format!(
+            "[source]\nkind = \"thingsboard\"\nurl = \"https://tb.example\"\n\
+             access_token = {token}\ngateway_device = \"gw\"\n\n\
+             [[device]]\nid = \"gw\"\ntype = \"gw\"\nhandler = \"command\"\n\
+             update_command = [\"true\"]\n"
+        )
+    };
+    let check = |body: &str, mode: u32, credentials: Option<&Path>| {
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut c = agent();
+        c.env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(dir) = credentials {
+            c.env("CREDENTIALS_DIRECTORY", dir);
+        }
+        let out = c
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("CANARY"), "{stderr}");
+        (out.status.code(), stderr)
+    };
+
+    std::fs::write(tmp.path().join("tb.token"), "CANARY-file\n").unwrap();
+    let (code, stderr) = check(&config("{ file = \"tb.token\" }"), 0o644, None);
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("tb"), "CANARY-credential").unwrap();
+    let with_credential = config("{ credential = \"tb\" }");
+    let (code, stderr) = check(&with_credential, 0o644, Some(creds.path()));
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+    let (code, stderr) = check(&with_credential, 0o644, None);
+    assert_eq!(code, Some(78));
+    assert!(
+        stderr.contains("config.toml:4:")
+            && stderr.contains(
+                "source.access_token: credential \"tb\": $CREDENTIALS_DIRECTORY is not set"
+            ),
+        "{stderr}"
+    );
+    let (code, stderr) = check(&config("{ file = \"missing.token\" }"), 0o644, None);
+    assert_eq!(code, Some(78));
+    assert!(
+        stderr.contains("config.toml:4:") && stderr.contains("source.access_token: cannot read"),
+        "{stderr}"
+    );
+    let (code, stderr) = check(&config("{ path = \"x\" }"), 0o644, None);
+    assert_eq!(code, Some(78));
+    assert!(stderr.contains("{ credential = \"name\" }"), "{stderr}");
+
+    let literal = config("\"CANARY-literal\"");
+    let (code, stderr) = check(&literal, 0o644, None);
+    assert_eq!(code, Some(0));
+    assert!(
+        stderr.starts_with("warning: ")
+            && stderr.contains("readable by every user (mode 0644)")
+            && stderr.contains("source.access_token"),
+        "{stderr}"
+    );
+    let (code, stderr) = check(&literal, 0o640, None);
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+
+    let mqtt = "[source]\nkind = \"thingsboard\"\ntransport = \"mqtt\"\nhost = \"tb\"\n\
+                tls = false\naccess_token = { file = \"tb.token\" }\ngateway_device = \"gw\"\n\n\
+                [[device]]\nid = \"gw\"\ntype = \"gw\"\nhandler = \"command\"\n\
+                update_command = [\"true\"]\n";
+    let (code, stderr) = check(mqtt, 0o640, None);
+    assert_eq!(code, Some(78));
+    assert!(
+        stderr.contains("config.toml:5:") && stderr.contains("https_only = false"),
+        "{stderr}"
+    );
+    let opted_out = mqtt.replace("tls = false\n", "tls = false\nhttps_only = false\n");
+    assert_eq!(check(&opted_out, 0o640, None).0, Some(0));
+}

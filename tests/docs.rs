@@ -43,9 +43,14 @@ fn toml_blocks(text: &str) -> Vec<(usize, String)> {
 }
 
 /// A config folder with the minisign public keys the examples name
-/// (`keys/release.pub`, `keys/next.pub`), made with the real `minisign` CLI.
+/// (`keys/release.pub`, `keys/next.pub`), made with the real `minisign` CLI, and
+/// the secret files their `{ file = … }` keys name.
 fn config_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    for secret in ["tb.token", "secrets/tb.token"] {
+        std::fs::write(dir.path().join(secret), "DOC-EXAMPLE-TOKEN\n").unwrap();
+    }
     std::fs::create_dir(dir.path().join("keys")).unwrap();
     for name in ["release", "next"] {
         let keys = dir.path().join("keys");

@@ -477,14 +477,7 @@ async fn feedback_follows_the_update_step_by_step() {
     let Ext { server, image } = ext("forced", "forced", None).await;
     let state = tempfile::tempdir().unwrap();
     let dev = FakeDevice::new("1.0");
-    let eng = engine(
-        state.path(),
-        &ext_config(&server),
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let eng = mcu_engine(state.path(), &server, &dev);
     let run = start(&eng);
     until("closed", || closed(&server).len() == 1).await;
     run.stop().await;
@@ -537,14 +530,7 @@ async fn a_bad_artifact_closes_the_action_with_failure_and_the_reason() {
     server.script().files[0].1[0] ^= 0xff; // corrupted on the server
     let state = tempfile::tempdir().unwrap();
     let dev = FakeDevice::new("1.0");
-    let eng = engine(
-        state.path(),
-        &ext_config(&server),
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let eng = mcu_engine(state.path(), &server, &dev);
     let run = start(&eng);
     until("closed", || closed(&server).len() == 1).await;
     queue_drained(state.path()).await;
@@ -615,14 +601,7 @@ async fn a_closed_maintenance_window_stages_then_resumes_when_it_opens() {
     server.script().sleep = "00:00:01".into();
     let state = tempfile::tempdir().unwrap();
     let dev = FakeDevice::new("1.0");
-    let eng = engine(
-        state.path(),
-        &ext_config(&server),
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let eng = mcu_engine(state.path(), &server, &dev);
     let run = start(&eng);
     let executions = || -> Vec<String> {
         server
@@ -1034,4 +1013,46 @@ async fn a_signed_artifact_installs_and_a_replayed_signature_is_refused() {
     .await;
     assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
     assert_eq!(dev.version().as_deref(), Some("1.0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_versions_names_and_file_names_close_the_action_without_repeating_them() {
+    let long = "n".repeat(200);
+    let cases = [
+        (
+            "version",
+            "2.0\n$(reboot)",
+            "version: control character U+000A at character 4",
+        ),
+        (
+            "version",
+            "2.0$(reboot)",
+            "version: shell character '$' at character 4",
+        ),
+        ("part", long.as_str(), "part: 200 characters (at most 128)"),
+        ("filename", "../../etc/reboot", "file name: contains '/'"),
+    ];
+    for (field, value, reason) in cases {
+        let Ext { server, .. } = ext("forced", "forced", None).await;
+        {
+            let mut s = server.script();
+            let chunk = &mut s.deployment.as_mut().unwrap().1["chunks"][0];
+            match field {
+                "filename" => chunk["artifacts"][0]["filename"] = json!(value),
+                _ => chunk[field] = json!(value),
+            }
+        }
+        let state = tempfile::tempdir().unwrap();
+        let dev = FakeDevice::new("1.0");
+        let eng = mcu_engine(state.path(), &server, &dev);
+        let run = start(&eng);
+        until("closed", || closed(&server).len() == 1).await;
+        run.stop().await;
+        let (_, finished, details) = status_of(&closed(&server)[0]);
+        assert_eq!(finished, "failure");
+        assert_eq!(details, vec![format!("mcu-1: failed: chunk 1: {reason}")]);
+        assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
+        let sent = format!("{:?}", server.feedback("deploymentBase", "20"));
+        assert!(!sent.contains("reboot") && !sent.contains(&long), "{sent}");
+    }
 }

@@ -601,3 +601,66 @@ async fn firmware_without_md5_is_taken_under_the_weak_checksum_opt_in() {
     shutdown.cancel();
     runner.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_versions_from_mcs_are_refused_without_repeating_them() {
+    let rig = Rig::new(FakeDevice::new("1.0")).await;
+    let image = b"gateway firmware".as_slice();
+    let url = rig.server.add_file("gw.bin", image);
+    let long = "9".repeat(200);
+    let cases = [
+        (
+            "2.0\n$(reboot)",
+            "version: control character U+000A at character 4",
+        ),
+        (
+            "2.0$(reboot)",
+            "version: shell character '$' at character 4",
+        ),
+        (long.as_str(), "version: 200 characters (at most 128)"),
+    ];
+    for (version, reason) in cases {
+        rig.server.offer(
+            GW_ID,
+            Offer {
+                fwid: "F1".into(),
+                version: version.into(),
+                url: url.clone(),
+                md5: Some(md5_hex(image)),
+                prerequisites: None,
+            },
+        );
+        let reports = rig.engine().check().await;
+        let error = reports[0].error.clone().unwrap_or_default();
+        assert!(
+            error.contains(&format!("a firmware refused: {reason}")),
+            "{error}"
+        );
+        assert!(!error.contains("reboot") && !error.contains(&long));
+    }
+
+    // Pushed: refused, the connection stays up and nothing installs.
+    let engine = rig.engine();
+    let (shutdown, runner) = start(&engine);
+    rig.gateway_channel_up("gateway channel up").await;
+    let line = push_line(
+        GW_ID,
+        GW_KEY,
+        now_ms(),
+        "2.0$(reboot)",
+        &md5_hex(image),
+        &url,
+    );
+    assert_eq!(rig.server.push(GW_ID, &line), 1);
+    let good = push_line(GW_ID, GW_KEY, now_ms(), "2.0", &md5_hex(image), &url);
+    assert_eq!(rig.server.push(GW_ID, &good), 1);
+    until("gw updated to 2.0", || {
+        rig.gw.version().as_deref() == Some("2.0")
+    })
+    .await;
+    assert_eq!(rig.gw.updates.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let sent = format!("{:?}", rig.server.datapoints(GW_ID));
+    assert!(!sent.contains("reboot"), "{sent}");
+    shutdown.cancel();
+    runner.await.unwrap();
+}

@@ -80,7 +80,7 @@ impl Agent {
         dev: &Arc<FakeDevice>,
         trust: TrustPolicy,
     ) -> Agent {
-        let source = ThingsboardSource::new(tb_config(&server.url(), state_dir));
+        let source = ThingsboardSource::new(tb_config(&server.url(), state_dir)).unwrap();
         let engine = Engine::new(
             agent_config(state_dir),
             &fast_download(),
@@ -305,10 +305,8 @@ async fn reports_are_queued_durably_and_sent_once_after_a_restart() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     agent.stop().await;
     assert!(server.states(TOKEN, "fw_state").is_empty());
-    let queued = queued_reports(&ThingsboardSource::new(tb_config(
-        &server.url(),
-        state.path(),
-    )));
+    let queued =
+        queued_reports(&ThingsboardSource::new(tb_config(&server.url(), state.path())).unwrap());
     let queued_states: Vec<String> = queued
         .iter()
         .filter_map(|(_, v)| {
@@ -333,11 +331,8 @@ async fn reports_are_queued_durably_and_sent_once_after_a_restart() {
     assert_eq!(healthy.states(TOKEN, "fw_state"), FLOW);
     agent.stop().await;
     assert!(
-        queued_reports(&ThingsboardSource::new(tb_config(
-            &healthy.url(),
-            state.path()
-        )))
-        .is_empty()
+        queued_reports(&ThingsboardSource::new(tb_config(&healthy.url(), state.path())).unwrap())
+            .is_empty()
     );
 }
 
@@ -539,4 +534,38 @@ async fn unsigned_firmware_with_only_md5_is_refused_by_default() {
     );
     assert_eq!(dev.updates.load(std::sync::atomic::Ordering::SeqCst), 0);
     agent.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_titles_and_versions_are_refused_and_reported_without_repeating_them() {
+    let long = "t".repeat(200);
+    let cases = [
+        (
+            "esp-fw",
+            "2.0\n$(reboot)",
+            "version: control character U+000A at character 4",
+        ),
+        (
+            "esp-fw",
+            "2.0$(reboot)",
+            "version: shell character '$' at character 4",
+        ),
+        (long.as_str(), "2.0", "title: 200 characters (at most 128)"),
+    ];
+    for (title, version, reason) in cases {
+        let server = TbServer::start(&[TOKEN]).await;
+        server.assign(TOKEN, "fw", title, version, &image(100, 2), "SHA256");
+        let state = tempfile::tempdir().unwrap();
+        let dev = FakeDevice::new("1.0");
+        let agent = Agent::start(&server, state.path(), &dev);
+        let error = failed_with(&server).await;
+        assert_eq!(error, reason);
+        assert_eq!(dev.updates.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let reports = format!("{:?}", server.telemetry(TOKEN));
+        assert!(
+            !reports.contains("reboot") && !reports.contains(&long),
+            "{reports}"
+        );
+        agent.stop().await;
+    }
 }

@@ -6,6 +6,7 @@
 //! run `.ci/run`, which installs it.
 
 mod common;
+mod support;
 mod thingsboard_server;
 
 use std::collections::HashMap;
@@ -26,13 +27,17 @@ use fota_agent::model::UpdatePolicy;
 use fota_agent::source::thingsboard::ThingsboardSource;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Map, Value, json};
+use support::http_server::{TlsFiles, TlsSetup, write_tls_files};
 use thingsboard_server::tb_checksum;
 use tokio_util::sync::CancellationToken;
 
-/// Mosquitto on a free loopback port, killed on drop.
+/// Mosquitto on free loopback ports, killed on drop: `port` is plain MQTT (the
+/// responder's), `tls_port` a TLS listener with the certificates of `tls`.
 struct Broker {
     child: Child,
     port: u16,
+    tls_port: u16,
+    tls: TlsFiles,
     _dir: tempfile::TempDir,
 }
 
@@ -60,18 +65,33 @@ fn mosquitto() -> PathBuf {
     );
 }
 
-fn start_broker() -> Broker {
-    let binary = mosquitto();
-    let port = TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+/// Starts Mosquitto; its TLS listener asks for a client certificate signed by
+/// the test CA when `require_certificate`.
+fn start_broker(require_certificate: bool) -> Broker {
+    let binary = mosquitto();
+    let (port, tls_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
+    let tls = write_tls_files(dir.path(), &TlsSetup::server_only());
     let conf = dir.path().join("mosquitto.conf");
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        format!(
+            "per_listener_settings false\nallow_anonymous true\npersistence false\n\
+             listener {port} 127.0.0.1\n\
+             listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+             require_certificate {require_certificate}\n",
+            tls.ca_cert.display(),
+            tls.server_cert.display(),
+            tls.server_key.display(),
+        ),
     )
     .unwrap();
     let child = Command::new(binary)
@@ -85,15 +105,18 @@ fn start_broker() -> Broker {
     let broker = Broker {
         child,
         port,
+        tls_port,
+        tls,
         _dir: dir,
     };
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+    for _ in 0..500 {
+        let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+        if up(port) && up(tls_port) {
             return broker;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("mosquitto did not listen on port {port}");
+    panic!("mosquitto did not listen on ports {port} and {tls_port}");
 }
 
 /// ThingsBoard's side of the device topics.
@@ -202,49 +225,79 @@ async fn until<F: Fn() -> bool>(what: &str, f: F) {
     panic!("timed out waiting for {what}");
 }
 
-#[tokio::test]
-async fn mqtt_attributes_push_chunks_and_telemetry() {
-    let broker = start_broker();
-    let tb = Arc::new(Mutex::new(Tb::default()));
-    let server = responder(broker.port, tb.clone()).await;
+/// An engine serving device `esp-1` (running 1.0) from ThingsBoard over MQTT.
+struct Agent {
+    dev: Arc<FakeDevice>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _state: tempfile::TempDir,
+}
 
-    let state = tempfile::tempdir().unwrap();
-    let config = ThingsboardConfig {
-        transport: ThingsboardTransport::Mqtt {
-            host: "127.0.0.1".into(),
-            port: broker.port,
-        },
-        bindings: vec![ThingsboardBinding {
-            device_id: "esp-1".into(),
-            token: AccessToken("MQTTTOKEN".into()),
-            kind: OtaKind::Firmware,
-        }],
-        chunk_size: 1000,
-        poll_timeout: Duration::from_millis(500),
-        state_dir: state.path().join("thingsboard"),
-        download: DownloadConfig::default(),
+impl Agent {
+    fn start(transport: ThingsboardTransport, download: DownloadConfig) -> Agent {
+        let state = tempfile::tempdir().unwrap();
+        let config = ThingsboardConfig {
+            transport,
+            bindings: vec![ThingsboardBinding {
+                device_id: "esp-1".into(),
+                token: AccessToken("MQTTTOKEN".into()),
+                kind: OtaKind::Firmware,
+            }],
+            chunk_size: 1000,
+            poll_timeout: Duration::from_millis(500),
+            state_dir: state.path().join("thingsboard"),
+            download: download.clone(),
+        };
+        let dev = FakeDevice::new("1.0");
+        let engine = Engine::new(
+            agent_config(state.path()),
+            &download,
+            Box::new(ThingsboardSource::new(config).unwrap()),
+            vec![(
+                device_config("esp-1", "esp", UpdatePolicy::Immediate),
+                dev.clone() as Arc<dyn UpdateHandler>,
+            )],
+        )
+        .unwrap()
+        // The server sends MD5 (and other weak checksums) only: the documented opt-in.
+        .with_trust(fota_agent::trust::TrustPolicy {
+            allow_weak_checksums: true,
+            ..Default::default()
+        });
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let (engine, shutdown) = (engine.clone(), shutdown.clone());
+            async move { engine.run(shutdown).await }
+        });
+        Agent {
+            dev,
+            shutdown,
+            task,
+            _state: state,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// TLS to the broker's TLS listener, trusting `ca_bundle` only.
+fn over_tls(broker: &Broker, ca_bundle: &Path) -> (ThingsboardTransport, DownloadConfig) {
+    let transport = ThingsboardTransport::Mqtt {
+        host: "localhost".into(),
+        port: broker.tls_port,
+        tls: true,
     };
-    let dev = FakeDevice::new("1.0");
-    let engine = Engine::new(
-        agent_config(state.path()),
-        &DownloadConfig::default(),
-        Box::new(ThingsboardSource::new(config)),
-        vec![(
-            device_config("esp-1", "esp", UpdatePolicy::Immediate),
-            dev.clone() as Arc<dyn UpdateHandler>,
-        )],
-    )
-    .unwrap()
-    // The server sends MD5 (and other weak checksums) only: the documented opt-in.
-    .with_trust(fota_agent::trust::TrustPolicy {
-        allow_weak_checksums: true,
-        ..Default::default()
-    });
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let (engine, shutdown) = (engine.clone(), shutdown.clone());
-        async move { engine.run(shutdown).await }
-    });
+    let download = DownloadConfig {
+        ca_bundle: Some(ca_bundle.to_path_buf()),
+        ..DownloadConfig::default()
+    };
+    (transport, download)
+}
+
+async fn reports_current_version(tb: &Arc<Mutex<Tb>>) {
     until("current version at start", || {
         tb.lock()
             .unwrap()
@@ -253,6 +306,17 @@ async fn mqtt_attributes_push_chunks_and_telemetry() {
             .any(|v| v.get("current_fw_version").is_some_and(|s| s == "1.0"))
     })
     .await;
+}
+
+#[tokio::test]
+async fn mqtt_over_tls_attributes_push_chunks_and_telemetry() {
+    let broker = start_broker(false);
+    let tb = Arc::new(Mutex::new(Tb::default()));
+    let server = responder(broker.port, tb.clone()).await;
+    let (transport, download) = over_tls(&broker, &broker.tls.ca_cert);
+    let agent = Agent::start(transport, download);
+    let dev = agent.dev.clone();
+    reports_current_version(&tb).await;
 
     // ThingsBoard assigns firmware: shared attributes change and are pushed.
     let data: Vec<u8> = (0..4321u32).map(|i| (i * 13 % 251) as u8).collect();
@@ -307,6 +371,94 @@ async fn mqtt_attributes_push_chunks_and_telemetry() {
     ];
     assert_eq!(states, flow);
     assert_eq!(chunks, (0..5).map(|n| (n, 1000)).collect::<Vec<_>>());
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn plain_mqtt_when_tls_is_off() {
+    let broker = start_broker(false);
+    let tb = Arc::new(Mutex::new(Tb::default()));
+    let _server = responder(broker.port, tb.clone()).await;
+    let transport = ThingsboardTransport::Mqtt {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        tls: false,
+    };
+    let agent = Agent::start(transport, DownloadConfig::default());
+    reports_current_version(&tb).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_broker_that_requires_a_client_certificate_gets_it() {
+    let broker = start_broker(true);
+    let tb = Arc::new(Mutex::new(Tb::default()));
+    let _server = responder(broker.port, tb.clone()).await;
+    let (transport, mut download) = over_tls(&broker, &broker.tls.ca_cert);
+    download.client_cert = Some(broker.tls.client_cert.clone());
+    download.client_key = Some(broker.tls.client_key.clone());
+    let agent = Agent::start(transport, download);
+    reports_current_version(&tb).await;
+    agent.stop().await;
+}
+
+/// Connection failures as the agent logs them (the engine's tasks run on this
+/// test's thread, so a thread-local subscriber sees them).
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn no_connection_without_the_client_certificate_or_to_an_untrusted_server() {
+    let broker = start_broker(true);
+    let tb = Arc::new(Mutex::new(Tb::default()));
+    let _server = responder(broker.port, tb.clone()).await;
+    let log = Log::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let log = log.clone();
+            move || log.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // No client certificate: the broker ends the handshake.
+    let (transport, download) = over_tls(&broker, &broker.tls.ca_cert);
+    let agent = Agent::start(transport, download);
+    until("the broker's CertificateRequired alert logged", || {
+        log.text()
+            .contains("received fatal alert: CertificateRequired")
+    })
+    .await;
+    agent.stop().await;
+
+    // A broker certificate that the configured CA did not sign.
+    let before = log.text().len();
+    let (transport, mut download) = over_tls(&broker, &broker.tls.untrusted_ca_cert);
+    download.client_cert = Some(broker.tls.client_cert.clone());
+    download.client_key = Some(broker.tls.client_key.clone());
+    let agent = Agent::start(transport, download);
+    until("the untrusted broker certificate logged", || {
+        log.text()[before..].contains("invalid peer certificate: UnknownIssuer")
+    })
+    .await;
+    agent.stop().await;
+    assert!(tb.lock().unwrap().telemetry.is_empty());
+    assert!(!log.text().contains("MQTTTOKEN"));
 }

@@ -63,6 +63,9 @@ fn engine(config: &Config) -> anyhow::Result<Engine> {
 
 pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
+    if let Some(warning) = config.exposed_secrets_warning() {
+        eprintln!("warning: {warning}");
+    }
     println!(
         "{}: ok ({} device{})",
         path.display(),

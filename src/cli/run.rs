@@ -28,6 +28,9 @@ pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
         devices = config.devices.len(),
         "fota-agent {} starting", env!("CARGO_PKG_VERSION")
     );
+    if let Some(warning) = config.exposed_secrets_warning() {
+        tracing::warn!("{warning}");
+    }
     for r in engine.recover().await {
         tracing::info!(device = %r.device_id, firmware_version = %r.version,
             "recovered interrupted update: {}",

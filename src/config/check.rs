@@ -17,6 +17,7 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::error::{line_of, one_line};
+use super::secret_ref::LiteralSecrets;
 use super::table::Table;
 
 /// Ten years as humantime counts them (365.25 days each), so it prints as `10years`.
@@ -28,12 +29,28 @@ pub(crate) struct Checker<'a> {
     text: &'a str,
     path: &'a Path,
     base: &'a Path,
+    literal_secrets: LiteralSecrets,
 }
 
 impl<'a> Checker<'a> {
     pub(crate) fn new(text: &'a str, path: &'a Path) -> Self {
         let base = path.parent().unwrap_or(Path::new(""));
-        Checker { text, path, base }
+        Checker {
+            text,
+            path,
+            base,
+            literal_secrets: LiteralSecrets::default(),
+        }
+    }
+
+    /// The folder relative paths are resolved against.
+    pub fn base(&self) -> &Path {
+        self.base
+    }
+
+    /// The secret keys written as literals so far.
+    pub fn literal_secrets(&self) -> &LiteralSecrets {
+        &self.literal_secrets
     }
 
     /// The config file as given.

@@ -22,6 +22,7 @@
 pub(crate) mod check;
 mod error;
 mod parse;
+pub(crate) mod secret_ref;
 pub(crate) mod table;
 mod validate;
 
@@ -66,6 +67,10 @@ pub struct Config {
     /// `[trust]`: signature keys and the checksum policy (see docs/trust.md).
     pub trust: crate::trust::TrustPolicy,
     pub devices: Vec<DeviceConfig>,
+    /// The secret keys written as literals rather than `{ file = … }` or
+    /// `{ credential = … }` (e.g. `source.access_token`), for
+    /// [`Config::exposed_secrets_warning`].
+    pub literal_secrets: Vec<String>,
 }
 
 /// `[status]`: the local status endpoint (see docs/operating.md).

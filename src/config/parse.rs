@@ -20,6 +20,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::ConfigError;
 use super::check::Checker;
+use super::secret_ref::SecretValue;
 use super::table::{Owner, Table, all_keys, check_entry, fields_of, type_error, unknown_field};
 use crate::handler::config as handlers;
 use crate::source::config as sources;
@@ -45,7 +46,7 @@ pub(super) struct RawAgent {
 pub(super) struct RawStatus {
     pub listen: Option<Spanned<String>>,
     pub socket: Option<Spanned<String>>,
-    pub token: Option<Spanned<String>>,
+    pub token: Option<Spanned<SecretValue>>,
     pub allow_remote: Option<Spanned<bool>>,
     pub max_connections: Option<Spanned<i64>>,
     pub header_timeout: Option<Spanned<String>>,

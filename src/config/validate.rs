@@ -86,6 +86,7 @@ pub(super) fn config(check: &Checker<'_>, raw: RawConfig<'_>) -> Result<Config, 
         status,
         trust,
         devices,
+        literal_secrets: check.literal_secrets().names(),
     })
 }
 
@@ -108,7 +109,7 @@ fn status(check: &Checker<'_>, raw: RawStatus) -> Result<StatusConfig, ConfigErr
     if let Some(socket) = &raw.socket {
         status.socket = Some(check.dir(socket, "socket", "status.socket")?);
     }
-    if let Some(token) = &raw.token {
+    if let Some(token) = &check.opt_secret(&raw.token, "token", "status.token")? {
         let value = token.get_ref();
         if value.len() < 16 || !value.bytes().all(|b| b.is_ascii_graphic()) {
             let msg = "status.token: must be at least 16 printable ASCII characters \

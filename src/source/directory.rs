@@ -218,7 +218,10 @@ fn read_firmware(file: &Path, root: &Path, device_type: &str) -> Result<Firmware
             .filter(|v| !v.is_empty())
     };
 
-    let version = required("version")?.value.trim().to_string();
+    let version_property = required("version")?;
+    let version = version_property.value.trim().to_string();
+    super::server_text::version(&version)
+        .map_err(|e| skip(Some(version_property.line), Some("version"), e.to_string()))?;
     let (image_path, size) = image_file(file, root, required("image")?)?;
     let checksums = checksums(file, &props)?;
 

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod hawkbit;
 pub mod mcs;
 pub mod properties;
+pub mod server_text;
 pub mod thingsboard;
 
 mod folder_file;
@@ -95,7 +96,7 @@ pub fn from_config(config: &Config) -> Result<Box<dyn FirmwareSource>, SourceErr
             &config.agent.state_dir,
         )?),
         SourceConfig::Thingsboard(tb) => {
-            Box::new(thingsboard::ThingsboardSource::new((**tb).clone()))
+            Box::new(thingsboard::ThingsboardSource::new((**tb).clone())?)
         }
     })
 }

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 
 pub const TENANT: &str = "DEFAULT";
 pub const TARGET: &str = "gw-1";
-pub const TOKEN: &str = "KeyGw";
+pub const TOKEN: &str = "KeyGw-canary-7f3e91c2";
 
 /// One request the server saw.
 #[derive(Debug, Clone)]

@@ -42,6 +42,8 @@ struct State {
     /// Resource name ("available", "url", "firmwares", "datapoints",
     /// "connections") → answer 500 this many more times.
     fail: HashMap<String, u32>,
+    /// Resource name → answer `302 Found` to this location, once.
+    redirect: HashMap<String, String>,
     /// Every REST request: (method, path, key correct).
     requests: Vec<(String, String, bool)>,
     accepted: usize,
@@ -123,6 +125,12 @@ impl McsServer {
 
     pub fn fail(&self, resource: &str, times: u32) {
         self.st().fail.insert(resource.into(), times);
+    }
+
+    /// The next request for `resource` (see [`McsServer::fail`]) is answered with
+    /// a redirect to `location`.
+    pub fn redirect(&self, resource: &str, location: &str) {
+        self.st().redirect.insert(resource.into(), location.into());
     }
 
     pub fn versions(&self, device_id: &str) -> Vec<String> {
@@ -256,8 +264,12 @@ async fn serve_http(
     let mut body = vec![0u8; len.min(1 << 20)];
     sock.read_exact(&mut body).await?;
     let (status, content) = route(&method, &target, &headers, &body, &st, command);
+    let location = match status {
+        302 => format!("Location: {}\r\n", String::from_utf8_lossy(&content)),
+        _ => String::new(),
+    };
     let response = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} X\r\n{location}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         content.len()
     );
     sock.write_all(response.as_bytes()).await?;
@@ -313,6 +325,9 @@ fn route(
     };
     if !key_ok {
         return error(401, "401 Unauthorized");
+    }
+    if let Some(location) = s.redirect.remove(resource) {
+        return (302, location.into_bytes());
     }
     if let Some(n) = s.fail.get_mut(resource)
         && *n > 0

@@ -99,3 +99,20 @@ pub fn start_run(config: &Path, stderr: std::process::Stdio) -> std::process::Ch
         .spawn()
         .unwrap()
 }
+
+/// Waits (bounded, 20 s) until `f` holds, without blocking the async runtime the
+/// test's servers run on.
+pub async fn until<F: Fn() -> bool>(what: &str, f: F) {
+    until_or(what, f, String::new).await;
+}
+
+/// [`until`], and on a timeout the message carries `context()` (e.g. a log).
+pub async fn until_or<F: Fn() -> bool>(what: &str, f: F, context: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}\n{}", context());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1508,6 +1508,12 @@ fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     path
 }
 
+/// The PEM files of [`TlsFiles`] for a peer other than this server (e.g. an MQTT
+/// broker that loads them itself).
+pub fn write_tls_files(dir: &Path, setup: &TlsSetup) -> TlsFiles {
+    generate_tls(dir, setup).0
+}
+
 fn generate_tls(dir: &Path, setup: &TlsSetup) -> (TlsFiles, rustls::ServerConfig) {
     let ca = new_ca("fota-agent test CA");
     let separate_client_ca = setup

@@ -96,11 +96,28 @@ fn mqtt_defaults() {
         c.transport,
         ThingsboardTransport::Mqtt {
             host: "tb".into(),
-            port: 1883
+            port: 8883,
+            tls: true,
         }
     );
     assert_eq!(c.chunk_size, 64 * 1024);
     assert_eq!(c.poll_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn plain_mqtt_needs_https_only_false() {
+    let c = tb(
+        "[source]\nkind = \"thingsboard\"\ntransport = \"mqtt\"\nhost = \"tb\"\n\
+         tls = false\nhttps_only = false\n[source.tokens]\n\"esp-1\" = \"T\"\n",
+    );
+    assert_eq!(
+        c.transport,
+        ThingsboardTransport::Mqtt {
+            host: "tb".into(),
+            port: 1883,
+            tls: false,
+        }
+    );
 }
 
 #[test]
@@ -133,6 +150,20 @@ fn mistakes_name_line_and_key_without_the_token() {
             4,
             "host",
             "source: key \"host\" does not apply to transport \"http\"",
+        ),
+        (
+            "plain mqtt without the opt-out",
+            "[source]\nkind = \"thingsboard\"\ntransport = \"mqtt\"\nhost = \"h\"\ntls = false\n",
+            5,
+            "tls",
+            "source.tls: plain MQTT sends the access token in clear; use TLS or write https_only = false in [source] to allow cleartext",
+        ),
+        (
+            "tls on http",
+            "[source]\nkind = \"thingsboard\"\nurl = \"https://x\"\ntls = true\n",
+            4,
+            "tls",
+            "source: key \"tls\" does not apply to transport \"http\"",
         ),
         (
             "bad port",

@@ -100,6 +100,7 @@ fn full_config_parses_with_defaults_filled() {
             },
             minimal_device("esp_2.A", "esp8266", &["sh", "-c", "flash"]),
         ],
+        literal_secrets: vec![],
     };
     assert_eq!(config, expected);
     assert_eq!(config.devices[0].handler.name(), "command");
@@ -120,6 +121,7 @@ fn empty_files_give_defaults_and_no_devices() {
         status: crate::config::StatusConfig::default(),
         trust: crate::trust::TrustPolicy::default(),
         devices: vec![],
+        literal_secrets: vec![],
     };
     for text in [
         "",

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::check::Checker;
+use crate::config::secret_ref::SecretValue;
 use crate::config::{ConfigError, Secret};
 use crate::source::config::{SourceConfig, SourceKeys, SourceKind};
 
@@ -72,8 +73,8 @@ pub(crate) struct RawHawkbit {
     url: Option<Spanned<String>>,
     tenant: Option<Spanned<String>>,
     controller_id: Option<Spanned<String>>,
-    target_token: Option<Spanned<String>>,
-    gateway_token: Option<Spanned<String>>,
+    target_token: Option<Spanned<SecretValue>>,
+    gateway_token: Option<Spanned<SecretValue>>,
     min_poll_interval: Option<Spanned<String>>,
     startup_spread: Option<Spanned<String>>,
     /// Device id → chunk selector (`part:<part>` or `name:<name>`).
@@ -128,7 +129,8 @@ impl SourceKind for RawHawkbit {
 impl RawHawkbit {
     /// `target_token` or `gateway_token` (not both).
     fn auth(&self, check: &Checker<'_>) -> Result<HawkbitAuth, ConfigError> {
-        let token = |v: &Spanned<String>, key: &str| {
+        let token = |v: &Spanned<SecretValue>, key: &str| {
+            let v = &check.secret(v, key, &format!("source.{key}"))?;
             if v.get_ref().trim().is_empty() {
                 Err(check.at(v, key, format!("source.{key}: must not be empty")))
             } else {

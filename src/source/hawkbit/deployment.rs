@@ -18,6 +18,7 @@ use super::wire::{self, DeploymentBase, HandlingType, MaintenanceWindow};
 use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::config::{ChunkSelector, DeviceConfig};
 use crate::model::{Deployment, Firmware, FirmwareLocation, Handling, RequestHeaders};
+use crate::source::server_text;
 
 /// A device's chunk, and why it cannot be installed, if it cannot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +63,22 @@ pub fn describe_chunks(base: &DeploymentBase) -> String {
     base.deployment
         .chunks
         .iter()
-        .map(|c| format!("{}/{} {}", c.part, c.name, c.version))
+        .map(|c| {
+            let part = shown(server_text::text("part", &c.part), &c.part);
+            let name = shown(server_text::title(&c.name), &c.name);
+            let version = shown(server_text::version(&c.version), &c.version);
+            format!("{part}/{name} {version}")
+        })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `value` quoted when it passed its check, else the reason it did not.
+fn shown(check: Result<(), server_text::TextError>, value: &str) -> String {
+    match check {
+        Ok(()) => format!("{value:?}"),
+        Err(e) => format!("({e})"),
+    }
 }
 
 /// The server's instructions as the engine's planner understands them.
@@ -98,6 +112,7 @@ pub fn firmware(
         .chunks
         .get(idx)
         .ok_or_else(|| format!("no chunk {idx}"))?;
+    check_text(idx, chunk)?;
     let (signatures, images): (Vec<_>, Vec<_>) = chunk
         .artifacts
         .iter()
@@ -148,6 +163,19 @@ pub fn firmware(
     fw.download_headers = headers.clone();
     fw.signature_url = signature_url;
     Ok(fw)
+}
+
+/// The chunk's version, name, part and file names, before any of them reaches a
+/// message or the firmware; the reason names the chunk by its position.
+fn check_text(idx: usize, chunk: &wire::Chunk) -> Result<(), String> {
+    let refused = |e: server_text::TextError| format!("chunk {}: {e}", idx + 1);
+    server_text::version(&chunk.version).map_err(refused)?;
+    server_text::title(&chunk.name).map_err(refused)?;
+    server_text::text("part", &chunk.part).map_err(refused)?;
+    for a in &chunk.artifacts {
+        server_text::file_name(&a.filename).map_err(refused)?;
+    }
+    Ok(())
 }
 
 /// Every hash the server gave (SHA-256 first); all are checked.

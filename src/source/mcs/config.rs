@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::check::Checker;
+use crate::config::secret_ref::SecretValue;
 use crate::config::{ConfigError, Secret};
 use crate::source::config::{SourceConfig, SourceKeys, SourceKind};
 
@@ -64,7 +65,7 @@ impl std::fmt::Debug for McsDevice {
 pub(crate) struct RawMcs {
     base_url: Option<Spanned<String>>,
     device_id: Option<Spanned<String>>,
-    device_key: Option<Spanned<String>>,
+    device_key: Option<Spanned<SecretValue>>,
     gateway_device: Option<Spanned<String>>,
     command_server: Option<Spanned<String>>,
     heartbeat_interval: Option<Spanned<String>>,
@@ -79,7 +80,7 @@ pub(crate) struct RawMcs {
 #[serde(deny_unknown_fields)]
 struct RawMcsDevice {
     device_id: Option<Spanned<String>>,
-    device_key: Option<Spanned<String>>,
+    device_key: Option<Spanned<SecretValue>>,
 }
 
 impl SourceKind for RawMcs {
@@ -181,7 +182,9 @@ impl RawMcs {
         match (&self.device_id, &self.device_key) {
             (Some(id), Some(key)) => {
                 let device_id = credential(check, id, "device_id", "source.device_id")?;
-                let device_key = credential(check, key, "device_key", "source.device_key")?;
+                let name = "source.device_key";
+                let key = &check.secret(key, "device_key", name)?;
+                let device_key = credential(check, key, "device_key", name)?;
                 let (agent_device, at) = match &self.gateway_device {
                     Some(g) => (g.get_ref().clone(), g.span().start),
                     None => (DEFAULT_MCS_GATEWAY_DEVICE.to_string(), id.span().start),
@@ -235,17 +238,20 @@ impl RawMcs {
                 let msg = format!("{name}: no [[device]] with id {agent:?}");
                 return Err(check.error(at, Some(agent), msg));
             }
-            let field = |v: &Option<Spanned<String>>, key: &str| match v {
-                Some(v) => credential(check, v, key, &format!("{name}.{key}")),
+            let field = |v: Option<Spanned<String>>, key: &str| match v {
+                Some(v) => credential(check, &v, key, &format!("{name}.{key}")),
                 None => {
                     let msg = format!("{name}: missing key {key:?}");
                     Err(check.error(at, Some(key), msg))
                 }
             };
+            let entry = entry.get_ref();
+            let key_name = format!("{name}.device_key");
+            let device_key = check.opt_secret(&entry.device_key, "device_key", &key_name)?;
             let binding = McsDevice {
                 agent_device: agent.clone(),
-                device_id: field(&entry.get_ref().device_id, "device_id")?,
-                device_key: Secret::new(field(&entry.get_ref().device_key, "device_key")?),
+                device_id: field(entry.device_id.clone(), "device_id")?,
+                device_key: Secret::new(field(device_key, "device_key")?),
             };
             bound.add(check, binding, at, agent)?;
         }

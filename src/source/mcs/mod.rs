@@ -63,6 +63,7 @@ use crate::download::DownloadConfig;
 use crate::model::{Deployment, Firmware, FirmwareLocation, Handling, Prerequisite};
 use crate::persist::{Backoff, Guard, Outbox, SendError};
 use crate::progress::{Outcome, ProgressEvent, ProgressKind};
+use crate::source::server_text;
 use crate::store::{Store, now_secs};
 use push::{Expect, LineError, Push};
 use rest::Rest;
@@ -265,6 +266,16 @@ impl Inner {
             .await
             .map_err(source_error)?
         {
+            let text = server_text::version(&item.version)
+                .and_then(|()| item.name.as_deref().map_or(Ok(()), server_text::title))
+                .and_then(|()| {
+                    let mut prerequisites = item.prerequisites.iter().flatten();
+                    prerequisites.try_for_each(|p| server_text::version(p))
+                });
+            if let Err(e) = text {
+                skipped.push(format!("a firmware refused: {e}"));
+                continue;
+            }
             let mut url = item.url.clone();
             let mut md5 = item.md5.clone().or_else(|| item.checksum.clone());
             if url.is_none() || md5.is_none() {

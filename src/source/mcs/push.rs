@@ -187,8 +187,8 @@ fn check_timestamp(timestamp: &str, expect: &Expect<'_>) -> Result<u64, LineErro
 /// A version of the device's scheme that the device may take.
 fn check_version(version: &str, expect: &Expect<'_>) -> Result<(), LineError> {
     let refuse = |m: String| Err(LineError::Refused(m));
-    if version.is_empty() {
-        return refuse("empty version".into());
+    if let Err(e) = crate::source::server_text::version(version) {
+        return refuse(e.to_string());
     }
     if let Err(e) = expect.scheme.validate(version) {
         return refuse(format!("version {}: {e}", shown(version)));
@@ -433,7 +433,7 @@ mod tests {
             ("Dev1,Key1,x,FOTA,2.0,a,b\n".into(), "timestamp \"x\""),
             (
                 line("Dev1", "Key1", NOW, "", MD5, "https://h/f"),
-                "empty version",
+                "version: empty",
             ),
             (
                 line("Dev1", "Key1", NOW, "1.0", MD5, "https://h/f"),

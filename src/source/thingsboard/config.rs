@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::check::Checker;
+use crate::config::secret_ref::SecretValue;
 use crate::config::{ConfigError, Secret};
 use crate::source::config::{SourceConfig, SourceKeys, SourceKind};
 
@@ -16,6 +17,7 @@ const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 const MAX_CHUNK_SIZE: i64 = 16 * 1024 * 1024;
 const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MQTT_PORT: u16 = 1883;
+const DEFAULT_MQTTS_PORT: u16 = 8883;
 
 /// How the agent talks to ThingsBoard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +25,11 @@ pub enum ThingsboardTransport {
     /// `transport = "http"` (default): the HTTP device API under `url`
     /// (e.g. `https://tb.example.com`).
     Http { url: String },
-    /// `transport = "mqtt"`: the MQTT device API on `host`:`port` (default 1883),
-    /// one connection per access token (the token is the MQTT user name).
-    Mqtt { host: String, port: u16 },
+    /// `transport = "mqtt"`: the MQTT device API on `host`:`port`, one connection
+    /// per access token (the token is the MQTT user name). Over TLS (port 8883,
+    /// `[source]` `ca_bundle`, `client_cert`, `client_key`) unless `tls = false`,
+    /// which needs `https_only = false` (then port 1883).
+    Mqtt { host: String, port: u16, tls: bool },
 }
 
 /// A ThingsBoard device access token: a [`Secret`], never shown in `Debug` output
@@ -75,10 +79,11 @@ pub(crate) struct RawThingsboard {
     url: Option<Spanned<String>>,
     host: Option<Spanned<String>>,
     port: Option<Spanned<i64>>,
-    access_token: Option<Spanned<String>>,
+    tls: Option<Spanned<bool>>,
+    access_token: Option<Spanned<SecretValue>>,
     gateway_device: Option<Spanned<String>>,
     software_device: Option<Spanned<String>>,
-    tokens: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    tokens: Option<Spanned<BTreeMap<String, Spanned<SecretValue>>>>,
     chunk_size: Option<Spanned<i64>>,
     poll_timeout: Option<Spanned<String>>,
 }
@@ -162,11 +167,15 @@ impl RawThingsboard {
         refs
     }
 
-    /// `transport = "http"`: `url`, no `host` or `port`.
+    /// `transport = "http"`: `url`, no `host`, `port` or `tls`.
     fn http(&self, source: &SourceKeys<'_>) -> Result<ThingsboardTransport, ConfigError> {
         let check = source.check;
-        let stray = self.host.as_ref().map(|h| ("host", h.span().start));
-        if let Some((key, at)) = stray.or(self.port.as_ref().map(|p| ("port", p.span().start))) {
+        let stray = [
+            self.host.as_ref().map(|h| ("host", h.span().start)),
+            self.port.as_ref().map(|p| ("port", p.span().start)),
+            self.tls.as_ref().map(|t| ("tls", t.span().start)),
+        ];
+        if let Some((key, at)) = stray.into_iter().flatten().next() {
             let msg = format!("source: key {key:?} does not apply to transport \"http\"");
             return Err(check.error(at, Some(key), msg));
         }
@@ -178,7 +187,8 @@ impl RawThingsboard {
         Ok(ThingsboardTransport::Http { url })
     }
 
-    /// `transport = "mqtt"`: `host` and `port`, no `url`.
+    /// `transport = "mqtt"`: `host`, `port` and `tls`, no `url`. Plain MQTT sends
+    /// the access token in clear, so `tls = false` needs `https_only = false`.
     fn mqtt(&self, source: &SourceKeys<'_>) -> Result<ThingsboardTransport, ConfigError> {
         let check = source.check;
         if let Some(url) = &self.url {
@@ -193,6 +203,13 @@ impl RawThingsboard {
                 return Err(check.error(source.start, Some("host"), msg));
             }
         };
+        let tls = self.tls.as_ref().is_none_or(|t| *t.get_ref());
+        if let (Some(t), false) = (&self.tls, tls || !source.download.https_only) {
+            let msg = "source.tls: plain MQTT sends the access token in clear; use TLS or \
+                       write https_only = false in [source] to allow cleartext"
+                .into();
+            return Err(check.at(t, "tls", msg));
+        }
         let port = match &self.port {
             Some(p) => check.int(
                 p,
@@ -200,9 +217,10 @@ impl RawThingsboard {
                 |p: &u16| *p > 0,
                 |p| format!("source.port: must be between 1 and 65535, got {p}"),
             )?,
+            None if tls => DEFAULT_MQTTS_PORT,
             None => DEFAULT_MQTT_PORT,
         };
-        Ok(ThingsboardTransport::Mqtt { host, port })
+        Ok(ThingsboardTransport::Mqtt { host, port, tls })
     }
 
     /// The gateway's token bound to `gateway_device` / `software_device`, and the
@@ -213,7 +231,15 @@ impl RawThingsboard {
         let gateway_token = self
             .access_token
             .as_ref()
-            .map(|t| token(check, t, "access_token", "source.access_token"))
+            .map(|t| {
+                let name = "source.access_token";
+                token(
+                    check,
+                    &check.secret(t, "access_token", name)?,
+                    "access_token",
+                    name,
+                )
+            })
             .transpose()?;
         for (key, value, kind) in [
             ("gateway_device", &self.gateway_device, OtaKind::Firmware),
@@ -265,7 +291,12 @@ impl RawThingsboard {
         };
         for (id, value) in tokens.get_ref() {
             let name = format!("source.tokens.{id:?}");
-            let t = token(check, value, "tokens", &name)?;
+            let t = token(
+                check,
+                &check.secret(value, "tokens", &name)?,
+                "tokens",
+                &name,
+            )?;
             if bindings.iter().any(|b| b.device_id == *id) {
                 let msg = format!("{name}: device {id:?} is already the gateway's device");
                 return Err(check.at(value, "tokens", msg));

@@ -44,6 +44,7 @@ use crate::download::retry::backoff;
 use crate::model::{Firmware, FirmwareLocation, RemoteImage};
 use crate::persist::{Backoff, SendError};
 use crate::progress::{Outcome, ProgressEvent, ProgressKind, ProgressStep};
+use crate::source::server_text;
 use state::SourceState;
 use transport::{TbError, Transport};
 use wire::{Assignment, OtaState};
@@ -86,22 +87,37 @@ fn source_error(message: impl std::fmt::Display) -> SourceError {
 }
 
 impl ThingsboardSource {
-    /// The source the config describes.
-    pub fn new(config: ThingsboardConfig) -> ThingsboardSource {
+    /// The source the config describes; fails when the MQTT transport's TLS files
+    /// (`ca_bundle`, `client_cert`, `client_key`) cannot be used.
+    pub fn new(config: ThingsboardConfig) -> Result<ThingsboardSource, SourceError> {
         let transport: Arc<dyn Transport> = match &config.transport {
             ThingsboardTransport::Http { url } => Arc::new(http::HttpTransport::new(
                 &config.download,
                 url,
                 config.poll_timeout,
             )),
-            ThingsboardTransport::Mqtt { host, port } => Arc::new(mqtt::MqttTransport::new(
-                host,
-                *port,
-                config.chunk_size,
-                config.poll_timeout,
-            )),
+            ThingsboardTransport::Mqtt { host, port, tls } => {
+                let d = &config.download;
+                let tls = tls
+                    .then(|| {
+                        crate::tls::client_config(
+                            d.ca_bundle.as_deref(),
+                            d.client_cert.as_deref(),
+                            d.client_key.as_deref(),
+                        )
+                    })
+                    .transpose()
+                    .map_err(|e| source_error(format!("MQTT TLS: {e}")))?;
+                Arc::new(mqtt::MqttTransport::new(
+                    host,
+                    *port,
+                    tls,
+                    config.chunk_size,
+                    config.poll_timeout,
+                ))
+            }
         };
-        Self::with_transport(config, transport)
+        Ok(Self::with_transport(config, transport))
     }
 
     /// The source over an explicit transport (tests plug their own in).
@@ -166,8 +182,9 @@ impl ThingsboardSource {
             let mut assigned = self.lock_assigned();
             if assigned.get(&b.device_id) != Some(&assignment) {
                 if let Some(a) = &assignment {
-                    tracing::info!(device = %b.device_id, firmware_version = %a.version,
-                        "thingsboard assigns {} {}", a.title, a.version);
+                    // Debug-quoted: the strings are checked only when offered.
+                    tracing::info!(device = %b.device_id, firmware_version = ?a.version,
+                        "thingsboard assigns {:?} {:?}", a.title, a.version);
                 }
                 assigned.insert(b.device_id.clone(), assignment);
                 changed = true;
@@ -355,8 +372,9 @@ impl FirmwareSource for ThingsboardSource {
     fn describe(&self) -> String {
         match &self.config.transport {
             ThingsboardTransport::Http { url } => format!("thingsboard {url}"),
-            ThingsboardTransport::Mqtt { host, port } => {
-                format!("thingsboard mqtt://{host}:{port}")
+            ThingsboardTransport::Mqtt { host, port, tls } => {
+                let scheme = if *tls { "mqtts" } else { "mqtt" };
+                format!("thingsboard {scheme}://{host}:{port}")
             }
         }
     }
@@ -382,19 +400,23 @@ impl FirmwareSource for ThingsboardSource {
             return Ok(Vec::new());
         };
         if self.state.failed(&device.id).as_ref() == Some(&assignment) {
-            tracing::debug!(device = %device.id, firmware_version = %assignment.version,
+            tracing::debug!(device = %device.id, firmware_version = ?assignment.version,
                 "not offering again: its update failed (waiting for a new assignment)");
             return Ok(Vec::new());
         }
-        let checksum = match assignment.checksum(binding.kind) {
+        let checked = server_text::title(&assignment.title)
+            .and_then(|()| server_text::version(&assignment.version))
+            .map_err(|e| e.to_string())
+            .and_then(|()| assignment.checksum(binding.kind).map_err(|e| e.to_string()));
+        let checksum = match checked {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(device = %device.id, "thingsboard: {e}");
+                tracing::warn!(device = %device.id, "thingsboard: package refused: {e}");
                 self.enqueue(
                     &binding,
                     &[
                         ("state", json!(OtaState::Failed.as_str())),
-                        ("error", json!(e.to_string())),
+                        ("error", json!(e)),
                     ],
                 );
                 self.state.set_failed(&device.id, Some(assignment));

@@ -9,8 +9,8 @@
 //! - packages: publish the chunk size to `v2/fw/request/{id}/chunk/{n}`
 //!   (`v2/sw/…` for software), the chunk arrives on `v2/fw/response/{id}/chunk/{n}`.
 //!
-//! Plain TCP only: this build carries no TLS for MQTT (use the HTTP transport for
-//! HTTPS).
+//! Over TLS by default (rustls on ring, see [`crate::tls::client_config`]): the
+//! access token travels as the user name of every CONNECT.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter, TlsConfiguration,
+};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -36,6 +38,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct MqttTransport {
     host: String,
     port: u16,
+    /// The TLS config of every connection; `None`: plain TCP (`tls = false`).
+    tls: Option<Arc<rustls::ClientConfig>>,
     chunk_size: u32,
     poll_timeout: Duration,
     connections: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
@@ -62,10 +66,17 @@ impl Drop for Connection {
 static CLIENT_IDS: AtomicU64 = AtomicU64::new(0);
 
 impl MqttTransport {
-    pub fn new(host: &str, port: u16, chunk_size: u32, poll_timeout: Duration) -> Self {
+    pub fn new(
+        host: &str,
+        port: u16,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        chunk_size: u32,
+        poll_timeout: Duration,
+    ) -> Self {
         MqttTransport {
             host: host.to_string(),
             port,
+            tls,
             chunk_size,
             poll_timeout,
             connections: tokio::sync::Mutex::new(HashMap::new()),
@@ -85,6 +96,10 @@ impl MqttTransport {
         let mut options = MqttOptions::new(id, &self.host, self.port);
         options.set_credentials(token.0.clone(), "");
         options.set_keep_alive(Duration::from_secs(30));
+        if let Some(tls) = &self.tls {
+            let config = TlsConfiguration::Rustls(tls.clone());
+            options.set_transport(rumqttc::Transport::tls_with_config(config));
+        }
         let max = self.chunk_size as usize + 4096;
         options.set_max_packet_size(max, max.max(64 * 1024));
         let (client, eventloop) = AsyncClient::new(options, 64);
