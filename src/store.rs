@@ -62,6 +62,17 @@ pub struct OutcomeRecord {
 pub struct Transferred {
     pub version: String,
     pub sha256: String,
+    /// The SHA-256 of each further file of the firmware (see
+    /// [`crate::model::FirmwarePart`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<StagedPart>,
+}
+
+/// One staged further file and the SHA-256 it was verified with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedPart {
+    pub name: String,
+    pub sha256: String,
 }
 
 /// Everything the agent remembers about one device.

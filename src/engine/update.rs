@@ -15,7 +15,9 @@ use crate::download::Downloader;
 use crate::handler::{HandlerError, VerifiedImage};
 use crate::model::Firmware;
 use crate::progress::{Outcome, Progress, ProgressError, ProgressStep};
-use crate::store::{InFlight, OutcomeRecord, Phase, Store, StoreError, Transferred, now_secs};
+use crate::store::{
+    InFlight, OutcomeRecord, Phase, StagedPart, Store, StoreError, Transferred, now_secs,
+};
 
 /// What to do with the firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,8 +200,7 @@ async fn update_transferred(
         .transferred
         .filter(|t| t.version == firmware.version)
         .ok_or_else(|| UpdateError::NotTransferred(firmware.version.clone()))?;
-    let path = fetch::image_path(&store.downloads_dir(), id);
-    let image = fetch::reverify(&path, firmware, &staged.sha256).await?;
+    let image = fetch::reverify(&store.downloads_dir(), id, firmware, &staged).await?;
     set_phase(store, id, firmware, Phase::Update)?;
     progress.next()?;
     device.handler.update(&image, progress).await?;
@@ -207,13 +208,22 @@ async fn update_transferred(
 }
 
 fn transferred(image: &VerifiedImage) -> Transferred {
+    let sha256 = |d: &crate::checksum::Digests| {
+        d.get(crate::checksum::ChecksumAlgorithm::Sha256)
+            .unwrap_or_default()
+            .to_string()
+    };
     Transferred {
         version: image.firmware().version.clone(),
-        sha256: image
-            .digests()
-            .get(crate::checksum::ChecksumAlgorithm::Sha256)
-            .unwrap_or_default()
-            .to_string(),
+        sha256: sha256(image.digests()),
+        parts: image
+            .parts()
+            .iter()
+            .map(|p| StagedPart {
+                name: p.name().to_string(),
+                sha256: sha256(p.digests()),
+            })
+            .collect(),
     }
 }
 
@@ -277,6 +287,6 @@ fn finish(
         tracing::error!(device = %id, "cannot record outcome: {e}");
     }
     if !keep_staged {
-        let _ = std::fs::remove_file(fetch::image_path(&store.downloads_dir(), id));
+        fetch::remove_images(&store.downloads_dir(), id, firmware);
     }
 }

@@ -20,12 +20,36 @@ use crate::model::Firmware;
 use crate::progress::{Progress, ProgressStep};
 
 /// A firmware image on local disk whose size, checksums, device type and version
-/// rules have been checked. Only `engine::verify` constructs it.
+/// rules have been checked, with the firmware's further named files checked the
+/// same way. Only `engine::fetch` constructs it.
 #[derive(Debug, Clone)]
 pub struct VerifiedImage {
     path: PathBuf,
     firmware: Firmware,
     digests: Digests,
+    parts: Vec<VerifiedPart>,
+}
+
+/// One further file of a [`VerifiedImage`] (see [`crate::model::FirmwarePart`]).
+#[derive(Debug, Clone)]
+pub struct VerifiedPart {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) digests: Digests,
+}
+
+impl VerifiedPart {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn digests(&self) -> &Digests {
+        &self.digests
+    }
 }
 
 impl VerifiedImage {
@@ -34,7 +58,23 @@ impl VerifiedImage {
             path,
             firmware,
             digests,
+            parts: Vec::new(),
         }
+    }
+
+    /// The same image with its verified further files.
+    pub(crate) fn with_parts(mut self, parts: Vec<VerifiedPart>) -> Self {
+        self.parts = parts;
+        self
+    }
+
+    /// The verified further file named `name`, if the firmware has one.
+    pub fn part(&self, name: &str) -> Option<&VerifiedPart> {
+        self.parts.iter().find(|p| p.name == name)
+    }
+
+    pub fn parts(&self) -> &[VerifiedPart] {
+        &self.parts
     }
 
     pub fn path(&self) -> &Path {
