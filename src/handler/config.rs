@@ -24,6 +24,7 @@ use toml::Spanned;
 use super::UpdateHandler;
 use super::command::config::CommandConfig;
 use super::esp8266::config::Esp8266Config;
+use super::esp8266_wifi::config::Esp8266WifiConfig;
 use super::mt7681_config::Mt7681Config;
 use super::xmodem::config::XmodemConfig;
 use crate::config::check::Checker;
@@ -236,6 +237,9 @@ handlers! {
     Command(CommandConfig),
     /// `handler = "esp8266"`: the Espressif ROM serial bootloader.
     Esp8266(Esp8266Config),
+    /// `handler = "esp8266-wifi"`: the gateway as the FOTA server of ESP8266s
+    /// running Espressif's IoT_Demo firmware (user1.bin / user2.bin over Wi-Fi).
+    Esp8266Wifi(Esp8266WifiConfig),
     /// `handler = "xmodem"`: XMODEM / XMODEM-1K / YMODEM to an MCU bootloader.
     Xmodem(XmodemConfig),
     /// `handler = "mt7681"`: MediaTek MT7681 (LinkIt Connect 7681) UART upgrade

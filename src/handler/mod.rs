@@ -7,6 +7,7 @@
 pub mod command;
 pub mod config;
 pub mod esp8266;
+pub mod esp8266_wifi;
 pub mod mt7681;
 pub mod mt7681_config;
 pub mod xmodem;
