@@ -196,7 +196,7 @@ async fn device_upgrade_failed_ends_the_update_on_the_old_slot() {
     );
     let (config, cloud) = config(tmp.path(), 1, "");
     let device = SimDevice::new(&key(0), V0, Fault::ReportFailed);
-    let (ok, out) = run_once(&config, cloud, &[device.clone()]).await;
+    let (ok, out) = run_once(&config, cloud, std::slice::from_ref(&device)).await;
     assert!(!ok, "{out}");
     assert!(
         out.contains("device_upgrade_failed: the device refused user2.bin of v1.1.0t45772(a)"),
@@ -217,7 +217,7 @@ async fn a_bad_crc_is_refused_before_the_device_is_asked() {
     offer(tmp.path(), V1, &user_bin(1, 10_000, 9), &user2);
     let (config, cloud) = config(tmp.path(), 1, "");
     let device = SimDevice::new(&key(0), V0, Fault::None);
-    let (ok, out) = run_once(&config, cloud, &[device.clone()]).await;
+    let (ok, out) = run_once(&config, cloud, std::slice::from_ref(&device)).await;
     assert!(!ok, "{out}");
     assert!(out.contains("user2.bin refused: stored CRC"), "{out}");
     assert!(out.contains("gen_appbin.py's known bug"), "{out}");
@@ -238,7 +238,7 @@ async fn a_wrong_slot_image_is_refused() {
     );
     let (config, cloud) = config(tmp.path(), 1, "");
     let device = SimDevice::new(&key(0), V0, Fault::None);
-    let (ok, out) = run_once(&config, cloud, &[device.clone()]).await;
+    let (ok, out) = run_once(&config, cloud, std::slice::from_ref(&device)).await;
     assert!(!ok, "{out}");
     assert!(
         out.contains("linked for user1.bin, but offered as user2.bin (wrong slot)"),
@@ -258,7 +258,7 @@ async fn power_loss_mid_download_fails_cleanly_on_the_old_version() {
     );
     let (config, cloud) = config(tmp.path(), 1, "");
     let device = SimDevice::new(&key(0), V0, Fault::PowerLossMidDownload);
-    let (ok, out) = run_once(&config, cloud, &[device.clone()]).await;
+    let (ok, out) = run_once(&config, cloud, std::slice::from_ref(&device)).await;
     assert!(!ok, "{out}");
     assert!(out.contains("device light-0 disconnected after"), "{out}");
     assert!(out.contains("it keeps its old firmware"), "{out}");

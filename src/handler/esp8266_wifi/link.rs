@@ -95,7 +95,6 @@ impl Link {
     pub fn attach(&self, tx: mpsc::UnboundedSender<String>) -> u64 {
         let mut s = self.state();
         s.generations += 1;
-        s.seen = true;
         let generation = s.generations;
         s.conn = Some(Conn {
             generation,
@@ -112,6 +111,7 @@ impl Link {
             Some(c) if c.generation == generation && !c.ready => c.ready = true,
             _ => return,
         }
+        s.seen = true;
         drop(s);
         self.emit(LinkEvent::Ready(generation));
     }
@@ -146,7 +146,7 @@ impl Link {
         self.state().version.clone()
     }
 
-    /// Whether the device connected since the start.
+    /// Whether the device identified itself since the start.
     pub fn seen(&self) -> bool {
         self.state().seen
     }

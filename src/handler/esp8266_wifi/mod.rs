@@ -14,9 +14,9 @@ pub mod upgrade;
 pub mod user_bin;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::broadcast::error::RecvError;
 
 use self::config::Esp8266WifiConfig;
 use self::gateway::Gateway;
@@ -114,27 +114,23 @@ async fn checked(
 #[async_trait]
 impl UpdateHandler for Esp8266WifiHandler {
     /// The version the device told on activation, or the one it was last
-    /// updated to; a device not yet seen is waited for up to `connect_timeout`.
+    /// updated to. Until the device first identified itself (an activating
+    /// device restarts first), this waits for it up to `connect_timeout`.
     async fn current_version(&self) -> Result<Option<String>, HandlerError> {
         self.gateway.start().await?;
-        let mut events = self.link.subscribe();
-        let wait = async {
-            loop {
-                if self.link.version().is_some() || self.link.ready_generation().is_some() {
-                    return;
+        if !self.link.seen() {
+            let mut events = self.link.subscribe();
+            let identified = async {
+                while !self.link.seen() {
+                    if let Err(RecvError::Closed) = events.recv().await {
+                        return;
+                    }
                 }
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = events.recv().await {
-                    return;
-                }
-            }
-        };
-        if !self.link.seen() || self.link.version().is_none() {
-            let limit = if self.link.seen() {
-                Duration::ZERO
-            } else {
-                self.config.connect_timeout
             };
-            if tokio::time::timeout(limit, wait).await.is_err() {
+            if tokio::time::timeout(self.config.connect_timeout, identified)
+                .await
+                .is_err()
+            {
                 tracing::info!(device = %self.id, "esp8266-wifi device has not connected");
             }
         }
