@@ -8,7 +8,7 @@ mod process;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use esp8266_wifi_sim::{Cloud, Fault, SimDevice, user_bin};
+use esp8266_wifi_sim::{Cloud, DeviceState, Fault, SimDevice, user_bin};
 use process::free_port;
 
 const TYPE: &str = "esp-light";
@@ -100,11 +100,7 @@ async fn run_once(
 }
 
 /// Waits (bounded) until `done` holds for the device.
-async fn wait_until(
-    device: &SimDevice,
-    what: &str,
-    done: impl Fn(&esp8266_wifi_sim::DeviceState) -> bool,
-) {
+async fn wait_until(device: &SimDevice, what: &str, done: impl Fn(&DeviceState) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done(&device.state()) {
         assert!(Instant::now() < deadline, "{what}: {:?}", device.state());
@@ -185,84 +181,55 @@ async fn several_devices_update_at_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn device_upgrade_failed_ends_the_update_on_the_old_slot() {
+/// One device with `fault` offered `user1` / `user2` as V1 by `run --once`,
+/// which must fail: its output and the device afterwards (still on V0, slot 1).
+async fn failed_update(user1: &[u8], user2: &[u8], fault: Fault) -> (String, DeviceState) {
     let tmp = tempfile::tempdir().unwrap();
-    offer(
-        tmp.path(),
-        V1,
-        &user_bin(1, 10_000, 7),
-        &user_bin(2, 10_000, 8),
-    );
+    offer(tmp.path(), V1, user1, user2);
     let (config, cloud) = config(tmp.path(), 1, "");
-    let device = SimDevice::new(&key(0), V0, Fault::ReportFailed);
+    let device = SimDevice::new(&key(0), V0, fault);
     let (ok, out) = run_once(&config, cloud, std::slice::from_ref(&device)).await;
     assert!(!ok, "{out}");
-    assert!(
-        out.contains("device_upgrade_failed: the device refused user2.bin of v1.1.0t45772(a)"),
-        "{out}"
-    );
     let s = device.state();
-    assert_eq!((s.slot, s.version.as_str()), (1, V0), "{s:?}");
+    assert_eq!((s.slot, s.version.as_str()), (1, V0), "{s:?}\n{out}");
+    (out, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_upgrade_failed_ends_the_update_on_the_old_slot() {
+    let (u1, u2) = (user_bin(1, 10_000, 7), user_bin(2, 10_000, 8));
+    let (out, _) = failed_update(&u1, &u2, Fault::ReportFailed).await;
+    let reason = "device_upgrade_failed: the device refused user2.bin of v1.1.0t45772(a)";
+    assert!(out.contains(reason), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_crc_is_refused_before_the_device_is_asked() {
-    let tmp = tempfile::tempdir().unwrap();
     let mut user2 = user_bin(2, 10_000, 9);
     // gen_appbin.py's bug: crc+1 of the standard CRC instead of its complement.
     let n = user2.len() - 4;
     let buggy = crc32fast::hash(&user2[..n]).wrapping_add(1);
     user2[n..].copy_from_slice(&buggy.to_le_bytes());
-    offer(tmp.path(), V1, &user_bin(1, 10_000, 9), &user2);
-    let (config, cloud) = config(tmp.path(), 1, "");
-    let device = SimDevice::new(&key(0), V0, Fault::None);
-    let (ok, out) = run_once(&config, cloud, std::slice::from_ref(&device)).await;
-    assert!(!ok, "{out}");
+    let (out, s) = failed_update(&user_bin(1, 10_000, 9), &user2, Fault::None).await;
     assert!(out.contains("user2.bin refused: stored CRC"), "{out}");
     assert!(out.contains("gen_appbin.py's known bug"), "{out}");
-    let s = device.state();
     assert!(!s.log.iter().any(|l| l.starts_with("HEAD")), "{s:?}");
-    assert_eq!((s.slot, s.version.as_str()), (1, V0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_slot_image_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
     // Both bins linked for user1: the pair is wrong.
-    offer(
-        tmp.path(),
-        V1,
-        &user_bin(1, 10_000, 10),
-        &user_bin(1, 10_000, 11),
-    );
-    let (config, cloud) = config(tmp.path(), 1, "");
-    let device = SimDevice::new(&key(0), V0, Fault::None);
-    let (ok, out) = run_once(&config, cloud, std::slice::from_ref(&device)).await;
-    assert!(!ok, "{out}");
-    assert!(
-        out.contains("linked for user1.bin, but offered as user2.bin (wrong slot)"),
-        "{out}"
-    );
-    assert_eq!(device.state().slot, 1);
+    let (u1, u2) = (user_bin(1, 10_000, 10), user_bin(1, 10_000, 11));
+    let (out, _) = failed_update(&u1, &u2, Fault::None).await;
+    let reason = "linked for user1.bin, but offered as user2.bin (wrong slot)";
+    assert!(out.contains(reason), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_loss_mid_download_fails_cleanly_on_the_old_version() {
-    let tmp = tempfile::tempdir().unwrap();
-    offer(
-        tmp.path(),
-        V1,
-        &user_bin(1, 200_000, 12),
-        &user_bin(2, 200_000, 13),
-    );
-    let (config, cloud) = config(tmp.path(), 1, "");
-    let device = SimDevice::new(&key(0), V0, Fault::PowerLossMidDownload);
-    let (ok, out) = run_once(&config, cloud, std::slice::from_ref(&device)).await;
-    assert!(!ok, "{out}");
+    let (u1, u2) = (user_bin(1, 200_000, 12), user_bin(2, 200_000, 13));
+    let (out, s) = failed_update(&u1, &u2, Fault::PowerLossMidDownload).await;
     assert!(out.contains("device light-0 disconnected after"), "{out}");
     assert!(out.contains("it keeps its old firmware"), "{out}");
-    let s = device.state();
     assert!(s.log.iter().any(|l| l == "power loss"), "{s:?}");
-    assert_eq!((s.slot, s.version.as_str()), (1, V0), "{s:?}");
 }

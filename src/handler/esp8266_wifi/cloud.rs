@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::frames::{self, DeviceMessage, Frame};
@@ -21,29 +21,10 @@ const IDLE: Duration = Duration::from_secs(150);
 /// a gap between server messages keeps two of them out of one read.
 const PACING: Duration = Duration::from_millis(50);
 
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let gateway = gateway.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = connection(stream, &gateway).await {
-                        tracing::debug!(%peer, "esp8266-wifi cloud connection: {e}");
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!("esp8266-wifi cloud port: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
 /// The device bound to a connection, and the connection's generation.
 type Bound = Option<(Arc<Link>, u64)>;
 
-async fn connection(stream: TcpStream, gateway: &Gateway) -> std::io::Result<()> {
+pub async fn connection(stream: TcpStream, gateway: Arc<Gateway>) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
@@ -57,7 +38,7 @@ async fn connection(stream: TcpStream, gateway: &Gateway) -> std::io::Result<()>
     });
     let mut bound: Bound = None;
     let result = read_lines(&mut reader, |line| {
-        handle(line, gateway, &tx, &mut bound);
+        handle(line, &gateway, &tx, &mut bound);
     })
     .await;
     if let Some((link, generation)) = &bound {

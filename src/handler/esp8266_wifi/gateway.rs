@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::net::TcpListener;
+use std::future::Future;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OnceCell;
 
 use super::link::Link;
@@ -76,13 +78,37 @@ impl Gateway {
                 let cloud = bind(self.cloud, "cloud port").await?;
                 let rom = bind(self.rom, "ROM download port").await?;
                 tracing::info!(cloud = %self.cloud, rom = %self.rom, "esp8266-wifi gateway listening");
-                tokio::spawn(cloud::serve(cloud, self.clone()));
-                tokio::spawn(rom::serve(rom, self.clone()));
+                tokio::spawn(accept(cloud, self.clone(), "cloud", cloud::connection));
+                tokio::spawn(accept(rom, self.clone(), "ROM", rom::request));
                 Ok(())
             })
             .await;
         result
             .clone()
             .map_err(|e| HandlerError::failed("gateway", e))
+    }
+}
+
+/// Serves every connection to `listener` on its own task with `serve`.
+async fn accept<F, Fut>(listener: TcpListener, gateway: Arc<Gateway>, port: &'static str, serve: F)
+where
+    F: Fn(TcpStream, Arc<Gateway>) -> Fut,
+    Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let served = serve(stream, gateway.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = served.await {
+                        tracing::debug!(%peer, "esp8266-wifi {port} connection: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("esp8266-wifi {port} port: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use super::gateway::Gateway;
 use super::link::{Link, LinkEvent, Offer};
@@ -18,25 +18,6 @@ const MAX_HEAD: usize = 8192;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const CHUNK: usize = 4096;
 
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let gateway = gateway.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = request(stream, &gateway).await {
-                        tracing::debug!(%peer, "esp8266-wifi ROM request: {e}");
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!("esp8266-wifi ROM port: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
 /// A request the server answers with a body.
 struct Download {
     link: Arc<Link>,
@@ -45,12 +26,12 @@ struct Download {
     head_only: bool,
 }
 
-async fn request(mut stream: TcpStream, gateway: &Gateway) -> std::io::Result<()> {
+pub async fn request(mut stream: TcpStream, gateway: Arc<Gateway>) -> std::io::Result<()> {
     let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
         Err(_) => return Err(std::io::Error::other("no request head within 30 s")),
     };
-    let download = match route(&head, gateway) {
+    let download = match route(&head, &gateway) {
         Ok(d) => d,
         Err((status, why)) => {
             let answer = format!(
