@@ -36,6 +36,16 @@ fn offer(root: &Path, version: &str, user1: &[u8], user2: &[u8]) {
 
 /// A config for `devices` sharing one gateway on free loopback ports.
 fn config(root: &Path, devices: usize, extra_agent: &str) -> (std::path::PathBuf, Cloud) {
+    config_stall(root, devices, extra_agent, "30s")
+}
+
+/// [`config`] with the devices' `stall_timeout`.
+fn config_stall(
+    root: &Path,
+    devices: usize,
+    extra_agent: &str,
+    stall: &str,
+) -> (std::path::PathBuf, Cloud) {
     let cloud = Cloud {
         cloud: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
         rom: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
@@ -51,7 +61,7 @@ fn config(root: &Path, devices: usize, extra_agent: &str) -> (std::path::PathBuf
         text.push_str(&format!(
             "[[device]]\nid = \"light-{n}\"\ntype = \"{TYPE}\"\nhandler = \"esp8266-wifi\"\n\
              version_scheme = \"espressif\"\nkey = \"{}\"\nptype = 45772\n\
-             cloud_listen = \"{}\"\nrom_listen = \"{}\"\nstall_timeout = \"5s\"\n\
+             cloud_listen = \"{}\"\nrom_listen = \"{}\"\nstall_timeout = \"{stall}\"\n\
              connect_timeout = \"20s\"\n",
             key(n),
             cloud.cloud,
@@ -120,6 +130,8 @@ async fn one_device_goes_user1_to_user2_and_back_over_wifi() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Read, so the service never blocks on a full pipe.
+    let _log = collect(service.stderr.take().unwrap());
 
     wait_until(&device, "on user2 with v1.1.0", |s| {
         s.slot == 2 && s.version == V1
@@ -186,7 +198,12 @@ async fn several_devices_update_at_once() {
 async fn failed_update(user1: &[u8], user2: &[u8], fault: Fault) -> (String, DeviceState) {
     let tmp = tempfile::tempdir().unwrap();
     offer(tmp.path(), V1, user1, user2);
-    let (config, cloud) = config(tmp.path(), 1, "");
+    let stall = if fault == Fault::StallAfterHead {
+        "1s"
+    } else {
+        "30s"
+    };
+    let (config, cloud) = config_stall(tmp.path(), 1, "", stall);
     let device = SimDevice::new(&key(0), V0, fault);
     let (ok, out) = run_once(&config, cloud, std::slice::from_ref(&device)).await;
     assert!(!ok, "{out}");
@@ -232,4 +249,72 @@ async fn power_loss_mid_download_fails_cleanly_on_the_old_version() {
     assert!(out.contains("device light-0 disconnected after"), "{out}");
     assert!(out.contains("it keeps its old firmware"), "{out}");
     assert!(s.log.iter().any(|l| l == "power loss"), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_download_fails_after_stall_timeout() {
+    let (u1, u2) = (user_bin(1, 10_000, 14), user_bin(2, 10_000, 15));
+    let (out, s) = failed_update(&u1, &u2, Fault::StallAfterHead).await;
+    assert!(
+        out.contains("the device did not start downloading v1.1.0t45772(a) (stalled for 1s)"),
+        "{out}"
+    );
+    assert!(s.log.iter().any(|l| l == "HEAD user2.bin 200"), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_device_is_updated_when_it_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("firmware").join(TYPE)).unwrap();
+    let (config, cloud) = config(root, 1, "poll_interval = \"200ms\"");
+    let device = SimDevice::new(&key(0), V0, Fault::None);
+    let sim = esp8266_wifi_sim::spawn(device.clone(), cloud);
+    let mut service = agent(&config, &["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = collect(service.stderr.take().unwrap());
+    // Activated and identified (second boot), then switched off.
+    wait_until(&device, "identified", |s| s.activated && s.boots >= 2).await;
+    sim.abort();
+    offer(root, V1, &user_bin(1, 10_000, 16), &user_bin(2, 10_000, 17));
+    // The agent sees the firmware but leaves the update until the device is back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log
+        .lock()
+        .unwrap()
+        .contains("update available but not executable now")
+    {
+        assert!(Instant::now() < deadline, "{}", log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!log.lock().unwrap().contains("update started"));
+    let sim = esp8266_wifi_sim::spawn(device.clone(), cloud);
+    wait_until(&device, "on user2 with v1.1.0", |s| {
+        s.slot == 2 && s.version == V1
+    })
+    .await;
+    service.kill().await.unwrap();
+    sim.abort();
+}
+
+/// Everything `stderr` writes, read by a task so the writer never blocks.
+fn collect(stderr: tokio::process::ChildStderr) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use tokio::io::AsyncReadExt;
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = text.clone();
+    tokio::spawn(async move {
+        let mut stderr = stderr;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
 }

@@ -25,6 +25,9 @@ pub enum Fault {
     ReportFailed,
     /// Power is lost after half of the body: the device boots its old slot.
     PowerLossMidDownload,
+    /// The download hangs after `HEAD`: no `GET`, no verdict, the connection
+    /// to the cloud stays up.
+    StallAfterHead,
 }
 
 /// One device's state, as the test observes it.
@@ -285,6 +288,9 @@ async fn download(device: &SimDevice, rom: SocketAddr, get: &str, file: &str) ->
     let (status, length, _) = exchange(rom, &head, 0).await?;
     device.log(format!("HEAD {file} {status}"));
     let length = length.filter(|_| status == 200)?;
+    if device.fault == Fault::StallAfterHead {
+        std::future::pending::<()>().await;
+    }
     let want = match device.fault {
         Fault::PowerLossMidDownload => length / 2,
         _ => length,

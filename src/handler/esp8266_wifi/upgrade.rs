@@ -134,20 +134,21 @@ fn stalled(
     served: Option<(super::user_bin::Slot, u64, u64)>,
     stall: Duration,
 ) -> HandlerError {
-    let at = match served {
-        None => "did not start downloading".to_string(),
+    let v = &offer.version;
+    let what = match served {
+        None => format!("did not start downloading {v}"),
         Some((s, d, t)) if d < t => {
-            format!("stopped downloading {} at {d} of {t} bytes", s.file_name())
+            format!(
+                "stopped downloading {} of {v} at {d} of {t} bytes",
+                s.file_name()
+            )
         }
-        Some((s, _, _)) => format!("downloaded {} but sent no verdict", s.file_name()),
+        Some((s, _, _)) => format!("downloaded {} of {v} but sent no verdict", s.file_name()),
     };
+    let stall = humantime::format_duration(stall);
     HandlerError::failed(
         "download",
-        format!(
-            "the device {at} of {} within {}; it stays on its old firmware",
-            offer.version,
-            humantime::format_duration(stall)
-        ),
+        format!("the device {what} (stalled for {stall}); it stays on its old firmware"),
     )
 }
 
