@@ -84,6 +84,10 @@ pub struct DeviceState {
     pub transferred: Option<Transferred>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_outcome: Option<OutcomeRecord>,
+    /// The version the agent installed and confirmed on a device that reports
+    /// none (see `engine::installed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed: Option<String>,
 }
 
 /// The store's errors are the persistence layer's.
@@ -193,6 +197,7 @@ mod tests {
                 }),
             }),
             transferred: None,
+            installed: Some("1.9".into()),
             last_outcome: Some(OutcomeRecord {
                 version: "1.0".into(),
                 outcome: Outcome::Failed("boom".into()),

@@ -104,9 +104,13 @@ pub async fn run(
 }
 
 /// Records which phase the update of `firmware` is in, for a restart to resolve.
+/// From the update phase on, a version the agent installed earlier is void.
 fn set_phase(store: &Store, id: &str, firmware: &Firmware, phase: Phase) -> Result<(), StoreError> {
     store
         .update(id, |s| {
+            if phase == Phase::Update {
+                s.installed = None;
+            }
             s.in_flight = Some(InFlight {
                 version: firmware.version.clone(),
                 phase,
@@ -178,7 +182,7 @@ async fn steps(
     if mode == Mode::Install {
         return Ok(());
     }
-    confirm_version(device, &firmware.version).await
+    confirm_version(device, store, &firmware.version).await
 }
 
 /// [`Mode::UpdateTransferred`]: re-verify the staged image, then update.
@@ -204,7 +208,7 @@ async fn update_transferred(
     set_phase(store, id, firmware, Phase::Update)?;
     progress.next()?;
     device.handler.update(&image, progress).await?;
-    confirm_version(device, &firmware.version).await
+    confirm_version(device, store, &firmware.version).await
 }
 
 fn transferred(image: &VerifiedImage) -> Transferred {
@@ -227,16 +231,21 @@ fn transferred(image: &VerifiedImage) -> Transferred {
     }
 }
 
-/// After the handler reports success, the device must report the target version
-/// (when it can report one at all).
-pub async fn confirm_version(device: &Device, expected: &str) -> Result<(), UpdateError> {
+/// After the handler reports success, the device must report the target version;
+/// a device that reports none is recorded as running it (see `installed`).
+pub async fn confirm_version(
+    device: &Device,
+    store: &Store,
+    expected: &str,
+) -> Result<(), UpdateError> {
     let reported = device
         .handler
         .current_version()
         .await
         .map_err(|e| UpdateError::VersionCheck(e.to_string()))?;
     let Some(reported) = reported else {
-        tracing::warn!(device = %device.config.id, "device reports no version; update not confirmed by version");
+        tracing::warn!(device = %device.config.id, "device reports no version; update not confirmed by version, recorded as installed by fota-agent");
+        super::installed::record(store, &device.config.id, Some(expected))?;
         return Ok(());
     };
     match device.config.version_scheme.compare(&reported, expected) {
