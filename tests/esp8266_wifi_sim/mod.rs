@@ -127,24 +127,7 @@ async fn boot(device: &Arc<SimDevice>, cloud: Cloud) -> Reboot {
     let key = device.key.clone();
     let state = device.state();
     if !state.activated {
-        let nonce = (fastrand::u32(..) & 0x7FFF_FFFF) as i64;
-        let _ = tx.send(format!(
-            "{{\"nonce\": {nonce},\"path\": \"/v1/device/activate/\", \"method\": \"POST\", \
-             \"body\": {{\"encrypt_method\": \"PLAIN\", \"token\": \"{key}\", \"bssid\": \
-             \"18:fe:34:00:00:01\",\"rom_version\":\"{}\"}}, \"meta\": {{\"Authorization\": \
-             \"token {key}\"}}}}\n",
-            state.version
-        ));
-        while let Some(read) = read_once(&mut reader).await {
-            if let Some(at) = read.find("\"activate_status\": ")
-                && parse_nonce(&read) == nonce
-                && read[at + 19..].starts_with('1')
-            {
-                device.state.lock().unwrap().activated = true;
-                device.log("activated".into());
-                break;
-            }
-        }
+        activate(device, &mut reader, &tx, &state.version).await;
         // The light device restarts after its activation.
         writer_task.abort();
         return Reboot::Now;
@@ -191,6 +174,33 @@ async fn boot(device: &Arc<SimDevice>, cloud: Cloud) -> Reboot {
     }
     writer_task.abort();
     Reboot::Now
+}
+
+/// `ACTIVE_FRAME`, then reads until `"activate_status": 1` with its nonce.
+async fn activate(
+    device: &SimDevice,
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    tx: &mpsc::UnboundedSender<String>,
+    version: &str,
+) {
+    let key = &device.key;
+    let nonce = (fastrand::u32(..) & 0x7FFF_FFFF) as i64;
+    let _ = tx.send(format!(
+        "{{\"nonce\": {nonce},\"path\": \"/v1/device/activate/\", \"method\": \"POST\", \
+         \"body\": {{\"encrypt_method\": \"PLAIN\", \"token\": \"{key}\", \"bssid\": \
+         \"18:fe:34:00:00:01\",\"rom_version\":\"{version}\"}}, \"meta\": {{\"Authorization\": \
+         \"token {key}\"}}}}\n"
+    ));
+    while let Some(read) = read_once(reader).await {
+        if let Some(at) = read.find("\"activate_status\": ")
+            && parse_nonce(&read) == nonce
+            && read[at + 19..].starts_with('1')
+        {
+            device.state.lock().unwrap().activated = true;
+            device.log("activated".into());
+            return;
+        }
+    }
 }
 
 /// One server message per TCP read, as the firmware's receive callback sees it.
