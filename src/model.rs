@@ -36,7 +36,27 @@ pub struct Firmware {
     /// Where the source offers a detached minisign signature of the image (a
     /// hawkBit `<file>.minisig` artifact); fetched with `download_headers`.
     pub signature_url: Option<String>,
+    /// Further files of the same firmware, fetched and verified with the image
+    /// before the handler sees any of them (an ESP8266's user2.bin beside its
+    /// user1.bin); empty for single-file firmware.
+    pub parts: Vec<FirmwarePart>,
 }
+
+/// One further named file of a [`Firmware`]; verified like the main image
+/// (size, every checksum, the trust policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwarePart {
+    /// What the handler asks for (e.g. [`SECOND_IMAGE`]); a plain name, unique
+    /// within the firmware.
+    pub name: String,
+    pub location: FirmwareLocation,
+    pub size: Option<u64>,
+    pub checksums: Vec<Checksum>,
+}
+
+/// The name of the second image of a two-slot firmware (ESP8266 user2.bin; the
+/// main image is user1.bin).
+pub const SECOND_IMAGE: &str = "image2";
 
 /// HTTP request headers that may carry credentials: `Debug` shows the names only,
 /// so a logged [`Firmware`] never shows a token.
@@ -68,6 +88,20 @@ impl Firmware {
             deployment: None,
             download_headers: RequestHeaders::default(),
             signature_url: None,
+            parts: Vec::new(),
+        }
+    }
+
+    /// `part` seen as a firmware of its own (same device type, version and
+    /// download headers), so it passes the same fetch and trust steps.
+    pub fn for_part(&self, part: &FirmwarePart) -> Firmware {
+        Firmware {
+            location: part.location.clone(),
+            size: part.size,
+            checksums: part.checksums.clone(),
+            signature_url: None,
+            parts: Vec::new(),
+            ..self.clone()
         }
     }
 }

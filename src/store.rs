@@ -44,6 +44,9 @@ pub struct InFlight {
     /// [`Phase::Update`]): what a re-flash writes again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The SHA-256 of each further file of that image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<StagedPart>,
 }
 
 /// A device left half-written (its update failed or was interrupted after the
@@ -54,6 +57,9 @@ pub struct InFlight {
 pub struct Reflash {
     pub version: String,
     pub sha256: String,
+    /// The SHA-256 of each further file of the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<StagedPart>,
     /// Why the write did not complete.
     pub reason: String,
     /// Re-flashes tried since (failed ones).
@@ -85,6 +91,17 @@ pub struct OutcomeRecord {
 pub struct Transferred {
     pub version: String,
     pub sha256: String,
+    /// The SHA-256 of each further file of the firmware (see
+    /// [`crate::model::FirmwarePart`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<StagedPart>,
+}
+
+/// One staged further file and the SHA-256 it was verified with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedPart {
+    pub name: String,
+    pub sha256: String,
 }
 
 /// Everything the agent remembers about one device.
@@ -98,6 +115,10 @@ pub struct DeviceState {
     pub last_outcome: Option<OutcomeRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reflash: Option<Reflash>,
+    /// The version the agent installed and confirmed on a device that reports
+    /// none (see `engine::installed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed: Option<String>,
 }
 
 /// The store's errors are the persistence layer's.
@@ -207,8 +228,13 @@ mod tests {
                 }),
                 written: true,
                 sha256: Some("ab".repeat(32)),
+                parts: vec![StagedPart {
+                    name: "user2".into(),
+                    sha256: "cd".repeat(32),
+                }],
             }),
             transferred: None,
+            installed: Some("1.9".into()),
             last_outcome: Some(OutcomeRecord {
                 version: "1.0".into(),
                 outcome: Outcome::Failed("boom".into()),
@@ -217,6 +243,7 @@ mod tests {
             reflash: Some(Reflash {
                 version: "2.0".into(),
                 sha256: "ab".repeat(32),
+                parts: Vec::new(),
                 reason: "cut".into(),
                 attempts: 1,
             }),

@@ -380,3 +380,91 @@ async fn updates_never_exceed_max_concurrent() {
     }
     assert_eq!(peak, 2);
 }
+
+/// Adds `image2` (the second file of a two-image firmware) to the offer of
+/// `version` written by `offer`.
+fn add_image2(
+    root: &std::path::Path,
+    device_type: &str,
+    version: &str,
+    content: &[u8],
+    extra: &str,
+) {
+    let dir = root.join(device_type);
+    std::fs::write(dir.join(format!("fw-{version}-2.bin")), content).unwrap();
+    let props = dir.join(format!("fw-{version}.properties"));
+    let mut text = std::fs::read_to_string(&props).unwrap();
+    text.push_str(&format!("image2 = fw-{version}-2.bin\n{extra}"));
+    std::fs::write(props, text).unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_second_image_fails_the_pair_before_the_handler_runs() {
+    let (state, fw) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    offer(fw.path(), "esp", "2.0", b"user1", "");
+    let wrong = "0123456789abcdef0123456789abcdef";
+    add_image2(
+        fw.path(),
+        "esp",
+        "2.0",
+        b"user2",
+        &format!("md5Hash2 = {wrong}\n"),
+    );
+    let dev = FakeDevice::new("1.0");
+    let engine = engine(
+        state.path(),
+        fw.path(),
+        vec![(
+            device_config("e1", "esp", UpdatePolicy::Immediate),
+            dev.clone(),
+        )],
+    );
+    let results = engine.run_once().await;
+    let reason = failure(results[0].outcome.as_ref().unwrap());
+    assert!(
+        reason.contains("MD5 mismatch") && reason.contains(&md5_hex(b"user2")),
+        "{reason}"
+    );
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
+    let left = std::fs::read_dir(engine.store().downloads_dir())
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "neither file of the pair is kept");
+}
+
+#[tokio::test]
+async fn a_staged_pair_is_rechecked_file_by_file_before_its_update() {
+    let (state, fw) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    offer(fw.path(), "esp", "3.0", b"user1 of 3.0", "");
+    add_image2(fw.path(), "esp", "3.0", b"user2 of 3.0", "");
+    let dev = FakeDevice::build("2.0", true, None);
+    dev.executable.store(false, Ordering::SeqCst);
+    let engine = engine(
+        state.path(),
+        fw.path(),
+        vec![(
+            device_config("e1", "esp", UpdatePolicy::Background),
+            dev.clone(),
+        )],
+    );
+    engine.run_once().await;
+    let staged = engine.store().load("e1").unwrap().transferred.unwrap();
+    assert_eq!(staged.parts.len(), 1);
+    assert_eq!(staged.parts[0].name, "image2");
+    let part = engine.store().downloads_dir().join("e1.image2.img");
+    assert_eq!(std::fs::read(&part).unwrap(), b"user2 of 3.0");
+    std::fs::write(&part, b"user2 changed").unwrap();
+
+    dev.executable.store(true, Ordering::SeqCst);
+    let results = engine.run_once().await;
+    let reason = failure(results[0].outcome.as_ref().unwrap());
+    assert!(
+        reason.contains("SHA-256") && reason.contains("mismatch"),
+        "{reason}"
+    );
+    assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
+    assert!(
+        !part.exists(),
+        "the staged files are removed with the failed update"
+    );
+}

@@ -47,6 +47,7 @@ fn firmware(url: String, sha256: &str) -> Firmware {
         deployment: None,
         download_headers: Default::default(),
         signature_url: None,
+        parts: Vec::new(),
     }
 }
 

@@ -5,6 +5,7 @@
 mod common;
 #[path = "esp8266_sim/mod.rs"]
 mod esp8266_sim;
+mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -467,6 +468,46 @@ fn device_running(version: &str, dump: PathBuf) -> Simulator {
     .unwrap()
 }
 
+/// A config for the binary: device `esp1` on `sim`, `version_command` reading
+/// `dump` when given.
+fn binary_config(dir: &Path, sim: &Simulator, dump: Option<&Path>) -> PathBuf {
+    let version_command = dump.map_or(String::new(), |dump| {
+        let argv = version_command(dump)
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("version_command = [{argv}]\n")
+    });
+    std::fs::create_dir_all(dir.join("firmware/esp")).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = {:?}\n[source]\nkind = \"directory\"\npath = {:?}\n\
+             [[device]]\nid = \"esp1\"\ntype = \"esp\"\nhandler = \"esp8266\"\nport = {:?}\n\
+             baud = 115200\nreset = \"none\"\n{version_command}",
+            dir.join("state").display().to_string(),
+            dir.join("firmware").display().to_string(),
+            sim.path().display().to_string(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// `fota-agent --config <config> <args>`: (exit success, output).
+fn agent(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fota-agent"))
+        .env("RUST_LOG", "info")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.success(), process::text(&out))
+}
+
 /// Case 5: `fota-agent install` (the real binary) with `handler = "esp8266"` and
 /// `reset = "none"`; the version is confirmed through `version_command`.
 #[test]
@@ -477,42 +518,57 @@ fn fota_agent_install_flashes_through_the_binary() {
     let sim = device_running("1.0", dump.clone());
     let img = app_image("2.0", 40_000);
     std::fs::write(dir.join("image.bin"), &img).unwrap();
-    std::fs::create_dir_all(dir.join("firmware")).unwrap();
-    let argv = version_command(&dump)
-        .iter()
-        .map(|a| format!("{a:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = dir.join("config.toml");
-    std::fs::write(
+    let config = binary_config(dir, &sim, Some(&dump));
+    let image = dir.join("image.bin").display().to_string();
+    let (ok, text) = agent(
         &config,
-        format!(
-            "[agent]\nstate_dir = {:?}\n[source]\nkind = \"directory\"\npath = {:?}\n\
-             [[device]]\nid = \"esp1\"\ntype = \"esp\"\nhandler = \"esp8266\"\nport = {:?}\n\
-             baud = 115200\nreset = \"none\"\nversion_command = [{argv}]\n",
-            dir.join("state").display().to_string(),
-            dir.join("firmware").display().to_string(),
-            sim.path().display().to_string(),
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fota-agent"))
-        .env("RUST_LOG", "info")
-        .arg("--config")
-        .arg(&config)
-        .args(["install", "--device", "esp1"])
-        .arg(dir.join("image.bin"))
-        .args(["--version", "2.0"])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        &["install", "--device", "esp1", &image, "--version", "2.0"],
     );
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
     assert!(text.contains("esp1: success"), "{text}");
     assert_flashed(&sim, &img, 0);
+}
+
+/// Without `version_command` the ROM cannot tell the version: after the agent
+/// installed 2.0, `check` shows it as the agent's, and newer firmware becomes
+/// an update `run` can apply.
+#[test]
+fn the_version_the_agent_installed_is_the_devices_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sim = device_running("1.0", dir.join("flash.bin"));
+    let config = binary_config(dir, &sim, None);
+    let (_, before) = agent(&config, &["check"]);
+    assert!(
+        before.contains("current=?") && before.contains("status=UNKNOWN"),
+        "{before}"
+    );
+    let img = app_image("2.0", 20_000);
+    std::fs::write(dir.join("image.bin"), &img).unwrap();
+    let image = dir.join("image.bin").display().to_string();
+    let (ok, text) = agent(
+        &config,
+        &["install", "--device", "esp1", &image, "--version", "2.0"],
+    );
+    assert!(ok, "{text}");
+    assert_flashed(&sim, &img, 0);
+    common::offer(
+        &dir.join("firmware"),
+        "esp",
+        "3.0",
+        &app_image("3.0", 20_000),
+        "",
+    );
+    let (ok, after) = agent(&config, &["check"]);
+    assert!(ok, "{after}");
+    assert!(
+        after.contains("current=2.0, as installed by fota-agent"),
+        "{after}"
+    );
+    assert!(
+        after.contains("status=UPDATE_EXECUTABLE") && after.contains("would get=3.0"),
+        "{after}"
+    );
 }
 
 /// Case 6: Eight devices on eight ptys, one engine cycle, at most

@@ -544,6 +544,7 @@ async fn an_outcome_resolved_by_restart_recovery_is_reported() {
                 process: None,
                 written: false,
                 sha256: None,
+                parts: Vec::new(),
             })
         })
         .unwrap();

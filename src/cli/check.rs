@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use fota_agent::engine::installed;
+
 pub async fn check(config: &Path) -> anyhow::Result<ExitCode> {
     let config = super::load(config)?;
     // Looking changes nothing: no state directory is created.
@@ -20,7 +22,7 @@ pub async fn check(config: &Path) -> anyhow::Result<ExitCode> {
             "{:<16} type={:<16} current={:<12} status={:<17} would get={}",
             r.device_id,
             r.device_type,
-            r.current_version.as_deref().unwrap_or("?"),
+            installed::describe(r.current_version.as_deref(), r.installed_by_agent),
             r.status.to_string(),
             would_get
         );

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use fota_agent::engine::installed;
 use fota_agent::status::Snapshot;
 use fota_agent::store::now_secs;
 
@@ -147,7 +148,7 @@ pub fn table(s: &Snapshot, now: u64) -> String {
         rows.push([
             d.id.clone(),
             d.device_type.clone(),
-            d.current_version.clone().unwrap_or_else(|| "?".into()),
+            installed::describe(d.current_version.as_deref(), d.installed_by_agent),
             match &d.needs_reflash {
                 Some(r) => format!("NEEDS RE-FLASH {}", r.version),
                 None => d.status.to_string(),

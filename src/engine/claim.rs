@@ -92,6 +92,7 @@ impl Engine {
             device_id: id.clone(),
             device_type: device.config.device_type.clone(),
             current_version: None,
+            installed_by_agent: false,
             status: FirmwareStatus::Unknown,
             selection: Selection::default(),
             error: Some(why),

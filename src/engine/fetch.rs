@@ -11,9 +11,10 @@ use tokio::io::AsyncReadExt;
 
 use crate::checksum::{ChecksumAlgorithm, ChecksumError, Digests, MultiHasher};
 use crate::download::{self, DownloadRequest, Downloader, part_path};
-use crate::handler::VerifiedImage;
+use crate::handler::{VerifiedImage, VerifiedPart};
 use crate::model::{Firmware, FirmwareLocation};
 use crate::progress::Progress;
+use crate::store::StagedPart;
 use crate::trust::{self, TrustPolicy};
 
 const CHUNK: usize = 64 * 1024;
@@ -44,6 +45,10 @@ pub enum FetchError {
     TooLarge { size: u64, max: u64 },
     #[error(transparent)]
     Trust(#[from] crate::trust::TrustError),
+    #[error("firmware part name {0:?} must be letters, digits, '.', '_' or '-'")]
+    PartName(String),
+    #[error("staged firmware part {0:?} is missing; transfer it again")]
+    PartMissing(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
@@ -67,10 +72,23 @@ pub struct FetchContext<'a> {
     pub bytes: &'a AtomicU64,
 }
 
+/// Where the further file `name` of `device_id`'s firmware lives beside its image.
+pub fn part_path_for(downloads: &Path, device_id: &str, name: &str) -> PathBuf {
+    downloads.join(format!("{device_id}.{name}.img"))
+}
+
+/// Removes `device_id`'s staged image and the further files of `firmware`.
+pub fn remove_images(downloads: &Path, device_id: &str, firmware: &Firmware) {
+    let _ = std::fs::remove_file(image_path(downloads, device_id));
+    for part in &firmware.parts {
+        let _ = std::fs::remove_file(part_path_for(downloads, device_id, &part.name));
+    }
+}
+
 /// Copies `firmware` into `downloads`, reporting percent on the current progress
 /// step, and verifies it for `device_type`: size and checksums, then the trust
-/// policy (signature, or the checksum policy for unsigned firmware). An image
-/// that fails is deleted.
+/// policy (signature, or the checksum policy for unsigned firmware). Further
+/// files of the firmware pass the same steps; if any fails, none is kept.
 pub async fn fetch_and_verify(
     ctx: &FetchContext<'_>,
     firmware: &Firmware,
@@ -86,24 +104,63 @@ pub async fn fetch_and_verify(
         });
     }
     trust::admit::precheck(ctx.trust, firmware)?;
+    for part in &firmware.parts {
+        if !plain_name(&part.name) {
+            return Err(FetchError::PartName(part.name.clone()));
+        }
+        trust::admit::precheck(ctx.trust, &firmware.for_part(part))?;
+    }
     let dest = image_path(ctx.downloads, device_id);
-    let digests = fetch_checked(firmware, &dest, ctx.downloader, progress, ctx.bytes).await?;
+    let digests = fetch_admitted(ctx, firmware, &dest, device_id, progress).await?;
+    let mut parts = Vec::with_capacity(firmware.parts.len());
+    for part in &firmware.parts {
+        let path = part_path_for(ctx.downloads, device_id, &part.name);
+        let fetched =
+            fetch_admitted(ctx, &firmware.for_part(part), &path, device_id, progress).await;
+        let digests = fetched.inspect_err(|_| remove_images(ctx.downloads, device_id, firmware))?;
+        parts.push(VerifiedPart {
+            name: part.name.clone(),
+            path,
+            digests,
+        });
+    }
+    Ok(VerifiedImage::new(dest, firmware.clone(), digests).with_parts(parts))
+}
+
+/// A part name becomes part of a file name: letters, digits, `.`, `_`, `-`.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// One file of `firmware` fetched to `dest`, checked and admitted by the trust
+/// policy; deleted when it is not admitted.
+async fn fetch_admitted(
+    ctx: &FetchContext<'_>,
+    firmware: &Firmware,
+    dest: &Path,
+    device_id: &str,
+    progress: &Progress,
+) -> Result<Digests, FetchError> {
+    let digests = fetch_checked(firmware, dest, ctx.downloader, progress, ctx.bytes).await?;
     let admitted = trust::admit(
         ctx.trust,
         firmware,
-        &dest,
+        dest,
         ctx.downloader,
         hasher_for(firmware),
     )
     .await
     .inspect_err(|_| {
-        let _ = std::fs::remove_file(&dest);
+        let _ = std::fs::remove_file(dest);
     })?;
     if admitted.signed {
         tracing::info!(device = %device_id, version = %firmware.version, "signature verified");
     }
-    let digests = admitted.unpacked.unwrap_or(digests);
-    Ok(VerifiedImage::new(dest, firmware.clone(), digests))
+    Ok(admitted.unpacked.unwrap_or(digests))
 }
 
 /// The image at `dest`, its size and its source's checksums verified.
@@ -203,14 +260,38 @@ async fn fetch_remote(
 }
 
 /// Re-verifies an image that was staged earlier (background transfer) before its
-/// update step, so a file changed or corrupted on disk never reaches the device.
+/// update step, so a file changed or corrupted on disk never reaches the device;
+/// the firmware's further files are re-checked against their recorded SHA-256 too.
 pub async fn reverify(
-    path: &Path,
+    downloads: &Path,
+    device_id: &str,
     firmware: &Firmware,
     sha256: &str,
+    staged_parts: &[StagedPart],
 ) -> Result<VerifiedImage, FetchError> {
     // The SHA-256 recorded when the image was verified and admitted covers it
     // (the source's own checksums may be of a bundle it was unpacked from).
+    let path = image_path(downloads, device_id);
+    let digests = rehash(&path, firmware, sha256).await?;
+    let mut parts = Vec::with_capacity(firmware.parts.len());
+    for part in &firmware.parts {
+        let recorded = staged_parts
+            .iter()
+            .find(|p| p.name == part.name)
+            .ok_or_else(|| FetchError::PartMissing(part.name.clone()))?;
+        let path = part_path_for(downloads, device_id, &part.name);
+        let digests = rehash(&path, &firmware.for_part(part), &recorded.sha256).await?;
+        parts.push(VerifiedPart {
+            name: part.name.clone(),
+            path,
+            digests,
+        });
+    }
+    Ok(VerifiedImage::new(path, firmware.clone(), digests).with_parts(parts))
+}
+
+/// The digests of `path`, whose SHA-256 must be `sha256`.
+async fn rehash(path: &Path, firmware: &Firmware, sha256: &str) -> Result<Digests, FetchError> {
     let digests = hash_file(path, firmware).await?;
     let actual = digests.get(ChecksumAlgorithm::Sha256).unwrap_or("");
     if actual != sha256 {
@@ -221,11 +302,7 @@ pub async fn reverify(
         }
         .into());
     }
-    Ok(VerifiedImage::new(
-        path.to_path_buf(),
-        firmware.clone(),
-        digests,
-    ))
+    Ok(digests)
 }
 
 /// Computed for every image, given or not: the store records it and a staged

@@ -9,6 +9,7 @@ mod claim;
 mod confirm;
 pub mod decide;
 pub mod fetch;
+pub mod installed;
 mod liveness;
 mod read_only;
 pub mod recover;
@@ -76,6 +77,8 @@ pub struct DeviceReport {
     pub device_id: String,
     pub device_type: String,
     pub current_version: Option<String>,
+    /// `current_version` is the one the agent installed (the device reports none).
+    pub installed_by_agent: bool,
     pub status: FirmwareStatus,
     pub selection: Selection,
     /// Why the status could not be fully determined (handler or source error).
@@ -363,16 +366,18 @@ impl Engine {
                 id,
                 "reading the version",
                 Duration::ZERO,
-                device.handler.current_version(),
+                installed::current_version(device, &self.inner.store),
             )
             .await
         {
-            Ok(v) => v,
+            Ok(c) => c,
             Err(e) => {
                 errors.push(format!("current version: {e}"));
-                None
+                installed::Current::default()
             }
         };
+        let installed_by_agent = current.installed_by_agent;
+        let current = current.version;
         let offered = match self
             .step(
                 id,
@@ -414,6 +419,7 @@ impl Engine {
             device_type: device.config.device_type.clone(),
             status: selection.status(current.as_deref(), executable),
             current_version: current,
+            installed_by_agent,
             selection,
             error: (!errors.is_empty()).then(|| errors.join("; ")),
             source_error,
@@ -648,7 +654,9 @@ impl Engine {
         );
         firmware.checksums = checksums;
         if let Some(target) = version {
-            let current = device.handler.current_version().await;
+            let current = installed::current_version(&device, &self.inner.store)
+                .await
+                .map(|c| c.version);
             let refusal = match current {
                 Ok(Some(current)) => crate::version::check_upgrade(
                     device.config.version_scheme,

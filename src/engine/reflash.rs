@@ -43,6 +43,7 @@ pub(super) fn next_record(
                 + tried,
             version: f.version.clone(),
             sha256,
+            parts: f.parts.clone(),
             reason,
         }),
         // Not written this time: the device is as it was.
@@ -97,6 +98,7 @@ mod tests {
             process: None,
             written,
             sha256: Some("ab".into()),
+            parts: Vec::new(),
         }
     }
 

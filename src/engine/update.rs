@@ -15,7 +15,9 @@ use crate::download::Downloader;
 use crate::handler::{HandlerError, VerifiedImage};
 use crate::model::Firmware;
 use crate::progress::{Outcome, Progress, ProgressError, ProgressStep};
-use crate::store::{InFlight, OutcomeRecord, Phase, Store, StoreError, Transferred, now_secs};
+use crate::store::{
+    InFlight, OutcomeRecord, Phase, StagedPart, Store, StoreError, Transferred, now_secs,
+};
 
 /// What to do with the firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +113,8 @@ pub async fn run(
 }
 
 /// Records which phase the update of `firmware` is in, for a restart to resolve;
-/// `image` is the one the update step writes.
+/// `image` is the one the update step writes. From the update phase on, a
+/// version the agent installed earlier is void.
 fn set_phase(
     store: &Store,
     id: &str,
@@ -119,15 +122,20 @@ fn set_phase(
     phase: Phase,
     image: Option<&VerifiedImage>,
 ) -> Result<(), StoreError> {
+    let staged = image.map(transferred);
     store
         .update(id, |s| {
+            if phase == Phase::Update {
+                s.installed = None;
+            }
             s.in_flight = Some(InFlight {
                 version: firmware.version.clone(),
                 phase,
                 started_at: now_secs(),
                 process: None,
                 written: false,
-                sha256: image.map(|i| transferred(i).sha256),
+                sha256: staged.as_ref().map(|t| t.sha256.clone()),
+                parts: staged.map(|t| t.parts).unwrap_or_default(),
             })
         })
         .map(drop)
@@ -210,7 +218,7 @@ async fn steps(
     if mode == Mode::Install {
         return Ok(());
     }
-    confirm_version(device, &firmware.version, ctx.confirm_window).await
+    confirm_version(device, store, &firmware.version, ctx.confirm_window).await
 }
 
 /// Refuses an image larger than the device can take (see
@@ -245,41 +253,51 @@ async fn update_staged(
     )?;
     let state = store.load(id)?;
     let version = &firmware.version;
-    let sha256 = if reflash {
+    let (sha256, parts) = if reflash {
         let r = state.reflash.filter(|r| &r.version == version);
-        r.map(|r| r.sha256)
+        r.map(|r| (r.sha256, r.parts))
             .ok_or_else(|| UpdateError::NoReflash(version.clone()))?
     } else {
         let t = state.transferred.filter(|t| &t.version == version);
-        t.map(|t| t.sha256)
+        t.map(|t| (t.sha256, t.parts))
             .ok_or_else(|| UpdateError::NotTransferred(version.clone()))?
     };
-    let path = fetch::image_path(&store.downloads_dir(), id);
-    let mut image = fetch::reverify(&path, firmware, &sha256).await?;
+    let mut image = fetch::reverify(&store.downloads_dir(), id, firmware, &sha256, &parts).await?;
     if reflash {
         image = image.for_reflash();
     }
     set_phase(store, id, firmware, Phase::Update, Some(&image))?;
     progress.next()?;
     device.handler.update(&image, progress).await?;
-    confirm_version(device, &firmware.version, ctx.confirm_window).await
+    confirm_version(device, store, &firmware.version, ctx.confirm_window).await
 }
 
 fn transferred(image: &VerifiedImage) -> Transferred {
+    let sha256 = |d: &crate::checksum::Digests| {
+        d.get(crate::checksum::ChecksumAlgorithm::Sha256)
+            .unwrap_or_default()
+            .to_string()
+    };
     Transferred {
         version: image.firmware().version.clone(),
-        sha256: image
-            .digests()
-            .get(crate::checksum::ChecksumAlgorithm::Sha256)
-            .unwrap_or_default()
-            .to_string(),
+        sha256: sha256(image.digests()),
+        parts: image
+            .parts()
+            .iter()
+            .map(|p| StagedPart {
+                name: p.name().to_string(),
+                sha256: sha256(p.digests()),
+            })
+            .collect(),
     }
 }
 
 /// After the handler reports success, the device must report the target version
-/// (when it can report one at all), within the confirm window.
-async fn confirm_version(
+/// within the confirm window; a device that reports none is recorded as running
+/// it (see `installed`).
+pub async fn confirm_version(
     device: &Device,
+    store: &Store,
     expected: &str,
     window: Duration,
 ) -> Result<(), UpdateError> {
@@ -287,7 +305,8 @@ async fn confirm_version(
         .await
         .map_err(|e| UpdateError::VersionCheck(e.to_string()))?;
     let Some(reported) = reported else {
-        tracing::warn!(device = %device.config.id, "device reports no version; update not confirmed by version");
+        tracing::warn!(device = %device.config.id, "device reports no version; update not confirmed by version, recorded as installed by fota-agent");
+        super::installed::record(store, &device.config.id, Some(expected))?;
         return Ok(());
     };
     match device.config.version_scheme.compare(&reported, expected) {
@@ -346,6 +365,6 @@ fn finish(
         tracing::error!(device = %id, "cannot record outcome: {e}");
     }
     if !keep_staged {
-        let _ = std::fs::remove_file(fetch::image_path(&store.downloads_dir(), id));
+        fetch::remove_images(&store.downloads_dir(), id, firmware);
     }
 }

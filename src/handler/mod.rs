@@ -11,6 +11,9 @@ config::handlers! {
     command => Command(command::config::CommandConfig),
     /// `handler = "esp8266"`: the Espressif ROM serial bootloader.
     esp8266 => Esp8266(esp8266::config::Esp8266Config),
+    /// `handler = "esp8266-wifi"`: the gateway as the FOTA server of ESP8266s
+    /// running Espressif's IoT_Demo firmware (user1.bin / user2.bin over Wi-Fi).
+    esp8266_wifi => Esp8266Wifi(esp8266_wifi::config::Esp8266WifiConfig),
     /// `handler = "xmodem"`: XMODEM / XMODEM-1K / YMODEM to an MCU bootloader.
     xmodem => Xmodem(xmodem::config::XmodemConfig),
     /// `handler = "mt7681"`: MediaTek MT7681 (LinkIt Connect 7681) UART upgrade
@@ -27,13 +30,37 @@ use crate::model::Firmware;
 use crate::progress::{Progress, ProgressStep};
 
 /// A firmware image on local disk whose size, checksums, device type and version
-/// rules have been checked. Only `engine::verify` constructs it.
+/// rules have been checked, with the firmware's further named files checked the
+/// same way. Only `engine::fetch` constructs it.
 #[derive(Debug, Clone)]
 pub struct VerifiedImage {
     path: PathBuf,
     firmware: Firmware,
     digests: Digests,
     reflash: bool,
+    parts: Vec<VerifiedPart>,
+}
+
+/// One further file of a [`VerifiedImage`] (see [`crate::model::FirmwarePart`]).
+#[derive(Debug, Clone)]
+pub struct VerifiedPart {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) digests: Digests,
+}
+
+impl VerifiedPart {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn digests(&self) -> &Digests {
+        &self.digests
+    }
 }
 
 impl VerifiedImage {
@@ -43,6 +70,7 @@ impl VerifiedImage {
             firmware,
             digests,
             reflash: false,
+            parts: Vec::new(),
         }
     }
 
@@ -59,6 +87,21 @@ impl VerifiedImage {
     /// recovery firmware), so a handler must not refuse by it.
     pub fn is_reflash(&self) -> bool {
         self.reflash
+    }
+
+    /// The same image with its verified further files.
+    pub(crate) fn with_parts(mut self, parts: Vec<VerifiedPart>) -> Self {
+        self.parts = parts;
+        self
+    }
+
+    /// The verified further file named `name`, if the firmware has one.
+    pub fn part(&self, name: &str) -> Option<&VerifiedPart> {
+        self.parts.iter().find(|p| p.name == name)
+    }
+
+    pub fn parts(&self) -> &[VerifiedPart] {
+        &self.parts
     }
 
     pub fn path(&self) -> &Path {

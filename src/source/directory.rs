@@ -2,6 +2,8 @@
 //! firmware provider does — one folder per device type holding `*.properties` files
 //! (`version`, `image`, optional `model`, `vendor`, `description`, `changelog`,
 //! `prerequisiteVersion`, `md5Hash`, `sha256Hash`) beside the images they name.
+//! A two-slot firmware (ESP8266 user1.bin + user2.bin) names its second image
+//! with `image2` (and `md5Hash2`, `sha256Hash2`).
 //! A malformed file is skipped with a warning naming the file, line and key; it
 //! never stops the others from being offered.
 
@@ -16,7 +18,7 @@ use super::properties::{self, Property};
 use super::{FirmwareSource, SourceError};
 use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::config::{ConfigError, DeviceConfig};
-use crate::model::{Firmware, FirmwareLocation, Prerequisite};
+use crate::model::{Firmware, FirmwareLocation, FirmwarePart, Prerequisite, SECOND_IMAGE};
 
 /// `kind = "directory"` as written.
 #[derive(Debug, serde::Deserialize)]
@@ -222,15 +224,27 @@ fn read_firmware(file: &Path, root: &Path, device_type: &str) -> Result<Firmware
     let version = version_property.value.trim().to_string();
     super::server_text::version(&version)
         .map_err(|e| skip(Some(version_property.line), Some("version"), e.to_string()))?;
-    let (image_path, size) = image_file(file, root, required("image")?)?;
-    let checksums = checksums(file, &props)?;
+    let (image_path, size) = image_file(file, root, required("image")?, "image")?;
+    let main_checksums = checksums(file, &props, "")?;
+    let parts = match props.get("image2") {
+        Some(p) => {
+            let (path, size) = image_file(file, root, p, "image2")?;
+            vec![FirmwarePart {
+                name: SECOND_IMAGE.to_string(),
+                location: FirmwareLocation::File(path),
+                size: Some(size),
+                checksums: checksums(file, &props, "2")?,
+            }]
+        }
+        None => Vec::new(),
+    };
 
     Ok(Firmware {
         device_type: device_type.to_string(),
         version,
         location: FirmwareLocation::File(image_path),
         size: Some(size),
-        checksums,
+        checksums: main_checksums,
         prerequisite: optional("prerequisiteVersion").map(Prerequisite::AtLeast),
         vendor: optional("vendor"),
         model: optional("model"),
@@ -239,6 +253,7 @@ fn read_firmware(file: &Path, root: &Path, device_type: &str) -> Result<Firmware
         deployment: None,
         download_headers: Default::default(),
         signature_url: None,
+        parts,
     })
 }
 
@@ -251,10 +266,16 @@ fn skipped(file: &Path, line: Option<usize>, key: Option<&str>, reason: String) 
     }
 }
 
-/// The resolved path and size of the image the `image` key of `file` names: a
-/// file in the same folder that is (or links to) a regular file inside `root`.
-fn image_file(file: &Path, root: &Path, image: &Property) -> Result<(PathBuf, u64), Skipped> {
-    let skip = |reason: String| skipped(file, Some(image.line), Some("image"), reason);
+/// The resolved path and size of the image the `key` (`image`, `image2`) of
+/// `file` names: a file in the same folder that is (or links to) a regular file
+/// inside `root`.
+fn image_file(
+    file: &Path,
+    root: &Path,
+    image: &Property,
+    key: &str,
+) -> Result<(PathBuf, u64), Skipped> {
+    let skip = |reason: String| skipped(file, Some(image.line), Some(key), reason);
     let image_name = image.value.trim();
     let mut components = Path::new(image_name).components();
     let plain_name = matches!(
@@ -272,19 +293,21 @@ fn image_file(file: &Path, root: &Path, image: &Property) -> Result<(PathBuf, u6
     Ok((image_path, meta.len()))
 }
 
-/// The `md5Hash` and `sha256Hash` keys that are present.
+/// The `md5Hash<suffix>` and `sha256Hash<suffix>` keys that are present.
 fn checksums(
     file: &Path,
     props: &std::collections::BTreeMap<String, Property>,
+    suffix: &str,
 ) -> Result<Vec<Checksum>, Skipped> {
     let mut checksums = Vec::new();
     for (key, algorithm) in [
         ("md5Hash", ChecksumAlgorithm::Md5),
         ("sha256Hash", ChecksumAlgorithm::Sha256),
     ] {
-        if let Some(p) = props.get(key) {
+        let key = format!("{key}{suffix}");
+        if let Some(p) = props.get(&key) {
             let c = Checksum::new(algorithm, &p.value)
-                .map_err(|e| skipped(file, Some(p.line), Some(key), e.to_string()))?;
+                .map_err(|e| skipped(file, Some(p.line), Some(&key), e.to_string()))?;
             checksums.push(c);
         }
     }
@@ -410,7 +433,34 @@ mod tests {
     }
 
     #[test]
-    fn missing_folders_and_types_that_escape() {
+    fn image2_adds_the_second_image_with_its_own_checksums() {
+        let dir = folder();
+        fs::write(dir.path().join("u2.bin"), b"hello").unwrap();
+        fs::write(
+            dir.path().join("a.properties"),
+            format!("version = 2\nimage = fw-2.bin\nimage2 = u2.bin\nmd5Hash2 = {MD5_HELLO}\n"),
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join("b.properties"),
+            "version = 3\nimage = fw-2.bin\nimage2 = none.bin\n",
+        )
+        .unwrap();
+        let scan = scan_folder(dir.path(), dir.path(), "t").unwrap();
+        let part = &scan.firmware[0].parts[0];
+        assert_eq!(part.name, SECOND_IMAGE);
+        assert_eq!(
+            part.location,
+            FirmwareLocation::File(dir.path().join("u2.bin"))
+        );
+        assert_eq!((part.size, part.checksums[0].hex()), (Some(5), MD5_HELLO));
+        assert!(scan.firmware[0].checksums.is_empty());
+        assert_eq!(scan.skipped[0].key.as_deref(), Some("image2"));
+        assert_eq!(scan.skipped[0].line, Some(3));
+    }
+
+    #[test]
+    fn missing_folder_offers_nothing_and_types_cannot_escape() {
         let dir = tempfile::tempdir().unwrap();
         let scan = scan_folder(&dir.path().join("none"), dir.path(), "t").unwrap();
         assert!(scan.firmware.is_empty() && scan.skipped.is_empty());

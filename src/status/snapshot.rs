@@ -48,6 +48,9 @@ pub struct DeviceView {
     pub policy: String,
     /// As the last check found it; `None` when unknown or not checked yet.
     pub current_version: Option<String>,
+    /// `current_version` is the one fota-agent installed (the device reports none).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub installed_by_agent: bool,
     pub status: FirmwareStatus,
     /// The firmware the device would get.
     pub available: Option<AvailableView>,
@@ -102,6 +105,7 @@ pub(super) fn build(tracker: &Tracker, engine: &Engine) -> Snapshot {
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
                 current_version: report.and_then(|r| r.current_version.clone()),
+                installed_by_agent: report.is_some_and(|r| r.installed_by_agent),
                 status: report.map_or(FirmwareStatus::Unknown, |r| r.status),
                 available: report
                     .and_then(|r| r.selection.candidate.as_ref())

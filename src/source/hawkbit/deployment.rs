@@ -8,7 +8,9 @@
 //! `name` equals its id, or failing that its type. A chunk may go to several
 //! devices (identical MCUs); a device takes at most one chunk (the first match).
 //! The chunk must have exactly one artifact that is the image, and may have its
-//! detached signature beside it as the artifact `<image file name>.minisig`.
+//! detached signature beside it as the artifact `<image file name>.minisig`; or
+//! it holds an ESP8266 pair, two artifacts named `…user1.bin` and `…user2.bin`
+//! (user1 is the image, user2 its `image2` part, verified with it).
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -17,7 +19,9 @@ use super::state::{DeviceAction, DevicePhase, Saved};
 use super::wire::{self, DeploymentBase, HandlingType, MaintenanceWindow};
 use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::config::{ChunkSelector, DeviceConfig};
-use crate::model::{Deployment, Firmware, FirmwareLocation, Handling, RequestHeaders};
+use crate::model::{
+    Deployment, Firmware, FirmwareLocation, FirmwarePart, Handling, RequestHeaders, SECOND_IMAGE,
+};
 use crate::source::server_text;
 
 /// A device's chunk, and why it cannot be installed, if it cannot.
@@ -117,12 +121,16 @@ pub fn firmware(
         .artifacts
         .iter()
         .partition(|a| a.filename.ends_with(".minisig"));
-    let artifact = match images.as_slice() {
-        [one] => *one,
+    let is = |a: &wire::Artifact, suffix: &str| a.filename.ends_with(suffix);
+    let (artifact, second) = match images.as_slice() {
+        [one] => (*one, None),
+        [a, b] if is(a, "user1.bin") && is(b, "user2.bin") => (*a, Some(*b)),
+        [a, b] if is(b, "user1.bin") && is(a, "user2.bin") => (*b, Some(*a)),
         [] => return Err(format!("chunk {:?} has no artifact", chunk.name)),
         many => {
             return Err(format!(
-                "chunk {:?} has {} artifacts; a device takes exactly one image (and its .minisig)",
+                "chunk {:?} has {} artifacts; a device takes exactly one image (and its \
+                 .minisig), or a …user1.bin / …user2.bin pair",
                 chunk.name,
                 many.len()
             ));
@@ -162,6 +170,15 @@ pub fn firmware(
     fw.deployment = Some(instructions(base));
     fw.download_headers = headers.clone();
     fw.signature_url = signature_url;
+    if let Some(second) = second {
+        fw.parts.push(FirmwarePart {
+            name: SECOND_IMAGE.to_string(),
+            location: FirmwareLocation::Url(link(second)?),
+            size: second.size,
+            checksums: checksums(&second.hashes)
+                .map_err(|e| format!("artifact {:?}: {e}", second.filename))?,
+        });
+    }
     Ok(fw)
 }
 
@@ -418,6 +435,31 @@ mod tests {
         assert!(a["m"].problem.as_ref().unwrap().contains("2 artifacts"));
         assert!(!a.contains_key("none"));
         assert_eq!(describe_chunks(&b).split(", ").count(), 4);
+    }
+
+    #[test]
+    fn a_user1_user2_pair_is_one_firmware_with_image2() {
+        let mut c = chunk("bApp", "esp", 2);
+        let artifacts = c["artifacts"].as_array_mut().unwrap();
+        artifacts[0]["filename"] = "light-user2.bin".into();
+        artifacts[0]["_links"]["download"]["href"] = "https://h/light-user2.bin".into();
+        artifacts[0]["size"] = 7.into();
+        artifacts[1]["filename"] = "light-user1.bin".into();
+        artifacts[1]["_links"]["download"]["href"] = "https://h/light-user1.bin".into();
+        let b = base(serde_json::json!([c]));
+        let fw = firmware(&b, 0, &device("d", "t"), &RequestHeaders::default()).unwrap();
+        assert_eq!(
+            fw.location,
+            FirmwareLocation::Url("https://h/light-user1.bin".into())
+        );
+        assert_eq!(fw.parts.len(), 1);
+        let part = &fw.parts[0];
+        assert_eq!(part.name, SECOND_IMAGE);
+        assert_eq!(
+            part.location,
+            FirmwareLocation::Url("https://h/light-user2.bin".into())
+        );
+        assert_eq!((part.size, part.checksums.len()), (Some(7), 2));
     }
 
     #[test]
