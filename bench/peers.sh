@@ -143,6 +143,18 @@ for _ in $(seq "$runs"); do
     measure curl_o curl -sf -o "$work/fetched.bin" "$base/image.bin"
 done
 
+# Idle RSS: `run` with the directory source and the status endpoint up, once the
+# endpoint answers and the first cycle is over.
+sport=$((port + 1))
+sed "s|^\[source\]|[status]\nlisten = \"127.0.0.1:$sport\"\n[source]|" "$work/agent.toml" >"$work/idle.toml"
+"$agent" --config "$work/idle.toml" run >"$work/idle.log" 2>&1 &
+idle_pid=$!
+for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$sport/status" && break; sleep 0.1; done
+sleep 1 # let the first (empty) cycle finish; a gauge, not a test
+idle_rss=$(awk '/^VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$idle_pid/status")
+kill "$idle_pid"
+wait "$idle_pid" 2>/dev/null || true
+
 # median NAME: "seconds s, RSS MiB" of the median run (by time).
 median() {
     sort -n "$work/$1" | awk -v n="$runs" 'NR == int((n + 1) / 2) {printf "%.2f s, %.1f MiB", $1, $2 / 1024}'
@@ -161,6 +173,7 @@ printf '|%s|%s|%s|%s|\n' "--------------------------------------" "-------------
 printf '| %-36s | %-22s | %-22s | %-22s |\n' "binary, stripped" "$(mib "$(stat -c %s "$agent")")" \
     "$(mib "$(stat -c %s /usr/bin/mender)")" "$(mib "$(stat -c %s /usr/bin/swupdate)") + $swu_libs libs"
 printf '| %-36s | %-22s | %-22s | %-22s |\n' ".deb" "$our_deb_size" "$(deb_size mender-client)" "$(deb_size swupdate)"
+printf '| %-36s | %-22s | %-22s | %-22s |\n' "idle RSS (directory, status up)" "$idle_rss" "" ""
 printf '| %-36s | %-22s | %-22s | %-22s |\n' "install local image (copy + sync)" "$(median agent_local)" "$(median mender_local)" "$(median swu_local)"
 printf '| %-36s | %-22s | %-22s | %-22s |\n' "install from a URL (nginx)" "$(median agent_url)" "$(median mender_url)" "$(median swu_url)"
 printf '| %-36s | %-22s | %-22s | %-22s |\n' "fetch + verify alone" "$(median agent_fetch)" "curl -o: $(median curl_o)" ""
