@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::Context;
 
 use crate::progress::Outcome;
@@ -76,14 +77,30 @@ pub fn journal_target() -> Option<PathBuf> {
         .then(|| socket.to_path_buf())
 }
 
+/// The level filter `RUST_LOG` names: `level`, `target=level` or a comma-separated
+/// list of those (`info,fota_agent::download=debug`); `info` when unset or empty.
+/// `Targets` rather than `EnvFilter`: the same directives without regex in the binary.
+pub fn filter(rust_log: Option<&str>) -> Result<Targets, String> {
+    let default = Targets::new().with_default(LevelFilter::INFO);
+    match rust_log.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(text) => text
+            .parse::<Targets>()
+            .map_err(|e| format!("RUST_LOG={text:?}: {e}; logging at info")),
+    }
+}
+
 /// Installs the global subscriber: journald or stderr (see the module doc);
-/// `RUST_LOG` overrides the default `info` level.
+/// `RUST_LOG` overrides the default `info` level (a malformed one is reported and
+/// `info` used).
 pub fn init() {
     use tracing_subscriber::prelude::*;
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (targets, bad) = match filter(rust_log.as_deref()) {
+        Ok(targets) => (targets, None),
+        Err(e) => (Targets::new().with_default(LevelFilter::INFO), Some(e)),
     };
+    let filter = || targets.clone();
     let journald = journal_target().and_then(|path| JournaldLayer::new(&path).ok());
     match journald {
         Some(layer) => tracing_subscriber::registry()
@@ -98,6 +115,9 @@ pub fn init() {
                     .with_filter(filter()),
             )
             .init(),
+    }
+    if let Some(e) = bad {
+        tracing::warn!("{e}");
     }
 }
 
@@ -276,6 +296,22 @@ mod tests {
         assert_eq!(get("DEVICE_ID"), Some("esp-1"));
         assert_eq!(get("ERROR"), Some("line one\nline two"));
         assert_eq!(get("MESSAGE_ID"), Some(MESSAGE_ID_FAILED));
+    }
+
+    #[test]
+    fn rust_log_directives_set_levels_per_target() {
+        use tracing::Level;
+        let f = filter(Some("warn,fota_agent::download=debug")).unwrap();
+        assert!(f.would_enable("fota_agent::download::stream", &Level::DEBUG));
+        assert!(!f.would_enable("fota_agent::engine", &Level::INFO));
+        assert!(f.would_enable("fota_agent::engine", &Level::WARN));
+        let f = filter(Some("debug")).unwrap();
+        assert!(f.would_enable("anything", &Level::DEBUG));
+        let f = filter(None).unwrap();
+        assert!(f.would_enable("fota_agent", &Level::INFO));
+        assert!(!f.would_enable("fota_agent", &Level::DEBUG));
+        let err = filter(Some("fota_agent=loud")).unwrap_err();
+        assert!(err.contains("RUST_LOG=\"fota_agent=loud\""), "{err}");
     }
 
     #[test]
