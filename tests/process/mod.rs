@@ -39,3 +39,27 @@ pub fn wait_for(path: &Path) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The `fota-agent` binary with an environment that cannot leak into a test: no
+/// config path, systemd or journal sockets, or proxy variables of the caller.
+pub fn agent() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fota-agent"));
+    c.env("RUST_LOG", "info");
+    for var in [
+        "FOTA_AGENT_CONFIG",
+        "NOTIFY_SOCKET",
+        "JOURNAL_STREAM",
+        "FOTA_AGENT_JOURNAL_SOCKET",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
