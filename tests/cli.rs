@@ -4,18 +4,12 @@
 mod process;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use process::{text, wait_for, write_exec};
-
-fn agent() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fota-agent"));
-    c.env("RUST_LOG", "info").env_remove("FOTA_AGENT_CONFIG");
-    c
-}
+use process::{agent, text, wait_for, write_exec};
 
 fn run(config: &Path, args: &[&str]) -> Output {
     agent()

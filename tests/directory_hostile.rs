@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use process::{agent, exit_within, free_port, http_get, start_run, text, wait_for, write_exec};
+use process::{
+    exit_within, free_port, http_get, start_run, text, wait_for, with_config, write_exec,
+};
 
 /// A command-handler device `dev` of type `t` running 1.0 (its version command
 /// runs `version_before` first), the firmware directory `<tmp>/firmware`, the
@@ -44,7 +46,7 @@ fn setup(tmp: &Path, port: u16, version_before: &str) -> PathBuf {
 
 /// Runs `agent … args` to its end, which must come within 30 s.
 fn finish(config: &Path, args: &[&str]) -> Output {
-    let mut child = agent(config)
+    let mut child = with_config(config)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -4,21 +4,12 @@
 mod process;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use process::{text, wait_for, write_exec};
-
-fn agent(config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fota-agent"));
-    c.env("RUST_LOG", "info")
-        .env_remove("FOTA_AGENT_CONFIG")
-        .arg("--config")
-        .arg(config);
-    c
-}
+use process::{text, wait_for, with_config as agent, write_exec};
 
 /// Whether `pid` runs (a zombie does not).
 fn alive(pid: i32) -> bool {

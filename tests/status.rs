@@ -8,25 +8,15 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use process::{free_port, write_exec};
+use process::{agent, free_port, write_exec};
 use serde_json::Value;
 
 const TOKEN: &str = "test-token-0123456789";
-
-fn agent() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fota-agent"));
-    c.env("RUST_LOG", "info")
-        .env_remove("FOTA_AGENT_CONFIG")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("FOTA_AGENT_JOURNAL_SOCKET");
-    c
-}
 
 /// One HTTP/1.0 request; (status code, body).
 fn request<S: Read + Write>(
@@ -321,7 +311,7 @@ fn status_metrics_events_and_actions_follow_an_update() {
     assert_eq!(calls.matches('u').count(), 1, "{calls}");
     let (code, body) = agent.unix("POST", "/devices/dev/update");
     assert_eq!((code, body.contains("busy")), (409, true), "{body}");
-    let out = crate::agent()
+    let out = process::agent()
         .arg("--config")
         .arg(&agent.config)
         .arg("check")

@@ -9,26 +9,14 @@ mod process;
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use fota_agent::logging::{self, MESSAGE_ID_FAILED, MESSAGE_ID_SUCCESS};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use process::{exit_within, free_port, http_get, wait_for, write_exec};
-
-fn agent() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fota-agent"));
-    c.env("RUST_LOG", "info")
-        .env_remove("FOTA_AGENT_CONFIG")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("FOTA_AGENT_JOURNAL_SOCKET");
-    c
-}
+use process::{agent, exit_within, free_port, http_get, wait_for, write_exec};
 
 /// Devices of type `t` (one per `(id, update script body)`), running 1.0, offered
 /// 2.0; the status endpoint on `port`.

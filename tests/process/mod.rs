@@ -76,23 +76,16 @@ pub fn exit_within(
     None
 }
 
-/// `fota-agent --config <config>`, logging at info, without the environment a
-/// test must not inherit (a config path, systemd's sockets).
-pub fn agent(config: &Path) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fota-agent"));
-    c.env("RUST_LOG", "info")
-        .env_remove("FOTA_AGENT_CONFIG")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .arg("--config")
-        .arg(config);
+/// `fota-agent --config <config>` (see [`agent`]).
+pub fn with_config(config: &Path) -> std::process::Command {
+    let mut c = agent();
+    c.arg("--config").arg(config);
     c
 }
 
 /// `fota-agent --config <config> run` started, its stderr to `stderr`.
 pub fn start_run(config: &Path, stderr: std::process::Stdio) -> std::process::Child {
-    agent(config)
+    with_config(config)
         .arg("run")
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
@@ -115,4 +108,30 @@ pub async fn until_or<F: Fn() -> bool>(what: &str, f: F, context: impl Fn() -> S
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The `fota-agent` binary with an environment that cannot leak into a test: no
+/// config path, systemd or journal sockets, or proxy variables of the caller.
+pub fn agent() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fota-agent"));
+    c.env("RUST_LOG", "info");
+    for var in [
+        "FOTA_AGENT_CONFIG",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "JOURNAL_STREAM",
+        "FOTA_AGENT_JOURNAL_SOCKET",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(var);
+    }
+    c
 }

@@ -3,3 +3,4 @@
 #![allow(dead_code)]
 
 pub mod http_server;
+pub mod proxy;
