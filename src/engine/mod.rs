@@ -5,6 +5,7 @@
 //! most `max_concurrent_updates` overall. Nothing but the engine talks to both a
 //! source and a handler.
 
+mod after_restart;
 mod claim;
 mod confirm;
 pub mod decide;

@@ -1,11 +1,9 @@
 //! Start-up recovery: an update that was in flight when the agent stopped (crash,
 //! kill, power cut) is resolved exactly once. A transfer simply restarts on the
-//! next cycle; an update step whose outcome was never seen is judged by the version
-//! the device reports now (asked within the confirm window) — success if it
-//! runs the target version, failure otherwise; a failed one whose device was
+//! next cycle; an update step whose outcome was never seen is judged once
+//! (`after_restart.rs`) — success if the device runs the target version, failure
+//! otherwise; a failed one whose device was
 //! already being written needs a re-flash (`reflash.rs`).
-
-use std::cmp::Ordering;
 
 use super::Engine;
 use crate::progress::{Outcome, Progress, ProgressStep};
@@ -48,26 +46,12 @@ impl Engine {
                     None
                 }
                 Phase::Update => Some(
-                    match super::confirm::read_version(device, self.inner.agent.confirm_window)
-                        .await
-                    {
-                        Ok(Some(v))
-                            if device.config.version_scheme.compare(&v, &in_flight.version)
-                                == Ok(Ordering::Equal) =>
-                        {
-                            Outcome::Success
-                        }
-                        Ok(Some(v)) => Outcome::Failed(format!(
-                            "interrupted by an agent restart; device reports version {v}, not {}",
-                            in_flight.version
-                        )),
-                        Ok(None) => Outcome::Failed(
-                            "interrupted by an agent restart; device reports no version".into(),
-                        ),
-                        Err(e) => Outcome::Failed(format!(
-                            "interrupted by an agent restart; cannot read the device's version: {e}"
-                        )),
-                    },
+                    super::after_restart::judge(
+                        device,
+                        &in_flight.version,
+                        self.inner.agent.confirm_window,
+                    )
+                    .await,
                 ),
             };
             if let Some(o) = &outcome {
@@ -98,6 +82,9 @@ impl Engine {
             });
             if let Err(e) = saved {
                 tracing::error!(device = %id, "cannot record recovered outcome: {e}");
+            }
+            if outcome.is_some() {
+                device.handler.after_resolved().await;
             }
             out.push(Recovered {
                 device_id: id.clone(),
