@@ -28,7 +28,8 @@ trait Installer {
     #[zbus(property)]
     fn operation(&self) -> zbus::Result<String>;
 
-    #[zbus(property)]
+    /// Read from the service, not a cache: it is set just before `Completed`.
+    #[zbus(property(emits_changed_signal = "false"))]
     fn last_error(&self) -> zbus::Result<String>;
 
     /// (percent, message, nesting depth).
