@@ -148,7 +148,7 @@ impl Gateway {
             runs: 0,
             port,
         };
-        gw.write_config();
+        gw.configure("", "");
         gw
     }
 
@@ -160,18 +160,20 @@ impl Gateway {
         format!("unix:path={}/bus", self.dir().display())
     }
 
-    fn write_config(&self) {
+    /// The agent's config, with `agent` lines added to `[agent]` and `device`
+    /// lines to the gateway's `[[device]]`.
+    fn configure(&self, agent: &str, device: &str) {
         let p = self.dir().display();
         std::fs::write(
             self.dir().join("config.toml"),
             format!(
-                "[agent]\nstate_dir = \"{p}/state\"\nconfirm_window = \"20s\"\n\
+                "[agent]\nstate_dir = \"{p}/state\"\nconfirm_window = \"20s\"\n{agent}\
                  [status]\nlisten = \"127.0.0.1:{}\"\n\
                  [source]\nkind = \"directory\"\npath = \"{p}/firmware\"\n\
                  [[device]]\nid = \"gateway\"\ntype = \"{COMPATIBLE}\"\nhandler = \"rauc\"\n\
                  health_command = [\"{p}/health.sh\"]\nhealth_timeout = \"10s\"\n\
                  min_uptime = \"1s\"\nreboot_command = [\"{p}/reboot.sh\"]\n\
-                 reboot_timeout = \"10min\"\nos_release = \"{p}/os-release\"\n",
+                 reboot_timeout = \"10min\"\nos_release = \"{p}/os-release\"\n{device}",
                 self.port
             ),
         )
@@ -488,4 +490,52 @@ async fn an_unhealthy_new_slot_is_marked_bad_and_the_old_one_boots_again() {
         "{log}"
     );
     assert_eq!(gw.reboots(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_power_cut_between_install_and_reboot_boots_the_old_system() {
+    let mut gw = Gateway::new(true);
+    let p = gw.dir().display().to_string();
+    write_exec(
+        &gw.dir().join("window.sh"),
+        &format!("test -e {p}/window-open\n"),
+    );
+    gw.configure(
+        "poll_interval = \"1s\"\n",
+        &format!("policy = \"background\"\nexecutable_command = [\"{p}/window.sh\"]\n"),
+    );
+    let image = gw.offer("2.0", COMPATIBLE, "ca");
+    gw.start_rauc().await;
+    gw.start_agent();
+    gw.until("the bundle installed ahead", |g| {
+        !g.record()["transferred"].is_null()
+    })
+    .await;
+    assert_eq!(&gw.slot(1)[..image.len()], &image[..]);
+    assert_eq!(
+        gw.boot_state("PRIMARY"),
+        "system0",
+        "the running slot stays primary"
+    );
+
+    gw.reboot().await;
+    assert_eq!(gw.boot_state("CURRENT"), "system0", "the old system boots");
+    gw.until("version 1.0 reported", |g| {
+        http_get(g.port, "/status").is_some_and(|s| s.contains("\"current_version\":\"1.0\""))
+    })
+    .await;
+    assert!(gw.outcome().is_none(), "nothing judged: {}", gw.record());
+    assert_eq!(gw.reboots(), 0);
+
+    // The maintenance window opens: the update step reboots into the new slot.
+    std::fs::write(gw.dir().join("window-open"), "").unwrap();
+    gw.until("the reboot into the new slot", |g| g.reboots() == 1)
+        .await;
+    gw.reboot().await;
+    gw.until("success after the reboot", |g| {
+        g.outcome().is_some_and(|o| o.contains("success"))
+    })
+    .await;
+    assert_eq!(gw.boot_state("STATE_system1"), "good");
+    gw.until("version 2.0 reported", Gateway::reported).await;
 }

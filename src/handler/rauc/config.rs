@@ -27,6 +27,9 @@ pub struct RaucConfig {
     pub health_timeout: Duration,
     /// How long the new system must have been up before it is marked good.
     pub min_uptime: Duration,
+    /// For `policy = "background"`: exit 0 = the reboot may happen now (a
+    /// maintenance window), exit 1 = not now. Without it: at once.
+    pub executable_command: Option<Vec<String>>,
     /// Reboots the gateway; without it, logind's `Reboot` over D-Bus.
     pub reboot_command: Option<Vec<String>>,
     /// How long the update step waits for the reboot to take the agent down
@@ -44,6 +47,7 @@ pub(crate) struct RawRauc {
     health_command: Option<Spanned<Vec<String>>>,
     health_timeout: Option<Spanned<String>>,
     min_uptime: Option<Spanned<String>>,
+    executable_command: Option<Spanned<Vec<String>>>,
     reboot_command: Option<Spanned<Vec<String>>>,
     reboot_timeout: Option<Spanned<String>>,
     os_release: Option<Spanned<String>>,
@@ -68,6 +72,7 @@ impl HandlerSpec for RaucConfig {
                 Some(v) => check.duration(v, "min_uptime", &name("min_uptime"))?,
                 None => Duration::ZERO,
             },
+            executable_command: device.command(&raw.executable_command, "executable_command")?,
             reboot_command: device.command(&raw.reboot_command, "reboot_command")?,
             reboot_timeout: check.duration_or(
                 &raw.reboot_timeout,

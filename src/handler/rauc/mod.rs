@@ -83,6 +83,17 @@ impl UpdateHandler for RaucHandler {
         Ok(booted.bundle_version.or_else(|| self.os_release_version()))
     }
 
+    /// Whether the reboot may happen now (`executable_command`).
+    async fn is_update_executable(&self) -> Result<bool, HandlerError> {
+        let Some(argv) = &self.config.executable_command else {
+            return Ok(true);
+        };
+        match process::exit_status(argv, process::SHORT_LIMIT).await {
+            Ok(status) => Ok(status.is_ok()),
+            Err(e) => Err(HandlerError::failed("executable_command", e)),
+        }
+    }
+
     /// The update step: the new slot becomes primary and the gateway reboots;
     /// the agent goes down with it. Returns only on failure.
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
