@@ -95,3 +95,41 @@ impl HandlerSpec for RaucConfig {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn parse(keys: &str) -> Result<Config, String> {
+        let text = format!(
+            "[[device]]\nid = \"gw\"\ntype = \"acme-gw\"\nhandler = \"rauc\"\n{keys}"
+        );
+        Config::parse(&text, Path::new("/etc/fota-agent/config.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let config = parse("os_release = \"os-release\"\n").unwrap();
+        let crate::handler::HandlerConfig::Rauc(rauc) = &config.devices[0].handler else {
+            panic!("not a rauc device");
+        };
+        assert_eq!(rauc.os_release, Path::new("/etc/fota-agent/os-release"));
+        assert_eq!(rauc.health_timeout, std::time::Duration::from_secs(60));
+        assert!(rauc.health_command.is_none() && rauc.reboot_command.is_none());
+    }
+
+    #[test]
+    fn bad_keys_name_the_key_and_line() {
+        for (keys, says) in [
+            ("min_uptime = \"soon\"\n", "config.toml:5: device \"gw\": min_uptime: invalid duration"),
+            ("health_command = []\n", "config.toml:5: device \"gw\": health_command: must not be empty"),
+            ("reboot_timeout = \"0s\"\n", "reboot_timeout: must not be zero"),
+            ("port = \"/dev/ttyS0\"\n", "port"),
+        ] {
+            let err = parse(keys).unwrap_err();
+            assert!(err.contains(says), "{keys}: {err}");
+        }
+    }
+}
