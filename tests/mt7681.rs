@@ -62,6 +62,25 @@ struct Rig {
 /// An engine with one mt7681 device "wifi" running `current`, the image written
 /// to `fw.bin`. `only_newer` is the engine's setting (the handler ignores it).
 fn rig(pty: &Pty, region: Mt7681Region, image: &[u8], current: &str, only_newer: bool) -> Rig {
+    rig_waiting(
+        pty,
+        region,
+        image,
+        current,
+        only_newer,
+        Duration::from_secs(1),
+    )
+}
+
+/// [`rig`] with the handler's `response_timeout`.
+fn rig_waiting(
+    pty: &Pty,
+    region: Mt7681Region,
+    image: &[u8],
+    current: &str,
+    only_newer: bool,
+    response_timeout: Duration,
+) -> Rig {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("fota_agent=debug")
@@ -80,7 +99,7 @@ fn rig(pty: &Pty, region: Mt7681Region, image: &[u8], current: &str, only_newer:
             baud: 115_200,
         },
         region,
-        response_timeout: Duration::from_secs(1),
+        response_timeout,
         retries: 3,
         version_command: vec![script.display().to_string()],
         command_timeout: Duration::from_secs(10),
@@ -259,6 +278,32 @@ async fn nak_corruption_and_chatter_are_recovered() {
             .count()
             >= 2
     );
+}
+
+/// The module's receiver sends nothing while it waits for the next block and gives
+/// up after three silences of about 2 s (the simulator: 3 × 1 s), so a block whose
+/// ACK was lost is sent again well before then, even with the default 10 s
+/// `response_timeout`.
+#[tokio::test]
+async fn a_lost_ack_is_answered_by_a_repeat_before_the_module_gives_up() {
+    let pty = Pty::open();
+    let data = contents(1000, 5);
+    let image = header_bin(Mt7681Region::Sta, &data);
+    let rig = rig_waiting(
+        &pty,
+        Mt7681Region::Sta,
+        &image,
+        "1.0",
+        true,
+        Duration::from_secs(10),
+    );
+    let mut sim_cfg = rig.sim();
+    sim_cfg.faults.lose_ack = Some(3);
+    let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
+    assert_eq!(outcome, Outcome::Success, "{sim:?}");
+    assert_eq!(sim.outcome, SimOutcome::Complete);
+    assert_eq!(sim.duplicates, 1);
+    assert_eq!(sim.region_contents().unwrap(), &data[..]);
 }
 
 #[tokio::test]

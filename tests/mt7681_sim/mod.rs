@@ -52,6 +52,8 @@ pub struct Faults {
     pub nak: Option<u32>,
     /// This block arrival has a flipped bit (bad CRC: NAK).
     pub corrupt: Option<u32>,
+    /// This block arrival is stored, but its ACK is lost on the line.
+    pub lose_ack: Option<u32>,
     /// Printed before every ACK (debug output of the firmware).
     pub garbage_before_ack: Vec<u8>,
     /// Ignore this many `AT#Reboot`s before rebooting.
@@ -375,6 +377,9 @@ impl Sim<'_> {
                 packetno = packetno.wrapping_add(1);
             } else {
                 self.res.duplicates += 1;
+            }
+            if self.cfg.faults.lose_ack == Some(arrival) {
+                continue;
             }
             let garbage = self.cfg.faults.garbage_before_ack.clone();
             self.send(&garbage).await;

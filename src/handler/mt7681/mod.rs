@@ -49,7 +49,8 @@
 //!    to it), again up to `retries` times with the command each time;
 //! 6. sends the image in 128-byte XMODEM blocks (the module's receiver treats
 //!    every block as 128 bytes, so XMODEM-1K must not be used), header first.
-//!    Each block is repeated on NAK or silence up to `retries` times; percent of
+//!    Each block is repeated on NAK, or after [`BLOCK_ANSWER_WAIT`] (at most
+//!    `response_timeout`) of silence, up to `retries` times; percent of
 //!    TRANSFERRING is reported after every acknowledged block;
 //! 7. sends EOT until acknowledged, moves to UPDATING and returns. The module
 //!    leaves recovery mode on its own and reboots into the new firmware; the
@@ -107,6 +108,11 @@ pub const RECOVERY_BANNER: &[u8] = b"Recovery Mode";
 pub const UPDATE_COMMAND: &[u8] = b"AT#UpdateFW\r";
 /// The version the engine gives an image installed without `--version`.
 const UNKNOWN_VERSION: &str = "unknown";
+/// Longest wait for a block's ACK or NAK before sending it again: after an ACK
+/// the module's receiver (`IoT_Xmodem_Update_FW`) waits silently three times
+/// about 2 s for the next block and then cancels, so a block whose answer was
+/// lost must be repeated well within 2 s.
+pub const BLOCK_ANSWER_WAIT: Duration = Duration::from_millis(1500);
 
 /// Where a region lives in the MT7681's flash (the default, non-`XIP_164`
 /// layout of flash_map.h).
@@ -323,6 +329,7 @@ impl Mt7681Handler {
             protocol: XmodemProtocol::Xmodem,
             enter_command: Some(UPDATE_COMMAND.to_vec()),
             response_timeout: self.config.response_timeout,
+            block_timeout: self.config.response_timeout.min(BLOCK_ANSWER_WAIT),
             retries: self.config.retries.max(1),
             baud: self.config.serial.baud,
         }

@@ -127,6 +127,7 @@ impl XmodemHandler {
                 .as_ref()
                 .map(|c| c.as_bytes().to_vec()),
             response_timeout: self.config.response_timeout,
+            block_timeout: self.config.response_timeout,
             retries: self.config.retries.max(1),
             baud: self.config.serial.baud,
         }

@@ -136,8 +136,12 @@ pub struct Options {
     pub protocol: XmodemProtocol,
     /// Sent before each wait for the receiver's start.
     pub enter_command: Option<Vec<u8>>,
-    /// Longest wait for the start, an ACK or a NAK.
+    /// Longest wait for the start, or for the answer to EOT.
     pub response_timeout: Duration,
+    /// Longest wait for a block's ACK or NAK before the block is sent again (a
+    /// receiver that gives up after a few short silences, as the MT7681's does,
+    /// must hear the repeat before then).
+    pub block_timeout: Duration,
     /// Attempts of the start, of each block and of EOT.
     pub retries: u32,
     /// Line speed, to add a block's time on the wire to its deadline (0: none).
@@ -459,7 +463,7 @@ impl<'l, L: Link> Sender<'l, L> {
         for _ in 0..self.opts.retries {
             self.purge(step).await?;
             self.write(block).await.map_err(|e| self.io(step, e))?;
-            let wait = self.opts.response_timeout + self.wire_time(block.len());
+            let wait = self.opts.block_timeout + self.wire_time(block.len());
             match self.reply(wait, step).await? {
                 Reply::Ack => {
                     tracing::trace!("{} {step}: ACK", self.label);
@@ -481,7 +485,7 @@ impl<'l, L: Link> Sender<'l, L> {
                 "no ACK after {} attempts ({naks} NAK, {} timeouts of {})",
                 self.opts.retries,
                 self.opts.retries - naks,
-                humantime::format_duration(self.opts.response_timeout)
+                humantime::format_duration(self.opts.block_timeout)
             )),
         ))
     }
