@@ -180,13 +180,13 @@ pub fn encode_header(region: Mt7681Region, length: u32) -> [u8; HEADER_LEN] {
     h
 }
 
-/// Checks that `data` is an upgrade image for `region`.
-pub fn check_image(data: &[u8], region: Mt7681Region) -> Result<ImageHeader, String> {
-    if data.len() <= HEADER_LEN {
+/// Checks that an image of `len` bytes starting with `data` (at least its
+/// header) is an upgrade image for `region`.
+pub fn check_image(data: &[u8], len: u64, region: Mt7681Region) -> Result<ImageHeader, String> {
+    if len <= HEADER_LEN as u64 || data.len() < 8 {
         return Err(format!(
-            "{} bytes is too short for an MT7681 upgrade image (a {HEADER_LEN}-byte header \
-             and contents)",
-            data.len()
+            "{len} bytes is too short for an MT7681 upgrade image (a {HEADER_LEN}-byte header \
+             and contents)"
         ));
     }
     if data[..3] != HEADER_MAGIC {
@@ -210,8 +210,8 @@ pub fn check_image(data: &[u8], region: Mt7681Region) -> Result<ImageHeader, Str
     // `header.sh` writes the input's size, so its images have exactly `length`
     // bytes after the header; the receiver only bounds what it writes by it, so a
     // shorter length (trailing bytes never written) is accepted too.
-    let contents = data.len() - HEADER_LEN;
-    if length == 0 || length as usize > contents {
+    let contents = len - HEADER_LEN as u64;
+    if length == 0 || u64::from(length) > contents {
         return Err(format!(
             "the header's length {length} does not fit the {contents} bytes after the header"
         ));
@@ -397,10 +397,9 @@ impl UpdateHandler for Mt7681Handler {
         if !image.is_reflash() {
             self.check_version(&image.firmware().version).await?;
         }
-        let data = tokio::fs::read(image.path()).await.map_err(|e| {
-            HandlerError::io(format!("reading image {}", image.path().display()), e)
-        })?;
-        let header = check_image(&data, self.config.region)
+        let (mut data, len) = transfer::open_image(image.path()).await?;
+        let head = transfer::read_head(&mut data, image.path(), HEADER_LEN).await?;
+        let header = check_image(&head, len, self.config.region)
             .map_err(|m| HandlerError::failed("mt7681 image", m))?;
         let mut link = self.open()?;
         transfer::clear_stale_input(&mut link, &self.device_id);
@@ -421,7 +420,8 @@ impl UpdateHandler for Mt7681Handler {
         }
         let file = protocol::File {
             name: "",
-            data: &data,
+            len,
+            data: &mut data,
             mtime: None,
         };
         let opts = self.options();
@@ -465,7 +465,7 @@ mod tests {
     fn accepts_a_matching_image() {
         let data = img(Mt7681Region::Ap, &[9; 300]);
         assert_eq!(
-            check_image(&data, Mt7681Region::Ap),
+            check_image(&data, data.len() as u64, Mt7681Region::Ap),
             Ok(ImageHeader {
                 type_id: 6,
                 length: 300
@@ -513,7 +513,7 @@ mod tests {
             ),
         ];
         for (data, region, want) in cases {
-            let err = check_image(&data, region).unwrap_err();
+            let err = check_image(&data, data.len() as u64, region).unwrap_err();
             assert!(err.contains(want), "{err}");
         }
     }
