@@ -42,8 +42,10 @@
 //!    without a version (`install` without `--version`) is refused as well;
 //! 2. checks the image header (above);
 //! 3. opens `port` at `baud` (default 115200, raw 8N1) and discards stale input;
-//! 4. **recovery mode**: sends `AT#Reboot\r` and waits up to `response_timeout`
-//!    for "Recovery Mode"; repeated up to `retries` times;
+//! 4. **recovery mode**: sends `AT#Reboot\r` (or runs `reset_command`, which
+//!    reaches the recovery firmware of a module whose application is gone) and
+//!    waits up to `response_timeout` for "Recovery Mode"; repeated up to
+//!    `retries` times;
 //! 5. **start**: sends `AT#UpdateFW\r` and waits up to `response_timeout` for the
 //!    receiver's `C` (CRC-16; a NAK starts checksum mode, as the module falls back
 //!    to it), again up to `retries` times with the command each time;
@@ -232,6 +234,8 @@ pub struct Mt7681Handler {
     config: Mt7681Config,
     scheme: VersionScheme,
     version: Option<CommandHandler>,
+    /// Runs `reset_command`, when there is one.
+    reset: Option<CommandHandler>,
     /// A transfer began and did not end with an acknowledged EOT or sent CANs.
     in_transfer: AtomicBool,
 }
@@ -244,11 +248,15 @@ impl Mt7681Handler {
         config: &Mt7681Config,
     ) -> Self {
         let version = CommandHandler::serial_version(device_id, device_type, config);
+        let reset = config.reset_command.as_ref().map(|argv| {
+            CommandHandler::version_only(device_id, device_type, argv.clone(), config.command_timeout)
+        });
         Mt7681Handler {
             device_id: device_id.to_string(),
             config: config.clone(),
             scheme,
             version,
+            reset,
             in_transfer: AtomicBool::new(false),
         }
     }
@@ -297,26 +305,38 @@ impl Mt7681Handler {
         }
     }
 
-    /// `AT#Reboot` until the module says it is in recovery mode.
+    /// `AT#Reboot` (or `reset_command`) until the module says it is in recovery
+    /// mode.
     async fn enter_recovery<L: Link>(&self, link: &mut L) -> Result<(), HandlerError> {
-        const STEP: &str = "mt7681 recovery mode (AT#Reboot)";
+        let step = match self.config.reset_command {
+            Some(_) => "mt7681 recovery mode (reset_command)",
+            None => "mt7681 recovery mode (AT#Reboot)",
+        };
         let timeout = self.config.response_timeout;
         let retries = self.config.retries.max(1);
         for attempt in 1..=retries {
-            tracing::debug!(device = %self.device_id, attempt, "AT#Reboot");
-            write_with_timeout(link, REBOOT_COMMAND, timeout)
-                .await
-                .map_err(|e| HandlerError::failed(STEP, format!("serial link: {e}")))?;
+            match (&self.reset, &self.config.reset_command) {
+                (Some(runner), Some(argv)) => {
+                    tracing::debug!(device = %self.device_id, attempt, "reset_command");
+                    runner.run_reset(argv).await?;
+                }
+                _ => {
+                    tracing::debug!(device = %self.device_id, attempt, "AT#Reboot");
+                    write_with_timeout(link, REBOOT_COMMAND, timeout)
+                        .await
+                        .map_err(|e| HandlerError::failed(step, format!("serial link: {e}")))?;
+                }
+            }
             if wait_for_text(link, RECOVERY_BANNER, timeout)
                 .await
-                .map_err(|e| HandlerError::failed(STEP, format!("serial link: {e}")))?
+                .map_err(|e| HandlerError::failed(step, format!("serial link: {e}")))?
             {
                 tracing::debug!(device = %self.device_id, "module in recovery mode");
                 return Ok(());
             }
         }
         Err(HandlerError::failed(
-            STEP,
+            step,
             format!(
                 "no \"Recovery Mode\" from the module after {retries} attempts of {}",
                 humantime::format_duration(timeout)
