@@ -731,7 +731,21 @@ impl Engine {
         let mut beat = tokio::time::interval(every.unwrap_or(Duration::from_secs(3600)));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let beating = every.is_some();
+        // The first cycle at a random time within the source's start-up spread
+        // (a fleet that boots together must not ask the server together).
+        let mut pause_for =
+            schedule::spread(self.inner.source.startup_spread(), schedule::random());
         'run: loop {
+            let pause = tokio::time::sleep(pause_for);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'run,
+                    _ = &mut pause => break,
+                    _ = self.inner.wake.notified() => break,
+                    _ = beat.tick(), if beating => self.inner.life.beat(),
+                }
+            }
             let cycle = self.run_once();
             tokio::pin!(cycle);
             loop {
@@ -746,17 +760,7 @@ impl Engine {
                 }
             }
             // ±20 %, so a fleet's cycles (and MCS's availability queries) drift apart.
-            let interval = self.inner.agent.poll_interval;
-            let pause = tokio::time::sleep(schedule::jittered(interval, schedule::random()));
-            tokio::pin!(pause);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break 'run,
-                    _ = &mut pause => break,
-                    _ = self.inner.wake.notified() => break,
-                    _ = beat.tick(), if beating => self.inner.life.beat(),
-                }
-            }
+            pause_for = schedule::jittered(self.inner.agent.poll_interval, schedule::random());
         }
         tasks.abort_all();
         let stopped = tokio::time::timeout(SOURCE_STOP_GRACE, source_task.join_all()).await;
