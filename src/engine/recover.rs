@@ -1,11 +1,14 @@
 //! Start-up recovery: an update that was in flight when the agent stopped (crash,
 //! kill, power cut) is resolved exactly once. A transfer simply restarts on the
-//! next cycle; an update step whose outcome was never seen is judged once
-//! (`after_restart.rs`) — success if the device runs the target version, failure
-//! otherwise; a failed one whose device was
+//! next cycle; an update step whose outcome was never seen is judged by the version
+//! the device reports now (asked within the confirm window) — success if it
+//! runs the target version, failure otherwise; a failed one whose device was
 //! already being written needs a re-flash (`reflash.rs`).
 
-use super::Engine;
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use super::{Device, Engine};
 use crate::progress::{Outcome, Progress, ProgressStep};
 use crate::store::{OutcomeRecord, Phase, now_secs};
 
@@ -45,14 +48,9 @@ impl Engine {
                         "transfer interrupted by a restart; it starts again");
                     None
                 }
-                Phase::Update => Some(
-                    super::after_restart::judge(
-                        device,
-                        &in_flight.version,
-                        self.inner.agent.confirm_window,
-                    )
-                    .await,
-                ),
+                Phase::Update => {
+                    Some(judge(device, &in_flight.version, self.inner.agent.confirm_window).await)
+                }
             };
             if let Some(o) = &outcome {
                 let progress = Progress::new(id, &in_flight.version, self.events());
@@ -93,5 +91,32 @@ impl Engine {
             });
         }
         out
+    }
+}
+
+/// The outcome of an update step the agent did not see finish: the handler's
+/// own judgement when its update step restarts the agent (RAUC's reboot),
+/// otherwise success only if the device reports `target` now (asked within
+/// `window`).
+async fn judge(device: &Device, target: &str, window: Duration) -> Outcome {
+    if let Some(judged) = device.handler.resolve_after_restart(target).await {
+        return match judged {
+            Ok(()) => Outcome::Success,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+    }
+    match super::confirm::read_version(device, window).await {
+        Ok(Some(v)) if device.config.version_scheme.compare(&v, target) == Ok(Ordering::Equal) => {
+            Outcome::Success
+        }
+        Ok(Some(v)) => Outcome::Failed(format!(
+            "interrupted by an agent restart; device reports version {v}, not {target}"
+        )),
+        Ok(None) => {
+            Outcome::Failed("interrupted by an agent restart; device reports no version".into())
+        }
+        Err(e) => Outcome::Failed(format!(
+            "interrupted by an agent restart; cannot read the device's version: {e}"
+        )),
     }
 }
