@@ -405,6 +405,22 @@ async fn installs_into_the_other_slot_reboots_and_marks_it_good() {
     assert_eq!(gw.boot_state("CURRENT"), "system1");
     gw.until("version 2.0 reported", Gateway::reported).await;
     assert_eq!(gw.reboots(), 1, "no further reboot");
+    let log = gw.log();
+    let percents: Vec<u32> = log
+        .lines()
+        .filter_map(|l| {
+            l.split("TRANSFERRING ")
+                .nth(1)?
+                .split('%')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        percents.contains(&100) && percents.iter().any(|p| (1..100).contains(p)),
+        "RAUC's progress reported while it installs: {percents:?}"
+    );
 }
 
 /// Offers 2.0 built for `compatible`, signed by `signer`, and returns the

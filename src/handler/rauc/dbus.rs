@@ -146,6 +146,13 @@ impl Rauc {
             .await
             .map_err(|e| bus_error("cannot subscribe to Completed", e))?;
         let mut progress = self.installer.receive_progress_changed().await;
+        // RAUC dying mid-install sends no Completed; its name leaving the bus says so.
+        let mut owner = self
+            .installer
+            .inner()
+            .receive_owner_changed()
+            .await
+            .map_err(|e| bus_error("cannot watch the RAUC service", e))?;
         self.installer
             .install_bundle(bundle, HashMap::new())
             .await
@@ -154,14 +161,19 @@ impl Rauc {
             tokio::select! {
                 signal = completed.next() => {
                     let Some(signal) = signal else {
-                        return Err(HandlerError::failed("rauc", "the RAUC service left the bus during the installation"));
+                        return Err(HandlerError::failed("rauc", "the connection to the system bus closed during the installation"));
                     };
                     let result = signal.args().map_err(|e| bus_error("Completed", e))?.result;
                     if result == 0 {
+                        // The last Progress change may still be on its way.
+                        percent(100);
                         return Ok(());
                     }
                     let reason = self.installer.last_error().await.unwrap_or_default();
                     return Err(HandlerError::failed("rauc", format!("RAUC refused the bundle: {reason}")));
+                }
+                Some(None) = owner.next() => {
+                    return Err(HandlerError::failed("rauc", "the RAUC service left the bus during the installation"));
                 }
                 Some(change) = progress.next() => {
                     if let Ok((p, _, _)) = change.get().await {

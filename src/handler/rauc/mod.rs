@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use self::config::RaucConfig;
 use self::dbus::Rauc;
 use super::{BackgroundTransfer, HandlerError, UpdateHandler, VerifiedImage};
-use crate::progress::{Progress, ProgressStep};
+use crate::progress::Progress;
 
 pub struct RaucHandler {
     device_id: String,
@@ -96,7 +96,7 @@ impl UpdateHandler for RaucHandler {
 
     /// The update step: the new slot becomes primary and the gateway reboots;
     /// the agent goes down with it. Returns only on failure.
-    async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
+    async fn update(&self, image: &VerifiedImage, _progress: &Progress) -> Result<(), HandlerError> {
         let rauc = Rauc::connect().await?;
         let target = &image.firmware().version;
         let other = rauc.slots().await?.into_iter().find(|s| s.state != "booted");
@@ -111,9 +111,6 @@ impl UpdateHandler for RaucHandler {
             ));
         }
         rauc.mark("active", "other").await?;
-        if let Err(e) = progress.advance_to(ProgressStep::Rebooting) {
-            tracing::debug!("progress: {e}");
-        }
         tracing::info!(device = %self.device_id, firmware_version = %target, "rebooting into the new slot");
         let asked = reboot::request(&self.config, &rauc).await;
         if asked.is_ok() {
