@@ -1,10 +1,13 @@
 //! Issue #17 through the binary, without systemd: a private `dbus-daemon` as the
 //! system bus, Debian's real `rauc service` on it with two file-backed raw slots
-//! and a custom bootloader backend (tests/rauc_boot/), bundles signed with a test
+//! and a custom bootloader backend, a stand-in logind (both in tests/rauc_gateway/),
+//! bundles signed with a test
 //! CA made here by openssl, and the agent with the directory source. A reboot is
 //! simulated: the agent and RAUC are stopped, the boot state's primary slot
 //! becomes the booted one (`--override-boot-slot`), and both start again.
 
+#[path = "rauc_gateway/logind.rs"]
+mod logind;
 mod process;
 
 use std::path::Path;
@@ -45,6 +48,8 @@ struct Gateway {
     agent: Option<Child>,
     runs: u32,
     port: u16,
+    /// No `reboot_command`: the agent asks logind (tests/rauc_gateway/logind.rs).
+    via_logind: bool,
 }
 
 impl Drop for Gateway {
@@ -77,7 +82,7 @@ impl Gateway {
         )
         .unwrap();
         let backend =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rauc_boot/custom-backend.sh");
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rauc_gateway/custom-backend.sh");
         let p = d.display();
         std::fs::write(
             d.join("system.conf"),
@@ -132,6 +137,7 @@ impl Gateway {
             agent: None,
             runs: 0,
             port,
+            via_logind: false,
         };
         gw.make_signer("ca");
         gw.configure("", "");
@@ -170,6 +176,10 @@ impl Gateway {
     /// lines to the gateway's `[[device]]`.
     fn configure(&self, agent: &str, device: &str) {
         let p = self.dir().display();
+        let reboot = match self.via_logind {
+            true => String::new(),
+            false => format!("reboot_command = [\"{p}/reboot.sh\"]\n"),
+        };
         std::fs::write(
             self.dir().join("config.toml"),
             format!(
@@ -178,7 +188,7 @@ impl Gateway {
                  [source]\nkind = \"directory\"\npath = \"{p}/firmware\"\n\
                  [[device]]\nid = \"gateway\"\ntype = \"{COMPATIBLE}\"\nhandler = \"rauc\"\n\
                  health_command = [\"{p}/health.sh\"]\nhealth_timeout = \"10s\"\n\
-                 min_uptime = \"1s\"\nreboot_command = [\"{p}/reboot.sh\"]\n\
+                 min_uptime = \"1s\"\n{reboot}\
                  reboot_timeout = \"10min\"\nos_release = \"{p}/os-release\"\n{device}",
                 self.port
             ),
@@ -370,6 +380,9 @@ impl Gateway {
 #[tokio::test(flavor = "multi_thread")]
 async fn installs_into_the_other_slot_reboots_and_marks_it_good() {
     let mut gw = Gateway::new(true);
+    gw.via_logind = true;
+    gw.configure("", "");
+    let _logind = logind::serve(&gw.bus_address(), gw.dir().join("reboots")).await;
     let image = gw.offer("2.0", COMPATIBLE, "ca");
     gw.start_rauc().await;
     gw.start_agent();
@@ -405,6 +418,11 @@ async fn installs_into_the_other_slot_reboots_and_marks_it_good() {
     assert_eq!(gw.boot_state("CURRENT"), "system1");
     gw.until("version 2.0 reported", Gateway::reported).await;
     assert_eq!(gw.reboots(), 1, "no further reboot");
+    let asked = std::fs::read_to_string(gw.dir().join("reboots")).unwrap();
+    assert_eq!(
+        asked, "interactive=false\n",
+        "logind's Reboot, never interactive"
+    );
     let log = gw.log();
     let percents: Vec<u32> = log
         .lines()
