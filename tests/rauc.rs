@@ -1,9 +1,8 @@
 //! Issue #17 through the binary, without systemd: a private `dbus-daemon` as the
 //! system bus, Debian's real `rauc service` on it with two file-backed raw slots
 //! and a custom bootloader backend, a stand-in logind (both in tests/rauc_gateway/),
-//! bundles signed with a test
-//! CA made here by openssl, and the agent with the directory source. A reboot is
-//! simulated: the agent and RAUC are stopped, the boot state's primary slot
+//! bundles signed with a test CA made here by openssl, and the agent with the
+//! directory source. A reboot is simulated: the agent and RAUC are stopped, the boot state's primary slot
 //! becomes the booted one (`--override-boot-slot`), and both start again.
 
 #[path = "rauc_gateway/logind.rs"]
