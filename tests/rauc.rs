@@ -2,8 +2,9 @@
 //! system bus, Debian's real `rauc service` on it with two file-backed raw slots
 //! and a custom bootloader backend, a stand-in logind (both in tests/rauc_gateway/),
 //! bundles signed with a test CA made here by openssl, and the agent with the
-//! directory source. A reboot is simulated: the agent and RAUC are stopped, the boot state's primary slot
-//! becomes the booted one (`--override-boot-slot`), and both start again.
+//! directory source. A reboot is simulated: the agent and RAUC are stopped, the
+//! boot state's primary slot becomes the booted one (`--override-boot-slot`),
+//! and both start again.
 
 #[path = "rauc_gateway/logind.rs"]
 mod logind;
