@@ -326,6 +326,12 @@ impl Gateway {
     /// Power goes: the agent is killed, RAUC too; the bootloader boots the
     /// primary slot; RAUC and the agent start again.
     async fn reboot(&mut self) {
+        self.power_cycle(false).await;
+    }
+
+    /// [`Self::reboot`]; with `agent_first` the agent starts before RAUC is on
+    /// the bus, and RAUC only once the agent waits for it.
+    async fn power_cycle(&mut self, agent_first: bool) {
         for child in [self.agent.take(), self.rauc.take()].into_iter().flatten() {
             let mut child = child;
             child.kill().unwrap();
@@ -344,8 +350,17 @@ impl Gateway {
             })
             .collect();
         std::fs::write(self.dir().join("boot-state"), text).unwrap();
-        self.start_rauc().await;
-        self.start_agent();
+        if agent_first {
+            self.start_agent();
+            self.until("the agent waiting for RAUC", |g| {
+                g.log().contains("waiting for the RAUC service")
+            })
+            .await;
+            self.start_rauc().await;
+        } else {
+            self.start_rauc().await;
+            self.start_agent();
+        }
     }
 
     /// The agent's record of the gateway (devices/gateway.json).
@@ -404,7 +419,8 @@ async fn installs_into_the_other_slot_reboots_and_marks_it_good() {
         gw.record()
     );
 
-    gw.reboot().await;
+    // After the reboot the agent comes up before RAUC, and waits for it.
+    gw.power_cycle(true).await;
     gw.until("success after the reboot", |g| {
         g.outcome()
             .is_some_and(|o| o.contains("Success") || o.contains("success"))

@@ -3,6 +3,7 @@
 //! `src/de.pengutronix.rauc.Installer.xml`), and logind's `Reboot`.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use zbus::{Connection, OwnedVariant, Variant, proxy};
@@ -53,6 +54,9 @@ trait Login {
     /// `interactive`: whether polkit may ask a user (never, for a service).
     fn reboot(&self, interactive: bool) -> zbus::Result<()>;
 }
+
+/// Pause between attempts while the service is not up yet.
+const RETRY: Duration = Duration::from_millis(500);
 
 /// One slot as `GetSlotStatus` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +124,27 @@ impl Rauc {
             .into_iter()
             .find(|s| s.state == "booted")
             .ok_or_else(|| HandlerError::failed("rauc", "RAUC reports no booted slot"))
+    }
+
+    /// A connection and the booted slot, asked again every half second until
+    /// RAUC answers or `within` has passed (then the last error).
+    pub async fn booted_when_up(within: Duration) -> Result<(Self, Slot), HandlerError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let found = async {
+                let rauc = Rauc::connect().await?;
+                let booted = rauc.booted().await?;
+                Ok((rauc, booted))
+            }
+            .await;
+            match found {
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!("waiting for the RAUC service: {e}");
+                    tokio::time::sleep(RETRY).await;
+                }
+                found => return found,
+            }
+        }
     }
 
     /// `Mark(state, slot)`; answers RAUC's message.

@@ -14,6 +14,7 @@ mod process;
 mod reboot;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -21,6 +22,10 @@ use self::config::RaucConfig;
 use self::dbus::Rauc;
 use super::{BackgroundTransfer, HandlerError, UpdateHandler, VerifiedImage};
 use crate::progress::Progress;
+
+/// How long start-up recovery waits for the RAUC service after a reboot (it may
+/// start after the agent, or be D-Bus activated slowly).
+const SERVICE_WAIT: Duration = Duration::from_secs(120);
 
 pub struct RaucHandler {
     device_id: String,
@@ -133,12 +138,8 @@ impl UpdateHandler for RaucHandler {
     }
 
     async fn resolve_after_restart(&self, version: &str) -> Option<Result<(), HandlerError>> {
-        let rauc = match Rauc::connect().await {
-            Ok(r) => r,
-            Err(e) => return Some(Err(e)),
-        };
-        let booted = match rauc.booted().await {
-            Ok(b) => b,
+        let (rauc, booted) = match Rauc::booted_when_up(SERVICE_WAIT).await {
+            Ok(found) => found,
             Err(e) => return Some(Err(e)),
         };
         Some(match health::check(&self.config, &booted, version).await {
