@@ -91,6 +91,8 @@ fn rig(pty: &Pty, region: Mt7681Region, image: &[u8], current: &str, only_newer:
         policy: UpdatePolicy::Immediate,
         version_scheme: VersionScheme::Esh,
         only_newer,
+        group: None,
+        lock: None,
         handler: HandlerConfig::Mt7681(cfg.clone()),
     };
     let handler = Arc::new(Mt7681Handler::new(

@@ -11,6 +11,7 @@ pub mod decide;
 pub mod fetch;
 pub mod installed;
 mod liveness;
+pub mod lock;
 mod read_only;
 pub mod recover;
 mod reflash;
@@ -135,6 +136,8 @@ struct Inner {
     bytes: AtomicU64,
     /// The run loop's heartbeat and the steps cycles await (the watchdog's view).
     life: Liveness,
+    /// Which flash-on-reset locks are due (see `lock.rs`).
+    locks: lock::Watch,
 }
 
 /// An update in progress: how to stop it and how far it got.
@@ -216,6 +219,7 @@ impl Engine {
                 poll: Mutex::new(PollState::default()),
                 bytes: AtomicU64::new(0),
                 life: Liveness::new(),
+                locks: lock::Watch::default(),
             }),
         })
     }
@@ -361,15 +365,16 @@ impl Engine {
     async fn check_device(&self, device: &Device) -> DeviceReport {
         let mut errors = Vec::new();
         let id = device.config.id.as_str();
-        let current = match self
+        let read = self
             .step(
                 id,
                 "reading the version",
                 Duration::ZERO,
                 installed::current_version(device, &self.inner.store),
             )
-            .await
-        {
+            .await;
+        let answered = read.is_ok();
+        let current = match read {
             Ok(c) => c,
             Err(e) => {
                 errors.push(format!("current version: {e}"));
@@ -394,7 +399,17 @@ impl Engine {
             }
         };
         let source_error = errors.last().filter(|e| e.starts_with("source: ")).cloned();
-        let selection = decide::select(&device.config, current.as_deref(), &offered);
+        let selection = match self
+            .inner
+            .locks
+            .view(&self.inner.store, &device.config, answered)
+        {
+            Ok(lock) => decide::choose(&device.config, current.as_deref(), &offered, lock.as_ref()),
+            Err(e) => {
+                errors.push(format!("lock: {e}"));
+                Selection::default()
+            }
+        };
         let executable = if selection.candidate.is_some() {
             match self
                 .step(
