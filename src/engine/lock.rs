@@ -109,6 +109,23 @@ impl Engine {
         let devices: Vec<&DeviceConfig> = self.devices().collect();
         self.inner.locks.arm(&self.inner.store, &devices);
     }
+
+    /// Why `fota-agent install` of `version` must not touch the locked `device`.
+    pub(super) fn locked_out(
+        &self,
+        device: &DeviceConfig,
+        version: Option<&str>,
+    ) -> Option<String> {
+        let locked = match self.inner.store.lock(&device.id) {
+            Ok(lock) => lock.map(|l| l.version).or_else(|| device.lock.clone()),
+            Err(e) => return Some(format!("cannot read the device's lock: {e}")),
+        }?;
+        let same = version.is_some_and(|v| {
+            device.version_scheme.compare(v, &locked) == Ok(std::cmp::Ordering::Equal)
+        });
+        (!same)
+            .then(|| format!("device is locked to {locked}; unlock it to install another version"))
+    }
 }
 
 #[cfg(test)]

@@ -668,11 +668,12 @@ impl Engine {
             FirmwareLocation::File(image.to_path_buf()),
         );
         firmware.checksums = checksums;
-        if let Some(target) = version {
+        let mut refusal = self.locked_out(&device.config, version);
+        if let (None, Some(target)) = (&refusal, version) {
             let current = installed::current_version(&device, &self.inner.store)
                 .await
                 .map(|c| c.version);
-            let refusal = match current {
+            refusal = match current {
                 Ok(Some(current)) => crate::version::check_upgrade(
                     device.config.version_scheme,
                     &current,
@@ -685,11 +686,12 @@ impl Engine {
                 Ok(None) => None,
                 Err(e) => Some(format!("cannot read the current version: {e}")),
             };
-            if let Some(reason) = refusal {
-                let progress = Progress::new(device_id, target, self.inner.events.clone());
-                let _ = progress.failed(reason.clone());
-                return Ok(Outcome::Failed(reason));
-            }
+        }
+        if let Some(reason) = refusal {
+            let target = version.unwrap_or("unknown");
+            let progress = Progress::new(device_id, target, self.inner.events.clone());
+            let _ = progress.failed(reason.clone());
+            return Ok(Outcome::Failed(reason));
         }
         let mode = if version.is_some() {
             Mode::Immediate
