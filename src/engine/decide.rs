@@ -242,6 +242,188 @@ mod tests {
         }
     }
 
+    fn fw(version: &str, release: Release) -> Firmware {
+        let mut f = Firmware::new(
+            "t",
+            version,
+            crate::model::FirmwareLocation::Url("http://x".into()),
+        );
+        f.release = release;
+        f
+    }
+
+    fn lock(version: &str, on_reset: bool, ready: bool) -> LockView {
+        LockView {
+            version: version.into(),
+            on_reset,
+            ready,
+        }
+    }
+
+    /// The selection table: device group, lock, current version, what it gets
+    /// and why the others are refused.
+    #[test]
+    fn release_group_and_lock_table() {
+        let groups = |g: &[&str]| Release::Groups(g.iter().map(|s| s.to_string()).collect());
+        let offered = [
+            fw("5", Release::All),
+            fw("6", Release::All),
+            fw("7", Release::Uploaded),
+            fw("8", groups(&["beta"])),
+        ];
+        type Row<'a> = (
+            Option<&'a str>,
+            Option<LockView>,
+            &'a str,
+            Option<&'a str>,
+            &'a [(&'a str, &'a str)],
+            Option<&'a str>,
+        );
+        let not_released = "not released; device is not in a test group";
+        let beta_only = "released to group beta only";
+        let rows: &[Row] = &[
+            // Not in a group: the newest released.
+            (
+                None,
+                None,
+                "5",
+                Some("6"),
+                &[("7", not_released), ("8", beta_only)],
+                None,
+            ),
+            (
+                None,
+                None,
+                "6",
+                None,
+                &[("7", not_released), ("8", beta_only)],
+                None,
+            ),
+            // A test device: the newest uploaded, not another group's.
+            (
+                Some("test"),
+                None,
+                "5",
+                Some("7"),
+                &[("8", beta_only)],
+                None,
+            ),
+            // Released to beta: beta devices take it.
+            (Some("beta"), None, "5", Some("8"), &[], None),
+            // Locked: that version, older or newer, released or not.
+            (
+                None,
+                Some(lock("5", false, true)),
+                "6",
+                Some("5"),
+                &[
+                    ("6", "locked to 5"),
+                    ("7", "locked to 5"),
+                    ("8", "locked to 5"),
+                ],
+                Some("locked to 5"),
+            ),
+            (
+                Some("beta"),
+                Some(lock("7", false, true)),
+                "5",
+                Some("7"),
+                &[
+                    ("5", "locked to 7"),
+                    ("6", "locked to 7"),
+                    ("8", "locked to 7"),
+                ],
+                Some("locked to 7"),
+            ),
+            (
+                None,
+                Some(lock("7", false, true)),
+                "7",
+                None,
+                &[
+                    ("5", "locked to 7"),
+                    ("6", "locked to 7"),
+                    ("8", "locked to 7"),
+                ],
+                Some("locked to 7"),
+            ),
+            (
+                None,
+                Some(lock("7", true, false)),
+                "5",
+                None,
+                &[
+                    ("5", "locked to 7 (on reset)"),
+                    ("6", "locked to 7 (on reset)"),
+                    ("8", "locked to 7 (on reset)"),
+                ],
+                Some("locked to 7 (on reset): waiting for the device to restart"),
+            ),
+            (
+                None,
+                Some(lock("7", true, true)),
+                "5",
+                Some("7"),
+                &[
+                    ("5", "locked to 7 (on reset)"),
+                    ("6", "locked to 7 (on reset)"),
+                    ("8", "locked to 7 (on reset)"),
+                ],
+                Some("locked to 7 (on reset)"),
+            ),
+            (
+                None,
+                Some(lock("9", false, true)),
+                "5",
+                None,
+                &[
+                    ("5", "locked to 9"),
+                    ("6", "locked to 9"),
+                    ("7", "locked to 9"),
+                    ("8", "locked to 9"),
+                ],
+                Some("locked to 9: version 9 is not offered"),
+            ),
+        ];
+        for (group, lock, current, expected, refused, note) in rows {
+            let mut device = crate::config::tests::minimal_device("d", "t", &["u"]);
+            device.group = group.map(str::to_string);
+            let s = choose(&device, Some(current), &offered, lock.as_ref());
+            let what = format!("group {group:?}, {lock:?}, current {current}");
+            assert_eq!(
+                s.candidate.map(|f| f.version).as_deref(),
+                *expected,
+                "{what}"
+            );
+            let got: Vec<(&str, &str)> = s
+                .refused
+                .iter()
+                .map(|(v, r)| (v.as_str(), r.as_str()))
+                .collect();
+            assert_eq!(got, *refused, "{what}");
+            assert_eq!(s.lock.as_deref(), *note, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_waiting_lock_is_an_available_update_and_only_newer_still_holds_without_one() {
+        let offered = [fw("5", Release::All), fw("7", Release::All)];
+        let device = crate::config::tests::minimal_device("d", "t", &["u"]);
+        let s = choose(&device, Some("5"), &offered, Some(&lock("7", true, false)));
+        assert_eq!(s.status(Some("5"), true), FirmwareStatus::UpdateAvailable);
+        let s = choose(&device, Some("9"), &offered, None);
+        assert_eq!(
+            (s.status(Some("9"), true), s.candidate),
+            (FirmwareStatus::UpToDate, None)
+        );
+        // Unreleased 9 on a device outside any group: with only_newer off it
+        // goes back to the newest released.
+        let mut back = device.clone();
+        back.only_newer = false;
+        let s = choose(&back, Some("9"), &offered, None);
+        assert_eq!(s.candidate.map(|f| f.version).as_deref(), Some("7"));
+    }
+
     #[test]
     fn plans() {
         use Handling::*;
