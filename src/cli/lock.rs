@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use fota_agent::config::{Config, DeviceConfig};
+use fota_agent::engine::lock;
 use fota_agent::store::{Lock, Store, now_secs};
 
 fn device<'c>(config: &'c Config, id: &str) -> anyhow::Result<&'c DeviceConfig> {
@@ -36,10 +37,9 @@ pub fn lock(config: &Path, id: &str, version: &str, on_reset: bool) -> anyhow::R
     let config = super::load(config)?;
     let device = device(&config, id)?;
     refuse_config_lock(&config, device)?;
-    device
-        .version_scheme
-        .validate(version)
-        .with_context(|| format!("device {id:?}: VERSION"))?;
+    if let Some(problem) = lock::version_problem(device.version_scheme, version) {
+        bail!("device {id:?}: cannot lock to {version:?}: {problem}");
+    }
     let lock = Lock {
         version: version.to_string(),
         on_reset,

@@ -377,9 +377,9 @@ fn device(
         None => None,
     };
     let lock = match &raw.lock {
-        Some(l) => match version_scheme.validate(l.get_ref()) {
-            Err(e) => return Err(check.at(l, "lock", format!("{dev}: lock: {e}"))),
-            Ok(()) => Some(l.get_ref().clone()),
+        Some(l) => match crate::engine::lock::version_problem(version_scheme, l.get_ref()) {
+            Some(e) => return Err(check.at(l, "lock", format!("{dev}: lock: {e}"))),
+            None => Some(l.get_ref().clone()),
         },
         None => None,
     };

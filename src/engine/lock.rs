@@ -10,7 +10,9 @@ use std::sync::Mutex;
 
 use super::Engine;
 use crate::config::DeviceConfig;
+use crate::source::server_text;
 use crate::store::{Lock, Store, StoreError};
+use crate::version::VersionScheme;
 
 /// The lock as the decision sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +34,15 @@ impl LockView {
             format!("locked to {}", self.version)
         }
     }
+}
+
+/// Why `version` cannot be a lock of a device with `scheme`: not a version of
+/// the scheme, or text a firmware's version could not be (the config's `lock`
+/// and `fota-agent lock` check the same).
+pub fn version_problem(scheme: VersionScheme, version: &str) -> Option<String> {
+    let checked = scheme.validate(version).map_err(|e| e.to_string());
+    let checked = checked.and_then(|()| server_text::version(version).map_err(|e| e.to_string()));
+    checked.err()
 }
 
 /// How far an on-reset lock's device got since the lock was first seen.
