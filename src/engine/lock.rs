@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use super::Engine;
 use crate::config::DeviceConfig;
+use crate::progress::{Outcome, Progress};
 use crate::source::server_text;
 use crate::store::{Lock, Store, StoreError};
 use crate::version::VersionScheme;
@@ -119,6 +120,13 @@ impl Engine {
     pub fn locks_at_start(&self) {
         let devices: Vec<&DeviceConfig> = self.devices().collect();
         self.inner.locks.arm(&self.inner.store, &devices);
+    }
+
+    /// An `install` refused before it started, reported as its one outcome.
+    pub(super) fn refused(&self, device_id: &str, version: &str, reason: String) -> Outcome {
+        let progress = Progress::new(device_id, version, self.inner.events.clone());
+        let _ = progress.failed(reason.clone());
+        Outcome::Failed(reason)
     }
 
     /// Why `fota-agent install` of `version` must not touch the locked `device`.

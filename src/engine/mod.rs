@@ -668,12 +668,14 @@ impl Engine {
             FirmwareLocation::File(image.to_path_buf()),
         );
         firmware.checksums = checksums;
-        let mut refusal = self.locked_out(&device.config, version);
-        if let (None, Some(target)) = (&refusal, version) {
+        if let Some(reason) = self.locked_out(&device.config, version) {
+            return Ok(self.refused(device_id, version.unwrap_or("unknown"), reason));
+        }
+        if let Some(target) = version {
             let current = installed::current_version(&device, &self.inner.store)
                 .await
                 .map(|c| c.version);
-            refusal = match current {
+            let refusal = match current {
                 Ok(Some(current)) => crate::version::check_upgrade(
                     device.config.version_scheme,
                     &current,
@@ -686,12 +688,9 @@ impl Engine {
                 Ok(None) => None,
                 Err(e) => Some(format!("cannot read the current version: {e}")),
             };
-        }
-        if let Some(reason) = refusal {
-            let target = version.unwrap_or("unknown");
-            let progress = Progress::new(device_id, target, self.inner.events.clone());
-            let _ = progress.failed(reason.clone());
-            return Ok(Outcome::Failed(reason));
+            if let Some(reason) = refusal {
+                return Ok(self.refused(device_id, target, reason));
+            }
         }
         let mode = if version.is_some() {
             Mode::Immediate
