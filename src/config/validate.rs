@@ -495,6 +495,7 @@ mod tests {
                 "response_timeout",
                 "retries",
                 "region",
+                "reset_command",
             ]
         );
     }
