@@ -59,6 +59,24 @@ fn config(tmp: &Path, agent_keys: &str, status: &str, devices: &[String]) -> Pat
     path
 }
 
+/// A test folder offering `offers` (version, `.properties` lines).
+fn folder(offers: &[(&str, &str)]) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for (v, extra) in offers {
+        offer(tmp.path(), v, extra);
+    }
+    tmp
+}
+
+/// A folder with `offers` (version, `.properties` lines) and one device `dev`
+/// running `start` with `keys`; no status endpoint.
+fn one_device(offers: &[(&str, &str)], start: &str, keys: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = folder(offers);
+    let t = tmp.path();
+    let config = config(t, "", "listen = \"off\"", &[device(t, "dev", start, keys)]);
+    (tmp, config)
+}
+
 fn version(tmp: &Path, id: &str) -> String {
     std::fs::read_to_string(tmp.join(format!("{id}.version")))
         .unwrap()
@@ -92,11 +110,12 @@ fn fails(config: &Path, args: &[&str]) -> String {
 
 #[test]
 fn released_uploaded_and_group_firmware_each_reach_their_devices() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = folder(&[
+        ("2.0", ""),
+        ("3.0", "released = false\n"),
+        ("4.0", "groups = beta\n"),
+    ]);
     let t = tmp.path();
-    offer(t, "2.0", "");
-    offer(t, "3.0", "released = false\n");
-    offer(t, "4.0", "groups = beta\n");
     let devices = [
         device(t, "plain", "1.0", ""),
         device(t, "tester", "1.0", "group = \"test\"\n"),
@@ -127,11 +146,8 @@ fn released_uploaded_and_group_firmware_each_reach_their_devices() {
 
 #[test]
 fn a_bad_release_key_skips_that_firmware_with_its_line() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, config) = one_device(&[("2.0", ""), ("3.0", "released = maybe\n")], "1.0", "");
     let t = tmp.path();
-    offer(t, "2.0", "");
-    offer(t, "3.0", "released = maybe\n");
-    let config = config(t, "", "listen = \"off\"", &[device(t, "dev", "1.0", "")]);
     let log = ok(&config, &["run", "--once"]);
     assert!(
         log.contains("fw-3.0.properties:3: released: must be true or false"),
@@ -142,11 +158,8 @@ fn a_bad_release_key_skips_that_firmware_with_its_line() {
 
 #[test]
 fn lock_now_downgrades_holds_the_device_and_unlock_releases_it() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, config) = one_device(&[("2.0", ""), ("3.0", "")], "3.0", "");
     let t = tmp.path();
-    offer(t, "2.0", "");
-    offer(t, "3.0", "");
-    let config = config(t, "", "listen = \"off\"", &[device(t, "dev", "3.0", "")]);
     let said = ok(&config, &["lock", "dev", "2.0"]);
     assert!(said.contains("dev: locked to 2.0"), "{said}");
     let check = ok(&config, &["check"]);
@@ -190,12 +203,9 @@ fn lock_now_downgrades_holds_the_device_and_unlock_releases_it() {
 
 #[test]
 fn a_config_lock_flashes_now_and_is_changed_only_in_the_config() {
-    let tmp = tempfile::tempdir().unwrap();
+    let offers = [("2.0", "released = false\n"), ("3.0", "")];
+    let (tmp, config) = one_device(&offers, "3.0", "lock = \"2.0\"\n");
     let t = tmp.path();
-    offer(t, "2.0", "released = false\n");
-    offer(t, "3.0", "");
-    let dev = device(t, "dev", "3.0", "lock = \"2.0\"\n");
-    let config = config(t, "", "listen = \"off\"", &[dev]);
     ok(&config, &["run", "--once"]);
     assert_eq!(version(t, "dev"), "2.0");
     for args in [&["unlock", "dev"][..], &["lock", "dev", "3.0"]] {
@@ -206,10 +216,8 @@ fn a_config_lock_flashes_now_and_is_changed_only_in_the_config() {
 
 #[test]
 fn a_lock_on_reset_waits_until_the_device_went_away_and_came_back() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = folder(&[("2.0", ""), ("3.0", "")]);
     let t = tmp.path();
-    offer(t, "2.0", "");
-    offer(t, "3.0", "");
     let port = free_port();
     let config = config(
         t,
@@ -288,11 +296,8 @@ fn a_lock_on_reset_waits_until_the_device_went_away_and_came_back() {
 
 #[test]
 fn a_lock_on_reset_set_while_the_agent_was_stopped_is_due_at_its_start() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, config) = one_device(&[("2.0", ""), ("3.0", "")], "3.0", "");
     let t = tmp.path();
-    offer(t, "2.0", "");
-    offer(t, "3.0", "");
-    let config = config(t, "", "listen = \"off\"", &[device(t, "dev", "3.0", "")]);
     ok(&config, &["lock", "dev", "2.0", "--on-reset"]);
     // `check` is not a start: it only explains.
     let check = ok(&config, &["check"]);
