@@ -187,6 +187,27 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupt_lock_file_is_an_error_and_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path());
+        std::fs::create_dir_all(dir.path().join("locks")).unwrap();
+        std::fs::write(dir.path().join("locks/d.json"), b"{\"version\":").unwrap();
+        let err = Watch::default()
+            .view(&store, &device(None), true)
+            .unwrap_err();
+        let StoreError::Corrupt { moved_to, .. } = err else {
+            panic!("expected Corrupt, got {err}");
+        };
+        assert_eq!(std::fs::read(moved_to).unwrap(), b"{\"version\":");
+        assert_eq!(version_problem(VersionScheme::Particle, "7"), None);
+        let problem = version_problem(VersionScheme::Particle, "7.1").unwrap();
+        assert!(
+            problem.contains("not a valid particle version"),
+            "{problem}"
+        );
+    }
+
+    #[test]
     fn a_lock_set_before_the_start_is_due_and_the_config_lock_flashes_now() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::at(dir.path());
