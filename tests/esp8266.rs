@@ -59,6 +59,8 @@ fn esp_device(
         policy: UpdatePolicy::Immediate,
         version_scheme: VersionScheme::Esh,
         only_newer: true,
+        group: None,
+        lock: None,
         handler: HandlerConfig::Esp8266(esp_config(port, offset, version_command)),
     }
 }

@@ -126,6 +126,8 @@ fn rig_with(
         policy: UpdatePolicy::Immediate,
         version_scheme: VersionScheme::Esh,
         only_newer,
+        group: None,
+        lock: None,
         handler: HandlerConfig::Mt7681(cfg.clone()),
     };
     let handler = Arc::new(Mt7681Handler::new(

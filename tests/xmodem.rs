@@ -80,6 +80,8 @@ fn rig(cfg: XmodemConfig, data: &[u8]) -> Rig {
         policy: UpdatePolicy::Immediate,
         version_scheme: VersionScheme::Esh,
         only_newer: true,
+        group: None,
+        lock: None,
         handler: HandlerConfig::Xmodem(cfg.clone()),
     };
     let handler = Arc::new(XmodemHandler::new("mcu", "stm", &cfg));
