@@ -51,6 +51,9 @@ pub struct Script {
     /// Feedback paths (`…/deploymentBase/{id}/feedback`) whose action a
     /// `closed` message closed: like hawkBit, later feedback gets 410 Gone.
     pub closed: Vec<String>,
+    /// Action ids a poll has linked so far: feedback for any other id gets 404,
+    /// as hawkBit answers for an action the target does not have.
+    pub actions: Vec<String>,
 }
 
 pub struct DdiServer {
@@ -117,6 +120,25 @@ impl DdiServer {
             .collect()
     }
 
+    /// POSTs `body` to `path` as a target would, returning the answer's status.
+    pub async fn post(&self, path: &str, body: &str) -> u16 {
+        let addr = self.base_url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: TargetToken {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap()
+    }
+
     pub fn polls(&self) -> Vec<Instant> {
         let path = self.controller();
         self.seen()
@@ -180,6 +202,7 @@ async fn serve(
         buf.extend_from_slice(&chunk[..n]);
     }
     let body: Option<serde_json::Value> = serde_json::from_slice(&buf[head_end..]).ok();
+    let malformed = feedback_problem(body.as_ref());
     let closes = body
         .as_ref()
         .is_some_and(|b| b["status"]["execution"] == "closed");
@@ -200,6 +223,15 @@ async fn serve(
             (401, Vec::new(), "text/plain")
         } else if method == "GET" && path == controller {
             let mut links = serde_json::Map::new();
+            let linked = [
+                s.deployment.as_ref().map(|d| d.0.clone()),
+                s.cancel.as_ref().map(|c| c.0.clone()),
+            ];
+            for id in linked.into_iter().flatten() {
+                if !s.actions.contains(&id) {
+                    s.actions.push(id);
+                }
+            }
             if let Some((id, _)) = &s.deployment {
                 links.insert(
                     "deploymentBase".into(),
@@ -220,8 +252,16 @@ async fn serve(
             }
             json(serde_json::json!({"config": {"polling": {"sleep": s.sleep}}, "_links": links}))
         } else if method == "POST" && path.ends_with("/feedback") {
+            let action = path
+                .strip_suffix("/feedback")
+                .and_then(|p| p.rsplit('/').next())
+                .unwrap_or("");
             if s.refuse_feedback {
                 (503, Vec::new(), "text/plain")
+            } else if let Some(problem) = &malformed {
+                (400, problem.clone().into_bytes(), "text/plain")
+            } else if !s.actions.iter().any(|a| a == action) {
+                (404, Vec::new(), "text/plain")
             } else if s.closed.contains(&path) {
                 (410, Vec::new(), "text/plain")
             } else {
@@ -292,6 +332,46 @@ async fn serve(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(&bytes).await?;
     stream.shutdown().await
+}
+
+/// Why hawkBit would refuse `body` as a `DdiActionFeedback` with 400 Bad Request
+/// (`DdiActionFeedback`, `DdiStatus`, `DdiResult`: `status`, `execution`,
+/// `result.finished` are required, enums are closed, `progress.cnt` is required).
+pub fn feedback_problem(body: Option<&serde_json::Value>) -> Option<String> {
+    const EXECUTIONS: [&str; 8] = [
+        "closed",
+        "proceeding",
+        "canceled",
+        "scheduled",
+        "rejected",
+        "resumed",
+        "downloaded",
+        "download",
+    ];
+    const FINISHED: [&str; 3] = ["success", "failure", "none"];
+    let Some(body) = body else {
+        return Some("body is not JSON".into());
+    };
+    let status = &body["status"];
+    let execution = status["execution"].as_str();
+    let finished = status["result"]["finished"].as_str();
+    let progress = &status["result"]["progress"];
+    if !status.is_object() {
+        Some("status missing".into())
+    } else if !execution.is_some_and(|e| EXECUTIONS.contains(&e)) {
+        Some(format!("bad status.execution {}", status["execution"]))
+    } else if !finished.is_some_and(|f| FINISHED.contains(&f)) {
+        Some(format!(
+            "bad status.result.finished {}",
+            status["result"]["finished"]
+        ))
+    } else if !progress.is_null() && !progress["cnt"].is_u64() {
+        Some(format!("bad status.result.progress {progress}"))
+    } else if !(status["details"].is_null() || status["details"].is_array()) {
+        Some("status.details is not a list".into())
+    } else {
+        None
+    }
 }
 
 /// A deployment object (`download`, `update`, maintenance window) with one chunk,
