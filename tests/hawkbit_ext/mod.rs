@@ -17,6 +17,9 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+#[path = "../support/http_request.rs"]
+mod http_request;
+
 pub const TENANT: &str = "DEFAULT";
 pub const TARGET: &str = "gw-1";
 pub const TOKEN: &str = "KeyGw-canary-7f3e91c2";
@@ -155,53 +158,19 @@ async fn serve(
     seen: &Mutex<Vec<Seen>>,
     base_url: &str,
 ) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
+    let Some(request) = http_request::read(&mut stream).await? else {
+        return Ok(());
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split(' ');
-    let method = first.next().unwrap_or("").to_string();
-    let target = first.next().unwrap_or("").to_string();
-    let path = target.split('?').next().unwrap_or("").to_string();
-    let mut length = 0usize;
-    let mut authorization = None;
-    let mut if_none_match = None;
-    let mut range_from: Option<usize> = None;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            match k.as_str() {
-                "content-length" => length = v.parse().unwrap_or(0),
-                "authorization" => authorization = Some(v.to_string()),
-                "if-none-match" => if_none_match = Some(v.to_string()),
-                "range" => {
-                    range_from = v
-                        .strip_prefix("bytes=")
-                        .and_then(|r| r.split('-').next())
-                        .and_then(|n| n.parse().ok())
-                }
-                _ => {}
-            }
-        }
-    }
-    while buf.len() < head_end + length {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body: Option<serde_json::Value> = serde_json::from_slice(&buf[head_end..]).ok();
+    let method = request.method.clone();
+    let path = request.path().to_string();
+    let authorization = request.header("authorization").map(str::to_string);
+    let if_none_match = request.header("if-none-match").map(str::to_string);
+    let range_from: Option<usize> = request
+        .header("range")
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|r| r.split('-').next())
+        .and_then(|n| n.parse().ok());
+    let body: Option<serde_json::Value> = serde_json::from_slice(&request.body).ok();
     let malformed = feedback_problem(body.as_ref());
     let closes = body
         .as_ref()
@@ -258,6 +227,8 @@ async fn serve(
                 .unwrap_or("");
             if s.refuse_feedback {
                 (503, Vec::new(), "text/plain")
+            } else if !request.is_json() {
+                (415, Vec::new(), "text/plain")
             } else if let Some(problem) = &malformed {
                 (400, problem.clone().into_bytes(), "text/plain")
             } else if !s.actions.iter().any(|a| a == action) {
