@@ -379,17 +379,16 @@ async fn the_stand_in_answers_feedback_like_hawkbit() {
         404,
         "not linked by a poll yet"
     );
-    let poll = server.controller();
-    let addr = server.base_url.trim_start_matches("http://").to_string();
-    let get = format!(
-        "GET {poll} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: TargetToken {TOKEN}\r\n\r\n"
+    let token = format!("Authorization: TargetToken {TOKEN}\r\n");
+    assert_eq!(
+        server.send("GET", &server.controller(), &token, "").await,
+        200
     );
-    {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        s.write_all(get.as_bytes()).await.unwrap();
-        s.read_to_end(&mut Vec::new()).await.unwrap();
-    }
+    assert_eq!(
+        server.send("POST", &feedback, &token, ok).await,
+        415,
+        "no JSON type"
+    );
     for bad in [
         "not json",
         r#"{"timestamp":1}"#,

@@ -14,7 +14,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 #[path = "../support/http_request.rs"]
@@ -123,23 +123,18 @@ impl DdiServer {
             .collect()
     }
 
-    /// POSTs `body` to `path` as a target would, returning the answer's status.
+    /// Sends `body` to `path` as a target would (its token, JSON), returning the
+    /// answer's status.
     pub async fn post(&self, path: &str, body: &str) -> u16 {
+        let headers =
+            format!("Authorization: TargetToken {TOKEN}\r\nContent-Type: application/json\r\n");
+        self.send("POST", path, &headers, body).await
+    }
+
+    /// Sends one request with the extra `headers` (CRLF-terminated lines).
+    pub async fn send(&self, method: &str, path: &str, headers: &str, body: &str) -> u16 {
         let addr = self.base_url.trim_start_matches("http://");
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: TargetToken {TOKEN}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
-        answer
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap()
+        http_request::send(addr, method, path, headers, body).await
     }
 
     pub fn polls(&self) -> Vec<Instant> {

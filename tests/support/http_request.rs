@@ -3,7 +3,7 @@
 //! MCS. The stand-ins include this file with `#[path]`, so there is one parser.
 #![allow(dead_code)]
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Largest request head accepted; a longer one is answered by closing.
 const MAX_HEAD: usize = 64 * 1024;
@@ -98,4 +98,25 @@ pub async fn read<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Optio
     }
     request.body = buf[head_end..head_end + length].to_vec();
     Ok(Some(request))
+}
+
+/// Sends one request to `addr` (`host:port`) with the extra `headers` (each
+/// ending in CRLF) and returns the answer's status code: how tests check what a
+/// stand-in accepts.
+pub async fn send(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
 }
