@@ -12,6 +12,10 @@
 #[path = "../xmodem_sim/pty.rs"]
 pub mod pty;
 
+#[path = "../support/crc16.rs"]
+pub mod crc16;
+
+pub use crc16::crc16;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -103,6 +107,8 @@ pub enum SimOutcome {
     Silent,
     /// Nothing (more) came from the sender.
     TimedOut(String),
+    /// EOT came before the header's length of contents: nothing new boots.
+    Incomplete(String),
 }
 
 #[derive(Clone)]
@@ -288,6 +294,17 @@ impl Sim<'_> {
             match c {
                 SOH | STX => {}
                 EOT => {
+                    // The SDK only marks the image bootable when the header's
+                    // length arrived; otherwise the old firmware keeps running.
+                    let expected = self.res.header.map(|(_, len)| len);
+                    if expected != Some(self.res.written) {
+                        self.send(&[ACK]).await;
+                        self.res.outcome = SimOutcome::Incomplete(format!(
+                            "{} of {expected:?} bytes at EOT",
+                            self.res.written
+                        ));
+                        return;
+                    }
                     // The new version is in place before the ACK: the agent asks
                     // for it as soon as the ACK arrives, and a real version
                     // command waits for the rebooted module to answer.
@@ -381,20 +398,4 @@ impl Sim<'_> {
             self.send(&[ACK]).await;
         }
     }
-}
-
-/// CRC-16/XMODEM, bit by bit as the SDK's `crc_cal_by_bit`.
-pub fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        for i in (0..8).rev() {
-            let bit = (b >> i) & 1 == 1;
-            let top = crc & 0x8000 != 0;
-            crc <<= 1;
-            if top != bit {
-                crc ^= 0x1021;
-            }
-        }
-    }
-    crc
 }
