@@ -5,8 +5,9 @@
 
 mod common;
 mod mt7681_sim;
+mod process;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,12 +45,6 @@ fn header_bin(region: Mt7681Region, contents: &[u8]) -> Vec<u8> {
     v
 }
 
-fn write_script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 struct Rig {
     tmp: tempfile::TempDir,
     engine: Engine,
@@ -73,7 +68,7 @@ fn rig(pty: &Pty, region: Mt7681Region, image: &[u8], current: &str, only_newer:
     let version_file = tmp.path().join("version");
     std::fs::write(&version_file, format!("{current}\n")).unwrap();
     let script = tmp.path().join("version.sh");
-    write_script(&script, &format!("cat '{}'", version_file.display()));
+    process::write_exec(&script, &format!("cat '{}'", version_file.display()));
     let cfg = Mt7681Config {
         serial: SerialConfig {
             port: pty.slave_path.clone(),
@@ -449,7 +444,7 @@ async fn agent_binary_installs_to_the_simulated_module() {
     let version_file = dir.join("version");
     std::fs::write(&version_file, "1.0\n").unwrap();
     let script = dir.join("version.sh");
-    write_script(&script, &format!("cat '{}'", version_file.display()));
+    process::write_exec(&script, &format!("cat '{}'", version_file.display()));
     let pty = Pty::open();
     let config = dir.join("config.toml");
     std::fs::write(

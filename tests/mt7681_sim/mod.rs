@@ -74,6 +74,9 @@ pub struct SimConfig {
     pub block_timeout: Duration,
     /// Line idle this long ends a silent or finished session.
     pub idle: Duration,
+    /// How long the module waits for the agent's first byte (a deadline for a
+    /// loaded machine, not a protocol time).
+    pub first_byte: Duration,
     /// Written with `new_version` once an upgrade completed.
     pub version_file: Option<PathBuf>,
     pub new_version: String,
@@ -88,6 +91,7 @@ impl SimConfig {
             start_attempts: 50,
             block_timeout: Duration::from_secs(1),
             idle: Duration::from_millis(800),
+            first_byte: Duration::from_secs(20),
             version_file: None,
             new_version: "2.0".into(),
             faults: Faults::default(),
@@ -226,7 +230,12 @@ pub async fn run(pty: &Pty, cfg: SimConfig) -> SimResult {
     let mut ignored = 0;
     loop {
         // Application: wait for AT#Reboot.
-        let Some(cmd) = sim.at_command(idle).await else {
+        let wait = if sim.res.received.is_empty() {
+            sim.cfg.first_byte
+        } else {
+            idle
+        };
+        let Some(cmd) = sim.at_command(wait).await else {
             return sim.res;
         };
         if !cmd.starts_with("Reboot") {
