@@ -4,6 +4,8 @@
 //! its status answer, or any report the stand-in received.
 
 mod hawkbit_ext;
+#[path = "support/http_request.rs"]
+mod http_request;
 mod mcs_server;
 mod process;
 mod thingsboard_server;

@@ -8,6 +8,8 @@
 
 mod common;
 mod hawkbit_ext;
+#[path = "support/http_request.rs"]
+mod http_request;
 mod minisign;
 mod process;
 

@@ -7,6 +7,8 @@
 //! survive a restart and reach the server exactly once.
 
 mod common;
+#[path = "support/http_request.rs"]
+mod http_request;
 mod mcs_server;
 mod process;
 

@@ -5,6 +5,8 @@
 //! resume by chunk index. The MQTT transport is tested in `thingsboard_mqtt.rs`.
 
 mod common;
+#[path = "support/http_request.rs"]
+mod http_request;
 mod minisign;
 mod process;
 mod thingsboard_server;

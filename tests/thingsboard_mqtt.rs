@@ -6,6 +6,8 @@
 //! run `.ci/run`, which installs it.
 
 mod common;
+#[path = "support/http_request.rs"]
+mod http_request;
 mod process;
 mod support;
 mod thingsboard_server;

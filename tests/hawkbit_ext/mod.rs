@@ -17,8 +17,7 @@ use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-#[path = "../support/http_request.rs"]
-mod http_request;
+use crate::http_request;
 
 pub const TENANT: &str = "DEFAULT";
 pub const TARGET: &str = "gw-1";

@@ -18,8 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-#[path = "../support/http_request.rs"]
-mod http_request;
+use crate::http_request;
 
 /// One firmware MCS offers a device.
 #[derive(Debug, Clone)]
