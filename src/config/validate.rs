@@ -479,6 +479,7 @@ mod tests {
                 "response_timeout",
                 "retries",
                 "region",
+                "reset_command",
             ]
         );
     }
