@@ -238,13 +238,15 @@ async fn an_mcs_redirect_to_another_host_does_not_take_the_device_key_along() {
     let agent = Agent::start(
         &format!(
             "[source]\nkind = \"mcs\"\nbase_url = \"{}\"\nhttps_only = false\n\
-             device_id = \"{ID}\"\ndevice_key = \"{CANARY}\"\ngateway_device = \"dev\"\n",
+             device_id = \"{ID}\"\ndevice_key = \"{CANARY}\"\ngateway_device = \"dev\"\n\
+             startup_spread = \"0\"\n",
             server.base_url()
         ),
         &[],
     );
-    until("the other host asked", || {
-        seen.lock().unwrap().contains("GET /mcs/v2/elsewhere")
+    let asked = || seen.lock().unwrap().contains("GET /mcs/v2/elsewhere");
+    until_or("the other host asked", asked, || {
+        format!("{:?}\n{}", server.requests(), agent.stderr())
     })
     .await;
     let other = seen.lock().unwrap().clone();
