@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use mcs_server::{McsServer, Offer};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use process::{until, until_or};
+use process::until_or;
 use thingsboard_server::TbServer;
 
 /// A command-handler device `dev` of type `t` running 1.0.
