@@ -19,6 +19,9 @@ config::handlers! {
     /// `handler = "mt7681"`: MediaTek MT7681 (LinkIt Connect 7681) UART upgrade
     /// (`AT#Reboot`, recovery mode, `AT#UpdateFW`, XMODEM).
     mt7681 => Mt7681(mt7681::config::Mt7681Config),
+    /// `handler = "particle"`: a Particle device's user firmware over USB serial
+    /// (listening mode, YMODEM).
+    particle => Particle(particle::config::ParticleConfig),
 }
 
 use std::path::{Path, PathBuf};

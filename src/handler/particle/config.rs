@@ -1,0 +1,138 @@
+//! The keys of `handler = "particle"`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::ParticleHandler;
+use crate::config::{ConfigError, DeviceConfig};
+use crate::handler::UpdateHandler;
+use crate::handler::config::{DeviceKeys, HandlerSpec};
+
+/// Opening the USB serial port at this rate puts the device in listening mode
+/// (`particle flash --serial` opens at it and sends `f`).
+pub const LISTEN_BAUD: u32 = 28_800;
+/// The rate particle-cli's other console commands (`s`, `v`, `i`) use.
+pub const CONSOLE_BAUD: u32 = 9_600;
+/// The device answers `f` at once; listening mode takes a moment to start.
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the port may stay away while the device resets.
+const DEFAULT_RESET_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Keys of `handler = "particle"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParticleConfig {
+    /// The device's USB serial port, e.g. `/dev/serial/by-id/usb-Particle_…`.
+    pub port: PathBuf,
+    /// The platform the device is (`p` of its `s` answer; 12 Argon, 13 Boron …).
+    pub platform_id: u16,
+    /// The product a binary must be built for (its suffix's product id).
+    pub product_id: u16,
+    /// Opens listening mode and carries YMODEM; default 28800.
+    pub listen_baud: u32,
+    /// The console commands' rate once in listening mode; default 9600.
+    pub console_baud: u32,
+    /// Longest wait for one answer of the device (console, YMODEM); at least 6 s
+    /// because the receiver's first 'C' comes after its 5 s timeout. Default 10 s.
+    pub response_timeout: Duration,
+    /// Attempts of each YMODEM block; default 10.
+    pub retries: u32,
+    /// Longest time the port may be gone (device resetting); default 60 s.
+    pub reset_timeout: Duration,
+    /// `agent.state_dir`: holds `<device id>.particle.json`, the SHA-256 →
+    /// PRODUCT_VERSION map of the binaries this device was given.
+    pub state_dir: PathBuf,
+}
+
+/// `handler = "particle"` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawParticle {
+    port: Option<Spanned<String>>,
+    platform_id: Option<Spanned<i64>>,
+    product_id: Option<Spanned<i64>>,
+    listen_baud: Option<Spanned<i64>>,
+    console_baud: Option<Spanned<i64>>,
+    response_timeout: Option<Spanned<String>>,
+    retries: Option<Spanned<i64>>,
+    reset_timeout: Option<Spanned<String>>,
+}
+
+impl ParticleConfig {
+    fn id(
+        device: &DeviceKeys<'_>,
+        value: &Option<Spanned<i64>>,
+        key: &str,
+    ) -> Result<u16, ConfigError> {
+        let dev = device.dev;
+        match value {
+            Some(v) => device.check.int(
+                v,
+                key,
+                |v| (1..=0xFFFE).contains(v),
+                |v| format!("{dev}: {key} must be between 1 and 65534, got {v}"),
+            ),
+            None => Err(device.missing::<Self>(key, "")),
+        }
+    }
+
+    fn baud(
+        device: &DeviceKeys<'_>,
+        value: &Option<Spanned<i64>>,
+        key: &str,
+        default: u32,
+    ) -> Result<u32, ConfigError> {
+        let dev = device.dev;
+        match value {
+            Some(b) => device.check.int(
+                b,
+                key,
+                |b| (300..=4_000_000).contains(b),
+                |b| format!("{dev}: {key} must be between 300 and 4000000, got {b}"),
+            ),
+            None => Ok(default),
+        }
+    }
+}
+
+impl HandlerSpec for ParticleConfig {
+    const NAME: &'static str = "particle";
+    type Raw = RawParticle;
+
+    fn from_raw(raw: RawParticle, device: &DeviceKeys<'_>) -> Result<Self, ConfigError> {
+        let dev = device.dev;
+        let serial = device.serial::<Self>(&raw.port, &None)?;
+        let name = format!("{dev}: response_timeout");
+        let response_timeout = device.check.duration_or(
+            &raw.response_timeout,
+            "response_timeout",
+            &name,
+            DEFAULT_RESPONSE_TIMEOUT,
+        )?;
+        let name = format!("{dev}: reset_timeout");
+        let reset_timeout = device.check.duration_or(
+            &raw.reset_timeout,
+            "reset_timeout",
+            &name,
+            DEFAULT_RESET_TIMEOUT,
+        )?;
+        Ok(ParticleConfig {
+            port: serial.port,
+            platform_id: Self::id(device, &raw.platform_id, "platform_id")?,
+            product_id: Self::id(device, &raw.product_id, "product_id")?,
+            listen_baud: Self::baud(device, &raw.listen_baud, "listen_baud", LISTEN_BAUD)?,
+            console_baud: Self::baud(device, &raw.console_baud, "console_baud", CONSOLE_BAUD)?,
+            response_timeout,
+            retries: device.retries(&raw.retries)?,
+            reset_timeout,
+            state_dir: device.state_dir.to_path_buf(),
+        })
+    }
+
+    fn handler(&self, device: &DeviceConfig) -> Arc<dyn UpdateHandler> {
+        Arc::new(ParticleHandler::new(&device.id, self))
+    }
+}
