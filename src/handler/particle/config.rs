@@ -15,8 +15,6 @@ use crate::handler::config::{DeviceKeys, HandlerSpec};
 /// Opening the USB serial port at this rate puts the device in listening mode
 /// (`particle flash --serial` opens at it and sends `f`).
 pub const LISTEN_BAUD: u32 = 28_800;
-/// The rate particle-cli's other console commands (`s`, `v`, `i`) use.
-pub const CONSOLE_BAUD: u32 = 9_600;
 /// The device answers `f` at once; listening mode takes a moment to start.
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the port may stay away while the device resets.
@@ -31,10 +29,11 @@ pub struct ParticleConfig {
     pub platform_id: u16,
     /// The product a binary must be built for (its suffix's product id).
     pub product_id: u16,
-    /// Opens listening mode and carries YMODEM; default 28800.
-    pub listen_baud: u32,
-    /// The console commands' rate once in listening mode; default 9600.
-    pub console_baud: u32,
+    /// Opens listening mode and carries the console and YMODEM; default 28800.
+    /// Over USB the rate means nothing else: particle-cli sends `s`, `v`, `i`
+    /// at 9600 to a device already in listening mode, which answers at any
+    /// rate, so the agent stays at this one.
+    pub baud: u32,
     /// Longest wait for one answer of the device (console, YMODEM); at least 6 s
     /// because the receiver's first 'C' comes after its 5 s timeout. Default 10 s.
     pub response_timeout: Duration,
@@ -54,8 +53,7 @@ pub(crate) struct RawParticle {
     port: Option<Spanned<String>>,
     platform_id: Option<Spanned<i64>>,
     product_id: Option<Spanned<i64>>,
-    listen_baud: Option<Spanned<i64>>,
-    console_baud: Option<Spanned<i64>>,
+    baud: Option<Spanned<i64>>,
     response_timeout: Option<Spanned<String>>,
     retries: Option<Spanned<i64>>,
     reset_timeout: Option<Spanned<String>>,
@@ -79,23 +77,6 @@ impl ParticleConfig {
         }
     }
 
-    fn baud(
-        device: &DeviceKeys<'_>,
-        value: &Option<Spanned<i64>>,
-        key: &str,
-        default: u32,
-    ) -> Result<u32, ConfigError> {
-        let dev = device.dev;
-        match value {
-            Some(b) => device.check.int(
-                b,
-                key,
-                |b| (300..=4_000_000).contains(b),
-                |b| format!("{dev}: {key} must be between 300 and 4000000, got {b}"),
-            ),
-            None => Ok(default),
-        }
-    }
 }
 
 impl HandlerSpec for ParticleConfig {
@@ -104,7 +85,7 @@ impl HandlerSpec for ParticleConfig {
 
     fn from_raw(raw: RawParticle, device: &DeviceKeys<'_>) -> Result<Self, ConfigError> {
         let dev = device.dev;
-        let serial = device.serial::<Self>(&raw.port, &None)?;
+        let serial = device.serial::<Self>(&raw.port, &raw.baud)?;
         let name = format!("{dev}: response_timeout");
         let response_timeout = device.check.duration_or(
             &raw.response_timeout,
@@ -123,8 +104,7 @@ impl HandlerSpec for ParticleConfig {
             port: serial.port,
             platform_id: Self::id(device, &raw.platform_id, "platform_id")?,
             product_id: Self::id(device, &raw.product_id, "product_id")?,
-            listen_baud: Self::baud(device, &raw.listen_baud, "listen_baud", LISTEN_BAUD)?,
-            console_baud: Self::baud(device, &raw.console_baud, "console_baud", CONSOLE_BAUD)?,
+            baud: raw.baud.as_ref().map_or(LISTEN_BAUD, |_| serial.baud),
             response_timeout,
             retries: device.retries(&raw.retries)?,
             reset_timeout,

@@ -69,7 +69,7 @@ pub fn preview(text: &str) -> String {
     text.chars().take(120).collect()
 }
 
-/// Reads text until `done(text)` holds; `None` when `timeout` passed first.
+/// Reads text until `done(text)` holds: (whether it did, the text read).
 pub async fn read_until<L: Link>(
     link: &mut L,
     timeout: Duration,
@@ -97,62 +97,48 @@ pub async fn send<L: Link>(link: &mut L, cmd: u8) -> std::io::Result<()> {
     link.flush().await
 }
 
-/// Opens `port` at `listen_baud` (which puts the device in listening mode),
-/// waiting up to `within` for the port to be there (it is away for a moment
-/// while the device resets), then switches to `console_baud`.
-pub async fn open_listening(
-    port: &Path,
-    listen_baud: u32,
-    console_baud: u32,
-    within: Duration,
-) -> Result<SerialLink, HandlerError> {
-    let deadline = Instant::now() + within;
-    let mut link = loop {
-        match SerialLink::open(port, listen_baud) {
-            Ok(link) => break link,
-            Err(e) if Instant::now() >= deadline => {
-                return Err(HandlerError::failed(
-                    "particle open",
-                    format!("{e} (waited {})", humantime::format_duration(within)),
-                ));
-            }
-            Err(_) => tokio::time::sleep(PORT_POLL).await,
-        }
-    };
-    if console_baud != listen_baud {
-        link.set_baud(console_baud)
-            .map_err(|e| HandlerError::failed("particle open", e.to_string()))?;
-    }
-    Ok(link)
-}
+/// One look for the module info: how long `s` may take to be answered.
+const ATTEMPT: Duration = Duration::from_secs(1);
 
-/// Asks `s` until the module info comes (listening mode may take a moment to
-/// start after the port opened), within `timeout`.
-pub async fn module_info<L: Link>(
-    link: &mut L,
+/// Opens `port` at `baud` (28800 puts the device in listening mode) and reads
+/// `s`. The port may be away for up to `reset_timeout` (the device resetting);
+/// the device must then answer within `timeout`. An attempt without answer
+/// opens the port again: each open sets the line coding anew, and so starts
+/// listening mode again if the device left it (`x`) meanwhile.
+pub async fn enter_listening(
+    port: &Path,
+    baud: u32,
+    reset_timeout: Duration,
     timeout: Duration,
-) -> Result<ModuleInfo, HandlerError> {
+) -> Result<(SerialLink, ModuleInfo), HandlerError> {
     let step = "particle module info (s)";
-    let io = |e: std::io::Error| HandlerError::io(step, e);
+    let mut link = open_port(port, baud, reset_timeout).await?;
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
-    while Instant::now() < deadline {
-        send(link, b's').await.map_err(io)?;
-        let wait = (deadline - Instant::now()).min(Duration::from_secs(1));
-        let (done, text) = read_until(link, wait, |t| {
+    loop {
+        let wait = deadline.saturating_duration_since(Instant::now()).min(ATTEMPT);
+        let (done, text) = ask(&mut link, b's', wait, |t| {
             t.lines().any(|l| l.trim().starts_with('{') && l.ends_with('\r'))
         })
         .await
-        .map_err(io)?;
+        .map_err(|e| HandlerError::io(step, e))?;
         if done {
-            return parse_module_info(&text).map_err(|m| HandlerError::failed(step, m));
+            let info = parse_module_info(&text).map_err(|m| HandlerError::failed(step, m))?;
+            return Ok((link, info));
         }
-        last = text;
+        if !text.is_empty() {
+            last = text;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        drop(link);
+        link = open_port(port, baud, reset_timeout).await?;
     }
     Err(HandlerError::failed(
         step,
         format!(
-            "no answer within {} (is it a Particle device in listening mode?){}",
+            "no answer within {} (is it a Particle device with Device OS 5 or older?){}",
             humantime::format_duration(timeout),
             if last.is_empty() {
                 String::new()
@@ -161,6 +147,34 @@ pub async fn module_info<L: Link>(
             }
         ),
     ))
+}
+
+/// Sends `cmd` and reads the answer until `done` holds or `wait` passed.
+async fn ask<L: Link>(
+    link: &mut L,
+    cmd: u8,
+    wait: Duration,
+    done: impl Fn(&str) -> bool,
+) -> std::io::Result<(bool, String)> {
+    send(link, cmd).await?;
+    read_until(link, wait, done).await
+}
+
+/// Opens `port`, waiting up to `within` for it to be there.
+async fn open_port(port: &Path, baud: u32, within: Duration) -> Result<SerialLink, HandlerError> {
+    let deadline = Instant::now() + within;
+    loop {
+        match SerialLink::open(port, baud) {
+            Ok(link) => return Ok(link),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(HandlerError::failed(
+                    "particle open",
+                    format!("{e} (waited {})", humantime::format_duration(within)),
+                ));
+            }
+            Err(_) => tokio::time::sleep(PORT_POLL).await,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::handler::xmodem::protocol::{File, Options};
 use crate::handler::xmodem::transfer::send_image;
 use crate::handler::HandlerError;
 use crate::progress::Progress;
-use crate::serial::Link;
+use crate::serial::{Link, read_byte};
 
 const READY: &str = "Waiting for the binary file to be sent";
 const REMOVED: &str = "Serial/YModem flashing is no longer supported";
@@ -32,6 +32,8 @@ pub struct FlashOptions {
     pub response_timeout: Duration,
     pub retries: u32,
     pub baud: u32,
+    /// Longest wait for the port to go away once the device restarts.
+    pub reset_timeout: Duration,
 }
 
 /// What a device's validation code means (device-os `system_error.h`).
@@ -85,7 +87,13 @@ pub async fn flash<L: Link>(
     })
     .await
     .map_err(io)?;
-    if let Some(code) = validation_code(&text) {
+    let code = validation_code(&text);
+    if code.is_some() || sent.is_ok() {
+        // It resets after both: let the port go first, so that nothing opens
+        // the old one again.
+        wait_gone(link, opts.reset_timeout, progress.device_id()).await;
+    }
+    if let Some(code) = code {
         return Err(HandlerError::failed(
             "particle validation",
             format!(
@@ -103,6 +111,21 @@ pub async fn flash<L: Link>(
         );
     }
     Ok(())
+}
+
+/// Reads until the link fails (the USB device went away), within `within`.
+async fn wait_gone<L: Link>(link: &mut L, within: Duration, device: &str) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            tracing::warn!(device, "the port stayed after the device said it restarts");
+            return;
+        }
+        if read_byte(link, left).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// `f`, and the device's answer: ready, or no YMODEM (Device OS 6).

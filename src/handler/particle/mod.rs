@@ -6,7 +6,7 @@
 //!    ([`binary`]): module prefix, suffix, SHA-256, CRC-32, user part, the
 //!    configured platform and product (another product is refused: the cloud
 //!    would quarantine the device), PRODUCT_VERSION equal to the offered version.
-//! 2. The port is opened at `listen_baud` (28800 puts the device in listening
+//! 2. The port is opened at `baud` (28800 puts the device in listening
 //!    mode), `s` confirms the device's platform ([`console`]).
 //! 3. `f` and YMODEM ([`flash`]); the device validates, restarts and its port
 //!    is away for a moment.
@@ -26,7 +26,7 @@ use async_trait::async_trait;
 
 use self::binary::{Expect, UserBinary};
 use self::config::ParticleConfig;
-use self::console::{module_info, open_listening, send};
+use self::console::{enter_listening, send};
 use self::flash::FlashOptions;
 use self::known::KnownFirmware;
 use super::{HandlerError, UpdateHandler, VerifiedImage};
@@ -90,9 +90,8 @@ impl UpdateHandler for ParticleHandler {
     /// module's SHA-256 to the version of the binary the agent gave it.
     async fn current_version(&self) -> Result<Option<String>, HandlerError> {
         let c = &self.config;
-        let mut link =
-            open_listening(&c.port, c.listen_baud, c.console_baud, c.reset_timeout).await?;
-        let info = module_info(&mut link, c.response_timeout).await?;
+        let (mut link, info) =
+            enter_listening(&c.port, c.baud, c.reset_timeout, c.response_timeout).await?;
         if let Err(e) = send(&mut link, b'x').await {
             tracing::debug!(device = %self.device_id, "cannot leave listening mode: {e}");
         }
@@ -122,9 +121,8 @@ impl UpdateHandler for ParticleHandler {
             HandlerError::io(format!("reading image {}", image.path().display()), e)
         })?;
         let c = &self.config;
-        let mut link =
-            open_listening(&c.port, c.listen_baud, c.listen_baud, c.reset_timeout).await?;
-        let info = module_info(&mut link, c.response_timeout).await?;
+        let (mut link, info) =
+            enter_listening(&c.port, c.baud, c.reset_timeout, c.response_timeout).await?;
         self.same_platform(info.platform_id)?;
         tracing::info!(
             device = %self.device_id,
@@ -136,7 +134,8 @@ impl UpdateHandler for ParticleHandler {
         let opts = FlashOptions {
             response_timeout: c.response_timeout,
             retries: c.retries,
-            baud: c.listen_baud,
+            baud: c.baud,
+            reset_timeout: c.reset_timeout,
         };
         flash::flash(&mut link, "firmware.bin", &data, &opts, progress).await?;
         tracing::info!(device = %self.device_id, "binary accepted; the device restarts");
