@@ -481,6 +481,9 @@ mod tests {
                 "response_timeout",
                 "retries",
                 "region",
+                "platform_id",
+                "product_id",
+                "reset_timeout",
             ]
         );
     }

@@ -116,3 +116,63 @@ impl HandlerSpec for ParticleConfig {
         Arc::new(ParticleHandler::new(&device.id, self))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, HandlerConfig};
+
+    const BASE: &str = "[[device]]\nid = \"e\"\ntype = \"t\"\nhandler = \"particle\"\n";
+
+    #[test]
+    fn defaults_and_state_file() {
+        let text = format!(
+            "[agent]\nstate_dir = \"/s\"\n{BASE}port = \"/dev/x\"\nplatform_id = 13\nproduct_id = 4321\n"
+        );
+        let cfg = Config::parse(&text, std::path::Path::new("c.toml")).unwrap();
+        let HandlerConfig::Particle(p) = &cfg.devices[0].handler else {
+            panic!("not particle");
+        };
+        assert_eq!((p.platform_id, p.product_id, p.baud), (13, 4321, 28_800));
+        assert_eq!(p.state_dir, std::path::Path::new("/s"));
+    }
+
+    #[test]
+    fn keys_are_checked() {
+        let ids = "platform_id = 13\nproduct_id = 4321\n";
+        let cases = [
+            (
+                format!("{BASE}port = \"/dev/x\"\nproduct_id = 4321\n"),
+                1,
+                "platform_id",
+                "missing key \"platform_id\" (required by handler \"particle\")",
+            ),
+            (
+                format!("{BASE}port = \"/dev/x\"\nplatform_id = 13\nproduct_id = 0\n"),
+                7,
+                "product_id",
+                "product_id must be between 1 and 65534, got 0",
+            ),
+            (
+                format!("{BASE}{ids}"),
+                1,
+                "port",
+                "missing key \"port\" (required by handler \"particle\")",
+            ),
+            (
+                format!("{BASE}port = \"/dev/x\"\n{ids}region = \"sta\"\n"),
+                8,
+                "region",
+                "key \"region\" does not apply to handler \"particle\"",
+            ),
+        ];
+        for (text, line, key, message) in cases {
+            let err = Config::parse(&text, std::path::Path::new("c.toml")).unwrap_err();
+            let shown = err.to_string();
+            assert_eq!((err.line(), err.key()), (Some(line), Some(key)), "{shown}");
+            assert!(
+                shown.starts_with(&format!("c.toml:{line}: device \"e\": {message}")),
+                "{shown}"
+            );
+        }
+    }
+}
