@@ -5,6 +5,7 @@
 
 mod particle_sim;
 mod process;
+mod xmodem_sim;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -16,16 +16,14 @@
 //!   checks and their codes (end address -1300, CRC -1330, platform -1360).
 #![allow(dead_code)]
 
-#[path = "../xmodem_sim/pty.rs"]
-pub mod pty;
-
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-pub use pty::Pty;
+pub use super::xmodem_sim::Pty;
+use super::xmodem_sim::crc16;
 
 const SOH: u8 = 0x01;
 const STX: u8 = 0x02;
@@ -393,21 +391,6 @@ async fn receive_packet(pty: &Pty, timeout: Duration, state: &Mutex<SimState>) -
     let mut p = vec![rest[0]];
     p.extend_from_slice(&rest[2..size + 2]);
     Packet::Data(p)
-}
-
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
 }
 
 /// `YModem::receive_file` with `handle_packet`: (size or error code, image, name).

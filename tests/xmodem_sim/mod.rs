@@ -124,7 +124,7 @@ impl SimResult {
     }
 }
 
-fn crc16(data: &[u8]) -> u16 {
+pub fn crc16(data: &[u8]) -> u16 {
     // Bitwise CRC-16/CCITT (XMODEM): poly 0x1021, init 0.
     let mut crc: u16 = 0;
     for &b in data {

@@ -84,22 +84,17 @@ impl HandlerSpec for ParticleConfig {
     type Raw = RawParticle;
 
     fn from_raw(raw: RawParticle, device: &DeviceKeys<'_>) -> Result<Self, ConfigError> {
-        let dev = device.dev;
         let serial = device.serial::<Self>(&raw.port, &raw.baud)?;
-        let name = format!("{dev}: response_timeout");
-        let response_timeout = device.check.duration_or(
+        let duration = |value: &Option<Spanned<String>>, key: &str, default| {
+            let name = format!("{}: {key}", device.dev);
+            device.check.duration_or(value, key, &name, default)
+        };
+        let response_timeout = duration(
             &raw.response_timeout,
             "response_timeout",
-            &name,
             DEFAULT_RESPONSE_TIMEOUT,
         )?;
-        let name = format!("{dev}: reset_timeout");
-        let reset_timeout = device.check.duration_or(
-            &raw.reset_timeout,
-            "reset_timeout",
-            &name,
-            DEFAULT_RESET_TIMEOUT,
-        )?;
+        let reset_timeout = duration(&raw.reset_timeout, "reset_timeout", DEFAULT_RESET_TIMEOUT)?;
         Ok(ParticleConfig {
             port: serial.port,
             platform_id: Self::id(device, &raw.platform_id, "platform_id")?,

@@ -69,6 +69,15 @@ pub fn preview(text: &str) -> String {
     text.chars().take(120).collect()
 }
 
+/// `; it said "…"` for what the device said instead, or nothing.
+pub fn said(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("; it said {:?}", preview(text))
+    }
+}
+
 /// Reads text until `done(text)` holds: (whether it did, the text read).
 pub async fn read_until<L: Link>(
     link: &mut L,
@@ -140,11 +149,7 @@ pub async fn enter_listening(
         format!(
             "no answer within {} (is it a Particle device with Device OS 5 or older?){}",
             humantime::format_duration(timeout),
-            if last.is_empty() {
-                String::new()
-            } else {
-                format!("; it said {:?}", preview(&last))
-            }
+            said(&last)
         ),
     ))
 }

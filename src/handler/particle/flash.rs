@@ -13,7 +13,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::console::{preview, read_until, send};
+use super::console::{preview, read_until, said, send};
 use crate::config::XmodemProtocol;
 use crate::handler::xmodem::protocol::{File, Options};
 use crate::handler::xmodem::transfer::send_image;
@@ -161,11 +161,7 @@ async fn start<L: Link>(link: &mut L, timeout: Duration) -> Result<(), HandlerEr
             format!(
                 "no \"{READY}\" within {} (is the device in listening mode?){}",
                 humantime::format_duration(timeout),
-                if text.is_empty() {
-                    String::new()
-                } else {
-                    format!("; it said {:?}", preview(&text))
-                }
+                said(&text)
             ),
         ));
     }
