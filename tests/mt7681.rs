@@ -62,6 +62,34 @@ struct Rig {
 /// An engine with one mt7681 device "wifi" running `current`, the image written
 /// to `fw.bin`. `only_newer` is the engine's setting (the handler ignores it).
 fn rig(pty: &Pty, region: Mt7681Region, image: &[u8], current: &str, only_newer: bool) -> Rig {
+    rig_with(pty, region, image, current, only_newer, Keys::default())
+}
+
+/// Handler keys a test sets beyond [`rig`]'s.
+struct Keys {
+    response_timeout: Duration,
+    /// `reset_command` as a shell script body (`$DIR`: the rig's folder).
+    reset_script: Option<&'static str>,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys {
+            response_timeout: Duration::from_secs(1),
+            reset_script: None,
+        }
+    }
+}
+
+/// [`rig`] with `keys`.
+fn rig_with(
+    pty: &Pty,
+    region: Mt7681Region,
+    image: &[u8],
+    current: &str,
+    only_newer: bool,
+    keys: Keys,
+) -> Rig {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("fota_agent=debug")
@@ -74,15 +102,22 @@ fn rig(pty: &Pty, region: Mt7681Region, image: &[u8], current: &str, only_newer:
     std::fs::write(&version_file, format!("{current}\n")).unwrap();
     let script = tmp.path().join("version.sh");
     write_script(&script, &format!("cat '{}'", version_file.display()));
+    let reset_command = keys.reset_script.map(|body| {
+        let reset = tmp.path().join("reset.sh");
+        let dir = tmp.path().display().to_string();
+        write_script(&reset, &body.replace("$DIR", &format!("'{dir}'")));
+        vec![reset.display().to_string()]
+    });
     let cfg = Mt7681Config {
         serial: SerialConfig {
             port: pty.slave_path.clone(),
             baud: 115_200,
         },
         region,
-        response_timeout: Duration::from_secs(1),
+        response_timeout: keys.response_timeout,
         retries: 3,
         version_command: vec![script.display().to_string()],
+        reset_command,
         command_timeout: Duration::from_secs(10),
     };
     let device = DeviceConfig {
@@ -259,6 +294,80 @@ async fn nak_corruption_and_chatter_are_recovered() {
             .count()
             >= 2
     );
+}
+
+/// The module's receiver sends nothing while it waits for the next block and gives
+/// up after three silences of about 2 s (the simulator: 3 × 1 s), so a block whose
+/// ACK was lost is sent again well before then, even with the default 10 s
+/// `response_timeout`.
+#[tokio::test]
+async fn a_lost_ack_is_answered_by_a_repeat_before_the_module_gives_up() {
+    let pty = Pty::open();
+    let data = contents(1000, 5);
+    let image = header_bin(Mt7681Region::Sta, &data);
+    let rig = rig_with(
+        &pty,
+        Mt7681Region::Sta,
+        &image,
+        "1.0",
+        true,
+        Keys {
+            response_timeout: Duration::from_secs(10),
+            ..Keys::default()
+        },
+    );
+    let mut sim_cfg = rig.sim();
+    sim_cfg.faults.lose_ack = Some(3);
+    let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
+    assert_eq!(outcome, Outcome::Success, "{sim:?}");
+    assert_eq!(sim.outcome, SimOutcome::Complete);
+    assert_eq!(sim.duplicates, 1);
+    assert_eq!(sim.region_contents().unwrap(), &data[..]);
+}
+
+/// A module whose application no longer answers (left half-written) comes back
+/// only through its reset line: with `reset_command` the agent resets it into
+/// recovery itself; without one, `AT#Reboot` finds no listener.
+#[tokio::test]
+async fn reset_command_reaches_the_recovery_firmware_of_a_dead_application() {
+    let data = contents(700, 9);
+    let image = header_bin(Mt7681Region::Sta, &data);
+
+    let pty = Pty::open();
+    let rig = sta_rig(&pty, &data);
+    let mut sim_cfg = rig.sim();
+    sim_cfg.faults.app_dead = true;
+    sim_cfg.idle = Duration::from_secs(2);
+    let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
+    let Outcome::Failed(reason) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        reason.contains("mt7681 recovery mode (AT#Reboot)"),
+        "{reason}"
+    );
+    assert_eq!((sim.reboots, sim.resets, sim.blocks_seen), (0, 0, 0));
+
+    let pty = Pty::open();
+    let rig = rig_with(
+        &pty,
+        Mt7681Region::Sta,
+        &image,
+        "1.0",
+        true,
+        Keys {
+            reset_script: Some("touch $DIR/reset"),
+            ..Keys::default()
+        },
+    );
+    let mut sim_cfg = rig.sim();
+    sim_cfg.faults.app_dead = true;
+    sim_cfg.reset_file = Some(rig.tmp.path().join("reset"));
+    let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
+    assert_eq!(outcome, Outcome::Success, "{sim:?}");
+    assert_eq!((sim.reboots, sim.resets), (0, 1));
+    assert_eq!(sim.region_contents().unwrap(), &data[..]);
+    assert!(!sim.received.windows(10).any(|w| w == b"AT#Reboot\r"));
 }
 
 #[tokio::test]

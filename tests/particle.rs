@@ -218,7 +218,7 @@ async fn the_device_rejects_what_the_agent_would_refuse() {
             baud: 28_800,
             reset_timeout: Duration::from_secs(20),
         };
-        let err = flash(&mut link, "firmware.bin", &bin, &opts, &progress)
+        let err = flash(&mut link, &mut &bin[..], bin.len() as u64, &opts, &progress)
             .await
             .unwrap_err()
             .to_string();

@@ -481,6 +481,7 @@ mod tests {
                 "response_timeout",
                 "retries",
                 "region",
+                "reset_command",
                 "platform_id",
                 "product_id",
                 "reset_timeout",

@@ -52,10 +52,15 @@ pub struct Faults {
     pub nak: Option<u32>,
     /// This block arrival has a flipped bit (bad CRC: NAK).
     pub corrupt: Option<u32>,
+    /// This block arrival is stored, but its ACK is lost on the line.
+    pub lose_ack: Option<u32>,
     /// Printed before every ACK (debug output of the firmware).
     pub garbage_before_ack: Vec<u8>,
     /// Ignore this many `AT#Reboot`s before rebooting.
     pub ignore_reboots: u32,
+    /// The application never answers (a module left half-written: only its
+    /// recovery firmware runs, after a reset).
+    pub app_dead: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +77,9 @@ pub struct SimConfig {
     pub idle: Duration,
     /// Written with `new_version` once an upgrade completed.
     pub version_file: Option<PathBuf>,
+    /// The reset line: when this file appears (the agent's `reset_command`
+    /// creates it), the module resets into its recovery window.
+    pub reset_file: Option<PathBuf>,
     pub new_version: String,
     pub faults: Faults,
 }
@@ -85,6 +93,7 @@ impl SimConfig {
             block_timeout: Duration::from_secs(1),
             idle: Duration::from_millis(800),
             version_file: None,
+            reset_file: None,
             new_version: "2.0".into(),
             faults: Faults::default(),
         }
@@ -117,6 +126,8 @@ pub struct SimResult {
     pub duplicates: u32,
     pub naks: u32,
     pub reboots: u32,
+    /// Resets through the reset line.
+    pub resets: u32,
     pub update_commands: u32,
     /// Every byte the module received.
     pub received: Vec<u8>,
@@ -133,6 +144,7 @@ impl std::fmt::Debug for SimResult {
             .field("duplicates", &self.duplicates)
             .field("naks", &self.naks)
             .field("reboots", &self.reboots)
+            .field("resets", &self.resets)
             .field("update_commands", &self.update_commands)
             .field("received_bytes", &self.received.len())
             .field(
@@ -174,6 +186,38 @@ impl Sim<'_> {
         while self.byte(self.cfg.idle).await.is_some() {}
     }
 
+    /// The next `AT#<cmd>` line or reset (see [`SimConfig::reset_file`]); `None`
+    /// when the line stays idle for `idle`.
+    async fn app_event(&mut self, idle: Duration) -> Option<AppEvent> {
+        let Some(reset) = self.cfg.reset_file.clone() else {
+            return self.at_command(idle).await.map(AppEvent::Command);
+        };
+        let tick = Duration::from_millis(20);
+        let mut deadline = tokio::time::Instant::now() + idle;
+        let mut line: Vec<u8> = Vec::new();
+        loop {
+            if std::fs::remove_file(&reset).is_ok() {
+                return Some(AppEvent::Reset);
+            }
+            let Some(b) = self.byte(tick).await else {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                continue;
+            };
+            deadline = tokio::time::Instant::now() + idle;
+            if b == b'\r' || b == b'\n' {
+                if let Some(pos) = line.windows(3).position(|w| w == b"AT#") {
+                    let cmd = String::from_utf8_lossy(&line[pos + 3..]).into_owned();
+                    return Some(AppEvent::Command(cmd));
+                }
+                line.clear();
+            } else {
+                line.push(b);
+            }
+        }
+    }
+
     /// Reads one `AT#<cmd>` line (text after `AT#` up to CR/LF); `None` when the
     /// line stays idle for `wait`.
     async fn at_command(&mut self, wait: Duration) -> Option<String> {
@@ -192,6 +236,12 @@ impl Sim<'_> {
     }
 }
 
+/// What the application sees.
+enum AppEvent {
+    Command(String),
+    Reset,
+}
+
 /// Plays one session: application, `AT#Reboot`, recovery mode, `AT#UpdateFW`,
 /// XMODEM; returns when the transfer ended or the line stayed idle.
 pub async fn run(pty: &Pty, cfg: SimConfig) -> SimResult {
@@ -206,6 +256,7 @@ pub async fn run(pty: &Pty, cfg: SimConfig) -> SimResult {
             duplicates: 0,
             naks: 0,
             reboots: 0,
+            resets: 0,
             update_commands: 0,
             received: Vec::new(),
         },
@@ -219,18 +270,21 @@ pub async fn run(pty: &Pty, cfg: SimConfig) -> SimResult {
     let idle = sim.cfg.idle;
     let mut ignored = 0;
     loop {
-        // Application: wait for AT#Reboot.
-        let Some(cmd) = sim.at_command(idle).await else {
-            return sim.res;
-        };
-        if !cmd.starts_with("Reboot") {
-            continue;
+        // Application: wait for AT#Reboot, or a reset through the reset line.
+        match sim.app_event(idle).await {
+            None => return sim.res,
+            Some(AppEvent::Reset) => sim.res.resets += 1,
+            Some(AppEvent::Command(cmd)) => {
+                if !cmd.starts_with("Reboot") || sim.cfg.faults.app_dead {
+                    continue;
+                }
+                if ignored < sim.cfg.faults.ignore_reboots {
+                    ignored += 1;
+                    continue;
+                }
+                sim.res.reboots += 1;
+            }
         }
-        if ignored < sim.cfg.faults.ignore_reboots {
-            ignored += 1;
-            continue;
-        }
-        sim.res.reboots += 1;
         sim.send(b"\r\n[loader] boot\r\n==> Recovery Mode\r\n")
             .await;
         // Recovery: wait for AT#UpdateFW within the window.
@@ -375,6 +429,9 @@ impl Sim<'_> {
                 packetno = packetno.wrapping_add(1);
             } else {
                 self.res.duplicates += 1;
+            }
+            if self.cfg.faults.lose_ack == Some(arrival) {
+                continue;
             }
             let garbage = self.cfg.faults.garbage_before_ack.clone();
             self.send(&garbage).await;

@@ -94,6 +94,8 @@ enum Step {
     Executable,
     Transfer,
     Update,
+    /// A serial handler's `reset_command` (resets the device into its loader).
+    Reset,
 }
 
 impl Step {
@@ -104,6 +106,7 @@ impl Step {
             Step::Executable => "executable",
             Step::Transfer => "transfer",
             Step::Update => "update",
+            Step::Reset => "reset",
         }
     }
 
@@ -114,6 +117,7 @@ impl Step {
             Step::Executable => "executable command",
             Step::Transfer => "transfer command",
             Step::Update => "update command",
+            Step::Reset => "reset command",
         }
     }
 
@@ -191,6 +195,18 @@ impl CommandHandler {
     #[cfg(test)]
     fn running(&self) -> std::sync::MutexGuard<'_, Vec<supervise::Running>> {
         self.groups.running()
+    }
+
+    /// Runs a serial handler's `reset_command` (e.g. a GPIO pulse on the
+    /// device's reset line), killed after `command_timeout`; fails unless it
+    /// exits 0.
+    pub async fn run_reset(&self, argv: &[String]) -> Result<(), HandlerError> {
+        let out = self.run_bounded(Step::Reset, argv).await?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(out.failure(Step::Reset))
+        }
     }
 
     /// Runs a version or executable command, killed after `command_timeout`.

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::protocol::{self, Op, Response, Status};
@@ -57,9 +57,11 @@ impl Default for Timeouts {
     }
 }
 
-/// What one update writes.
+/// What one update writes: `len` bytes read from `image` block by block (an
+/// image is never held whole in memory), at flash `offset`.
 pub struct Job<'a> {
-    pub image: &'a [u8],
+    pub image: &'a mut (dyn AsyncRead + Unpin + Send),
+    pub len: u32,
     pub offset: u32,
 }
 
@@ -105,7 +107,7 @@ impl<'a, L: Link> Flasher<'a, L> {
     /// all blocks are in flash (before FLASH_END and reset).
     pub async fn run(
         &mut self,
-        job: &Job<'_>,
+        job: Job<'_>,
         commit: impl FnOnce() -> Result<(), HandlerError>,
         mut on_block: impl FnMut(u32, u32),
         on_written: impl FnOnce(),
@@ -193,12 +195,11 @@ impl<'a, L: Link> Flasher<'a, L> {
     /// FLASH_BEGIN, then every block with FLASH_DATA.
     pub async fn write_flash(
         &mut self,
-        job: &Job<'_>,
+        job: Job<'_>,
         on_block: &mut impl FnMut(u32, u32),
     ) -> Result<(), HandlerError> {
         let block_size = protocol::FLASH_WRITE_SIZE as usize;
-        let size = u32::try_from(job.image.len())
-            .map_err(|_| HandlerError::failed("esp8266 FLASH_BEGIN", "image larger than 4 GiB"))?;
+        let size = job.len;
         let blocks = size.div_ceil(protocol::FLASH_WRITE_SIZE);
         let erase = protocol::erase_size(job.offset, size);
         let erase_timeout = self.timeouts.command.max(
@@ -218,13 +219,17 @@ impl<'a, L: Link> Flasher<'a, L> {
             ),
         )
         .await?;
-        for (seq, chunk) in job.image.chunks(block_size).enumerate() {
-            let seq = seq as u32;
-            let mut block = chunk.to_vec();
-            block.resize(block_size, 0xFF);
+        let mut block = vec![0u8; block_size];
+        for seq in 0..blocks {
+            let step = format!("esp8266 FLASH_DATA block {}/{blocks} (seq {seq})", seq + 1);
+            let take = (size - seq * protocol::FLASH_WRITE_SIZE).min(protocol::FLASH_WRITE_SIZE);
+            block.fill(0xFF);
+            job.image
+                .read_exact(&mut block[..take as usize])
+                .await
+                .map_err(|e| HandlerError::io(format!("{step}: reading the image"), e))?;
             let data = protocol::flash_data(seq, &block);
             let timeout = self.timeouts.block + self.wire_time(data.len() + 10) * 2;
-            let step = format!("esp8266 FLASH_DATA block {}/{blocks} (seq {seq})", seq + 1);
             self.transact(
                 Op::FLASH_DATA,
                 &data,

@@ -13,6 +13,7 @@
 //! verifies it).
 
 use std::fmt;
+use std::io::Read;
 
 /// First byte of an ESP8266 v1 image.
 pub const IMAGE_MAGIC: u8 = 0xE9;
@@ -72,13 +73,25 @@ pub enum ImageError {
     MissingChecksum { offset: usize, len: usize },
     #[error("checksum mismatch: image has {stored:#04x}, segments give {computed:#04x}")]
     BadChecksum { stored: u8, computed: u8 },
+    #[error("reading the image: {0}")]
+    Read(String),
 }
 
 /// Validates `image`; see the module documentation for what is checked.
 pub fn validate(image: &[u8]) -> Result<ImageInfo, ImageError> {
-    let Some(header) = image.first_chunk::<HEADER_LEN>() else {
-        return Err(ImageError::TooShort(image.len()));
-    };
+    validate_from(image, image.len() as u64)
+}
+
+/// [`validate`] for an image of `len` bytes read from `image` as a stream (an
+/// image is never held whole in memory).
+pub fn validate_from(mut image: impl Read, len: u64) -> Result<ImageInfo, ImageError> {
+    let size = usize::try_from(len).unwrap_or(usize::MAX);
+    let read_err = |e: std::io::Error| ImageError::Read(e.to_string());
+    let mut header = [0u8; HEADER_LEN];
+    if size < HEADER_LEN {
+        return Err(ImageError::TooShort(size));
+    }
+    image.read_exact(&mut header).map_err(read_err)?;
     if header[0] != IMAGE_MAGIC {
         return Err(ImageError::BadMagic(header[0]));
     }
@@ -88,39 +101,52 @@ pub fn validate(image: &[u8]) -> Result<ImageInfo, ImageError> {
     }
     let mut pos = HEADER_LEN;
     let mut computed = crate::handler::esp8266::protocol::CHECKSUM_SEED;
+    let mut buf = vec![0u8; 64 * 1024];
     for index in 0..segments {
-        let Some(seg) = image
-            .get(pos..)
-            .and_then(|rest| rest.first_chunk::<SEGMENT_HEADER_LEN>())
-        else {
+        if size - pos < SEGMENT_HEADER_LEN {
             return Err(ImageError::TruncatedHeader {
                 index,
                 offset: pos,
-                len: image.len(),
+                len: size,
             });
-        };
+        }
+        let mut seg = [0u8; SEGMENT_HEADER_LEN];
+        image.read_exact(&mut seg).map_err(read_err)?;
         let declared = u32::from_le_bytes([seg[4], seg[5], seg[6], seg[7]]);
         let start = pos + SEGMENT_HEADER_LEN;
-        let available = image.len().saturating_sub(start);
-        let data = usize::try_from(declared)
+        let available = size - start;
+        let Some(end) = usize::try_from(declared)
             .ok()
-            .and_then(|n| image.get(start..start.checked_add(n)?))
-            .ok_or(ImageError::TruncatedSegment {
+            .and_then(|n| start.checked_add(n))
+            .filter(|&end| end <= size)
+        else {
+            return Err(ImageError::TruncatedSegment {
                 index,
                 offset: pos,
                 declared,
                 available,
-            })?;
-        computed = data.iter().fold(computed, |acc, b| acc ^ b);
-        pos = start + data.len();
+            });
+        };
+        let mut left = end - start;
+        while left > 0 {
+            let n = left.min(buf.len());
+            image.read_exact(&mut buf[..n]).map_err(read_err)?;
+            computed = buf[..n].iter().fold(computed, |acc, b| acc ^ b);
+            left -= n;
+        }
+        pos = end;
     }
     let checksum_offset = pos | 15;
-    let Some(&stored) = image.get(checksum_offset) else {
+    if checksum_offset >= size {
         return Err(ImageError::MissingChecksum {
             offset: checksum_offset,
-            len: image.len(),
+            len: size,
         });
-    };
+    }
+    let mut padding_and_checksum = [0u8; 16];
+    let tail = &mut padding_and_checksum[..checksum_offset - pos + 1];
+    image.read_exact(tail).map_err(read_err)?;
+    let stored = tail[tail.len() - 1];
     if stored != computed {
         return Err(ImageError::BadChecksum { stored, computed });
     }

@@ -89,7 +89,7 @@ pub mod image;
 pub mod protocol;
 pub mod slip;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
@@ -137,8 +137,30 @@ impl Esp8266Handler {
     /// Checks `image` for this device: the image format and that it fits at
     /// `flash_offset`.
     pub fn check_image(&self, image: &[u8]) -> Result<image::ImageInfo, HandlerError> {
-        let info = image::validate(image)
-            .map_err(|e| HandlerError::failed("esp8266 image check", e.to_string()))?;
+        self.check_fit(image.len() as u64)?;
+        image::validate(image)
+            .map_err(|e| HandlerError::failed("esp8266 image check", e.to_string()))
+    }
+
+    /// [`Self::check_image`] for the image file at `path`, read as a stream;
+    /// returns what its header says and its length.
+    async fn check_image_file(&self, path: &Path) -> Result<(image::ImageInfo, u32), HandlerError> {
+        let io = |e| HandlerError::io(format!("reading {}", path.display()), e);
+        let len = tokio::fs::metadata(path).await.map_err(io)?.len();
+        self.check_fit(len)?;
+        let file = std::fs::File::open(path).map_err(io)?;
+        let info = tokio::task::spawn_blocking(move || {
+            image::validate_from(std::io::BufReader::new(file), len)
+        })
+        .await
+        .map_err(|e| HandlerError::failed("esp8266 image check", e.to_string()))?
+        .map_err(|e| HandlerError::failed("esp8266 image check", e.to_string()))?;
+        // check_fit bounds `len` by the 16 MiB an ESP8266 addresses.
+        Ok((info, len as u32))
+    }
+
+    /// The offset is sector-aligned and `len` bytes there end within the flash.
+    fn check_fit(&self, len: u64) -> Result<(), HandlerError> {
         if !self
             .flash_offset
             .is_multiple_of(protocol::FLASH_SECTOR_SIZE)
@@ -151,18 +173,17 @@ impl Esp8266Handler {
                 ),
             ));
         }
-        let end = u64::from(self.flash_offset) + image.len() as u64;
+        let end = u64::from(self.flash_offset) + len;
         if end > MAX_FLASH {
             return Err(HandlerError::failed(
                 "esp8266 image check",
                 format!(
-                    "{} bytes at {:#x} end past the 16 MiB an ESP8266 addresses",
-                    image.len(),
+                    "{len} bytes at {:#x} end past the 16 MiB an ESP8266 addresses",
                     self.flash_offset
                 ),
             ));
         }
-        Ok(info)
+        Ok(())
     }
 }
 
@@ -185,15 +206,16 @@ impl UpdateHandler for Esp8266Handler {
 
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
         let path = image.path();
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| HandlerError::io(format!("reading {}", path.display()), e))?;
-        let info = self.check_image(&bytes)?;
+        let (info, len) = self.check_image_file(path).await?;
+        let mut data = tokio::io::BufReader::new(
+            tokio::fs::File::open(path)
+                .await
+                .map_err(|e| HandlerError::io(format!("reading {}", path.display()), e))?,
+        );
         tracing::info!(
             device = %self.device_id,
             port = %self.port.display(),
-            "esp8266: flashing {} bytes at {:#x} ({info})",
-            bytes.len(),
+            "esp8266: flashing {len} bytes at {:#x} ({info})",
             self.flash_offset
         );
         let mut link = SerialLink::open(&self.port, self.baud)
@@ -207,12 +229,13 @@ impl UpdateHandler for Esp8266Handler {
             self.timeouts.clone(),
         );
         let job = flasher::Job {
-            image: &bytes,
+            image: &mut data,
+            len,
             offset: self.flash_offset,
         };
         flasher
             .run(
-                &job,
+                job,
                 || progress.commit().map_err(|_| HandlerError::Canceled),
                 |done, total| {
                     if in_transfer {

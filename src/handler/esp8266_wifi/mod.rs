@@ -103,12 +103,16 @@ async fn checked(
     path: std::path::PathBuf,
     slot: Slot,
 ) -> Result<(std::path::PathBuf, u64), HandlerError> {
-    let data = tokio::fs::read(&path)
-        .await
-        .map_err(|e| HandlerError::io(format!("{}", path.display()), e))?;
-    user_bin::check(&data, slot)
-        .map_err(|e| HandlerError::failed("offer", format!("{} refused: {e}", slot.file_name())))?;
-    Ok((path, data.len() as u64))
+    let io = |e| HandlerError::io(format!("{}", path.display()), e);
+    let file = std::fs::File::open(&path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    tokio::task::spawn_blocking(move || {
+        user_bin::check_from(std::io::BufReader::new(file), len, slot)
+    })
+    .await
+    .map_err(|e| HandlerError::failed("offer", e.to_string()))?
+    .map_err(|e| HandlerError::failed("offer", format!("{} refused: {e}", slot.file_name())))?;
+    Ok((path, len))
 }
 
 #[async_trait]

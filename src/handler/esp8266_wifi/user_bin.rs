@@ -3,6 +3,8 @@
 //! the last four bytes are its CRC. An image the device would refuse is refused
 //! here with the reason, not discovered after a two-minute download.
 
+use std::io::Read;
+
 /// `BIN_MAGIC_IROM` of gen_appbin.py (boot 1.2 and later): `EA 04 00 <app>`.
 const MAGIC_IROM: u8 = 0xEA;
 /// `BIN_MAGIC_FLASH` (the old boot): `E9 03 00 <app>`.
@@ -61,6 +63,8 @@ pub enum UserBinError {
     GenAppbinBug { stored: u32, expected: u32 },
     #[error("stored CRC {stored:#010x} does not match the image (expected {expected:#010x})")]
     Crc { stored: u32, expected: u32 },
+    #[error("reading the bin: {0}")]
+    Read(String),
 }
 
 /// The CRC the device checks: CRC-32 over everything but the last four bytes,
@@ -72,13 +76,21 @@ pub fn device_crc(body: &[u8]) -> u32 {
 
 /// Checks `data` as the user bin for `slot`.
 pub fn check(data: &[u8], slot: Slot) -> Result<(), UserBinError> {
-    if data.len() < 12 {
-        return Err(UserBinError::TooShort(data.len()));
+    check_from(data, data.len() as u64, slot)
+}
+
+/// [`check`] for a bin of `len` bytes read from `data` as a stream.
+pub fn check_from(mut data: impl Read, len: u64, slot: Slot) -> Result<(), UserBinError> {
+    let size = usize::try_from(len).unwrap_or(usize::MAX);
+    if size < 12 {
+        return Err(UserBinError::TooShort(size));
     }
-    if data.len() > MAX_LEN {
-        return Err(UserBinError::TooLong(data.len()));
+    if size > MAX_LEN {
+        return Err(UserBinError::TooLong(size));
     }
-    let header = [data[0], data[1], data[2], data[3]];
+    let read_err = |e: std::io::Error| UserBinError::Read(e.to_string());
+    let mut header = [0u8; 4];
+    data.read_exact(&mut header).map_err(read_err)?;
     let app = match header {
         [MAGIC_IROM, 4, 0, app] | [MAGIC_FLASH, 3, 0, app] if app == 1 || app == 2 => app,
         _ => return Err(UserBinError::Header(header)),
@@ -89,9 +101,20 @@ pub fn check(data: &[u8], slot: Slot) -> Result<(), UserBinError> {
             found: format!("user{app}.bin"),
         });
     }
-    let (body, tail) = data.split_at(data.len() - 4);
-    let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-    let standard = crc32fast::hash(body);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header);
+    let mut left = size - 4 - header.len();
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let n = left.min(buf.len());
+        data.read_exact(&mut buf[..n]).map_err(read_err)?;
+        hasher.update(&buf[..n]);
+        left -= n;
+    }
+    let mut tail = [0u8; 4];
+    data.read_exact(&mut tail).map_err(read_err)?;
+    let stored = u32::from_le_bytes(tail);
+    let standard = hasher.finalize();
     let expected = standard ^ 0xFFFF_FFFF;
     if stored == expected {
         Ok(())

@@ -57,7 +57,11 @@ pub struct Mt7681Config {
     /// Reports the module's version (required: the MT7681 only upgrades to a
     /// higher version, so the handler must know the current one).
     pub version_command: Vec<String>,
-    /// Limit for `version_command`; default 60 s.
+    /// Resets the module (e.g. a GPIO or modem line wired to its reset pin), so
+    /// that its recovery firmware starts even when the application does not
+    /// answer `AT#Reboot` (a module left half-written); `AT#Reboot` when unset.
+    pub reset_command: Option<Vec<String>>,
+    /// Limit for `version_command` and `reset_command`; default 60 s.
     pub command_timeout: Duration,
 }
 
@@ -77,6 +81,7 @@ pub(crate) struct RawMt7681 {
     response_timeout: Option<Spanned<String>>,
     retries: Option<Spanned<i64>>,
     version_command: Option<Spanned<Vec<String>>>,
+    reset_command: Option<Spanned<Vec<String>>>,
     command_timeout: Option<Spanned<String>>,
 }
 
@@ -88,6 +93,7 @@ impl HandlerSpec for Mt7681Config {
         let dev = device.dev;
         let command_timeout = device.command_timeout(&raw.command_timeout)?;
         let version_command = device.command(&raw.version_command, "version_command")?;
+        let reset_command = device.command(&raw.reset_command, "reset_command")?;
         // The MT7681 only upgrades to a higher version (MCS rule): the handler
         // needs the current version and never allows a downgrade.
         if let Some(o) = device.only_newer
@@ -112,6 +118,7 @@ impl HandlerSpec for Mt7681Config {
             response_timeout: device.response_timeout(&raw.response_timeout)?,
             retries: device.retries(&raw.retries)?,
             version_command,
+            reset_command,
             command_timeout,
         })
     }

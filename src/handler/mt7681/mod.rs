@@ -42,14 +42,17 @@
 //!    without a version (`install` without `--version`) is refused as well;
 //! 2. checks the image header (above);
 //! 3. opens `port` at `baud` (default 115200, raw 8N1) and discards stale input;
-//! 4. **recovery mode**: sends `AT#Reboot\r` and waits up to `response_timeout`
-//!    for "Recovery Mode"; repeated up to `retries` times;
+//! 4. **recovery mode**: sends `AT#Reboot\r` (or runs `reset_command`, which
+//!    reaches the recovery firmware of a module whose application is gone) and
+//!    waits up to `response_timeout` for "Recovery Mode"; repeated up to
+//!    `retries` times;
 //! 5. **start**: sends `AT#UpdateFW\r` and waits up to `response_timeout` for the
 //!    receiver's `C` (CRC-16; a NAK starts checksum mode, as the module falls back
 //!    to it), again up to `retries` times with the command each time;
 //! 6. sends the image in 128-byte XMODEM blocks (the module's receiver treats
 //!    every block as 128 bytes, so XMODEM-1K must not be used), header first.
-//!    Each block is repeated on NAK or silence up to `retries` times; percent of
+//!    Each block is repeated on NAK, or after [`BLOCK_ANSWER_WAIT`] (at most
+//!    `response_timeout`) of silence, up to `retries` times; percent of
 //!    TRANSFERRING is reported after every acknowledged block;
 //! 7. sends EOT until acknowledged, moves to UPDATING and returns. The module
 //!    leaves recovery mode on its own and reboots into the new firmware; the
@@ -107,6 +110,11 @@ pub const RECOVERY_BANNER: &[u8] = b"Recovery Mode";
 pub const UPDATE_COMMAND: &[u8] = b"AT#UpdateFW\r";
 /// The version the engine gives an image installed without `--version`.
 const UNKNOWN_VERSION: &str = "unknown";
+/// Longest wait for a block's ACK or NAK before sending it again: after an ACK
+/// the module's receiver (`IoT_Xmodem_Update_FW`) waits silently three times
+/// about 2 s for the next block and then cancels, so a block whose answer was
+/// lost must be repeated well within 2 s.
+pub const BLOCK_ANSWER_WAIT: Duration = Duration::from_millis(1500);
 
 /// Where a region lives in the MT7681's flash (the default, non-`XIP_164`
 /// layout of flash_map.h).
@@ -174,13 +182,13 @@ pub fn encode_header(region: Mt7681Region, length: u32) -> [u8; HEADER_LEN] {
     h
 }
 
-/// Checks that `data` is an upgrade image for `region`.
-pub fn check_image(data: &[u8], region: Mt7681Region) -> Result<ImageHeader, String> {
-    if data.len() <= HEADER_LEN {
+/// Checks that an image of `len` bytes starting with `data` (at least its
+/// header) is an upgrade image for `region`.
+pub fn check_image(data: &[u8], len: u64, region: Mt7681Region) -> Result<ImageHeader, String> {
+    if len <= HEADER_LEN as u64 || data.len() < 8 {
         return Err(format!(
-            "{} bytes is too short for an MT7681 upgrade image (a {HEADER_LEN}-byte header \
-             and contents)",
-            data.len()
+            "{len} bytes is too short for an MT7681 upgrade image (a {HEADER_LEN}-byte header \
+             and contents)"
         ));
     }
     if data[..3] != HEADER_MAGIC {
@@ -204,8 +212,8 @@ pub fn check_image(data: &[u8], region: Mt7681Region) -> Result<ImageHeader, Str
     // `header.sh` writes the input's size, so its images have exactly `length`
     // bytes after the header; the receiver only bounds what it writes by it, so a
     // shorter length (trailing bytes never written) is accepted too.
-    let contents = data.len() - HEADER_LEN;
-    if length == 0 || length as usize > contents {
+    let contents = len - HEADER_LEN as u64;
+    if length == 0 || u64::from(length) > contents {
         return Err(format!(
             "the header's length {length} does not fit the {contents} bytes after the header"
         ));
@@ -226,6 +234,8 @@ pub struct Mt7681Handler {
     config: Mt7681Config,
     scheme: VersionScheme,
     version: Option<CommandHandler>,
+    /// Runs `reset_command`, when there is one.
+    reset: Option<CommandHandler>,
     /// A transfer began and did not end with an acknowledged EOT or sent CANs.
     in_transfer: AtomicBool,
 }
@@ -238,11 +248,15 @@ impl Mt7681Handler {
         config: &Mt7681Config,
     ) -> Self {
         let version = CommandHandler::serial_version(device_id, device_type, config);
+        let reset = config.reset_command.as_ref().map(|argv| {
+            CommandHandler::version_only(device_id, device_type, argv.clone(), config.command_timeout)
+        });
         Mt7681Handler {
             device_id: device_id.to_string(),
             config: config.clone(),
             scheme,
             version,
+            reset,
             in_transfer: AtomicBool::new(false),
         }
     }
@@ -291,26 +305,38 @@ impl Mt7681Handler {
         }
     }
 
-    /// `AT#Reboot` until the module says it is in recovery mode.
+    /// `AT#Reboot` (or `reset_command`) until the module says it is in recovery
+    /// mode.
     async fn enter_recovery<L: Link>(&self, link: &mut L) -> Result<(), HandlerError> {
-        const STEP: &str = "mt7681 recovery mode (AT#Reboot)";
+        let step = match self.config.reset_command {
+            Some(_) => "mt7681 recovery mode (reset_command)",
+            None => "mt7681 recovery mode (AT#Reboot)",
+        };
         let timeout = self.config.response_timeout;
         let retries = self.config.retries.max(1);
         for attempt in 1..=retries {
-            tracing::debug!(device = %self.device_id, attempt, "AT#Reboot");
-            write_with_timeout(link, REBOOT_COMMAND, timeout)
-                .await
-                .map_err(|e| HandlerError::failed(STEP, format!("serial link: {e}")))?;
+            match (&self.reset, &self.config.reset_command) {
+                (Some(runner), Some(argv)) => {
+                    tracing::debug!(device = %self.device_id, attempt, "reset_command");
+                    runner.run_reset(argv).await?;
+                }
+                _ => {
+                    tracing::debug!(device = %self.device_id, attempt, "AT#Reboot");
+                    write_with_timeout(link, REBOOT_COMMAND, timeout)
+                        .await
+                        .map_err(|e| HandlerError::failed(step, format!("serial link: {e}")))?;
+                }
+            }
             if wait_for_text(link, RECOVERY_BANNER, timeout)
                 .await
-                .map_err(|e| HandlerError::failed(STEP, format!("serial link: {e}")))?
+                .map_err(|e| HandlerError::failed(step, format!("serial link: {e}")))?
             {
                 tracing::debug!(device = %self.device_id, "module in recovery mode");
                 return Ok(());
             }
         }
         Err(HandlerError::failed(
-            STEP,
+            step,
             format!(
                 "no \"Recovery Mode\" from the module after {retries} attempts of {}",
                 humantime::format_duration(timeout)
@@ -323,6 +349,7 @@ impl Mt7681Handler {
             protocol: XmodemProtocol::Xmodem,
             enter_command: Some(UPDATE_COMMAND.to_vec()),
             response_timeout: self.config.response_timeout,
+            block_timeout: self.config.response_timeout.min(BLOCK_ANSWER_WAIT),
             retries: self.config.retries.max(1),
             baud: self.config.serial.baud,
         }
@@ -390,10 +417,9 @@ impl UpdateHandler for Mt7681Handler {
         if !image.is_reflash() {
             self.check_version(&image.firmware().version).await?;
         }
-        let data = tokio::fs::read(image.path()).await.map_err(|e| {
-            HandlerError::io(format!("reading image {}", image.path().display()), e)
-        })?;
-        let header = check_image(&data, self.config.region)
+        let (mut data, len) = transfer::open_image(image.path()).await?;
+        let head = transfer::read_head(&mut data, image.path(), HEADER_LEN).await?;
+        let header = check_image(&head, len, self.config.region)
             .map_err(|m| HandlerError::failed("mt7681 image", m))?;
         let mut link = self.open()?;
         transfer::clear_stale_input(&mut link, &self.device_id);
@@ -414,7 +440,8 @@ impl UpdateHandler for Mt7681Handler {
         }
         let file = protocol::File {
             name: "",
-            data: &data,
+            len,
+            data: &mut data,
             mtime: None,
         };
         let opts = self.options();
@@ -458,7 +485,7 @@ mod tests {
     fn accepts_a_matching_image() {
         let data = img(Mt7681Region::Ap, &[9; 300]);
         assert_eq!(
-            check_image(&data, Mt7681Region::Ap),
+            check_image(&data, data.len() as u64, Mt7681Region::Ap),
             Ok(ImageHeader {
                 type_id: 6,
                 length: 300
@@ -506,7 +533,7 @@ mod tests {
             ),
         ];
         for (data, region, want) in cases {
-            let err = check_image(&data, region).unwrap_err();
+            let err = check_image(&data, data.len() as u64, region).unwrap_err();
             assert!(err.contains(want), "{err}");
         }
     }

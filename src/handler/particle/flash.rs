@@ -13,6 +13,8 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use tokio::io::AsyncRead;
+
 use super::console::{preview, read_until, said, send};
 use crate::config::XmodemProtocol;
 use crate::handler::xmodem::protocol::{File, Options};
@@ -53,19 +55,20 @@ pub fn validation_meaning(code: i32) -> &'static str {
     }
 }
 
-/// Sends `data` (a checked user binary named `name`) to the device on `link`,
-/// which must be in listening mode. `Ok` when the device validated it and
-/// restarts to apply it.
+/// Sends `len` bytes of `data` (a checked user binary, read block by block)
+/// to the device on `link`, which must be in listening mode. `Ok` when the
+/// device validated it and restarts to apply it.
 pub async fn flash<L: Link>(
     link: &mut L,
-    name: &str,
-    data: &[u8],
+    data: &mut (dyn AsyncRead + Unpin + Send),
+    len: u64,
     opts: &FlashOptions,
     progress: &Progress,
 ) -> Result<(), HandlerError> {
     start(link, opts.response_timeout).await?;
     let file = File {
-        name,
+        name: "firmware.bin",
+        len,
         data,
         mtime: None,
     };
@@ -73,6 +76,7 @@ pub async fn flash<L: Link>(
         protocol: XmodemProtocol::Ymodem,
         enter_command: None,
         response_timeout: opts.response_timeout,
+        block_timeout: opts.response_timeout,
         retries: opts.retries.max(1),
         baud: opts.baud,
     };

@@ -117,8 +117,8 @@ impl UpdateHandler for ParticleHandler {
         if let Err(e) = self.known.record(&bin.sha256, &version).await {
             tracing::warn!(device = %self.device_id, "cannot remember the binary: {e}");
         }
-        let data = tokio::fs::read(image.path()).await.map_err(|e| {
-            HandlerError::io(format!("reading image {}", image.path().display()), e)
+        let mut data = tokio::fs::File::open(image.path()).await.map_err(|e| {
+            HandlerError::io(format!("opening image {}", image.path().display()), e)
         })?;
         let c = &self.config;
         let (mut link, info) =
@@ -127,7 +127,7 @@ impl UpdateHandler for ParticleHandler {
         tracing::info!(
             device = %self.device_id,
             port = %c.port.display(),
-            bytes = data.len(),
+            bytes = bin.len,
             product_version = bin.product_version,
             "sending the user binary"
         );
@@ -137,7 +137,7 @@ impl UpdateHandler for ParticleHandler {
             baud: c.baud,
             reset_timeout: c.reset_timeout,
         };
-        flash::flash(&mut link, "firmware.bin", &data, &opts, progress).await?;
+        flash::flash(&mut link, &mut data, bin.len, &opts, progress).await?;
         tracing::info!(device = %self.device_id, "binary accepted; the device restarts");
         Ok(())
     }

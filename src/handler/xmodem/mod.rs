@@ -127,6 +127,7 @@ impl XmodemHandler {
                 .as_ref()
                 .map(|c| c.as_bytes().to_vec()),
             response_timeout: self.config.response_timeout,
+            block_timeout: self.config.response_timeout,
             retries: self.config.retries.max(1),
             baud: self.config.serial.baud,
         }
@@ -165,9 +166,7 @@ impl UpdateHandler for XmodemHandler {
     }
 
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
-        let data = tokio::fs::read(image.path()).await.map_err(|e| {
-            HandlerError::io(format!("reading image {}", image.path().display()), e)
-        })?;
+        let (mut data, len) = transfer::open_image(image.path()).await?;
         let name = file_name(image);
         let mut link = self.open()?;
         transfer::clear_stale_input(&mut link, &self.device_id);
@@ -175,12 +174,13 @@ impl UpdateHandler for XmodemHandler {
             device = %self.device_id,
             port = %self.config.serial.port.display(),
             protocol = ?self.config.protocol,
-            bytes = data.len(),
+            bytes = len,
             "sending firmware"
         );
         let file = protocol::File {
             name: &name,
-            data: &data,
+            len,
+            data: &mut data,
             mtime: None,
         };
         let opts = self.options();

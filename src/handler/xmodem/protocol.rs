@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::config::XmodemProtocol;
@@ -136,20 +136,26 @@ pub struct Options {
     pub protocol: XmodemProtocol,
     /// Sent before each wait for the receiver's start.
     pub enter_command: Option<Vec<u8>>,
-    /// Longest wait for the start, an ACK or a NAK.
+    /// Longest wait for the start, or for the answer to EOT.
     pub response_timeout: Duration,
+    /// Longest wait for a block's ACK or NAK before the block is sent again (a
+    /// receiver that gives up after a few short silences, as the MT7681's does,
+    /// must hear the repeat before then).
+    pub block_timeout: Duration,
     /// Attempts of the start, of each block and of EOT.
     pub retries: u32,
     /// Line speed, to add a block's time on the wire to its deadline (0: none).
     pub baud: u32,
 }
 
-/// The file to send.
-#[derive(Debug, Clone, Copy)]
+/// The file to send, read block by block (an image is never held whole in
+/// memory).
 pub struct File<'a> {
     /// YMODEM's file name (already sanitized).
     pub name: &'a str,
-    pub data: &'a [u8],
+    /// Bytes to send: exactly `len` are read from `data`.
+    pub len: u64,
+    pub data: &'a mut (dyn AsyncRead + Unpin + Send),
     /// Modification time, seconds since the epoch (YMODEM header only).
     pub mtime: Option<u64>,
 }
@@ -225,6 +231,27 @@ pub async fn send_cancel<L: Link>(link: &mut L, timeout: Duration) -> std::io::R
     }
 }
 
+/// The size of the data block that starts with `left` bytes to go. XMODEM: 128
+/// bytes. XMODEM-1K and YMODEM: 1024 bytes, except that a remainder of at most
+/// 384 bytes goes in 128-byte blocks (less padding and fewer bytes on the wire, as
+/// `sz` does).
+fn block_size(protocol: XmodemProtocol, left: u64) -> usize {
+    if protocol != XmodemProtocol::Xmodem && left > 3 * 128 {
+        1024
+    } else {
+        128
+    }
+}
+
+/// How many data blocks a `len`-byte file takes (see [`block_size`]).
+fn block_count(protocol: XmodemProtocol, len: u64) -> u64 {
+    if protocol == XmodemProtocol::Xmodem || len <= 3 * 128 {
+        return len.div_ceil(128);
+    }
+    let big = (len - 3 * 128).div_ceil(1024);
+    big + len.saturating_sub(big * 1024).div_ceil(128)
+}
+
 /// One transfer over one link.
 pub struct Sender<'l, L: Link> {
     link: &'l mut L,
@@ -290,7 +317,7 @@ impl<'l, L: Link> Sender<'l, L> {
         let check = self.wait_start().await?;
         let ymodem = self.opts.protocol == XmodemProtocol::Ymodem;
         if ymodem {
-            let header = ymodem_header(file.name, file.data.len() as u64, file.mtime);
+            let header = ymodem_header(file.name, file.len, file.mtime);
             let size = if header.len() > 128 { 1024 } else { 128 };
             let block = encode_block(0, &header, size, 0, check);
             self.send_block(&block, "header").await?;
@@ -298,18 +325,27 @@ impl<'l, L: Link> Sender<'l, L> {
                 .await?;
         }
 
-        let blocks = self.split(file.data);
-        let total = blocks.len();
+        let total = block_count(self.opts.protocol, file.len);
         if !commit() {
             return Err(self.err(format!("block 1/{total}"), ErrorKind::Canceled));
         }
-        for (i, (start, size)) in blocks.into_iter().enumerate() {
-            let end = (start + size).min(file.data.len());
-            let number = ((i + 1) % 256) as u8;
-            let block = encode_block(number, &file.data[start..end], size, CPMEOF, check);
-            let step = format!("block {}/{total}", i + 1);
+        let mut chunk = vec![0u8; 1024];
+        let mut sent = 0u64;
+        let mut i = 0u64;
+        while sent < file.len {
+            let size = block_size(self.opts.protocol, file.len - sent);
+            i += 1;
+            let step = format!("block {i}/{total}");
+            let take = (file.len - sent).min(size as u64) as usize;
+            file.data
+                .read_exact(&mut chunk[..take])
+                .await
+                .map_err(|e| self.io(format!("{step} (reading the image)"), e))?;
+            let number = (i % 256) as u8;
+            let block = encode_block(number, &chunk[..take], size, CPMEOF, check);
             self.send_block(&block, &step).await?;
-            on_ack(end as u64);
+            sent += take as u64;
+            on_ack(sent);
         }
 
         self.send_eot().await?;
@@ -320,22 +356,6 @@ impl<'l, L: Link> Sender<'l, L> {
             self.send_block(&block, "end of batch").await?;
         }
         Ok(())
-    }
-
-    /// (offset, block size) of every data block. XMODEM: 128 bytes. XMODEM-1K and
-    /// YMODEM: 1024 bytes, except that a remainder of at most 384 bytes goes in
-    /// 128-byte blocks (less padding and fewer bytes on the wire, as `sz` does).
-    fn split(&self, data: &[u8]) -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        let big = self.opts.protocol != XmodemProtocol::Xmodem;
-        while pos < data.len() {
-            let left = data.len() - pos;
-            let size = if big && left > 3 * 128 { 1024 } else { 128 };
-            out.push((pos, size));
-            pos += size;
-        }
-        out
     }
 
     /// Waits for the receiver's 'C' (or NAK, plain XMODEM only), sending the enter
@@ -459,7 +479,7 @@ impl<'l, L: Link> Sender<'l, L> {
         for _ in 0..self.opts.retries {
             self.purge(step).await?;
             self.write(block).await.map_err(|e| self.io(step, e))?;
-            let wait = self.opts.response_timeout + self.wire_time(block.len());
+            let wait = self.opts.block_timeout + self.wire_time(block.len());
             match self.reply(wait, step).await? {
                 Reply::Ack => {
                     tracing::trace!("{} {step}: ACK", self.label);
@@ -481,7 +501,7 @@ impl<'l, L: Link> Sender<'l, L> {
                 "no ACK after {} attempts ({naks} NAK, {} timeouts of {})",
                 self.opts.retries,
                 self.opts.retries - naks,
-                humantime::format_duration(self.opts.response_timeout)
+                humantime::format_duration(self.opts.block_timeout)
             )),
         ))
     }
@@ -579,6 +599,26 @@ mod tests {
         assert_eq!(b.len(), 1028);
         assert_eq!(&b[..3], &[STX, 1, 0xFE]);
         assert_eq!(b[1027], checksum(&[7; 1024]));
+    }
+
+    /// The block count agrees with the sizes the sender takes, at every length
+    /// around the 1K / 128 boundaries.
+    #[test]
+    fn block_count_matches_block_sizes() {
+        for protocol in [
+            XmodemProtocol::Xmodem,
+            XmodemProtocol::Xmodem1k,
+            XmodemProtocol::Ymodem,
+        ] {
+            for len in (0u64..4000).chain([1 << 20, (1 << 20) + 385]) {
+                let (mut left, mut n) = (len, 0);
+                while left > 0 {
+                    left = left.saturating_sub(block_size(protocol, left) as u64);
+                    n += 1;
+                }
+                assert_eq!(block_count(protocol, len), n, "{protocol:?} {len}");
+            }
+        }
     }
 
     #[test]

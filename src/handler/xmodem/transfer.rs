@@ -3,8 +3,12 @@
 //! failure (or a transfer cut off by cancel or timeout) tell the receiver to give
 //! up, so its next transfer starts clean.
 
+use std::io::SeekFrom;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 
 use super::protocol::{self, File, Options, Sender};
 use crate::handler::{HandlerError, image_sent, report_sent};
@@ -26,7 +30,7 @@ pub(crate) async fn send_image<L: Link>(
     in_transfer: &AtomicBool,
     step_prefix: &str,
 ) -> Result<(), HandlerError> {
-    let total = file.data.len() as u64;
+    let total = file.len;
     in_transfer.store(true, Ordering::SeqCst);
     let result = Sender::new(link, opts)
         .send(
@@ -52,6 +56,34 @@ pub(crate) async fn send_image<L: Link>(
     };
     in_transfer.store(false, Ordering::SeqCst);
     outcome
+}
+
+/// The image at `path`, buffered for block-by-block reads, and its length.
+pub(crate) async fn open_image(
+    path: &Path,
+) -> Result<(BufReader<tokio::fs::File>, u64), HandlerError> {
+    let io = |e| HandlerError::io(format!("reading image {}", path.display()), e);
+    let file = tokio::fs::File::open(path).await.map_err(io)?;
+    let len = file.metadata().await.map_err(io)?.len();
+    Ok((BufReader::new(file), len))
+}
+
+/// The first `n` bytes of `data` (fewer when the file is shorter), leaving
+/// `data` at its start again.
+pub(crate) async fn read_head(
+    data: &mut BufReader<tokio::fs::File>,
+    path: &Path,
+    n: usize,
+) -> Result<Vec<u8>, HandlerError> {
+    let io = |e| HandlerError::io(format!("reading image {}", path.display()), e);
+    let mut head = Vec::with_capacity(n);
+    (&mut *data)
+        .take(n as u64)
+        .read_to_end(&mut head)
+        .await
+        .map_err(io)?;
+    data.seek(SeekFrom::Start(0)).await.map_err(io)?;
+    Ok(head)
 }
 
 /// Sends CANs, logging (not failing) when the link does not take them.
