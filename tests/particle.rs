@@ -9,6 +9,7 @@ mod xmodem_sim;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use fota_agent::handler::particle::console::enter_listening;
@@ -218,10 +219,19 @@ async fn the_device_rejects_what_the_agent_would_refuse() {
             baud: 28_800,
             reset_timeout: Duration::from_secs(20),
         };
-        let err = flash(&mut link, &mut &bin[..], bin.len() as u64, &opts, &progress)
-            .await
-            .unwrap_err()
-            .to_string();
+        let in_transfer = AtomicBool::new(false);
+        let len = bin.len() as u64;
+        let err = flash(
+            &mut link,
+            &mut &bin[..],
+            len,
+            &opts,
+            &progress,
+            &in_transfer,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains(&format!("Validation failed: {code}")) && err.contains(meaning),
             "{err}"

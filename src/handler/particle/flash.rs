@@ -57,13 +57,15 @@ pub fn validation_meaning(code: i32) -> &'static str {
 
 /// Sends `len` bytes of `data` (a checked user binary, read block by block)
 /// to the device on `link`, which must be in listening mode. `Ok` when the
-/// device validated it and restarts to apply it.
+/// device validated it and restarts to apply it. `in_transfer` is set while
+/// the device expects blocks (see [`crate::handler::UpdateHandler::cancel`]).
 pub async fn flash<L: Link>(
     link: &mut L,
     data: &mut (dyn AsyncRead + Unpin + Send),
     len: u64,
     opts: &FlashOptions,
     progress: &Progress,
+    in_transfer: &AtomicBool,
 ) -> Result<(), HandlerError> {
     start(link, opts.response_timeout).await?;
     let file = File {
@@ -80,8 +82,7 @@ pub async fn flash<L: Link>(
         retries: opts.retries.max(1),
         baud: opts.baud,
     };
-    let in_transfer = AtomicBool::new(false);
-    let sent = send_image(link, ymodem, file, progress, &in_transfer, "particle ").await;
+    let sent = send_image(link, ymodem, file, progress, in_transfer, "particle ").await;
     if let Err(HandlerError::Canceled) = sent {
         return sent;
     }

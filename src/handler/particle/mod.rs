@@ -22,6 +22,8 @@ pub mod console;
 pub mod flash;
 pub mod known;
 
+use std::sync::atomic::AtomicBool;
+
 use async_trait::async_trait;
 
 use self::binary::{Expect, UserBinary};
@@ -29,6 +31,7 @@ use self::config::ParticleConfig;
 use self::console::{enter_listening, send};
 use self::flash::FlashOptions;
 use self::known::KnownFirmware;
+use super::xmodem::transfer::cancel_cut_off;
 use super::{HandlerError, UpdateHandler, VerifiedImage};
 use crate::progress::Progress;
 
@@ -37,6 +40,9 @@ pub struct ParticleHandler {
     device_id: String,
     config: ParticleConfig,
     known: KnownFirmware,
+    /// A transfer began and did not end: if its future is dropped (engine
+    /// cancel or timeout) `cancel` tells the device to stop receiving.
+    in_transfer: AtomicBool,
 }
 
 impl ParticleHandler {
@@ -46,6 +52,7 @@ impl ParticleHandler {
             device_id: device_id.to_string(),
             config: config.clone(),
             known: KnownFirmware::open(&map),
+            in_transfer: AtomicBool::new(false),
         }
     }
 
@@ -137,9 +144,20 @@ impl UpdateHandler for ParticleHandler {
             baud: c.baud,
             reset_timeout: c.reset_timeout,
         };
-        flash::flash(&mut link, &mut data, bin.len, &opts, progress).await?;
+        flash::flash(&mut link, &mut data, bin.len, &opts, progress, &self.in_transfer).await?;
         tracing::info!(device = %self.device_id, "binary accepted; the device restarts");
         Ok(())
+    }
+
+    /// Tells the device to stop receiving (CANs) when a transfer was cut off;
+    /// otherwise it would wait for blocks until its own timeouts (about 30 s).
+    async fn cancel(&self) {
+        let c = &self.config;
+        let open = || {
+            crate::serial::SerialLink::open(&c.port, c.baud)
+                .map_err(|e| HandlerError::failed("particle open", e.to_string()))
+        };
+        cancel_cut_off(&self.in_transfer, open, &self.device_id).await;
     }
 
     /// The user part's largest size on any current platform (P2: 1.5 MiB).
