@@ -190,7 +190,11 @@ async fn the_device_rejects_what_the_agent_would_refuse() {
     let sim = rig.sim(None, false);
     let mut corrupt = user_binary(BORON, PRODUCT, 7, 3000, 9);
     corrupt[100] ^= 0xFF;
+    // An end address past the user part's 256 KiB.
+    let mut too_long = user_binary(BORON, PRODUCT, 7, 3000, 10);
+    too_long[4..8].copy_from_slice(&(0x000B_4000u32 + 0x4_0001).to_le_bytes());
     for (bin, code, meaning) in [
+        (too_long, -1300, "bad end address"),
         (
             user_binary(ARGON, PRODUCT, 7, 3000, 8),
             -1360,
@@ -246,7 +250,7 @@ async fn the_device_rejects_what_the_agent_would_refuse() {
         assert!(percents > 0, "no transfer progress reported");
     }
     let s = sim.state();
-    assert_eq!(s.validation_failures, vec![-1360, -1330], "{s:?}");
+    assert_eq!(s.validation_failures, vec![-1300, -1360, -1330], "{s:?}");
     assert_eq!(s.applied, 0);
     assert_eq!(s.user_sha, None);
 }
