@@ -191,7 +191,7 @@ async fn mcs_never_shows_its_device_key() {
         &format!(
             "[source]\nkind = \"mcs\"\nbase_url = \"{}\"\nhttps_only = false\n\
          device_id = \"{ID}\"\ndevice_key = {{ file = \"key\" }}\ngateway_device = \"dev\"\n\
-         heartbeat_interval = \"200ms\"\n[trust]\nallow_weak_checksums = true\n",
+         heartbeat_interval = \"200ms\"\nstartup_spread = \"0\"\n[trust]\nallow_weak_checksums = true\n",
             server.base_url()
         ),
         &[("key", &format!("{CANARY}\n"))],

@@ -172,3 +172,68 @@ async fn a_source_task_that_panics_or_ends_is_restarted() {
     runner.await.unwrap();
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+/// A source that asks for a start-up spread and tells when the engine first
+/// asks it for firmware.
+struct Spread {
+    window: Duration,
+    asked: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait]
+impl FirmwareSource for Spread {
+    fn describe(&self) -> String {
+        "spread".into()
+    }
+    fn startup_spread(&self) -> Duration {
+        self.window
+    }
+    async fn firmware_for(&self, _d: &DeviceConfig) -> Result<Vec<Firmware>, SourceError> {
+        self.asked.notify_one();
+        Ok(Vec::new())
+    }
+}
+
+/// The service's first cycle comes at a random time within the source's
+/// start-up spread, so agents that boot together do not ask together (issue
+/// #18). On tokio's paused clock: the hour passes in no time.
+#[tokio::test(start_paused = true)]
+async fn the_first_cycle_waits_a_random_time_within_the_start_up_spread() {
+    let window = Duration::from_secs(3600);
+    let mut delays = Vec::new();
+    for _ in 0..8 {
+        let state = tempfile::tempdir().unwrap();
+        let asked = Arc::new(tokio::sync::Notify::new());
+        let engine = Engine::new(
+            agent_config(state.path()),
+            &Default::default(),
+            Box::new(Spread {
+                window,
+                asked: asked.clone(),
+            }),
+            vec![(
+                device_config("d", "t", UpdatePolicy::Immediate),
+                FakeDevice::new("1.0") as Arc<dyn UpdateHandler>,
+            )],
+        )
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let runner = tokio::spawn({
+            let (engine, shutdown) = (engine.clone(), shutdown.clone());
+            async move { engine.run(shutdown).await }
+        });
+        asked.notified().await;
+        delays.push(started.elapsed());
+        shutdown.cancel();
+        runner.await.unwrap();
+    }
+    assert!(delays.iter().all(|d| *d <= window), "{delays:?}");
+    // Uniform over the hour: four or more of eight under a minute would happen
+    // about once in ten million runs.
+    let late = delays
+        .iter()
+        .filter(|d| **d > Duration::from_secs(60))
+        .count();
+    assert!(late >= 4, "{delays:?}");
+}

@@ -47,6 +47,7 @@ fn mcs_config(server: &McsServer) -> McsConfig {
         heartbeat_interval: Duration::from_millis(200),
         max_push_age: Duration::from_secs(600),
         status_channel: Some("fota_status".into()),
+        startup_spread: Duration::ZERO,
     }
 }
 

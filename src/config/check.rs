@@ -146,6 +146,24 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// A start-up spread (see [`crate::schedule::spread`]): a duration, where
+    /// "0" or "0s" means at once (the one key where zero makes sense);
+    /// `default` when absent.
+    pub fn spread_or(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        name: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            Some(s) if humantime::parse_duration(s.get_ref()).is_ok_and(|d| d.is_zero()) => {
+                Ok(Duration::ZERO)
+            }
+            _ => self.duration_or(value, key, name, default),
+        }
+    }
+
     /// An integer converted to `T` and accepted by `ok`; otherwise the error
     /// `message(value)` at the value.
     pub fn int<T: TryFrom<i64>>(

@@ -206,12 +206,22 @@ async fn fetch_checked(
             max,
         });
     }
-    let part = part_path(dest);
-    let result = copy_hashing(&source, dest, firmware, progress, bytes).await;
-    let digests = match result.and_then(|d| check(firmware, d)) {
+    let hashed = copy_hashing(&source, dest, firmware, progress, bytes).await;
+    commit_checked(hashed, firmware, dest).await
+}
+
+/// Commits the partial file of `dest` once its digests (`hashed`) match the
+/// firmware's checksums; a failed hash or check deletes the partial file, so the
+/// next attempt starts over.
+async fn commit_checked(
+    hashed: Result<Digests, FetchError>,
+    firmware: &Firmware,
+    dest: &Path,
+) -> Result<Digests, FetchError> {
+    let digests = match hashed.and_then(|d| check(firmware, d)) {
         Ok(d) => d,
         Err(e) => {
-            let _ = tokio::fs::remove_file(&part).await;
+            let _ = tokio::fs::remove_file(part_path(dest)).await;
             return Err(e);
         }
     };
@@ -245,18 +255,8 @@ async fn fetch_remote(
         .fetch(&part, &report)
         .await
         .map_err(FetchError::Remote)?;
-    let digests = match hash_file(&part, firmware)
-        .await
-        .and_then(|d| check(firmware, d))
-    {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(e);
-        }
-    };
-    download::commit_staged(dest)?;
-    Ok(digests)
+    let hashed = hash_file(&part, firmware).await;
+    commit_checked(hashed, firmware, dest).await
 }
 
 /// Re-verifies an image that was staged earlier (background transfer) before its

@@ -6,8 +6,9 @@
 //! already being written needs a re-flash (`reflash.rs`).
 
 use std::cmp::Ordering;
+use std::time::Duration;
 
-use super::Engine;
+use super::{Device, Engine};
 use crate::progress::{Outcome, Progress, ProgressStep};
 use crate::store::{OutcomeRecord, Phase, now_secs};
 
@@ -47,28 +48,9 @@ impl Engine {
                         "transfer interrupted by a restart; it starts again");
                     None
                 }
-                Phase::Update => Some(
-                    match super::confirm::read_version(device, self.inner.agent.confirm_window)
-                        .await
-                    {
-                        Ok(Some(v))
-                            if device.config.version_scheme.compare(&v, &in_flight.version)
-                                == Ok(Ordering::Equal) =>
-                        {
-                            Outcome::Success
-                        }
-                        Ok(Some(v)) => Outcome::Failed(format!(
-                            "interrupted by an agent restart; device reports version {v}, not {}",
-                            in_flight.version
-                        )),
-                        Ok(None) => Outcome::Failed(
-                            "interrupted by an agent restart; device reports no version".into(),
-                        ),
-                        Err(e) => Outcome::Failed(format!(
-                            "interrupted by an agent restart; cannot read the device's version: {e}"
-                        )),
-                    },
-                ),
+                Phase::Update => {
+                    Some(judge(device, &in_flight.version, self.inner.agent.confirm_window).await)
+                }
             };
             if let Some(o) = &outcome {
                 let progress = Progress::new(id, &in_flight.version, self.events());
@@ -99,6 +81,9 @@ impl Engine {
             if let Err(e) = saved {
                 tracing::error!(device = %id, "cannot record recovered outcome: {e}");
             }
+            if outcome.is_some() {
+                device.handler.after_resolved().await;
+            }
             out.push(Recovered {
                 device_id: id.clone(),
                 version: in_flight.version,
@@ -106,5 +91,32 @@ impl Engine {
             });
         }
         out
+    }
+}
+
+/// The outcome of an update step the agent did not see finish: the handler's
+/// own judgement when its update step restarts the agent (RAUC's reboot),
+/// otherwise success only if the device reports `target` now (asked within
+/// `window`).
+async fn judge(device: &Device, target: &str, window: Duration) -> Outcome {
+    if let Some(judged) = device.handler.resolve_after_restart(target).await {
+        return match judged {
+            Ok(()) => Outcome::Success,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+    }
+    match super::confirm::read_version(device, window).await {
+        Ok(Some(v)) if device.config.version_scheme.compare(&v, target) == Ok(Ordering::Equal) => {
+            Outcome::Success
+        }
+        Ok(Some(v)) => Outcome::Failed(format!(
+            "interrupted by an agent restart; device reports version {v}, not {target}"
+        )),
+        Ok(None) => {
+            Outcome::Failed("interrupted by an agent restart; device reports no version".into())
+        }
+        Err(e) => Outcome::Failed(format!(
+            "interrupted by an agent restart; cannot read the device's version: {e}"
+        )),
     }
 }

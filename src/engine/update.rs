@@ -84,7 +84,13 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Option<Outcome> {
     let (store, timeout) = (ctx.store, ctx.timeout);
-    let work = steps(ctx, device, firmware, mode, &progress);
+    let job = Job {
+        device,
+        firmware,
+        mode,
+        progress: &progress,
+    };
+    let work = steps(ctx, &job);
     let result = tokio::select! {
         r = tokio::time::timeout(timeout, work) => match r {
             Ok(Ok(())) => Ok(()),
@@ -108,8 +114,18 @@ pub async fn run(
         Ok(()) => Some(Outcome::Success),
         Err(o) => Some(o),
     };
-    finish(device, store, firmware, mode, &progress, outcome.clone());
+    finish(store, &job, outcome.clone());
     outcome
+}
+
+/// One update as its steps see it: the device, the firmware, what to do with
+/// it, and where its progress goes.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    device: &'a Device,
+    firmware: &'a Firmware,
+    mode: Mode,
+    progress: &'a Progress,
 }
 
 /// Records which phase the update of `firmware` is in, for a restart to resolve;
@@ -158,15 +174,15 @@ pub(super) fn mark_written(store: &Store, id: &str) {
 /// verify, transfer in the background if the handler can, then (not for
 /// `TransferOnly`) update. [`Mode::UpdateTransferred`] and [`Mode::Reflash`]: see
 /// [`update_staged`].
-async fn steps(
-    ctx: &Context<'_>,
-    device: &Device,
-    firmware: &Firmware,
-    mode: Mode,
-    progress: &Progress,
-) -> Result<(), UpdateError> {
+async fn steps(ctx: &Context<'_>, job: &Job<'_>) -> Result<(), UpdateError> {
+    let Job {
+        device,
+        firmware,
+        mode,
+        progress,
+    } = *job;
     if matches!(mode, Mode::UpdateTransferred | Mode::Reflash) {
-        return update_staged(ctx, device, firmware, mode, progress).await;
+        return update_staged(ctx, job).await;
     }
     use ProgressStep::*;
     let store = ctx.store;
@@ -210,11 +226,9 @@ async fn steps(
         progress.pending()?;
         return Ok(());
     }
-    set_phase(store, id, firmware, Phase::Update, Some(&image))?;
     // A handler without background transfer is entered at TRANSFERRING and
     // moves to UPDATING itself.
-    progress.next()?;
-    device.handler.update(&image, progress).await?;
+    write_image(store, job, &image).await?;
     if mode == Mode::Install {
         return Ok(());
     }
@@ -234,16 +248,11 @@ fn fits(device: &Device, size: Option<u64>) -> Result<(), UpdateError> {
 
 /// [`Mode::UpdateTransferred`] and [`Mode::Reflash`]: re-verify the staged image
 /// (by the SHA-256 its record holds), then update.
-async fn update_staged(
-    ctx: &Context<'_>,
-    device: &Device,
-    firmware: &Firmware,
-    mode: Mode,
-    progress: &Progress,
-) -> Result<(), UpdateError> {
+async fn update_staged(ctx: &Context<'_>, job: &Job<'_>) -> Result<(), UpdateError> {
+    let (device, firmware, progress) = (job.device, job.firmware, job.progress);
     let store = ctx.store;
     let id = &device.config.id;
-    let reflash = mode == Mode::Reflash;
+    let reflash = job.mode == Mode::Reflash;
     progress.define_sequence(
         if device.handler.background_transfer().is_some() && !reflash {
             &[ProgressStep::Updating]
@@ -266,10 +275,22 @@ async fn update_staged(
     if reflash {
         image = image.for_reflash();
     }
-    set_phase(store, id, firmware, Phase::Update, Some(&image))?;
-    progress.next()?;
-    device.handler.update(&image, progress).await?;
+    write_image(store, job, &image).await?;
     confirm_version(device, store, &firmware.version, ctx.confirm_window).await
+}
+
+/// The update step: recorded first (a restart then knows the device may be
+/// half-written), then the handler writes the verified `image`.
+async fn write_image(
+    store: &Store,
+    job: &Job<'_>,
+    image: &VerifiedImage,
+) -> Result<(), UpdateError> {
+    let id = &job.device.config.id;
+    set_phase(store, id, job.firmware, Phase::Update, Some(image))?;
+    job.progress.next()?;
+    job.device.handler.update(image, job.progress).await?;
+    Ok(())
 }
 
 fn transferred(image: &VerifiedImage) -> Transferred {
@@ -320,22 +341,16 @@ pub async fn confirm_version(
 
 /// Emits the terminal outcome once and writes it to the store; removes the staged
 /// image unless it waits for its update step.
-fn finish(
-    device: &Device,
-    store: &Store,
-    firmware: &Firmware,
-    mode: Mode,
-    progress: &Progress,
-    outcome: Option<Outcome>,
-) {
-    let id = &device.config.id;
+fn finish(store: &Store, job: &Job<'_>, outcome: Option<Outcome>) {
+    let (firmware, mode) = (job.firmware, job.mode);
+    let id = &job.device.config.id;
     let Some(outcome) = outcome else {
         return;
     };
     let emitted = match &outcome {
-        Outcome::Success => progress.success(),
-        Outcome::Failed(r) => progress.failed(r.clone()),
-        Outcome::Canceled => progress.canceled(),
+        Outcome::Success => job.progress.success(),
+        Outcome::Failed(r) => job.progress.failed(r.clone()),
+        Outcome::Canceled => job.progress.canceled(),
     };
     if let Err(e) = emitted {
         tracing::error!(device = %id, "progress already finished: {e}");

@@ -73,6 +73,18 @@ impl DeviceKeys<'_> {
         self.check.error(self.start, Some(key), msg)
     }
 
+    /// `version_command` and its limit `command_timeout` (which also bounds the
+    /// command handler's `executable_command`): the keys every handler that can
+    /// ask a device's version shares. The timeout is checked first.
+    pub fn version_keys(
+        &self,
+        command: &Option<Spanned<Vec<String>>>,
+        timeout: &Option<Spanned<String>>,
+    ) -> Result<(Option<Vec<String>>, Duration), ConfigError> {
+        let timeout = self.command_timeout(timeout)?;
+        Ok((self.command(command, "version_command")?, timeout))
+    }
+
     /// `command_timeout`: the limit of the version (and executable) commands.
     pub fn command_timeout(
         &self,

@@ -170,8 +170,8 @@ async fn spawn_write(path: PathBuf, bytes: Vec<u8>) -> Result<(), PersistError> 
         .map_err(|e| io_err(&at)(std::io::Error::other(e)))?
 }
 
-/// Temp file `.<name>.XXXXXX.tmp` beside `path`, write, fsync, rename over
-/// `path`, fsync of the folder.
+/// Temp file `.<name>.<pid>-XXXXXX.tmp` beside `path`, write, fsync, rename
+/// over `path`, fsync of the folder.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     LazyLock::force(&STARTED);
     let dir = match path.parent() {
@@ -190,17 +190,41 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError
     fsync_dir(dir)
 }
 
+/// `.<name>.<pid>-`: the pid tells a killed process's leftover from a save of
+/// a live one, whatever the file's age.
 fn temp_prefix(path: &Path) -> String {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    format!(".{name}.")
+    format!(".{name}.{}-", std::process::id())
 }
 
-/// Whether `name` is a temp file of a save: ours (`.<name>.XXXXXX.tmp`) or one
-/// of earlier versions (`.tmpXXXXXX`, tempfile's default).
+/// Whether `name` is a temp file of a save: ours (`.<name>.<pid>-XXXXXX.tmp`,
+/// or `.<name>.XXXXXX.tmp` of earlier versions) or `.tmpXXXXXX` (tempfile's
+/// default, older still).
 fn is_temp_name(name: &str) -> bool {
     let ours = name.starts_with('.') && name.ends_with(".tmp") && name.len() > 5;
     let legacy = name.len() == 10 && name.starts_with(".tmp");
     ours || legacy
+}
+
+/// The pid in a temp file's name (`.<name>.<pid>-XXXXXX.tmp`), if it has one.
+fn temp_pid(name: &str) -> Option<i32> {
+    let stem = name.strip_suffix(".tmp")?;
+    let (head, _random) = stem.rsplit_once('-')?;
+    head.rsplit('.').next()?.parse().ok()
+}
+
+/// Whether the temp file `name`, modified at `modified`, is a killed save's
+/// leftover: its process is gone, or (no pid in the name) it is older than this
+/// process.
+fn is_leftover(name: &str, modified: Option<SystemTime>) -> bool {
+    match temp_pid(name) {
+        Some(pid) if pid == std::process::id() as i32 => false,
+        Some(pid) => matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        ),
+        None => modified.is_some_and(|t| t < *STARTED - TIMESTAMP_MARGIN),
+    }
 }
 
 /// Removes the temp files in `dir` that no save of this process is writing:
@@ -210,17 +234,14 @@ pub fn remove_leftovers(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let started = *STARTED - TIMESTAMP_MARGIN;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if !is_temp_name(&name.to_string_lossy()) {
+        let name = name.to_string_lossy();
+        if !is_temp_name(&name) {
             continue;
         }
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t < started);
-        if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+        let modified = entry.metadata().and_then(|m| m.modified()).ok();
+        if is_leftover(&name, modified) && entry.file_type().is_ok_and(|t| t.is_file()) {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => tracing::info!(
                     "removed {} (left by an interrupted save)",
@@ -309,6 +330,11 @@ mod tests {
     fn open_removes_what_a_killed_save_left_but_not_a_save_in_progress() {
         let dir = tempfile::tempdir().unwrap();
         let old = SystemTime::now() - Duration::from_secs(3600);
+        // A pid no process has (above the kernel's pid_max limit of 2^22).
+        let dead = ".doc.json.99999999-Zz9Yy8.tmp";
+        let live = format!(".doc.json.{}-Xx1Ww2.tmp", std::process::id());
+        std::fs::write(dir.path().join(dead), b"{").unwrap();
+        std::fs::write(dir.path().join(&live), b"{").unwrap();
         let leftovers = [".doc.json.a1b2c3.tmp", ".tmpAbC123"];
         for name in leftovers.iter().chain([&".doc.json.fresh1.tmp"]) {
             std::fs::write(dir.path().join(name), b"{").unwrap();
@@ -324,7 +350,17 @@ mod tests {
         let _file = JsonFile::<Doc>::open(dir.path().join("doc.json"));
         assert_eq!(
             names(dir.path()),
-            vec![".doc.json.fresh1.tmp", "other.json"]
+            vec![live.as_str(), ".doc.json.fresh1.tmp", "other.json"]
         );
+    }
+
+    #[test]
+    fn saves_name_their_process_in_the_temp_file() {
+        let path = Path::new("/x/doc.json");
+        let name = format!("{}AbC123.tmp", temp_prefix(path));
+        assert!(is_temp_name(&name));
+        assert_eq!(temp_pid(&name), Some(std::process::id() as i32));
+        assert_eq!(temp_pid(".doc.json.a1b2c3.tmp"), None);
+        assert_eq!(temp_pid(".tmpAbC123"), None);
     }
 }

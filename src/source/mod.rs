@@ -13,6 +13,8 @@ pub mod thingsboard;
 mod folder_file;
 mod link;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +52,13 @@ pub trait FirmwareSource: Send + Sync {
     /// The version each device runs (`None`: unknown), after start-up and after
     /// every cycle.
     async fn report_versions(&self, _versions: &[DeviceVersion]) {}
+
+    /// The service's first cycle waits a random time up to this, so a fleet
+    /// that boots together does not ask the server together (sources whose own
+    /// task polls spread that task instead).
+    fn startup_spread(&self) -> Duration {
+        Duration::ZERO
+    }
 
     /// The source's own background work — polling its server on the server's
     /// schedule, keeping a push channel open — until `shutdown`. It asks the engine

@@ -49,8 +49,8 @@ impl HandlerSpec for CommandConfig {
     type Raw = RawCommand;
 
     fn from_raw(raw: RawCommand, device: &DeviceKeys<'_>) -> Result<Self, ConfigError> {
-        let command_timeout = device.command_timeout(&raw.command_timeout)?;
-        let version_command = device.command(&raw.version_command, "version_command")?;
+        let (version_command, command_timeout) =
+            device.version_keys(&raw.version_command, &raw.command_timeout)?;
         let Some(update) = &raw.update_command else {
             return Err(device.missing::<Self>("update_command", ""));
         };

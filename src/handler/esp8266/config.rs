@@ -62,8 +62,8 @@ impl HandlerSpec for Esp8266Config {
 
     fn from_raw(raw: RawEsp8266, device: &DeviceKeys<'_>) -> Result<Self, ConfigError> {
         let dev = device.dev;
-        let command_timeout = device.command_timeout(&raw.command_timeout)?;
-        let version_command = device.command(&raw.version_command, "version_command")?;
+        let (version_command, command_timeout) =
+            device.version_keys(&raw.version_command, &raw.command_timeout)?;
         let serial = device.serial::<Self>(&raw.port, &raw.baud)?;
         let flash_offset = match &raw.flash_offset {
             Some(o) => device.check.int(

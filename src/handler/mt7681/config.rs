@@ -91,8 +91,8 @@ impl HandlerSpec for Mt7681Config {
 
     fn from_raw(raw: RawMt7681, device: &DeviceKeys<'_>) -> Result<Self, ConfigError> {
         let dev = device.dev;
-        let command_timeout = device.command_timeout(&raw.command_timeout)?;
-        let version_command = device.command(&raw.version_command, "version_command")?;
+        let (version_command, command_timeout) =
+            device.version_keys(&raw.version_command, &raw.command_timeout)?;
         let reset_command = device.command(&raw.reset_command, "reset_command")?;
         // The MT7681 only upgrades to a higher version (MCS rule): the handler
         // needs the current version and never allows a downgrade.

@@ -71,8 +71,8 @@ impl HandlerSpec for XmodemConfig {
     type Raw = RawXmodem;
 
     fn from_raw(raw: RawXmodem, device: &DeviceKeys<'_>) -> Result<Self, ConfigError> {
-        let command_timeout = device.command_timeout(&raw.command_timeout)?;
-        let version_command = device.command(&raw.version_command, "version_command")?;
+        let (version_command, command_timeout) =
+            device.version_keys(&raw.version_command, &raw.command_timeout)?;
         Ok(XmodemConfig {
             serial: device.serial::<Self>(&raw.port, &raw.baud)?,
             protocol: device

@@ -101,18 +101,12 @@ impl SourceKind for RawHawkbit {
             "source.min_poll_interval",
             DEFAULT_MIN_POLL_INTERVAL,
         )?;
-        let startup_spread = match &self.startup_spread {
-            // "0" or "0s": poll at once (the only key where zero makes sense).
-            Some(s) if humantime::parse_duration(s.get_ref()).is_ok_and(|d| d.is_zero()) => {
-                Duration::ZERO
-            }
-            _ => check.duration_or(
-                &self.startup_spread,
-                "startup_spread",
-                "source.startup_spread",
-                DEFAULT_STARTUP_SPREAD,
-            )?,
-        };
+        let startup_spread = check.spread_or(
+            &self.startup_spread,
+            "startup_spread",
+            "source.startup_spread",
+            DEFAULT_STARTUP_SPREAD,
+        )?;
         let devices = self.chunks(source)?;
         Ok(SourceConfig::Hawkbit(HawkbitConfig {
             url,

@@ -16,6 +16,7 @@ const DEFAULT_MCS_GATEWAY_DEVICE: &str = "gateway";
 const DEFAULT_MCS_HEARTBEAT: Duration = Duration::from_secs(60);
 const DEFAULT_MCS_MAX_PUSH_AGE: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_MCS_STATUS_CHANNEL: &str = "fota_status";
+const DEFAULT_MCS_STARTUP_SPREAD: Duration = Duration::from_secs(60);
 
 /// Keys of `kind = "mcs"`. See docs/source-mcs.md.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +39,10 @@ pub struct McsConfig {
     /// The string data channel progress and outcomes are uploaded to; default
     /// `fota_status`; `""` turns reporting off.
     pub status_channel: Option<String>,
+    /// The service's first query for available firmware waits a random time up
+    /// to this, so a fleet that boots together does not query together; default
+    /// 60 s, 0: at once (`run --once` never waits).
+    pub startup_spread: Duration,
 }
 
 /// One agent device and its MCS identity. `Debug` never shows the key.
@@ -71,6 +76,7 @@ pub(crate) struct RawMcs {
     heartbeat_interval: Option<Spanned<String>>,
     max_push_age: Option<Spanned<String>>,
     status_channel: Option<Spanned<String>>,
+    startup_spread: Option<Spanned<String>>,
     /// `[source.devices]`: agent device id -> its own MCS credentials.
     devices: Option<Spanned<BTreeMap<String, Spanned<RawMcsDevice>>>>,
 }
@@ -131,6 +137,12 @@ impl SourceKind for RawMcs {
             heartbeat_interval,
             max_push_age,
             status_channel,
+            startup_spread: check.spread_or(
+                &self.startup_spread,
+                "startup_spread",
+                "source.startup_spread",
+                DEFAULT_MCS_STARTUP_SPREAD,
+            )?,
         }))
     }
 }

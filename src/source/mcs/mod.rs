@@ -453,6 +453,10 @@ impl push::LineSink for Sink {
 
 #[async_trait]
 impl FirmwareSource for McsSource {
+    fn startup_spread(&self) -> std::time::Duration {
+        self.inner.config.startup_spread
+    }
+
     fn describe(&self) -> String {
         let ids: Vec<String> = self
             .inner
