@@ -51,7 +51,7 @@ pub(super) fn config(check: &Checker<'_>, raw: RawConfig<'_>) -> Result<Config, 
     // id -> line of its first definition
     let mut seen: HashMap<String, usize> = HashMap::new();
     for section in raw.device {
-        devices.push(device(check, section, &mut seen)?);
+        devices.push(device(check, section, &agent.state_dir, &mut seen)?);
     }
     let (source, download) = match raw.source {
         Some(section) => {
@@ -334,6 +334,7 @@ fn source(
 fn device(
     check: &Checker<'_>,
     section: Section<'_, RawDevice>,
+    state_dir: &std::path::Path,
     seen: &mut HashMap<String, usize>,
 ) -> Result<DeviceConfig, ConfigError> {
     let (start, raw) = (section.start, section.common);
@@ -388,6 +389,7 @@ fn device(
         dev: &dev,
         start,
         only_newer: raw.only_newer.as_ref(),
+        state_dir,
     };
     let handler = handler(&keys, &raw, section.rest)?;
     Ok(DeviceConfig {
@@ -502,6 +504,9 @@ mod tests {
                 "reboot_command",
                 "reboot_timeout",
                 "os_release",
+                "platform_id",
+                "product_id",
+                "reset_timeout",
             ]
         );
     }

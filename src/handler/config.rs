@@ -57,6 +57,8 @@ pub(crate) struct DeviceKeys<'a> {
     pub start: usize,
     /// The common `only_newer` key, when set.
     pub only_newer: Option<&'a Spanned<bool>>,
+    /// `agent.state_dir`: where a handler keeps what it learns about its device.
+    pub state_dir: &'a std::path::Path,
 }
 
 impl DeviceKeys<'_> {

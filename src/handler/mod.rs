@@ -21,6 +21,9 @@ config::handlers! {
     mt7681 => Mt7681(mt7681::config::Mt7681Config),
     /// `handler = "rauc"`: the gateway's own OS, A/B through RAUC over D-Bus.
     rauc => Rauc(rauc::config::RaucConfig),
+    /// `handler = "particle"`: a Particle device's user firmware over USB serial
+    /// (listening mode, YMODEM).
+    particle => Particle(particle::config::ParticleConfig),
 }
 
 use std::path::{Path, PathBuf};

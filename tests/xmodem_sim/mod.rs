@@ -8,9 +8,9 @@ pub mod lrzsz;
 pub mod pty;
 
 #[path = "../support/crc16.rs"]
-mod crc16;
+pub mod crc16;
 
-use crc16::crc16;
+pub use crc16::crc16;
 use std::time::Duration;
 
 pub use pty::Pty;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
 use tokio::io::unix::AsyncFd;
 
@@ -31,6 +31,11 @@ impl Pty {
         tcsetattr(&pair.slave, SetArg::TCSANOW, &t).expect("tcsetattr");
         let slave_path =
             std::fs::read_link(format!("/proc/self/fd/{}", pair.slave.as_raw_fd())).unwrap();
+        // Not inherited by the processes a test starts: a child holding the
+        // master would keep the slave from hanging up when the pty is dropped.
+        for fd in [&pair.master, &pair.slave] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
+        }
         let flags = OFlag::from_bits_truncate(fcntl(&pair.master, FcntlArg::F_GETFL).unwrap());
         fcntl(&pair.master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
         Pty {
@@ -101,6 +106,41 @@ impl Pty {
             }
         }
         Ok(())
+    }
+
+    /// The baud rate the slave side set last (Linux shares one termios between
+    /// the two sides; `TCGETS2` reads the exact rate, also a non-standard one
+    /// such as 28800 set with `BOTHER`).
+    #[allow(dead_code)]
+    pub fn baud(&self) -> u32 {
+        let mut t: nix::libc::termios2 = unsafe { std::mem::zeroed() };
+        // SAFETY: TCGETS2 fills a `termios2` the pointer refers to.
+        let rc = unsafe {
+            nix::libc::ioctl(
+                self.master.get_ref().as_raw_fd(),
+                nix::libc::TCGETS2,
+                &mut t,
+            )
+        };
+        if rc == 0 { t.c_ospeed } else { 0 }
+    }
+
+    /// Sets the line's baud rate from this side (as a host's line coding
+    /// returns to its default).
+    #[allow(dead_code)]
+    pub fn set_baud(&self, baud: u32) {
+        let fd = self.master.get_ref().as_raw_fd();
+        let mut t: nix::libc::termios2 = unsafe { std::mem::zeroed() };
+        // SAFETY: TCGETS2 / TCSETS2 read and write the `termios2` given.
+        unsafe {
+            if nix::libc::ioctl(fd, nix::libc::TCGETS2, &mut t) == 0 {
+                t.c_cflag &= !nix::libc::CBAUD;
+                t.c_cflag |= nix::libc::BOTHER;
+                t.c_ispeed = baud;
+                t.c_ospeed = baud;
+                nix::libc::ioctl(fd, nix::libc::TCSETS2, &t);
+            }
+        }
     }
 
     /// Reads and discards until the line has been quiet for `quiet`; returns what
