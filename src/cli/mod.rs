@@ -5,6 +5,7 @@ mod check;
 mod fetch;
 mod generate;
 mod install;
+mod malloc;
 mod render;
 mod run;
 mod status;
@@ -23,6 +24,7 @@ pub use check::check;
 pub use fetch::{FetchArgs, fetch};
 pub use generate::{Generate, generate};
 pub use install::{InstallArgs, install};
+pub use malloc::tune as tune_malloc;
 pub use run::run;
 pub use status::status;
 
