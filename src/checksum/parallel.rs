@@ -96,4 +96,17 @@ mod tests {
         }
         assert_eq!(parallel.finish(), serial.finish());
     }
+
+    #[test]
+    fn resumed_from_a_prefix_gives_the_whole_stream_digests() {
+        let algs = [ChecksumAlgorithm::Sha256, ChecksumAlgorithm::Md5];
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut prefix = MultiHasher::new(algs);
+        prefix.update(&data[..333_333]);
+        let mut parallel = ParallelHasher::resume(prefix).unwrap();
+        parallel.update(&Bytes::copy_from_slice(&data[333_333..]));
+        let mut whole = MultiHasher::new(algs);
+        whole.update(&data);
+        assert_eq!(parallel.finish(), whole.finish());
+    }
 }
