@@ -236,7 +236,8 @@ async fn an_mcs_redirect_to_another_host_does_not_take_the_device_key_along() {
     let agent = Agent::start(
         &format!(
             "[source]\nkind = \"mcs\"\nbase_url = \"{}\"\nhttps_only = false\n\
-             device_id = \"{ID}\"\ndevice_key = \"{CANARY}\"\ngateway_device = \"dev\"\n",
+             device_id = \"{ID}\"\ndevice_key = \"{CANARY}\"\ngateway_device = \"dev\"\n\
+             startup_spread = \"0\"\n",
             server.base_url()
         ),
         &[],

@@ -480,6 +480,12 @@ mod tests {
                 "retries",
                 "region",
                 "reset_command",
+                "health_command",
+                "health_timeout",
+                "min_uptime",
+                "reboot_command",
+                "reboot_timeout",
+                "os_release",
             ]
         );
     }

@@ -81,6 +81,9 @@ impl Engine {
             if let Err(e) = saved {
                 tracing::error!(device = %id, "cannot record recovered outcome: {e}");
             }
+            if outcome.is_some() {
+                device.handler.after_resolved().await;
+            }
             out.push(Recovered {
                 device_id: id.clone(),
                 version: in_flight.version,
@@ -91,9 +94,17 @@ impl Engine {
     }
 }
 
-/// The outcome of an update step the agent did not see finish: success only if
-/// the device reports `target` now (asked within `window`).
+/// The outcome of an update step the agent did not see finish: the handler's
+/// own judgement when its update step restarts the agent (RAUC's reboot),
+/// otherwise success only if the device reports `target` now (asked within
+/// `window`).
 async fn judge(device: &Device, target: &str, window: Duration) -> Outcome {
+    if let Some(judged) = device.handler.resolve_after_restart(target).await {
+        return match judged {
+            Ok(()) => Outcome::Success,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+    }
     match super::confirm::read_version(device, window).await {
         Ok(Some(v)) if device.config.version_scheme.compare(&v, target) == Ok(Ordering::Equal) => {
             Outcome::Success

@@ -19,6 +19,8 @@ config::handlers! {
     /// `handler = "mt7681"`: MediaTek MT7681 (LinkIt Connect 7681) UART upgrade
     /// (`AT#Reboot`, recovery mode, `AT#UpdateFW`, XMODEM).
     mt7681 => Mt7681(mt7681::config::Mt7681Config),
+    /// `handler = "rauc"`: the gateway's own OS, A/B through RAUC over D-Bus.
+    rauc => Rauc(rauc::config::RaucConfig),
 }
 
 use std::path::{Path, PathBuf};
@@ -203,6 +205,17 @@ pub trait UpdateHandler: Send + Sync {
     /// Stops a running `transfer` or `update` as soon as possible. Called by the
     /// engine on cancel and on timeout, after it dropped the running future.
     async fn cancel(&self) {}
+
+    /// For a handler whose update step takes the agent down with it (the
+    /// gateway's reboot): judges, in start-up recovery, the update to `version`
+    /// left in flight. `None`: the engine judges by the version the device reports.
+    async fn resolve_after_restart(&self, _version: &str) -> Option<Result<(), HandlerError>> {
+        None
+    }
+
+    /// Called once the outcome [`Self::resolve_after_restart`] gave is recorded
+    /// (e.g. to reboot back into the old system only then).
+    async fn after_resolved(&self) {}
 
     /// The background-transfer capability, when the device has one.
     fn background_transfer(&self) -> Option<&dyn BackgroundTransfer> {

@@ -312,14 +312,14 @@ fn device_keys_are_checked() {
             ),
             line: 11,
             key: Some("handler"),
-            message: "device \"esp-1\": unknown handler \"esp8267\" (known: command, esp8266, esp8266-wifi, mt7681, xmodem)",
+            message: "device \"esp-1\": unknown handler \"esp8267\" (known: command, esp8266, esp8266-wifi, mt7681, rauc, xmodem)",
         },
         Case {
             name: "missing handler",
             text: "[[device]]\nid = \"d\"\ntype = \"t\"\n",
             line: 1,
             key: Some("handler"),
-            message: "device \"d\": missing key \"handler\" (known: command, esp8266, esp8266-wifi, mt7681, xmodem)",
+            message: "device \"d\": missing key \"handler\" (known: command, esp8266, esp8266-wifi, mt7681, rauc, xmodem)",
         },
         Case {
             name: "missing type",
