@@ -55,6 +55,23 @@ enum Command {
         #[arg(long)]
         md5: Option<String>,
     },
+    /// Lock a device to one version (older or newer): it gets that version and no
+    /// other update until `unlock`.
+    Lock {
+        /// The configured device id.
+        device: String,
+        /// The version to install and keep.
+        version: String,
+        /// Install when the device next comes online (or the agent restarts),
+        /// not at the next cycle.
+        #[arg(long)]
+        on_reset: bool,
+    },
+    /// Remove a device's lock (`fota-agent lock`): it follows the releases again.
+    Unlock {
+        /// The configured device id.
+        device: String,
+    },
     /// Validate the configuration file and exit.
     CheckConfig,
     /// Download and verify one file with the agent's download engine.
@@ -86,6 +103,12 @@ fn main() -> ExitCode {
         Command::Generate(what) => cli::generate::<Args>(what),
         Command::Check => cli::block_on(cli::check(&config)),
         Command::Status { json } => cli::status(&config, json),
+        Command::Lock {
+            device,
+            version,
+            on_reset,
+        } => cli::lock(&config, &device, &version, on_reset),
+        Command::Unlock { device } => cli::unlock(&config, &device),
         Command::Run { once } => cli::block_on(cli::run(&config, once)),
         Command::Install {
             device,

@@ -40,6 +40,49 @@ pub struct Firmware {
     /// before the handler sees any of them (an ESP8266's user2.bin beside its
     /// user1.bin); empty for single-file firmware.
     pub parts: Vec<FirmwarePart>,
+    /// Which devices the firmware is released to (a Particle product's release
+    /// state); server offers are [`Release::All`]: the server already decided.
+    pub release: Release,
+}
+
+/// Who may take a firmware without being locked to it. An operator uploads a
+/// version, tries it on test devices, then releases it to the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Release {
+    /// Released: the target of every device of its type.
+    #[default]
+    All,
+    /// Released to the devices of these groups only (`[[device]] group`).
+    Groups(Vec<String>),
+    /// Uploaded but not released: only devices in a group (test devices) take it.
+    Uploaded,
+}
+
+impl Release {
+    /// The longest group name: it is shown in every `check` line.
+    pub const MAX_GROUP_LEN: usize = 64;
+
+    /// Why `name` cannot be a group name (`[A-Za-z0-9._-]`, 1 to 64 characters),
+    /// or `None`; one rule for `[[device]] group` and a firmware's `groups`.
+    pub fn group_name_problem(name: &str) -> Option<String> {
+        if name.is_empty() {
+            Some("a group name must not be empty".into())
+        } else if name.len() > Release::MAX_GROUP_LEN {
+            Some(format!(
+                "group name {name:?} is longer than {} characters",
+                Release::MAX_GROUP_LEN
+            ))
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            Some(format!(
+                "group name {name:?} may only contain A-Z, a-z, 0-9, '.', '_' and '-'"
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// One further named file of a [`Firmware`]; verified like the main image
@@ -89,6 +132,7 @@ impl Firmware {
             download_headers: RequestHeaders::default(),
             signature_url: None,
             parts: Vec::new(),
+            release: Release::All,
         }
     }
 

@@ -104,6 +104,22 @@ pub struct StagedPart {
     pub sha256: String,
 }
 
+/// An operator's `fota-agent lock`: the device gets this version and no other
+/// until `unlock`. Kept in its own file (`locks/<id>.json`), written only by the
+/// `lock` and `unlock` commands and only read by a running agent, so neither
+/// can overwrite the other's changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    pub version: String,
+    /// Flash on reset: wait until the device next comes online (or the agent
+    /// restarts) instead of installing at the next cycle.
+    #[serde(default)]
+    pub on_reset: bool,
+    /// Seconds since the Unix epoch; a new lock of the same version is still a
+    /// new lock (an on-reset lock waits again).
+    pub set_at: u64,
+}
+
 /// Everything the agent remembers about one device.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceState {
@@ -195,6 +211,32 @@ impl Store {
         self.device_file(device_id).save_blocking(state)
     }
 
+    fn lock_file(&self, device_id: &str) -> JsonFile<Lock> {
+        JsonFile::at(self.root.join("locks").join(format!("{device_id}.json")))
+    }
+
+    /// The device's lock, if an operator set one.
+    pub fn lock(&self, device_id: &str) -> Result<Option<Lock>, StoreError> {
+        self.lock_file(device_id).load()
+    }
+
+    /// Locks the device (replacing an earlier lock), atomically and durably.
+    pub fn set_lock(&self, device_id: &str, lock: &Lock) -> Result<(), StoreError> {
+        self.lock_file(device_id).save_blocking(lock)
+    }
+
+    /// Removes the device's lock durably; false when it had none.
+    pub fn remove_lock(&self, device_id: &str) -> Result<bool, StoreError> {
+        let file = self.lock_file(device_id);
+        match fs::remove_file(file.path()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err(file.path())(e)),
+        }
+        crate::persist::fsync_dir(&self.root.join("locks"))?;
+        Ok(true)
+    }
+
     /// Loads, changes and saves the device's state.
     pub fn update(
         &self,
@@ -256,6 +298,24 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+    }
+
+    #[test]
+    fn locks_are_set_replaced_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path());
+        assert_eq!(store.lock("a").unwrap(), None);
+        assert!(!store.remove_lock("a").unwrap());
+        let lock = Lock {
+            version: "7".into(),
+            on_reset: true,
+            set_at: 5,
+        };
+        store.set_lock("a", &lock).unwrap();
+        assert_eq!(store.lock("a").unwrap(), Some(lock));
+        assert_eq!(store.lock("b").unwrap(), None);
+        assert!(store.remove_lock("a").unwrap());
+        assert_eq!(store.lock("a").unwrap(), None);
     }
 
     #[test]

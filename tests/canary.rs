@@ -4,6 +4,8 @@
 //! its status answer, or any report the stand-in received.
 
 mod hawkbit_ext;
+#[path = "support/http_request.rs"]
+mod http_request;
 mod mcs_server;
 mod process;
 mod thingsboard_server;
@@ -14,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use mcs_server::{McsServer, Offer};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use process::{until, until_or};
+use process::until_or;
 use thingsboard_server::TbServer;
 
 /// A command-handler device `dev` of type `t` running 1.0.
@@ -242,8 +244,9 @@ async fn an_mcs_redirect_to_another_host_does_not_take_the_device_key_along() {
         ),
         &[],
     );
-    until("the other host asked", || {
-        seen.lock().unwrap().contains("GET /mcs/v2/elsewhere")
+    let asked = || seen.lock().unwrap().contains("GET /mcs/v2/elsewhere");
+    until_or("the other host asked", asked, || {
+        format!("{:?}\n{}", server.requests(), agent.stderr())
     })
     .await;
     let other = seen.lock().unwrap().clone();

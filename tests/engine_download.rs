@@ -48,6 +48,7 @@ fn firmware(url: String, sha256: &str) -> Firmware {
         download_headers: Default::default(),
         signature_url: None,
         parts: Vec::new(),
+        release: Default::default(),
     }
 }
 

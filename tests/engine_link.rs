@@ -2,6 +2,7 @@
 //! versions after a cycle, and can ask for a check now or a cancel.
 
 mod common;
+mod process;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use fota_agent::handler::UpdateHandler;
 use fota_agent::model::{Firmware, FirmwareLocation, UpdatePolicy};
 use fota_agent::progress::{Outcome, ProgressEvent, ProgressKind};
 use fota_agent::source::{CancelOutcome, DeviceVersion, EngineLink, FirmwareSource, SourceError};
+use process::until;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
@@ -44,16 +46,6 @@ impl FirmwareSource for Source {
         *self.0.link.lock().unwrap() = Some(link);
         shutdown.cancelled().await;
     }
-}
-
-async fn until<F: Fn() -> bool>(what: &str, f: F) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test]

@@ -59,6 +59,8 @@ fn esp_device(
         policy: UpdatePolicy::Immediate,
         version_scheme: VersionScheme::Esh,
         only_newer: true,
+        group: None,
+        lock: None,
         handler: HandlerConfig::Esp8266(esp_config(port, offset, version_command)),
     }
 }
@@ -407,6 +409,57 @@ async fn no_bootloader_fails_at_sync() {
     );
     assert!(reason.contains("after 4 attempts"), "{reason}");
     assert_eq!(sim.stats().ops, vec![0x08; 4]);
+}
+
+/// A handler whose small commands time out after 200 ms, that never retries
+/// (a late answer to an earlier attempt cannot rescue it) and allows
+/// `erase_per_mib` for the erase.
+fn strict_handler(sim: &Simulator, erase_per_mib: Duration) -> Esp8266Handler {
+    Esp8266Handler::new("esp1", "esp", &esp_config(sim.path(), 0, None)).with_timeouts(Timeouts {
+        command: Duration::from_millis(200),
+        erase_per_mib,
+        attempts: 1,
+        ..Timeouts::default()
+    })
+}
+
+/// A flash that erases at 128 KiB/s: FLASH_BEGIN for 64 KiB answers after
+/// about 0.5 s, longer than a command's deadline. The agent waits for the erase
+/// (its deadline grows with the size) and the update succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_erase_is_waited_for_within_the_erase_deadline() {
+    let sim = Simulator::start(SimConfig {
+        erase_rate: Some(128 * 1024),
+        write_rate: Some(256 * 1024),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let image = app_image("2.0", 64 * 1024);
+    // 60 s/MiB: 3.75 s for 64 KiB.
+    let handler = strict_handler(&sim, Duration::from_secs(60));
+    let run = install_with(&sim, &image, handler, 0).await;
+    assert_eq!(run.outcome, Outcome::Success, "{:?}", run.events);
+    assert_eq!(&sim.flash()[..image.len()], &image[..]);
+    let (_, erased) = sim.stats().erased[0];
+    assert!(erased >= 64 * 1024, "{erased}");
+}
+
+/// The same flash against an erase deadline shorter than the erase: the update
+/// fails at FLASH_BEGIN and no data block is sent into a region still erasing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erase_past_its_deadline_fails_at_flash_begin() {
+    let sim = Simulator::start(SimConfig {
+        erase_rate: Some(128 * 1024),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let image = app_image("2.0", 64 * 1024);
+    // 1 s/MiB: 62 ms for 64 KiB, so the 200 ms command deadline applies.
+    let handler = strict_handler(&sim, Duration::from_secs(1));
+    let run = install_with(&sim, &image, handler, 0).await;
+    let reason = failure(&run);
+    assert!(reason.contains("esp8266 FLASH_BEGIN"), "{reason}");
+    assert!(!sim.stats().ops.contains(&0x03), "FLASH_DATA sent");
 }
 
 /// Case 4: Bad images never reach the device: the simulator sees not one byte.

@@ -8,7 +8,10 @@
 
 mod common;
 mod hawkbit_ext;
+#[path = "support/http_request.rs"]
+mod http_request;
 mod minisign;
+mod process;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,6 +27,7 @@ use fota_agent::source::hawkbit::HawkbitSource;
 use hawkbit::ddi::{Execution, Finished, MaintenanceWindow, Type};
 use hawkbit_ext::{DdiServer, TARGET, TOKEN};
 use hawkbit_mock::ddi::{ChunkProtocol, DeploymentBuilder, ServerBuilder};
+use process::until;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -83,16 +87,6 @@ impl Running {
         self.shutdown.cancel();
         let _ = self.task.await;
     }
-}
-
-async fn until<F: FnMut() -> bool>(what: &str, mut f: F) {
-    for _ in 0..1000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// Waits until the agent's durable feedback queue (`hawkbit.json`) is empty:
@@ -372,6 +366,48 @@ async fn refusing_feedback() -> (DdiServer, tempfile::TempDir, Arc<FakeDevice>, 
     let dev = FakeDevice::new("1.0");
     let first = mcu_engine(state.path(), &server, &dev);
     (server, state, dev, first)
+}
+
+/// The stand-in answers feedback like hawkBit's `DdiRootController`: 400 for a
+/// body that is not a `DdiActionFeedback`, 404 for an action the target was never
+/// offered, 410 once a `closed` message closed the action.
+#[tokio::test]
+async fn the_stand_in_answers_feedback_like_hawkbit() {
+    let Ext { server, .. } = ext("forced", "forced", None).await;
+    let feedback = format!("{}/deploymentBase/20/feedback", server.controller());
+    let ok = r#"{"status":{"execution":"proceeding","result":{"finished":"none"}}}"#;
+    assert_eq!(
+        server.post(&feedback, ok).await,
+        404,
+        "not linked by a poll yet"
+    );
+    let token = format!("Authorization: TargetToken {TOKEN}\r\n");
+    assert_eq!(
+        server.send("GET", &server.controller(), &token, "").await,
+        200
+    );
+    assert_eq!(
+        server.send("POST", &feedback, &token, ok).await,
+        415,
+        "no JSON type"
+    );
+    for bad in [
+        "not json",
+        r#"{"timestamp":1}"#,
+        r#"{"status":{"result":{"finished":"none"}}}"#,
+        r#"{"status":{"execution":"done","result":{"finished":"none"}}}"#,
+        r#"{"status":{"execution":"closed"}}"#,
+        r#"{"status":{"execution":"closed","result":{"finished":"ok"}}}"#,
+        r#"{"status":{"execution":"proceeding","result":{"finished":"none","progress":{"of":2}}}}"#,
+    ] {
+        assert_eq!(server.post(&feedback, bad).await, 400, "{bad}");
+    }
+    let other = format!("{}/deploymentBase/99/feedback", server.controller());
+    assert_eq!(server.post(&other, ok).await, 404);
+    assert_eq!(server.post(&feedback, ok).await, 200);
+    let close = r#"{"status":{"execution":"closed","result":{"finished":"success"}}}"#;
+    assert_eq!(server.post(&feedback, close).await, 200);
+    assert_eq!(server.post(&feedback, ok).await, 410);
 }
 
 fn closed(server: &DdiServer) -> Vec<serde_json::Value> {
@@ -782,12 +818,15 @@ async fn a_closed_sent_again_after_a_restart_is_answered_410_and_delivered() {
         .iter()
         .filter(|s| s.path.ends_with("/feedback"))
         .filter(|s| {
-            s.body
-                .as_ref()
-                .is_some_and(|b| b["status"]["execution"] == "closed")
+            s.path.ends_with("/feedback")
+                && s.body
+                    .as_ref()
+                    .is_some_and(|b| b["status"]["execution"] == "closed")
         })
         .map(|s| s.path.clone())
         .collect();
+    // (A configData PUT, which also carries a `closed` status, may follow here
+    // when the agent had not yet answered hawkBit's attribute request.)
     assert_eq!(repeats.len(), 1, "{repeats:?}");
     assert_eq!(dev.updates.load(Ordering::SeqCst), 1, "not installed again");
 }

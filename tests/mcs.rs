@@ -7,7 +7,10 @@
 //! survive a restart and reach the server exactly once.
 
 mod common;
+#[path = "support/http_request.rs"]
+mod http_request;
 mod mcs_server;
+mod process;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use fota_agent::model::UpdatePolicy;
 use fota_agent::progress::{Outcome, ProgressKind};
 use fota_agent::source::mcs::McsSource;
 use mcs_server::{McsServer, Offer};
+use process::until;
 use tokio_util::sync::CancellationToken;
 
 const GW_ID: &str = "DgW1";
@@ -76,6 +80,34 @@ impl Rig {
             device_config("gw", "gateway", UpdatePolicy::Immediate),
             device_config("esp-1", "esp", UpdatePolicy::Immediate),
         ]
+    }
+
+    /// Reports the agent keeps queued in the state folder, not yet acknowledged.
+    fn queued(&self) -> usize {
+        let config = mcs_config(&self.server);
+        McsSource::new(
+            &config,
+            &self.devices(),
+            &Default::default(),
+            self.state.path(),
+        )
+        .queued_reports()
+    }
+
+    /// The status values (`version,STATE`) queued in the saved outbox, in order.
+    fn queued_statuses(&self) -> Vec<String> {
+        let saved = self.state.path().join("mcs").join("state.json");
+        let doc: serde_json::Value = std::fs::read(saved)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        doc["outbox"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["what"]["kind"] == "status")
+            .filter_map(|r| r["what"]["value"].as_str().map(str::to_string))
+            .collect()
     }
 
     fn engine(&self) -> Engine {
@@ -148,14 +180,41 @@ fn start(engine: &Engine) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     (shutdown, tokio::spawn(async move { e.run(s).await }))
 }
 
-async fn until<F: Fn() -> bool>(what: &str, f: F) {
-    for _ in 0..1000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// The stand-in answers like MCS: a malformed datapoints upload gets 400, a
+/// heartbeat that is not `deviceId,deviceKey,timestamp` of a known device gets
+/// its connection closed without an echo.
+#[tokio::test]
+async fn the_stand_in_refuses_malformed_datapoints_and_heartbeats() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = McsServer::start().await;
+    server.add_device(GW_ID, GW_KEY);
+    let good = r#"{"datapoints":[{"dataChnId":"fota_status","values":{"value":"2.0,SUCCESS"}}]}"#;
+    assert_eq!(server.post_datapoints(GW_ID, GW_KEY, good).await, 200);
+    for bad in [
+        "2.0,SUCCESS",
+        "{}",
+        r#"{"datapoints":[]}"#,
+        r#"{"datapoints":[{"values":{"value":"x"}}]}"#,
+        r#"{"datapoints":[{"dataChnId":"fota_status","values":{}}]}"#,
+    ] {
+        assert_eq!(
+            server.post_datapoints(GW_ID, GW_KEY, bad).await,
+            400,
+            "{bad}"
+        );
     }
-    panic!("timed out waiting for {what}");
+    assert_eq!(server.datapoints(GW_ID), ["2.0,SUCCESS"]);
+    for bad in [format!("{GW_ID},{GW_KEY}\n"), format!("{GW_ID},wrong,1\n")] {
+        let mut c = tokio::net::TcpStream::connect(server.command)
+            .await
+            .unwrap();
+        c.write_all(bad.as_bytes()).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), c.read_to_end(&mut rest));
+        assert!(read.await.is_ok(), "{bad:?}: connection left open");
+        assert!(rest.is_empty(), "{bad:?} was echoed");
+    }
+    assert_eq!(server.refused_heartbeats(), 2);
 }
 
 fn now_ms() -> u64 {
@@ -340,6 +399,7 @@ async fn pushes_are_validated_and_bad_lines_leave_the_connection_up() {
         server.heartbeats().len() >= before + 2
     })
     .await;
+    assert_eq!(server.refused_heartbeats(), 0, "{:?}", server.heartbeats());
 
     let image = b"esp firmware 2.0".as_slice();
     let url = server.add_file("esp-2.0.bin", image);
@@ -348,29 +408,28 @@ async fn pushes_are_validated_and_bad_lines_leave_the_connection_up() {
     let bad = [
         "complete garbage".to_string(),
         format!("{ESP_ID},{ESP_KEY},{now},switch01,1"),
-        push_line(ESP_ID, "forged", now, "2.0", &md5, &url),
-        push_line(GW_ID, GW_KEY, now, "2.0", &md5, &url),
-        push_line(ESP_ID, ESP_KEY, now - 3_600_000, "2.0", &md5, &url),
+        push_line(ESP_ID, "forged", now, "9.0", &md5, &url),
+        push_line(GW_ID, GW_KEY, now, "9.0", &md5, &url),
+        push_line(ESP_ID, ESP_KEY, now - 3_600_000, "9.0", &md5, &url),
         push_line(ESP_ID, ESP_KEY, now, "0.9", &md5, &url),
-        push_line(ESP_ID, ESP_KEY, now, "2.0", "1234", &url),
-        push_line(ESP_ID, ESP_KEY, now, "2.0", &md5, "ftp://127.0.0.1/x"),
-        format!("{ESP_ID},{ESP_KEY},{now},FOTA,2.0"),
+        push_line(ESP_ID, ESP_KEY, now, "9.0", "1234", &url),
+        push_line(ESP_ID, ESP_KEY, now, "9.0", &md5, "ftp://127.0.0.1/x"),
+        format!("{ESP_ID},{ESP_KEY},{now},FOTA,9.0"),
         "x".repeat(20_000),
     ];
     for line in &bad {
         assert_eq!(server.push(ESP_ID, line), 1);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rig.esp.updates.load(std::sync::atomic::Ordering::SeqCst), 0);
-
     // A valid push to the attached device updates it now (the poll interval is
-    // an hour), over the same connection.
+    // an hour), over the same connection, after the bad lines: had one of them
+    // been taken, the device would have gone to 9.0 or 0.9 first.
     let good = push_line(ESP_ID, ESP_KEY, now, "2.0", &md5, &url);
     assert_eq!(server.push(ESP_ID, &good), 1);
     until("esp-1 updated", || {
         rig.esp.version().as_deref() == Some("2.0")
     })
     .await;
+    assert_eq!(rig.esp.updates.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(rig.esp.received.lock().unwrap().as_slice(), image);
     assert_eq!(rig.gw.updates.load(std::sync::atomic::Ordering::SeqCst), 0);
     until("success reported", || {
@@ -391,8 +450,6 @@ async fn pushes_are_validated_and_bad_lines_leave_the_connection_up() {
         &md5_hex(b"esp three"),
         &url3,
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rig.esp.updates.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(server.push(ESP_ID, &three), 1);
     until("esp-1 at 3.0", || {
         rig.esp.version().as_deref() == Some("3.0")
@@ -500,11 +557,23 @@ async fn reports_survive_a_restart_and_arrive_once() {
         rig.gw.version().as_deref() == Some("2.0")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let flow = [
+        "2.0,DOWNLOADING",
+        "2.0,TRANSFERRING",
+        "2.0,UPDATING",
+        "2.0,SUCCESS",
+    ];
+    until("every status queued", || rig.queued_statuses() == flow).await;
+    until("a refused delivery", || {
+        rig.server
+            .requests()
+            .iter()
+            .any(|(m, p, _)| m == "POST" && p.ends_with("/datapoints"))
+    })
+    .await;
     shutdown.cancel();
     runner.await.unwrap();
     drop(engine);
-    assert!(rig.server.datapoints(GW_ID).is_empty());
 
     // Restarted: the queued reports go out, each once.
     rig.server.fail("datapoints", 0);
@@ -516,7 +585,7 @@ async fn reports_survive_a_restart_and_arrive_once() {
             .contains(&"2.0,SUCCESS".to_string())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("queue drained", || rig.queued() == 0).await;
     assert_eq!(
         rig.server.datapoints(GW_ID),
         vec![
@@ -563,8 +632,16 @@ async fn an_outcome_resolved_by_restart_recovery_is_reported() {
     runner.await.unwrap();
     // Not again after another restart.
     let engine = rig.engine();
+    let polled = rig.server.requests().len();
     let (shutdown, runner) = start(&engine);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A whole cycle ran (it asked for firmware) and left nothing queued.
+    until("a poll after the restart", || {
+        rig.server.requests()[polled..]
+            .iter()
+            .any(|(_, p, _)| p.ends_with("/firmwares/available"))
+    })
+    .await;
+    until("nothing queued", || rig.queued() == 0).await;
     shutdown.cancel();
     runner.await.unwrap();
     assert_eq!(

@@ -5,8 +5,9 @@
 
 mod common;
 mod mt7681_sim;
+mod process;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,12 +43,6 @@ fn header_bin(region: Mt7681Region, contents: &[u8]) -> Vec<u8> {
     let mut v = encode_header(region, contents.len() as u32).to_vec();
     v.extend_from_slice(contents);
     v
-}
-
-fn write_script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 struct Rig {
@@ -101,11 +96,11 @@ fn rig_with(
     let version_file = tmp.path().join("version");
     std::fs::write(&version_file, format!("{current}\n")).unwrap();
     let script = tmp.path().join("version.sh");
-    write_script(&script, &format!("cat '{}'", version_file.display()));
+    process::write_exec(&script, &format!("cat '{}'", version_file.display()));
     let reset_command = keys.reset_script.map(|body| {
         let reset = tmp.path().join("reset.sh");
         let dir = tmp.path().display().to_string();
-        write_script(&reset, &body.replace("$DIR", &format!("'{dir}'")));
+        process::write_exec(&reset, &body.replace("$DIR", &format!("'{dir}'")));
         vec![reset.display().to_string()]
     });
     let cfg = Mt7681Config {
@@ -126,6 +121,8 @@ fn rig_with(
         policy: UpdatePolicy::Immediate,
         version_scheme: VersionScheme::Esh,
         only_newer,
+        group: None,
+        lock: None,
         handler: HandlerConfig::Mt7681(cfg.clone()),
     };
     let handler = Arc::new(Mt7681Handler::new(
@@ -558,7 +555,7 @@ async fn agent_binary_installs_to_the_simulated_module() {
     let version_file = dir.join("version");
     std::fs::write(&version_file, "1.0\n").unwrap();
     let script = dir.join("version.sh");
-    write_script(&script, &format!("cat '{}'", version_file.display()));
+    process::write_exec(&script, &format!("cat '{}'", version_file.display()));
     let pty = Pty::open();
     let config = dir.join("config.toml");
     std::fs::write(
@@ -606,4 +603,72 @@ async fn agent_binary_installs_to_the_simulated_module() {
     assert!(log.contains("wifi: success"), "{log}");
     assert_eq!(sim.outcome, SimOutcome::Complete, "{log}");
     assert_eq!(sim.region_contents().unwrap(), &data[..], "{log}");
+}
+
+/// Writes `bytes` to the module's serial line and reads until `want` arrives
+/// (bounded: the module's own timeouts end the session first).
+fn exchange(port: &mut std::fs::File, bytes: &[u8], want: &[u8]) -> Vec<u8> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    port.write_all(bytes).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    while !got.windows(want.len()).any(|w| w == want) {
+        assert!(Instant::now() < deadline, "no {want:?} in {got:?}");
+        let mut fds = [PollFd::new(port.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(100u16)).unwrap() > 0 {
+            let mut b = [0u8; 256];
+            let n = port.read(&mut b).unwrap();
+            got.extend_from_slice(&b[..n]);
+        }
+    }
+    got
+}
+
+/// One 128-byte XMODEM-CRC block.
+fn block(number: u8, data: &[u8]) -> Vec<u8> {
+    let mut payload = data.to_vec();
+    payload.resize(128, 0x1A);
+    let mut v = vec![mt7681_sim::SOH, number, !number];
+    v.extend_from_slice(&payload);
+    v.extend_from_slice(&mt7681_sim::crc16(&payload).to_be_bytes());
+    v
+}
+
+/// The simulated module is as strict as the SDK: an EOT before the header's
+/// length of contents arrived boots nothing new, so an agent that stopped early
+/// could not pass for one that installed.
+#[tokio::test]
+async fn the_simulator_boots_nothing_new_after_a_short_transfer() {
+    let pty = Pty::open();
+    let dir = tempfile::tempdir().unwrap();
+    let version_file = dir.path().join("version");
+    std::fs::write(&version_file, "1.0\n").unwrap();
+    let mut cfg = SimConfig::new();
+    cfg.version_file = Some(version_file.clone());
+    let path = pty.slave_path.clone();
+    let sender = tokio::task::spawn_blocking(move || {
+        let mut port = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        exchange(&mut port, b"AT#Reboot\r\n", b"Recovery Mode");
+        exchange(&mut port, b"AT#UpdateFW\r\n", b"C");
+        let header = encode_header(Mt7681Region::Sta, 300);
+        exchange(&mut port, &block(1, &header), &[mt7681_sim::ACK]);
+        exchange(&mut port, &block(2, &contents(128, 3)), &[mt7681_sim::ACK]);
+        exchange(&mut port, &[mt7681_sim::EOT], &[mt7681_sim::ACK]);
+    });
+    let sim = mt7681_sim::run(&pty, cfg).await;
+    sender.await.unwrap();
+    assert_eq!(sim.header, Some((4, 300)));
+    assert_eq!(sim.written, 128);
+    assert!(
+        matches!(sim.outcome, SimOutcome::Incomplete(_)),
+        "{:?}",
+        sim.outcome
+    );
+    assert_eq!(std::fs::read_to_string(&version_file).unwrap(), "1.0\n");
 }

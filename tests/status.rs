@@ -194,11 +194,25 @@ fn offer(dir: &Path, version: &str) -> usize {
 }
 
 /// Reads server-sent events until a `finished` one (or the deadline).
-fn read_events(stream: TcpStream) -> Vec<(String, Value)> {
+/// Reads the `/events` answer's head: once it arrived the agent has subscribed
+/// this stream, so no later event can be missed.
+fn subscribed(stream: TcpStream) -> BufReader<TcpStream> {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut lines = BufReader::new(stream).lines();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "no /events head");
+        if line == "\r\n" {
+            return reader;
+        }
+    }
+}
+
+fn read_events(reader: BufReader<TcpStream>) -> Vec<(String, Value)> {
+    let mut lines = reader.lines();
     let mut events = Vec::new();
     let mut name = String::new();
     while let Some(Ok(line)) = lines.next() {
@@ -269,8 +283,8 @@ fn status_metrics_events_and_actions_follow_an_update() {
     // Live events: subscribe, then offer 2.0 and ask for a check with the token.
     let mut sse = TcpStream::connect(("127.0.0.1", agent.port)).unwrap();
     write!(sse, "GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let sse = subscribed(sse);
     let events = std::thread::spawn(move || read_events(sse));
-    std::thread::sleep(Duration::from_millis(200));
     let size = offer(&agent.dir, "2.0");
     let (code, body) = agent.tcp("POST", "/check", Some(TOKEN));
     assert_eq!(code, 202, "{body}");

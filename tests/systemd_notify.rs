@@ -268,12 +268,19 @@ async fn engine_heartbeat_stops_when_its_loop_stops() {
         let shutdown = shutdown.clone();
         async move { engine.run(shutdown).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(engine.since_heartbeat() < Duration::from_millis(150));
+    // Beating: a beat is seen that is recent (the loop beats every 20 ms).
+    process::until("a recent beat", || {
+        engine.since_heartbeat() < Duration::from_millis(150)
+    })
+    .await;
     shutdown.cancel();
     run.await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(engine.since_heartbeat() >= Duration::from_millis(250));
+    // Stopped: the time since the last beat only grows from here.
+    let stopped = engine.since_heartbeat();
+    process::until("the beat to age", || {
+        engine.since_heartbeat() >= stopped + Duration::from_millis(250)
+    })
+    .await;
 }
 
 #[test]

@@ -5,7 +5,10 @@
 //! resume by chunk index. The MQTT transport is tested in `thingsboard_mqtt.rs`.
 
 mod common;
+#[path = "support/http_request.rs"]
+mod http_request;
 mod minisign;
+mod process;
 mod thingsboard_server;
 
 use std::path::Path;
@@ -24,6 +27,7 @@ use fota_agent::source::thingsboard::chunks::ChunkFetcher;
 use fota_agent::source::thingsboard::http::HttpTransport;
 use fota_agent::source::thingsboard::{ThingsboardSource, queued_reports};
 use fota_agent::trust::{TrustPolicy, TrustedKey};
+use process::until;
 use thingsboard_server::{Fault, TbServer};
 use tokio_util::sync::CancellationToken;
 
@@ -110,14 +114,54 @@ impl Agent {
     }
 }
 
-async fn until<F: Fn() -> bool>(what: &str, f: F) {
-    for _ in 0..1500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// The stand-in takes telemetry as ThingsBoard's `JsonConverter` does: a plain
+/// object, `{ts, values}`, or an array of those; anything else is refused.
+#[tokio::test]
+async fn the_stand_in_takes_telemetry_shaped_like_thingsboard() {
+    let server = TbServer::start(&[TOKEN]).await;
+    for good in [
+        r#"{"fw_state":"DOWNLOADING"}"#,
+        r#"{"ts":1700000000000,"values":{"fw_state":"DOWNLOADED"}}"#,
+        r#"[{"ts":"1700000000001","values":{"fw_state":"VERIFIED"}},{"fw_state":"UPDATING"}]"#,
+    ] {
+        assert_eq!(server.post_telemetry(TOKEN, good).await, 200, "{good}");
     }
-    panic!("timed out waiting for {what}");
+    for bad in [
+        "fw_state=UPDATED",
+        r#""UPDATED""#,
+        r#"[1,2]"#,
+        r#"{"ts":"soon","values":{"fw_state":"UPDATED"}}"#,
+        r#"{"ts":1700000000000,"values":"UPDATED"}"#,
+    ] {
+        assert_eq!(server.post_telemetry(TOKEN, bad).await, 400, "{bad}");
+    }
+    let states = server.states(TOKEN, "fw_state");
+    assert_eq!(
+        states,
+        ["DOWNLOADING", "DOWNLOADED", "VERIFIED", "UPDATING"]
+    );
+}
+
+/// The `fw_state` values the agent keeps queued (saved in `state`) for `server`.
+fn queued_states(server: &TbServer, state: &Path) -> Vec<String> {
+    let source = ThingsboardSource::new(tb_config(&server.url(), state)).unwrap();
+    queued_reports(&source)
+        .iter()
+        .filter_map(|(_, v)| {
+            v.get("fw_state")
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Telemetry POSTs the server received (answered or refused).
+fn telemetry_posts(server: &TbServer) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST ") && r.contains("/telemetry"))
+        .count()
 }
 
 const FLOW: [&str; 5] = [
@@ -227,7 +271,11 @@ async fn bad_checksum_fails_without_running_the_handler_and_is_not_retried() {
     assert_eq!(dev.updates.load(std::sync::atomic::Ordering::SeqCst), 0);
     // Another cycle does not try the failed assignment again.
     agent.engine.run_once().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Whatever that cycle reported has been delivered once its queue is empty.
+    until("reports delivered", || {
+        queued_states(&server, state.path()).is_empty()
+    })
+    .await;
     assert_eq!(server.states(TOKEN, "fw_state"), ["DOWNLOADING", "FAILED"]);
     // A new assignment is taken.
     let fixed = image(3000, 3);
@@ -302,38 +350,24 @@ async fn reports_are_queued_durably_and_sent_once_after_a_restart() {
     let dev = FakeDevice::new("1.0");
     let agent = Agent::start(&server, state.path(), &dev);
     until("device updated", || dev.version().as_deref() == Some("2.0")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until("every report queued", || {
+        queued_states(&server, state.path()) == FLOW
+    })
+    .await;
+    // The agent did try to deliver them; the server refused every one.
+    until("a refused delivery", || telemetry_posts(&server) > 0).await;
     agent.stop().await;
-    assert!(server.states(TOKEN, "fw_state").is_empty());
-    let queued =
-        queued_reports(&ThingsboardSource::new(tb_config(&server.url(), state.path())).unwrap());
-    let queued_states: Vec<String> = queued
-        .iter()
-        .filter_map(|(_, v)| {
-            v.get("fw_state")
-                .and_then(|s| s.as_str())
-                .map(str::to_string)
-        })
-        .collect();
-    assert_eq!(queued_states, FLOW);
 
     // The server recovers; a new agent process sends the queue, in order, once.
-    let remaining = server.requests().len();
-    let _ = remaining;
     let healthy = TbServer::start(&[TOKEN]).await;
     healthy.assign(TOKEN, "fw", "esp-fw", "2.0", &data, "MD5");
     let agent = Agent::start(&healthy, state.path(), &dev);
     until("queue drained", || {
-        healthy.states(TOKEN, "fw_state").len() == 5
+        queued_states(&healthy, state.path()).is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(healthy.states(TOKEN, "fw_state"), FLOW);
     agent.stop().await;
-    assert!(
-        queued_reports(&ThingsboardSource::new(tb_config(&healthy.url(), state.path())).unwrap())
-            .is_empty()
-    );
+    assert_eq!(healthy.states(TOKEN, "fw_state"), FLOW);
 }
 
 /// The fetcher of `esp-fw` `version` from the stand-in, 1 KiB chunks.

@@ -6,11 +6,13 @@
 //! run `.ci/run`, which installs it.
 
 mod common;
+#[path = "support/http_request.rs"]
+mod http_request;
+mod process;
 mod support;
 mod thingsboard_server;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ use fota_agent::engine::Engine;
 use fota_agent::handler::UpdateHandler;
 use fota_agent::model::UpdatePolicy;
 use fota_agent::source::thingsboard::ThingsboardSource;
+use process::{free_port, until};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Map, Value, json};
 use support::http_server::{TlsFiles, TlsSetup, write_tls_files};
@@ -63,14 +66,6 @@ fn mosquitto() -> PathBuf {
         "mosquitto is not installed: the MQTT test needs Debian's mosquitto broker; \
          run .ci/run (it installs it) or apt-get install mosquitto"
     );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts Mosquitto; its TLS listener asks for a client certificate signed by
@@ -213,16 +208,6 @@ async fn responder(port: u16, tb: Arc<Mutex<Tb>>) -> AsyncClient {
         .expect("responder subscribed")
         .unwrap();
     client
-}
-
-async fn until<F: Fn() -> bool>(what: &str, f: F) {
-    for _ in 0..2000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// An engine serving device `esp-1` (running 1.0) from ThingsBoard over MQTT.

@@ -26,6 +26,9 @@ pub async fn check(config: &Path) -> anyhow::Result<ExitCode> {
             r.status.to_string(),
             would_get
         );
+        if let Some(lock) = &r.selection.lock {
+            println!("{:<16}   {lock}", "");
+        }
         for (version, reason) in &r.selection.refused {
             println!("{:<16}   not {version}: {reason}", "");
         }

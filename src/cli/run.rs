@@ -36,6 +36,8 @@ pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
             "recovered interrupted update: {}",
             r.outcome.as_ref().map_or("transfer restarts".into(), |o| o.to_string()));
     }
+    // A flash-on-reset lock set before this start is due now.
+    engine.locks_at_start();
     if once {
         return super::stop_signal::until_stopped(run_once(engine, logger)).await;
     }

@@ -173,6 +173,9 @@ pub fn table(s: &Snapshot, now: u64) -> String {
         out += "\n";
     }
     for d in &s.devices {
+        if let Some(lock) = &d.lock {
+            out += &format!("{}: {lock}\n", d.id);
+        }
         if let Some(e) = &d.error {
             out += &format!("{}: {e}\n", d.id);
         }

@@ -152,6 +152,12 @@ pub struct DeviceConfig {
     pub version_scheme: VersionScheme,
     /// Refuse firmware that is not newer than what the device runs; default true.
     pub only_newer: bool,
+    /// The device's group (`"test"`, freely named): it takes the newest uploaded
+    /// firmware, released or not, unless a firmware is released to other groups only.
+    pub group: Option<String>,
+    /// The version the device is locked to (`lock`): installed whether older or
+    /// newer, and no other update reaches the device.
+    pub lock: Option<String>,
     pub handler: HandlerConfig,
 }
 

@@ -83,6 +83,8 @@ pub(super) struct RawDevice {
     pub version_scheme: Option<Spanned<String>>,
     /// Spanned so that `handler = "mt7681"` can point at an `only_newer = false`.
     pub only_newer: Option<Spanned<bool>>,
+    pub group: Option<Spanned<String>>,
+    pub lock: Option<Spanned<String>>,
 }
 
 /// A `[source]` or `[[device]]`: where it starts, its common keys and the rest.

@@ -361,7 +361,7 @@ fn device(
     let policy = check
         .named(&raw.policy, "policy", &dev, KNOWN_POLICIES)?
         .unwrap_or(UpdatePolicy::Immediate);
-    let version_scheme = check
+    let version_scheme: crate::version::VersionScheme = check
         .named(
             &raw.version_scheme,
             "version_scheme",
@@ -369,6 +369,20 @@ fn device(
             KNOWN_VERSION_SCHEMES,
         )?
         .unwrap_or_default();
+    let group = match &raw.group {
+        Some(g) => match crate::model::Release::group_name_problem(g.get_ref()) {
+            Some(problem) => return Err(check.at(g, "group", format!("{dev}: {problem}"))),
+            None => Some(g.get_ref().clone()),
+        },
+        None => None,
+    };
+    let lock = match &raw.lock {
+        Some(l) => match crate::engine::lock::version_problem(version_scheme, l.get_ref()) {
+            Some(e) => return Err(check.at(l, "lock", format!("{dev}: lock: {e}"))),
+            None => Some(l.get_ref().clone()),
+        },
+        None => None,
+    };
     let keys = DeviceKeys {
         check,
         dev: &dev,
@@ -382,6 +396,8 @@ fn device(
         policy,
         version_scheme,
         only_newer: raw.only_newer.as_ref().is_none_or(|o| *o.get_ref()),
+        group,
+        lock,
         handler,
     })
 }

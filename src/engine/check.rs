@@ -25,15 +25,16 @@ impl Engine {
     pub(super) async fn check_device(&self, device: &Device) -> DeviceReport {
         let mut errors = Vec::new();
         let id = device.config.id.as_str();
-        let current = match self
+        let read = self
             .step(
                 id,
                 "reading the version",
                 Duration::ZERO,
                 installed::current_version(device, &self.inner.store),
             )
-            .await
-        {
+            .await;
+        let answered = read.is_ok();
+        let current = match read {
             Ok(c) => c,
             Err(e) => {
                 errors.push(format!("current version: {e}"));
@@ -58,7 +59,17 @@ impl Engine {
             }
         };
         let source_error = errors.last().filter(|e| e.starts_with("source: ")).cloned();
-        let selection = decide::select(&device.config, current.as_deref(), &offered);
+        let selection = match self
+            .inner
+            .locks
+            .view(&self.inner.store, &device.config, answered)
+        {
+            Ok(lock) => decide::choose(&device.config, current.as_deref(), &offered, lock.as_ref()),
+            Err(e) => {
+                errors.push(format!("lock: {e}"));
+                decide::Selection::default()
+            }
+        };
         let executable = if selection.candidate.is_some() {
             match self
                 .step(

@@ -5,7 +5,7 @@ use std::path::Path;
 use super::update::Mode;
 use super::{Engine, EngineError, installed};
 use crate::model::{Firmware, FirmwareLocation};
-use crate::progress::{Outcome, Progress};
+use crate::progress::Outcome;
 
 impl Engine {
     /// Installs a local image on a device now (`fota-agent install`): verified like
@@ -30,6 +30,9 @@ impl Engine {
             FirmwareLocation::File(image.to_path_buf()),
         );
         firmware.checksums = checksums;
+        if let Some(reason) = self.locked_out(&device.config, version) {
+            return Ok(self.refused(device_id, version.unwrap_or("unknown"), reason));
+        }
         if let Some(target) = version {
             let current = installed::current_version(&device, &self.inner.store)
                 .await
@@ -48,9 +51,7 @@ impl Engine {
                 Err(e) => Some(format!("cannot read the current version: {e}")),
             };
             if let Some(reason) = refusal {
-                let progress = Progress::new(device_id, target, self.inner.events.clone());
-                let _ = progress.failed(reason.clone());
-                return Ok(Outcome::Failed(reason));
+                return Ok(self.refused(device_id, target, reason));
             }
         }
         let mode = if version.is_some() {

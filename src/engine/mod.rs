@@ -15,6 +15,7 @@ pub mod fetch;
 mod install;
 pub mod installed;
 mod liveness;
+pub mod lock;
 mod read_only;
 pub mod recover;
 mod reflash;
@@ -136,6 +137,8 @@ struct Inner {
     bytes: AtomicU64,
     /// The run loop's heartbeat and the steps cycles await (the watchdog's view).
     life: Liveness,
+    /// Which flash-on-reset locks are due (see `lock.rs`).
+    locks: lock::Watch,
 }
 
 /// An update in progress: how to stop it and how far it got.
@@ -217,6 +220,7 @@ impl Engine {
                 poll: Mutex::new(PollState::default()),
                 bytes: AtomicU64::new(0),
                 life: Liveness::new(),
+                locks: lock::Watch::default(),
             }),
         })
     }

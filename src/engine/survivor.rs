@@ -69,14 +69,9 @@ fn start_time(pid: i32) -> Option<u64> {
 
 /// Field 22 of `/proc/<pid>/stat`, unless the state (field 3) is zombie or dead.
 fn parse_start_time(stat: &str) -> Option<u64> {
-    // The command name (field 2) may hold spaces and parentheses; it ends at the
-    // last ')', after which field 3 comes.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.nth(22 - 4)?.parse().ok()
+    crate::handler::command::parse_stat(stat)
+        .filter(|s| !matches!(s.state, 'Z' | 'X'))
+        .map(|s| s.start_time)
 }
 
 #[cfg(test)]

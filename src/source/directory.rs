@@ -3,7 +3,8 @@
 //! (`version`, `image`, optional `model`, `vendor`, `description`, `changelog`,
 //! `prerequisiteVersion`, `md5Hash`, `sha256Hash`) beside the images they name.
 //! A two-slot firmware (ESP8266 user1.bin + user2.bin) names its second image
-//! with `image2` (and `md5Hash2`, `sha256Hash2`).
+//! with `image2` (and `md5Hash2`, `sha256Hash2`). `released = false` and
+//! `groups = a,b` say who the firmware is released to (see `release.rs`).
 //! A malformed file is skipped with a warning naming the file, line and key; it
 //! never stops the others from being offered.
 
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use super::config::{SourceConfig, SourceKeys, SourceKind};
 use super::folder_file;
 use super::properties::{self, Property};
+use super::release;
 use super::{FirmwareSource, SourceError};
 use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::config::{ConfigError, DeviceConfig};
@@ -254,6 +256,8 @@ fn read_firmware(file: &Path, root: &Path, device_type: &str) -> Result<Firmware
         download_headers: Default::default(),
         signature_url: None,
         parts,
+        release: release::from_properties(&props)
+            .map_err(|(line, key, reason)| skip(Some(line), Some(key), reason))?,
     })
 }
 

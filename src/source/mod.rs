@@ -7,6 +7,7 @@ pub mod directory;
 pub mod hawkbit;
 pub mod mcs;
 pub mod properties;
+pub mod release;
 pub mod server_text;
 pub mod thingsboard;
 

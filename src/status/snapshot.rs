@@ -61,6 +61,10 @@ pub struct DeviceView {
     /// The device was left half-written: the image the agent writes again.
     #[serde(default)]
     pub needs_reflash: Option<Reflash>,
+    /// The device's lock and what it waits for ("locked to 7 (on reset):
+    /// waiting for the device to restart"), as the last check found it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,6 +122,7 @@ pub(super) fn build(tracker: &Tracker, engine: &Engine) -> Snapshot {
                 update: tracker.update(&d.id),
                 last_outcome,
                 needs_reflash,
+                lock: report.and_then(|r| r.selection.lock.clone()),
             }
         })
         .collect();

@@ -118,6 +118,8 @@ pub fn device_config(id: &str, device_type: &str, policy: UpdatePolicy) -> Devic
         policy,
         version_scheme: VersionScheme::Esh,
         only_newer: true,
+        group: None,
+        lock: None,
         handler: HandlerConfig::Command(CommandConfig {
             version_command: None,
             executable_command: None,

@@ -67,6 +67,12 @@ pub struct SimConfig {
     /// Written with the whole flash at start and after every FLASH_END (what a
     /// version command can read, as if asking the rebooted application).
     pub dump_on_end: Option<PathBuf>,
+    /// Bytes per second the flash erases at: FLASH_BEGIN answers only after the
+    /// erase, as the ROM does (None: at once).
+    pub erase_rate: Option<u32>,
+    /// Bytes per second the flash programs at: FLASH_DATA answers after the
+    /// block is written (None: at once).
+    pub write_rate: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -78,6 +84,8 @@ impl Default for SimConfig {
             faults: Faults::default(),
             initial_flash: Vec::new(),
             dump_on_end: None,
+            erase_rate: None,
+            write_rate: None,
         }
     }
 }
@@ -113,6 +121,8 @@ struct State {
     /// Registers written with WRITE_REG (and the SPI controller's results).
     regs: HashMap<u32, u32>,
     stats: Stats,
+    /// How long the flash is busy with the last request before it answers.
+    busy: Duration,
 }
 
 /// A running simulator; stops when dropped.
@@ -159,6 +169,7 @@ impl Simulator {
             begun: None,
             regs: HashMap::new(),
             stats: Stats::default(),
+            busy: Duration::ZERO,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -264,7 +275,13 @@ fn serve(
             let Some(frame) = decoder.push(b) else {
                 continue;
             };
-            let replies = handle(&mut lock(&state), &config, &frame);
+            let (replies, busy) = {
+                let mut s = lock(&state);
+                let replies = handle(&mut s, &config, &frame);
+                (replies, std::mem::take(&mut s.busy))
+            };
+            // The flash works before the ROM answers; the line stays free.
+            sleep_until(Instant::now() + busy);
             for reply in replies {
                 if let Some(bt) = byte_time {
                     wire_free = wire_free.max(Instant::now()) + bt * reply.len() as u32;
@@ -439,8 +456,21 @@ fn handle(s: &mut State, config: &SimConfig, frame: &[u8]) -> Vec<Vec<u8>> {
             vec![response(op, 0, 0, 0)]
         }
         0x05..=0x07 => vec![response(op, 0, 0, 0)],
-        0x02 => flash_begin(s, data),
-        0x03 => flash_data(s, data, chk),
+        0x02 => {
+            let erased = s.stats.erased.len();
+            let replies = flash_begin(s, data);
+            if let (Some(rate), Some((_, len))) = (config.erase_rate, s.stats.erased.get(erased)) {
+                s.busy = Duration::from_secs_f64(*len as f64 / f64::from(rate));
+            }
+            replies
+        }
+        0x03 => {
+            if let Some(rate) = config.write_rate {
+                let block = word(data, 0).unwrap_or(0);
+                s.busy = Duration::from_secs_f64(f64::from(block) / f64::from(rate));
+            }
+            flash_data(s, data, chk)
+        }
         0x04 => {
             s.stats.flash_end.push(word(data, 0).unwrap_or(0));
             s.begun = None;

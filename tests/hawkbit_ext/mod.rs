@@ -14,8 +14,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+
+use crate::http_request;
 
 pub const TENANT: &str = "DEFAULT";
 pub const TARGET: &str = "gw-1";
@@ -51,6 +53,9 @@ pub struct Script {
     /// Feedback paths (`…/deploymentBase/{id}/feedback`) whose action a
     /// `closed` message closed: like hawkBit, later feedback gets 410 Gone.
     pub closed: Vec<String>,
+    /// Action ids a poll has linked so far: feedback for any other id gets 404,
+    /// as hawkBit answers for an action the target does not have.
+    pub actions: Vec<String>,
 }
 
 pub struct DdiServer {
@@ -117,6 +122,20 @@ impl DdiServer {
             .collect()
     }
 
+    /// Sends `body` to `path` as a target would (its token, JSON), returning the
+    /// answer's status.
+    pub async fn post(&self, path: &str, body: &str) -> u16 {
+        let headers =
+            format!("Authorization: TargetToken {TOKEN}\r\nContent-Type: application/json\r\n");
+        self.send("POST", path, &headers, body).await
+    }
+
+    /// Sends one request with the extra `headers` (CRLF-terminated lines).
+    pub async fn send(&self, method: &str, path: &str, headers: &str, body: &str) -> u16 {
+        let addr = self.base_url.trim_start_matches("http://");
+        http_request::send(addr, method, path, headers, body).await
+    }
+
     pub fn polls(&self) -> Vec<Instant> {
         let path = self.controller();
         self.seen()
@@ -133,53 +152,20 @@ async fn serve(
     seen: &Mutex<Vec<Seen>>,
     base_url: &str,
 ) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
+    let Some(request) = http_request::read(&mut stream).await? else {
+        return Ok(());
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split(' ');
-    let method = first.next().unwrap_or("").to_string();
-    let target = first.next().unwrap_or("").to_string();
-    let path = target.split('?').next().unwrap_or("").to_string();
-    let mut length = 0usize;
-    let mut authorization = None;
-    let mut if_none_match = None;
-    let mut range_from: Option<usize> = None;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            match k.as_str() {
-                "content-length" => length = v.parse().unwrap_or(0),
-                "authorization" => authorization = Some(v.to_string()),
-                "if-none-match" => if_none_match = Some(v.to_string()),
-                "range" => {
-                    range_from = v
-                        .strip_prefix("bytes=")
-                        .and_then(|r| r.split('-').next())
-                        .and_then(|n| n.parse().ok())
-                }
-                _ => {}
-            }
-        }
-    }
-    while buf.len() < head_end + length {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body: Option<serde_json::Value> = serde_json::from_slice(&buf[head_end..]).ok();
+    let method = request.method.clone();
+    let path = request.path().to_string();
+    let authorization = request.header("authorization").map(str::to_string);
+    let if_none_match = request.header("if-none-match").map(str::to_string);
+    let range_from: Option<usize> = request
+        .header("range")
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|r| r.split('-').next())
+        .and_then(|n| n.parse().ok());
+    let body: Option<serde_json::Value> = serde_json::from_slice(&request.body).ok();
+    let malformed = feedback_problem(body.as_ref());
     let closes = body
         .as_ref()
         .is_some_and(|b| b["status"]["execution"] == "closed");
@@ -200,6 +186,15 @@ async fn serve(
             (401, Vec::new(), "text/plain")
         } else if method == "GET" && path == controller {
             let mut links = serde_json::Map::new();
+            let linked = [
+                s.deployment.as_ref().map(|d| d.0.clone()),
+                s.cancel.as_ref().map(|c| c.0.clone()),
+            ];
+            for id in linked.into_iter().flatten() {
+                if !s.actions.contains(&id) {
+                    s.actions.push(id);
+                }
+            }
             if let Some((id, _)) = &s.deployment {
                 links.insert(
                     "deploymentBase".into(),
@@ -220,8 +215,18 @@ async fn serve(
             }
             json(serde_json::json!({"config": {"polling": {"sleep": s.sleep}}, "_links": links}))
         } else if method == "POST" && path.ends_with("/feedback") {
+            let action = path
+                .strip_suffix("/feedback")
+                .and_then(|p| p.rsplit('/').next())
+                .unwrap_or("");
             if s.refuse_feedback {
                 (503, Vec::new(), "text/plain")
+            } else if !request.is_json() {
+                (415, Vec::new(), "text/plain")
+            } else if let Some(problem) = &malformed {
+                (400, problem.clone().into_bytes(), "text/plain")
+            } else if !s.actions.iter().any(|a| a == action) {
+                (404, Vec::new(), "text/plain")
             } else if s.closed.contains(&path) {
                 (410, Vec::new(), "text/plain")
             } else {
@@ -292,6 +297,46 @@ async fn serve(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(&bytes).await?;
     stream.shutdown().await
+}
+
+/// Why hawkBit would refuse `body` as a `DdiActionFeedback` with 400 Bad Request
+/// (`DdiActionFeedback`, `DdiStatus`, `DdiResult`: `status`, `execution`,
+/// `result.finished` are required, enums are closed, `progress.cnt` is required).
+pub fn feedback_problem(body: Option<&serde_json::Value>) -> Option<String> {
+    const EXECUTIONS: [&str; 8] = [
+        "closed",
+        "proceeding",
+        "canceled",
+        "scheduled",
+        "rejected",
+        "resumed",
+        "downloaded",
+        "download",
+    ];
+    const FINISHED: [&str; 3] = ["success", "failure", "none"];
+    let Some(body) = body else {
+        return Some("body is not JSON".into());
+    };
+    let status = &body["status"];
+    let execution = status["execution"].as_str();
+    let finished = status["result"]["finished"].as_str();
+    let progress = &status["result"]["progress"];
+    if !status.is_object() {
+        Some("status missing".into())
+    } else if !execution.is_some_and(|e| EXECUTIONS.contains(&e)) {
+        Some(format!("bad status.execution {}", status["execution"]))
+    } else if !finished.is_some_and(|f| FINISHED.contains(&f)) {
+        Some(format!(
+            "bad status.result.finished {}",
+            status["result"]["finished"]
+        ))
+    } else if !progress.is_null() && !progress["cnt"].is_u64() {
+        Some(format!("bad status.result.progress {progress}"))
+    } else if !(status["details"].is_null() || status["details"].is_array()) {
+        Some("status.details is not a list".into())
+    } else {
+        None
+    }
 }
 
 /// A deployment object (`download`, `update`, maintenance window) with one chunk,

@@ -13,10 +13,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+
+use crate::http_request;
 
 /// One firmware MCS offers a device.
 #[derive(Debug, Clone)]
@@ -51,6 +53,8 @@ struct State {
     /// sender of lines (None closes it).
     live: Vec<(Option<String>, mpsc::UnboundedSender<Option<String>>)>,
     heartbeats: Vec<String>,
+    /// Command connections closed for a malformed or unknown heartbeat.
+    refused_heartbeats: usize,
 }
 
 pub struct McsServer {
@@ -99,6 +103,13 @@ impl McsServer {
 
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap()
+    }
+
+    /// POSTs `body` as `device`'s datapoints with its `key`; the answer's status.
+    pub async fn post_datapoints(&self, device: &str, key: &str, body: &str) -> u16 {
+        let path = format!("/mcs/v2/devices/{device}/datapoints");
+        let headers = format!("deviceKey: {key}\r\nContent-Type: application/json\r\n");
+        http_request::send(&self.http.to_string(), "POST", &path, &headers, body).await
     }
 
     pub fn base_url(&self) -> String {
@@ -160,6 +171,11 @@ impl McsServer {
         self.st().accepted
     }
 
+    /// Command connections closed for a bad heartbeat.
+    pub fn refused_heartbeats(&self) -> usize {
+        self.st().refused_heartbeats
+    }
+
     pub fn heartbeats(&self) -> Vec<String> {
         self.st().heartbeats.clone()
     }
@@ -204,10 +220,19 @@ async fn serve_command(sock: TcpStream, st: Arc<Mutex<State>>) {
                 let Ok(Some(line)) = line else { break };
                 let mut s = st.lock().unwrap();
                 s.heartbeats.push(line.clone());
+                let fields: Vec<&str> = line.split(',').collect();
+                let known = fields.len() == 3
+                    && s.keys.get(fields[0]).map(String::as_str) == Some(fields[1])
+                    && fields[2].parse::<u64>().is_ok();
+                if !known {
+                    // Not `deviceId,deviceKey,timestamp` of a known device: the
+                    // server closes the connection without an answer.
+                    s.refused_heartbeats += 1;
+                    break;
+                }
                 // The real server echoes every heartbeat back, unterminated.
                 let _ = tx.send(Some(line.clone()));
-                let fields: Vec<&str> = line.split(',').collect();
-                if fields.len() == 3 && s.keys.get(fields[0]).map(String::as_str) == Some(fields[1]) {
+                {
                     let id = fields[0].to_string();
                     for (who, sender) in s.live.iter_mut() {
                         if sender.same_channel(&tx) {
@@ -237,33 +262,12 @@ async fn serve_http(
     st: Arc<Mutex<State>>,
     command: SocketAddr,
 ) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if sock.read(&mut byte).await? == 0 || head.len() > 64 * 1024 {
-            return Ok(());
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_string();
-    let mut lines = head.split("\r\n");
-    let request = lines.next().unwrap_or_default();
-    let mut parts = request.split(' ');
-    let method = parts.next().unwrap_or_default().to_string();
-    let target = parts.next().unwrap_or_default().to_string();
-    let mut headers = HashMap::new();
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; len.min(1 << 20)];
-    sock.read_exact(&mut body).await?;
-    let (status, content) = route(&method, &target, &headers, &body, &st, command);
+    let Some(request) = http_request::read(&mut sock).await? else {
+        return Ok(());
+    };
+    let headers: HashMap<String, String> = request.headers.iter().cloned().collect();
+    let (method, target, body) = (&request.method, &request.target, &request.body);
+    let (status, content) = route(method, target, &headers, body, &st, command);
     let location = match status {
         302 => format!("Location: {}\r\n", String::from_utf8_lossy(&content)),
         _ => String::new(),
@@ -277,6 +281,24 @@ async fn serve_http(
     sock.flush().await?;
     tokio::time::sleep(Duration::from_millis(1)).await;
     Ok(())
+}
+
+/// Why MCS would refuse a datapoints upload: it needs a non-empty
+/// `datapoints` list whose every entry has a `dataChnId` string and a
+/// `values` object holding a `value`.
+pub fn datapoints_problem(v: &serde_json::Value) -> Option<String> {
+    let Some(points) = v["datapoints"].as_array().filter(|p| !p.is_empty()) else {
+        return Some("datapoints is missing or empty".into());
+    };
+    points.iter().find_map(|p| {
+        if !p["dataChnId"].is_string() {
+            Some(format!("dataChnId missing in {p}"))
+        } else if p["values"]["value"].is_null() {
+            Some(format!("values.value missing in {p}"))
+        } else {
+            None
+        }
+    })
 }
 
 fn json(status: u16, v: serde_json::Value) -> (u16, Vec<u8>) {
@@ -391,7 +413,13 @@ fn route(
             ok(serde_json::json!({"ip": command.ip().to_string(), "port": command.port()}))
         }
         "datapoints" => {
-            let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            let v: serde_json::Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return error(400, &format!("body is not JSON: {e}")),
+            };
+            if let Some(problem) = datapoints_problem(&v) {
+                return error(400, &problem);
+            }
             for p in v["datapoints"].as_array().into_iter().flatten() {
                 let channel = p["dataChnId"].as_str().unwrap_or_default().to_string();
                 let value = p["values"]["value"]

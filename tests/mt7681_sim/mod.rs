@@ -12,6 +12,10 @@
 #[path = "../xmodem_sim/pty.rs"]
 pub mod pty;
 
+#[path = "../support/crc16.rs"]
+pub mod crc16;
+
+pub use crc16::crc16;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -75,6 +79,9 @@ pub struct SimConfig {
     pub block_timeout: Duration,
     /// Line idle this long ends a silent or finished session.
     pub idle: Duration,
+    /// How long the module waits for the agent's first byte (a deadline for a
+    /// loaded machine, not a protocol time).
+    pub first_byte: Duration,
     /// Written with `new_version` once an upgrade completed.
     pub version_file: Option<PathBuf>,
     /// The reset line: when this file appears (the agent's `reset_command`
@@ -92,6 +99,7 @@ impl SimConfig {
             start_attempts: 50,
             block_timeout: Duration::from_secs(1),
             idle: Duration::from_millis(800),
+            first_byte: Duration::from_secs(20),
             version_file: None,
             reset_file: None,
             new_version: "2.0".into(),
@@ -112,6 +120,8 @@ pub enum SimOutcome {
     Silent,
     /// Nothing (more) came from the sender.
     TimedOut(String),
+    /// EOT came before the header's length of contents: nothing new boots.
+    Incomplete(String),
 }
 
 #[derive(Clone)]
@@ -271,7 +281,12 @@ pub async fn run(pty: &Pty, cfg: SimConfig) -> SimResult {
     let mut ignored = 0;
     loop {
         // Application: wait for AT#Reboot, or a reset through the reset line.
-        match sim.app_event(idle).await {
+        let wait = if sim.res.received.is_empty() && sim.res.resets == 0 {
+            sim.cfg.first_byte
+        } else {
+            idle
+        };
+        match sim.app_event(wait).await {
             None => return sim.res,
             Some(AppEvent::Reset) => sim.res.resets += 1,
             Some(AppEvent::Command(cmd)) => {
@@ -342,6 +357,17 @@ impl Sim<'_> {
             match c {
                 SOH | STX => {}
                 EOT => {
+                    // The SDK only marks the image bootable when the header's
+                    // length arrived; otherwise the old firmware keeps running.
+                    let expected = self.res.header.map(|(_, len)| len);
+                    if expected != Some(self.res.written) {
+                        self.send(&[ACK]).await;
+                        self.res.outcome = SimOutcome::Incomplete(format!(
+                            "{} of {expected:?} bytes at EOT",
+                            self.res.written
+                        ));
+                        return;
+                    }
                     // The new version is in place before the ACK: the agent asks
                     // for it as soon as the ACK arrives, and a real version
                     // command waits for the rebooted module to answer.
@@ -438,20 +464,4 @@ impl Sim<'_> {
             self.send(&[ACK]).await;
         }
     }
-}
-
-/// CRC-16/XMODEM, bit by bit as the SDK's `crc_cal_by_bit`.
-pub fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        for i in (0..8).rev() {
-            let bit = (b >> i) & 1 == 1;
-            let top = crc & 0x8000 != 0;
-            crc <<= 1;
-            if top != bit {
-                crc ^= 0x1021;
-            }
-        }
-    }
-    crc
 }

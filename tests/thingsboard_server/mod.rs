@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use fota_agent::checksum::{ChecksumAlgorithm, MultiHasher};
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+
+use crate::http_request;
 
 /// What the next matching request gets instead of its answer.
 #[derive(Debug, Clone)]
@@ -107,6 +109,13 @@ impl TbServer {
         format!("http://{}", self.addr)
     }
 
+    /// POSTs `body` as `token`'s telemetry (no `Content-Type`, which ThingsBoard
+    /// ignores) and returns the answer's status.
+    pub async fn post_telemetry(&self, token: &str, body: &str) -> u16 {
+        let path = format!("/api/v1/{token}/telemetry");
+        http_request::send(&self.addr.to_string(), "POST", &path, "", body).await
+    }
+
     /// Assigns a package (`prefix` "fw" or "sw") and pushes the attribute update.
     pub fn assign(
         &self,
@@ -160,8 +169,9 @@ impl TbServer {
             .push_back((path_contains.to_string(), fault));
     }
 
-    /// Telemetry values received for `token`, in order (the `values` of
-    /// timestamped records).
+    /// Telemetry values received for `token`, in order: one map per record, as
+    /// ThingsBoard's `JsonConverter` reads them (the `values` of a `{ts, values}`
+    /// record, a plain object as it is, each element of an array).
     pub fn telemetry(&self, token: &str) -> Vec<Map<String, Value>> {
         self.state
             .lock()
@@ -169,12 +179,18 @@ impl TbServer {
             .telemetry
             .iter()
             .filter(|(t, _)| t == token)
-            .map(|(_, v)| {
-                v.get("values")
-                    .unwrap_or(v)
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default()
+            .flat_map(|(_, v)| match v {
+                Value::Array(records) => records.clone(),
+                record => vec![record.clone()],
+            })
+            .filter_map(|record| {
+                let timestamped = record.get("ts").is_some() && record.get("values").is_some();
+                let values = if timestamped {
+                    &record["values"]
+                } else {
+                    &record
+                };
+                values.as_object().cloned()
             })
             .collect()
     }
@@ -198,37 +214,14 @@ async fn serve(
     state: Arc<Mutex<State>>,
     notify: Arc<Notify>,
 ) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        let n = sock.read(&mut tmp).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&tmp[..n]);
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
+    let Some(request) = http_request::read(&mut sock).await? else {
+        return Ok(());
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.lines();
-    let request_line = lines.next().unwrap_or("").to_string();
-    let length: usize = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        let n = sock.read(&mut tmp).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    let body = buf[head_end..].to_vec();
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let target = parts.next().unwrap_or("").to_string();
+    let (method, target, body) = (
+        request.method.clone(),
+        request.target.clone(),
+        request.body.clone(),
+    );
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let params: HashMap<String, String> = url_params(query);
 
@@ -294,11 +287,12 @@ async fn serve(
             }
         }
         ("POST", ["telemetry"]) => match serde_json::from_slice::<Value>(&body) {
-            Ok(v) => {
+            Ok(v) if telemetry_problem(&v).is_none() => {
                 state.lock().unwrap().telemetry.push((token, v));
                 respond(&mut sock, 200, b"").await
             }
-            Err(_) => respond(&mut sock, 400, b"").await,
+            Ok(v) => respond(&mut sock, 400, telemetry_problem(&v).unwrap().as_bytes()).await,
+            Err(e) => respond(&mut sock, 400, e.to_string().as_bytes()).await,
         },
         ("GET", [kind @ ("firmware" | "software")]) => {
             let prefix = if *kind == "firmware" { "fw" } else { "sw" };
@@ -325,6 +319,34 @@ async fn serve(
             respond(&mut sock, 200, &slice).await
         }
         _ => respond(&mut sock, 404, b"").await,
+    }
+}
+
+/// Why ThingsBoard's `JsonConverter.convertToTelemetry` would refuse `v`: it
+/// takes an object or an array of objects; an object with both `ts` and `values`
+/// needs a numeric `ts` and an object `values`, any other object is the values.
+/// (The HTTP transport reads the body as a `String`, so it does not look at
+/// `Content-Type`; neither does this stand-in.)
+pub fn telemetry_problem(v: &Value) -> Option<String> {
+    let record = |r: &Value| -> Option<String> {
+        let Some(o) = r.as_object() else {
+            return Some(format!("Can't parse value: {r}"));
+        };
+        if o.contains_key("ts") && o.contains_key("values") {
+            let ts_ok =
+                o["ts"].is_i64() || o["ts"].as_str().is_some_and(|t| t.parse::<i64>().is_ok());
+            if !ts_ok {
+                return Some(format!("bad ts {}", o["ts"]));
+            }
+            if !o["values"].is_object() {
+                return Some(format!("values is not an object: {}", o["values"]));
+            }
+        }
+        None
+    };
+    match v {
+        Value::Array(records) => records.iter().find_map(record),
+        other => record(other),
     }
 }
 

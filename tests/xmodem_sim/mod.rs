@@ -7,6 +7,10 @@
 pub mod lrzsz;
 pub mod pty;
 
+#[path = "../support/crc16.rs"]
+mod crc16;
+
+use crc16::crc16;
 use std::time::Duration;
 
 pub use pty::Pty;
@@ -122,22 +126,6 @@ impl SimResult {
     pub fn saw_can_can(&self) -> bool {
         self.trailing.windows(2).any(|w| w == [CAN, CAN])
     }
-}
-
-fn crc16(data: &[u8]) -> u16 {
-    // Bitwise CRC-16/CCITT (XMODEM): poly 0x1021, init 0.
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= (b as u16) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
 }
 
 enum Got {

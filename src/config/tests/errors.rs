@@ -364,6 +364,20 @@ fn command_handler_keys_are_checked() {
                       (known: esh, espressif, particle, semver)",
         },
         Case {
+            name: "bad group",
+            text: "[[device]]\nid = \"d\"\ntype = \"t\"\ngroup = \"beta testers\"\n",
+            line: 4,
+            key: Some("group"),
+            message: "device \"d\": group name \"beta testers\" may only contain …",
+        },
+        Case {
+            name: "lock not a version of the scheme",
+            text: "[[device]]\nid = \"d\"\ntype = \"t\"\nversion_scheme = \"particle\"\n\nlock = \"7.1\"\n",
+            line: 6,
+            key: Some("lock"),
+            message: "device \"d\": lock: \"7.1\" is not a valid particle version…",
+        },
+        Case {
             name: "missing update_command",
             text: concat!(
                 "[[device]]\nid = \"other\"\ntype = \"t\"\nhandler = \"command\"\n",

@@ -34,6 +34,8 @@ pub(crate) fn minimal_device(id: &str, device_type: &str, update: &[&str]) -> De
         policy: UpdatePolicy::Immediate,
         version_scheme: VersionScheme::Esh,
         only_newer: true,
+        group: None,
+        lock: None,
         handler: HandlerConfig::Command(CommandConfig {
             version_command: None,
             executable_command: None,

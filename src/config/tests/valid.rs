@@ -90,6 +90,8 @@ fn full_config_parses_with_defaults_filled() {
                 policy: UpdatePolicy::Background,
                 version_scheme: VersionScheme::Semver,
                 only_newer: false,
+                group: None,
+                lock: None,
                 handler: HandlerConfig::Command(CommandConfig {
                     version_command: Some(argv(&["/usr/lib/x/version.sh", "--id", "demo-1"])),
                     executable_command: Some(argv(&["/usr/lib/x/ready.sh"])),

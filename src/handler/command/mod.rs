@@ -57,6 +57,7 @@
 pub mod config;
 mod line_protocol;
 mod supervise;
+pub(crate) use supervise::parse_stat;
 
 use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
@@ -531,7 +532,7 @@ mod tests {
             return true;
         }
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => matches!(parse_stat(&stat), Some(('Z' | 'X', _))),
+            Ok(stat) => parse_stat(&stat).is_some_and(|s| matches!(s.state, 'Z' | 'X')),
             Err(_) => true,
         }
     }

@@ -33,6 +33,9 @@ const CANCEL_POLL: Duration = Duration::from_millis(20);
 pub(super) struct Running {
     /// Its process group (= the pid of the command).
     pgid: Pid,
+    /// Its leader's start time, which tells our group from a later one that got
+    /// the same number (see [`Group::is_ours`]).
+    leader_start: Option<u64>,
     cancelable: bool,
     /// Set by `cancel`, so that the run reports [`super::HandlerError::Canceled`].
     canceled: Arc<AtomicBool>,
@@ -60,16 +63,17 @@ impl Groups {
     ) -> (Option<GroupGuard<'a>>, Arc<AtomicBool>) {
         let canceled = Arc::new(AtomicBool::new(false));
         let guard = child.id().and_then(|id| i32::try_from(id).ok()).map(|id| {
-            let pgid = Pid::from_raw(id);
+            let group = Group::of_leader(Pid::from_raw(id));
             self.running().push(Running {
-                pgid,
+                pgid: group.pgid,
+                leader_start: group.leader_start,
                 cancelable: step.cancelable(),
                 canceled: canceled.clone(),
             });
             GroupGuard {
                 groups: self,
                 device,
-                pgid,
+                group,
                 armed: true,
             }
         });
@@ -78,45 +82,48 @@ impl Groups {
 
     /// SIGTERM to every cancelable group, SIGKILL to what is left after `grace`.
     pub(super) async fn cancel(&self, grace: Duration, device: &str) {
-        let targets: Vec<Pid> = self
+        let targets: Vec<Group> = self
             .running()
             .iter()
             .filter(|r| r.cancelable)
             .map(|r| {
                 r.canceled.store(true, Ordering::SeqCst);
-                r.pgid
+                Group {
+                    pgid: r.pgid,
+                    leader_start: r.leader_start,
+                }
             })
             .collect();
         if targets.is_empty() {
             return;
         }
-        for &pgid in &targets {
-            tracing::info!(device, %pgid, "canceling: sending SIGTERM to the command");
-            signal_group(pgid, Signal::SIGTERM, device);
+        for group in &targets {
+            tracing::info!(device, pgid = %group.pgid, "canceling: sending SIGTERM to the command");
+            group.signal(Signal::SIGTERM, device);
         }
         let left = wait_gone(&targets, grace).await;
-        for &pgid in &left {
-            tracing::warn!(device, %pgid, ?grace,
+        for group in &left {
+            tracing::warn!(device, pgid = %group.pgid, ?grace,
                 "command still running after SIGTERM; sending SIGKILL");
         }
         // Also any group that still exists only as far as `/proc` could not tell
         // (zombies, or a `/proc` of another pid namespace): SIGKILL harms neither.
-        for pgid in targets {
-            if killpg(pgid, None).is_ok() {
-                signal_group(pgid, Signal::SIGKILL, device);
+        for group in targets {
+            if killpg(group.pgid, None).is_ok() {
+                group.signal(Signal::SIGKILL, device);
             }
         }
     }
 }
 
 /// Waits up to `grace` for the groups to be gone; returns those still alive.
-async fn wait_gone(groups: &[Pid], grace: Duration) -> Vec<Pid> {
+async fn wait_gone(groups: &[Group], grace: Duration) -> Vec<Group> {
     let deadline = Instant::now() + grace;
     let mut left = groups.to_vec();
     loop {
         // A `/proc` scan every CANCEL_POLL: on the blocking pool, not the runtime.
         left = tokio::task::spawn_blocking(move || {
-            left.retain(|&pgid| group_alive(pgid));
+            left.retain(Group::alive);
             left
         })
         .await
@@ -195,7 +202,7 @@ pub(super) async fn follow(
 pub(super) struct GroupGuard<'a> {
     groups: &'a Groups,
     device: &'a str,
-    pgid: Pid,
+    group: Group,
     armed: bool,
 }
 
@@ -207,21 +214,22 @@ impl GroupGuard<'_> {
     }
 
     fn forget(&self) {
-        self.groups.running().retain(|r| r.pgid != self.pgid);
+        self.groups.running().retain(|r| r.pgid != self.group.pgid);
     }
 }
 
 impl Drop for GroupGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            // A pgid is not reused while a member of the group lives; once none
-            // does this is ESRCH.
-            match killpg(self.pgid, Signal::SIGKILL) {
-                Ok(()) => tracing::info!(device = %self.device, pgid = %self.pgid,
-                    "command abandoned while running; killed its process group"),
-                Err(Errno::ESRCH) => {}
-                Err(e) => tracing::warn!(device = %self.device, pgid = %self.pgid,
-                    "cannot kill process group of abandoned command: {e}"),
+            let pgid = self.group.pgid;
+            if self.group.is_ours() {
+                match killpg(pgid, Signal::SIGKILL) {
+                    Ok(()) => tracing::info!(device = %self.device, %pgid,
+                        "command abandoned while running; killed its process group"),
+                    Err(Errno::ESRCH) => {}
+                    Err(e) => tracing::warn!(device = %self.device, %pgid,
+                        "cannot kill process group of abandoned command: {e}"),
+                }
             }
             self.forget();
         }
@@ -242,8 +250,52 @@ pub(super) fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// Whether a process of the group is still alive (zombies do not count: they are
-/// dead, only not reaped yet, which nobody may do in a container without init).
+/// A command's process group, and how to tell it from a later group that got
+/// the same number.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    pgid: Pid,
+    /// The leader's start time (`/proc/<pid>/stat` field 22), read at spawn.
+    leader_start: Option<u64>,
+}
+
+impl Group {
+    fn of_leader(pid: Pid) -> Group {
+        Group {
+            pgid: pid,
+            leader_start: proc_stat(pid.as_raw()).map(|s| s.start_time),
+        }
+    }
+
+    /// Whether the number still names our group. The kernel does not reuse a
+    /// pid while a process of the group lives; once none does (all gone, on a
+    /// gateway with pid_max 32768 within minutes) a new process may get it and
+    /// lead a group of the same number, which must never be waited for or
+    /// signaled: a process with the leader's pid but another start time is such
+    /// a newcomer.
+    fn is_ours(&self) -> bool {
+        match (proc_stat(self.pgid.as_raw()), self.leader_start) {
+            (Some(now), Some(ours)) => now.start_time == ours,
+            _ => true,
+        }
+    }
+
+    /// Whether a process of the group is still alive (zombies do not count:
+    /// they are dead, only not reaped yet, which nobody may do in a container
+    /// without init).
+    fn alive(&self) -> bool {
+        self.is_ours() && group_alive(self.pgid)
+    }
+
+    /// Sends `signal` to the group, unless its number now names another one.
+    fn signal(&self, signal: Signal, device: &str) {
+        if self.is_ours() {
+            signal_group(self.pgid, signal, device);
+        }
+    }
+}
+
+/// Whether a process of the group is still alive (zombies do not count).
 fn group_alive(pgid: Pid) -> bool {
     if let Err(Errno::ESRCH) = killpg(pgid, None) {
         return false;
@@ -259,10 +311,10 @@ fn group_alive(pgid: Pid) -> bool {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        if let Some((state, pgrp)) = parse_stat(&stat)
-            && pgrp == pgid.as_raw()
-            && state != 'Z'
-            && state != 'X'
+        if let Some(s) = parse_stat(&stat)
+            && s.pgrp == pgid.as_raw()
+            && s.state != 'Z'
+            && s.state != 'X'
         {
             return true;
         }
@@ -270,15 +322,32 @@ fn group_alive(pgid: Pid) -> bool {
     false
 }
 
-/// State and process group from `/proc/<pid>/stat`.
-pub(super) fn parse_stat(stat: &str) -> Option<(char, i32)> {
+/// What the supervision reads of `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// Field 3: `R`, `S`, `D`, `Z` (zombie), ...
+    pub state: char,
+    /// Field 5.
+    pub pgrp: i32,
+    /// Field 22: clock ticks after boot.
+    pub start_time: u64,
+}
+
+/// `/proc/<pid>/stat` of `pid`, if it exists (zombies included).
+pub(crate) fn proc_stat(pid: i32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// State, process group and start time from `/proc/<pid>/stat`.
+pub(crate) fn parse_stat(stat: &str) -> Option<ProcStat> {
     // The command name may contain spaces and parentheses; it ends at the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
+    let fields: Vec<&str> = rest.split_whitespace().take(20).collect();
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start_time: fields.get(22 - 3)?.parse().ok()?,
+    })
 }
 
 fn signal_group(pgid: Pid, signal: Signal, device: &str) {
@@ -294,7 +363,40 @@ mod tests {
 
     #[test]
     fn parses_proc_stat() {
-        assert_eq!(parse_stat("123 (a) b (c)) S 1 77 77 0 -1"), Some(('S', 77)));
+        let stat = "77 (a) b (c)) S 1 77 77 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 50";
+        assert_eq!(
+            parse_stat(stat),
+            Some(ProcStat {
+                state: 'S',
+                pgrp: 77,
+                start_time: 98765
+            })
+        );
+        assert_eq!(parse_stat("123 (a) S 1 77 77 0 -1"), None);
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    /// A group whose number now leads another process (another start time) is
+    /// not ours: not alive, never signaled.
+    #[test]
+    fn a_group_number_taken_by_a_newcomer_is_not_ours() {
+        use std::os::unix::process::CommandExt as _;
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let ours = Group::of_leader(pid);
+        assert!(ours.is_ours() && ours.alive());
+        let newcomer = Group {
+            leader_start: ours.leader_start.map(|t| t + 1),
+            ..ours
+        };
+        assert!(!newcomer.is_ours() && !newcomer.alive());
+        newcomer.signal(Signal::SIGKILL, "test");
+        assert!(ours.alive(), "a newcomer's signal reached the group");
+        ours.signal(Signal::SIGKILL, "test");
+        child.wait().unwrap();
     }
 }
