@@ -14,16 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mib="${1:-256}"
 runs="${2:-3}"
-need=()
-for p in mender-client mender-artifact swupdate nginx-light time bc curl cpio; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/lib.sh
+bench_need mender-client mender-artifact swupdate nginx-light time bc curl cpio
 # FOTA_AGENT_BIN=path measures that binary instead of building one.
-agent="${FOTA_AGENT_BIN:-${CARGO_TARGET_DIR:-target}/release/fota-agent}"
-[ -n "${FOTA_AGENT_BIN:-}" ] || cargo build --release --quiet
+bench_agent
 
 work=$(mktemp -d /var/tmp/fota-peers.XXXXXX)
 nginx_pid=""
@@ -96,29 +90,9 @@ openssl cms -sign -in "$work/sw-description" -out "$work/sw-description.sig" -si
     cpio -o -H crc --quiet >"$work/srv/image.swu" && rm image.bin)
 
 # nginx on loopback.
-port=$((20000 + RANDOM % 20000))
-cat >"$work/nginx/nginx.conf" <<CONF
-daemon off; worker_processes 1; pid $work/nginx/pid; error_log $work/nginx/error.log;
-events { worker_connections 64; }
-http { access_log off; sendfile on; client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx; types { application/octet-stream bin mender swu; }
-  server { listen 127.0.0.1:$port; root $work/srv; } }
-CONF
-nginx -c "$work/nginx/nginx.conf" &
-nginx_pid=$!
-base="http://127.0.0.1:$port"
-for _ in $(seq 100); do curl -sf -o /dev/null -r 0-0 "$base/image.bin" && break; sleep 0.1; done
+start_nginx "$work" image.bin
 
-# measure NAME CMD...: one run's wall seconds and peak RSS (KiB) appended to $work/NAME.
-measure() {
-    local name=$1
-    shift
-    rm -f "$dest" "$work/fetched.bin"
-    /usr/bin/time -f '%e %M' -o "$work/t" "$@" >"$work/last.log" 2>&1 ||
-        { echo "$name failed:" >&2; tail -n 20 "$work/last.log" >&2; exit 1; }
-    cat "$work/t" >>"$work/$name"
-}
+clean_outputs() { rm -f "$dest" "$work/fetched.bin"; }
 agent_local() { "$agent" --config "$work/agent.toml" install --device bench --sha256 "$sha" "$img"; }
 agent_url() {
     "$agent" fetch "$base/image.bin" -o "$work/fetched.bin" --sha256 "$sha" &&
@@ -155,10 +129,6 @@ idle_rss=$(awk '/^VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$idle_pid/status
 kill "$idle_pid"
 wait "$idle_pid" 2>/dev/null || true
 
-# median NAME: "seconds s, RSS MiB" of the median run (by time).
-median() {
-    sort -n "$work/$1" | awk -v n="$runs" 'NR == int((n + 1) / 2) {printf "%.2f s, %.1f MiB", $1, $2 / 1024}'
-}
 mib() { echo "$1" | awk '{printf "%.1f MiB", $1 / 1048576}'; }
 deb_size() { # the installed .deb's size, as apt-cache reports it
     apt-cache show "$1" 2>/dev/null | awk '/^Size:/ {printf "%.1f MB", $2 / 1e6; exit}'

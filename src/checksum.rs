@@ -216,6 +216,12 @@ impl MultiHasher {
         self.length
     }
 
+    /// The per-algorithm states and the bytes seen, for [`parallel::ParallelHasher`]
+    /// to continue on its threads.
+    fn into_parts(self) -> (Vec<(ChecksumAlgorithm, State)>, u64) {
+        (self.states, self.length)
+    }
+
     /// The hex digests, one per algorithm.
     pub fn finish(self) -> Digests {
         Digests {

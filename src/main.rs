@@ -93,6 +93,7 @@ fn config_path(arg: Option<PathBuf>) -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    cli::tune_malloc();
     let args = Args::parse();
     cli::init_logging();
     let config = config_path(args.config);

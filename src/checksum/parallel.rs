@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
-use super::{ChecksumAlgorithm, Digests, State};
+use super::{ChecksumAlgorithm, Digests, MultiHasher};
 
 /// Chunks queued per algorithm; with the stage's 256 KiB chunks about 2 MiB at most,
 /// shared between algorithms (a [`Bytes`] clone is a reference).
@@ -25,16 +25,19 @@ impl ParallelHasher {
     /// Starts a thread for each distinct algorithm in `algorithms`; fails only if
     /// the system refuses a thread.
     pub fn new(algorithms: impl IntoIterator<Item = ChecksumAlgorithm>) -> std::io::Result<Self> {
-        let mut algs: Vec<ChecksumAlgorithm> = algorithms.into_iter().collect();
-        algs.sort();
-        algs.dedup();
-        let mut workers = Vec::with_capacity(algs.len());
-        for algorithm in algs {
+        Self::resume(MultiHasher::new(algorithms))
+    }
+
+    /// Continues `hasher`'s digests (a resumed download's prefix), each on its
+    /// own thread; fails only if the system refuses a thread.
+    pub fn resume(hasher: MultiHasher) -> std::io::Result<Self> {
+        let (states, length) = hasher.into_parts();
+        let mut workers = Vec::with_capacity(states.len());
+        for (algorithm, mut state) in states {
             let (tx, rx) = sync_channel::<Bytes>(QUEUE);
             let handle = std::thread::Builder::new()
                 .name(format!("fota-{algorithm}"))
                 .spawn(move || {
-                    let mut state = State::new(algorithm);
                     for chunk in rx {
                         state.update(&chunk);
                     }
@@ -42,7 +45,7 @@ impl ParallelHasher {
                 })?;
             workers.push((tx, handle));
         }
-        Ok(ParallelHasher { workers, length: 0 })
+        Ok(ParallelHasher { workers, length })
     }
 
     /// Queues `chunk` for every algorithm; waits only while a thread is behind.
@@ -75,7 +78,6 @@ impl ParallelHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checksum::MultiHasher;
 
     #[test]
     fn same_digests_as_one_pass() {
@@ -93,5 +95,18 @@ mod tests {
             parallel.update(&Bytes::copy_from_slice(chunk));
         }
         assert_eq!(parallel.finish(), serial.finish());
+    }
+
+    #[test]
+    fn resumed_from_a_prefix_gives_the_whole_stream_digests() {
+        let algs = [ChecksumAlgorithm::Sha256, ChecksumAlgorithm::Md5];
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut prefix = MultiHasher::new(algs);
+        prefix.update(&data[..333_333]);
+        let mut parallel = ParallelHasher::resume(prefix).unwrap();
+        parallel.update(&Bytes::copy_from_slice(&data[333_333..]));
+        let mut whole = MultiHasher::new(algs);
+        whole.update(&data);
+        assert_eq!(parallel.finish(), whole.finish());
     }
 }

@@ -6,6 +6,7 @@ mod fetch;
 mod generate;
 mod install;
 mod lock;
+mod malloc;
 mod render;
 mod run;
 mod status;
@@ -25,6 +26,7 @@ pub use fetch::{FetchArgs, fetch};
 pub use generate::{Generate, generate};
 pub use install::{InstallArgs, install};
 pub use lock::{lock, unlock};
+pub use malloc::tune as tune_malloc;
 pub use run::run;
 pub use status::status;
 

@@ -47,7 +47,7 @@ pub(super) async fn stream(
     let sink = Writer::start(req.dest.to_path_buf(), start, hasher, record)?;
     let outcome = receive(dl, req, response, &sink, start, total, progress).await;
     // A disk error is the root cause of anything that follows it.
-    let hasher = match (sink.finish().await, outcome) {
+    let digests = match (sink.finish().await, outcome) {
         (Err(disk), _) => return Err(disk),
         (Ok(_), Err(e)) => {
             if matches!(
@@ -58,18 +58,18 @@ pub(super) async fn stream(
             }
             return Err(e);
         }
-        (Ok(h), Ok(())) => h,
+        (Ok(d), Ok(())) => d,
     };
     if let Some(expected) = total
-        && hasher.length() < expected
+        && digests.length < expected
     {
         return Err(DownloadError::Truncated {
             url: req.url.to_string(),
             expected,
-            got: hasher.length(),
+            got: digests.length,
         });
     }
-    Ok(hasher.finish())
+    Ok(digests)
 }
 
 /// Hands the body's chunks to `sink` until the body ends, stalls, trickles,
