@@ -262,8 +262,21 @@ mod tests {
 
     /// The selection table: device group, lock, current version, what it gets
     /// and why the others are refused.
-    #[test]
-    fn release_group_and_lock_table() {
+    /// (group, lock, current, chosen, refused with reasons, lock note).
+    type Row<'a> = (
+        Option<&'a str>,
+        Option<LockView>,
+        &'a str,
+        Option<&'a str>,
+        &'a [(&'a str, &'a str)],
+        Option<&'a str>,
+    );
+
+    const NOT_RELEASED: &str = "not released; device is not in a test group";
+    const BETA_ONLY: &str = "released to group beta only";
+
+    /// Checks each row against 5 and 6 released, 7 uploaded, 8 released to beta.
+    fn check_rows(rows: &[Row]) {
         let groups = |g: &[&str]| Release::Groups(g.iter().map(|s| s.to_string()).collect());
         let offered = [
             fw("5", Release::All),
@@ -271,17 +284,30 @@ mod tests {
             fw("7", Release::Uploaded),
             fw("8", groups(&["beta"])),
         ];
-        type Row<'a> = (
-            Option<&'a str>,
-            Option<LockView>,
-            &'a str,
-            Option<&'a str>,
-            &'a [(&'a str, &'a str)],
-            Option<&'a str>,
-        );
-        let not_released = "not released; device is not in a test group";
-        let beta_only = "released to group beta only";
-        let rows: &[Row] = &[
+        for (group, lock, current, expected, refused, note) in rows {
+            let mut device = crate::config::tests::minimal_device("d", "t", &["u"]);
+            device.group = group.map(str::to_string);
+            let s = choose(&device, Some(current), &offered, lock.as_ref());
+            let what = format!("group {group:?}, {lock:?}, current {current}");
+            assert_eq!(
+                s.candidate.map(|f| f.version).as_deref(),
+                *expected,
+                "{what}"
+            );
+            let got: Vec<(&str, &str)> = s
+                .refused
+                .iter()
+                .map(|(v, r)| (v.as_str(), r.as_str()))
+                .collect();
+            assert_eq!(got, *refused, "{what}");
+            assert_eq!(s.lock.as_deref(), *note, "{what}");
+        }
+    }
+
+    #[test]
+    fn release_and_group_table() {
+        let (not_released, beta_only) = (NOT_RELEASED, BETA_ONLY);
+        check_rows(&[
             // Not in a group: the newest released.
             (
                 None,
@@ -310,6 +336,12 @@ mod tests {
             ),
             // Released to beta: beta devices take it.
             (Some("beta"), None, "5", Some("8"), &[], None),
+        ]);
+    }
+
+    #[test]
+    fn lock_table() {
+        check_rows(&[
             // Locked: that version, older or newer, released or not.
             (
                 None,
@@ -384,25 +416,7 @@ mod tests {
                 ],
                 Some("locked to 9: version 9 is not offered"),
             ),
-        ];
-        for (group, lock, current, expected, refused, note) in rows {
-            let mut device = crate::config::tests::minimal_device("d", "t", &["u"]);
-            device.group = group.map(str::to_string);
-            let s = choose(&device, Some(current), &offered, lock.as_ref());
-            let what = format!("group {group:?}, {lock:?}, current {current}");
-            assert_eq!(
-                s.candidate.map(|f| f.version).as_deref(),
-                *expected,
-                "{what}"
-            );
-            let got: Vec<(&str, &str)> = s
-                .refused
-                .iter()
-                .map(|(v, r)| (v.as_str(), r.as_str()))
-                .collect();
-            assert_eq!(got, *refused, "{what}");
-            assert_eq!(s.lock.as_deref(), *note, "{what}");
-        }
+        ]);
     }
 
     #[test]
