@@ -19,14 +19,10 @@ pub fn retryable_status(status: StatusCode) -> bool {
         || status == StatusCode::TOO_MANY_REQUESTS
 }
 
-/// The wait before attempt `attempt + 1` (attempt counts from 1).
+/// The wait before attempt `attempt + 1` (attempt counts from 1): the one
+/// full-jitter backoff of [`crate::schedule::backoff`].
 pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let exp = base.saturating_mul(
-        1u32.checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX),
-    );
-    let cap = exp.min(max);
-    cap.mul_f64(fastrand::f64())
+    crate::schedule::backoff(attempt, base, max, crate::schedule::random())
 }
 
 /// A `Retry-After` value: delta-seconds or an HTTP-date. Bounded by `max` so a
