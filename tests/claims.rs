@@ -20,7 +20,7 @@ use fota_agent::model::UpdatePolicy;
 use fota_agent::progress::Outcome;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use process::{agent, text};
+use process::{agent, start_run, text};
 use support::http_server::*;
 use support::proxy::TestProxy;
 
@@ -306,14 +306,7 @@ fn the_status_socket_is_mode_0660() {
         ),
     )
     .unwrap();
-    let mut child = agent()
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = start_run(&config, Stdio::null());
     let deadline = Instant::now() + Duration::from_secs(30);
     let mode = loop {
         // The socket is chmod-ed right after bind: wait for the final mode.

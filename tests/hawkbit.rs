@@ -353,8 +353,13 @@ fn ext_config(server: &DdiServer) -> HawkbitConfig {
 
 /// An engine with one immediate device `mcu-1` of type `mcu` against `server`.
 fn mcu_engine(state: &std::path::Path, server: &DdiServer, dev: &Arc<FakeDevice>) -> Engine {
+    mcu_engine_with(state, &ext_config(server), dev)
+}
+
+/// [`mcu_engine`] with a config of the test's own.
+fn mcu_engine_with(state: &std::path::Path, hb: &HawkbitConfig, dev: &Arc<FakeDevice>) -> Engine {
     let device = device_config("mcu-1", "mcu", UpdatePolicy::Immediate);
-    engine(state, &ext_config(server), vec![(device, dev.clone())])
+    engine(state, hb, vec![(device, dev.clone())])
 }
 
 /// A forced deployment for `mcu-1` from a server that refuses feedback for now:
@@ -427,14 +432,7 @@ async fn polls_are_conditional_and_a_change_still_gets_through() {
     server.script().sleep = "00:00:01".into();
     let state = tempfile::tempdir().unwrap();
     let dev = FakeDevice::new("1.0");
-    let eng = engine(
-        state.path(),
-        &ext_config(&server),
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let eng = mcu_engine(state.path(), &server, &dev);
     let root = format!("/DEFAULT/controller/v1/{TARGET}");
     let polls = || {
         server
@@ -471,14 +469,7 @@ async fn attributes_are_sent_once_after_an_action_and_feedback_is_timestamped() 
     server.script().sleep = "00:00:01".into();
     let state = tempfile::tempdir().unwrap();
     let dev = FakeDevice::new("1.0");
-    let eng = engine(
-        state.path(),
-        &ext_config(&server),
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let eng = mcu_engine(state.path(), &server, &dev);
     let started = std::time::SystemTime::now();
     let run = start(&eng);
     until("closed", || closed(&server).len() == 1).await;
@@ -681,14 +672,7 @@ async fn cancel_action_stops_a_running_transfer_and_is_answered() {
     let state = tempfile::tempdir().unwrap();
     let dev = FakeDevice::build("1.0", true, None);
     dev.transfer_takes(Duration::from_secs(60));
-    let eng = engine(
-        state.path(),
-        &ext_config(&server),
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let eng = mcu_engine(state.path(), &server, &dev);
     let run = start(&eng);
     until("transfer started", || {
         dev.transfers.load(Ordering::SeqCst) == 1
@@ -872,14 +856,7 @@ async fn polling_honours_the_server_sleep_and_the_floor() {
     let mut hb = ext_config(&server);
     hb.min_poll_interval = Duration::from_millis(100);
     let dev = FakeDevice::new("1.0");
-    let eng = engine(
-        state.path(),
-        &hb,
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let eng = mcu_engine_with(state.path(), &hb, &dev);
     let run = start(&eng);
     until("four polls", || server.polls().len() >= 4).await;
     run.stop().await;
@@ -896,14 +873,7 @@ async fn polling_honours_the_server_sleep_and_the_floor() {
     let state = tempfile::tempdir().unwrap();
     let mut hb = ext_config(&server);
     hb.min_poll_interval = Duration::from_millis(500);
-    let eng = engine(
-        state.path(),
-        &hb,
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let eng = mcu_engine_with(state.path(), &hb, &dev);
     let run = start(&eng);
     until("four polls", || server.polls().len() >= 4).await;
     run.stop().await;
@@ -925,14 +895,7 @@ async fn errors_back_off_and_attributes_follow_the_server_request() {
     hb.auth = HawkbitAuth::TargetToken(Secret::new("wrong"));
     hb.min_poll_interval = Duration::from_millis(200);
     let dev = FakeDevice::new("1.0");
-    let eng = engine(
-        state.path(),
-        &hb,
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let eng = mcu_engine_with(state.path(), &hb, &dev);
     let run = start(&eng);
     // 401s: waits random below 0.2, 0.4, 0.8, 1.6 s (full jitter), never below
     // the 200 ms floor.
@@ -947,14 +910,7 @@ async fn errors_back_off_and_attributes_follow_the_server_request() {
     }
 
     hb.auth = HawkbitAuth::TargetToken(Secret::new(TOKEN));
-    let eng = engine(
-        state.path(),
-        &hb,
-        vec![(
-            device_config("mcu-1", "mcu", UpdatePolicy::Immediate),
-            dev.clone(),
-        )],
-    );
+    let eng = mcu_engine_with(state.path(), &hb, &dev);
     let run = start(&eng);
     let put = || {
         server

@@ -32,10 +32,7 @@ const CANCEL_POLL: Duration = Duration::from_millis(20);
 #[derive(Debug)]
 pub(super) struct Running {
     /// Its process group (= the pid of the command).
-    pgid: Pid,
-    /// Its leader's start time, which tells our group from a later one that got
-    /// the same number (see [`Group::is_ours`]).
-    leader_start: Option<u64>,
+    group: Group,
     cancelable: bool,
     /// Set by `cancel`, so that the run reports [`super::HandlerError::Canceled`].
     canceled: Arc<AtomicBool>,
@@ -65,8 +62,7 @@ impl Groups {
         let guard = child.id().and_then(|id| i32::try_from(id).ok()).map(|id| {
             let group = Group::of_leader(Pid::from_raw(id));
             self.running().push(Running {
-                pgid: group.pgid,
-                leader_start: group.leader_start,
+                group,
                 cancelable: step.cancelable(),
                 canceled: canceled.clone(),
             });
@@ -88,10 +84,7 @@ impl Groups {
             .filter(|r| r.cancelable)
             .map(|r| {
                 r.canceled.store(true, Ordering::SeqCst);
-                Group {
-                    pgid: r.pgid,
-                    leader_start: r.leader_start,
-                }
+                r.group
             })
             .collect();
         if targets.is_empty() {
@@ -214,7 +207,7 @@ impl GroupGuard<'_> {
     }
 
     fn forget(&self) {
-        self.groups.running().retain(|r| r.pgid != self.group.pgid);
+        self.groups.running().retain(|r| r.group.pgid != self.group.pgid);
     }
 }
 
