@@ -69,8 +69,21 @@ fn mosquitto() -> PathBuf {
 }
 
 /// Starts Mosquitto; its TLS listener asks for a client certificate signed by
-/// the test CA when `require_certificate`.
+/// the test CA when `require_certificate`. A port found free can be taken by a
+/// parallel test before Mosquitto binds it (it then exits): such a start is
+/// tried again on other ports.
 fn start_broker(require_certificate: bool) -> Broker {
+    for _ in 0..5 {
+        if let Some(broker) = try_start_broker(require_certificate) {
+            return broker;
+        }
+    }
+    panic!("mosquitto did not start in 5 attempts");
+}
+
+/// One start of Mosquitto on two ports free a moment ago; `None` when it exited
+/// (a port was taken meanwhile).
+fn try_start_broker(require_certificate: bool) -> Option<Broker> {
     let binary = mosquitto();
     let (port, tls_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +110,7 @@ fn start_broker(require_certificate: bool) -> Broker {
         .spawn()
         .expect("start mosquitto");
     // The broker is killed and waited for on drop, also if it never listens.
-    let broker = Broker {
+    let mut broker = Broker {
         child,
         port,
         tls_port,
@@ -107,7 +120,10 @@ fn start_broker(require_certificate: bool) -> Broker {
     for _ in 0..500 {
         let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
         if up(port) && up(tls_port) {
-            return broker;
+            return Some(broker);
+        }
+        if broker.child.try_wait().unwrap().is_some() {
+            return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
