@@ -52,3 +52,36 @@ measure() {
 median() {
     sort -n "$work/$1" | awk -v n="$runs" 'NR == int((n + 1) / 2) {printf "%.2f s, %.1f MiB", $1, $2 / 1024}'
 }
+
+# rss_peaks PID: samples /proc/PID/status every 20 ms until PID exits; prints the
+# largest RssAnon and RssFile seen and the last VmHWM, in KiB ("anon file hwm").
+# Anonymous memory is the process's own (heap, stacks, buffers); file-backed is
+# the mapped binary and libraries, shared with the page cache.
+rss_peaks() {
+    local pid=$1 anon=0 file=0 hwm=0 key value _
+    while [ -r "/proc/$pid/status" ]; do
+        while read -r key value _; do
+            case $key in
+            RssAnon:) ((value > anon)) && anon=$value ;;
+            RssFile:) ((value > file)) && file=$value ;;
+            VmHWM:) hwm=$value ;;
+            esac
+        done <"/proc/$pid/status" 2>/dev/null || break
+        sleep 0.02
+    done
+    echo "$anon $file $hwm"
+}
+
+# rss_parts PID: where PID's resident memory is now, in MiB: anonymous, the
+# binary's own mapping, libc + libm + ld.so, and other files.
+rss_parts() {
+    awk -v exe="$(readlink "/proc/$1/exe")" '
+        /^[0-9a-f]+-[0-9a-f]+ / { name = $6 }
+        /^Rss:/ {
+            if (name == exe) bin += $2
+            else if (name ~ /\/(libc|libm|ld-linux)[^\/]*$/) lib += $2
+            else if (name ~ /^\//) other += $2
+            else anon += $2
+        }
+        END { printf "anon %.1f, binary %.1f, libc/libm/ld %.1f, other files %.1f MiB", anon / 1024, bin / 1024, lib / 1024, other / 1024 }' "/proc/$1/smaps"
+}

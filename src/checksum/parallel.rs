@@ -9,9 +9,9 @@ use bytes::Bytes;
 
 use super::{ChecksumAlgorithm, Digests, MultiHasher};
 
-/// Chunks queued per algorithm; with the stage's 256 KiB chunks about 2 MiB at most,
-/// shared between algorithms (a [`Bytes`] clone is a reference).
-const QUEUE: usize = 8;
+/// Chunks queued per algorithm. A [`Bytes`] clone is a reference: the callers'
+/// buffer pools (4 buffers of 256 KiB), not this queue, bound the memory.
+const QUEUE: usize = 4;
 
 type Worker = (SyncSender<Bytes>, JoinHandle<(ChecksumAlgorithm, String)>);
 

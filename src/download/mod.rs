@@ -3,9 +3,9 @@
 //! same pass, resumed with `Range` + `If-Range` after a drop or a restart, retried
 //! with backoff, and renamed into place only when size and every checksum match.
 //!
-//! Memory stays constant whatever the size: the network task hands chunks through
-//! a small bounded queue to a blocking writer that writes, hashes and periodically
-//! fsyncs, so hashing runs on the second core behind network I/O.
+//! Memory stays constant whatever the size: the network task copies the body into
+//! a few pooled buffers (`pool`) that a blocking writer writes and fsyncs while
+//! each digest is computed on its own thread, behind network I/O.
 //!
 //! Read top-down: [`Downloader::fetch`] retries [`Downloader::attempt`], which is
 //! - `plan`: resume a partial download? how big? does it fit?
@@ -20,6 +20,7 @@ mod commit;
 mod limits;
 mod partial;
 mod plan;
+mod pool;
 mod request;
 pub mod retry;
 mod stage;

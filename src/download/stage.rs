@@ -6,24 +6,26 @@
 //!
 //! The copy is the only read of the data: one thread reads, one writes and each
 //! digest has its own thread ([`ParallelHasher`]), all fed the same chunks, so a
-//! large image costs about one read plus one write, not a copy then a hash.
+//! large image costs about one read plus one write, not a copy then a hash. The
+//! chunks are a few pooled buffers ([`BufferPool`]): memory stays at those.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::DownloadError;
 use super::partial::part_path;
+use super::pool::BufferPool;
 use crate::checksum::parallel::ParallelHasher;
 use crate::checksum::{ChecksumAlgorithm, Digests};
 
 const CHUNK: usize = 256 * 1024;
-/// Chunks queued for the writer: with [`CHUNK`], at most 2 MiB in memory.
-const QUEUE: usize = 8;
+/// Chunks in flight (read, queued, written, hashed): with [`CHUNK`], 1 MiB.
+const BUFFERS: usize = 4;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
     move |source| DownloadError::Io {
@@ -73,21 +75,26 @@ fn copy(
     (source, part): (PathBuf, PathBuf),
     progress: mpsc::UnboundedSender<u64>,
 ) -> Result<Digests, DownloadError> {
-    let (tx, rx) = sync_channel::<Bytes>(QUEUE);
+    let (tx, rx) = sync_channel::<Bytes>(BUFFERS);
+    let mut pool = BufferPool::new(BUFFERS, CHUNK);
     let writer = std::thread::Builder::new()
         .name("fota-stage".into())
         .spawn(move || write_all(output, rx))
         .map_err(io(&part))?;
     let read = loop {
-        let mut buf = BytesMut::zeroed(CHUNK);
-        let n = match input.read(&mut buf) {
+        let mut buf = pool.blocking_take();
+        let n = loop {
+            match input.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let n = match n {
             Ok(0) => break Ok(()),
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => break Err(e),
         };
-        buf.truncate(n);
-        let chunk = buf.freeze();
+        let chunk = pool.freeze(buf, n);
         hasher.update(&chunk);
         // The writer stops early only on an error, reported below; the caller
         // stops listening only when it no longer wants the copy.

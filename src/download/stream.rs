@@ -44,8 +44,8 @@ pub(super) async fn stream(
     } else {
         MultiHasher::new(algorithms.iter().copied())
     };
-    let sink = Writer::start(req.dest.to_path_buf(), start, hasher, record)?;
-    let outcome = receive(dl, req, response, &sink, start, total, progress).await;
+    let mut sink = Writer::start(req.dest.to_path_buf(), start, hasher, record)?;
+    let outcome = receive(dl, req, response, &mut sink, start, total, progress).await;
     // A disk error is the root cause of anything that follows it.
     let digests = match (sink.finish().await, outcome) {
         (Err(disk), _) => return Err(disk),
@@ -79,7 +79,7 @@ async fn receive(
     dl: &Downloader,
     req: &DownloadRequest<'_>,
     response: reqwest::Response,
-    sink: &Writer,
+    sink: &mut Writer,
     start: u64,
     total: Option<u64>,
     progress: ProgressFn<'_>,
@@ -122,7 +122,7 @@ async fn receive(
             super::check_free_space(dir, still, dl.config.free_space_reserve)?;
         }
         rate.check(url, received)?;
-        if sink.send(chunk).await.is_err() {
+        if sink.write(&chunk).await.is_err() {
             // The writer stopped; `finish` says why.
             return Ok(());
         }

@@ -1,7 +1,9 @@
 //! The disk side of a download: a blocking worker that appends chunks to the
 //! partial file while every digest is computed on its own thread, and every few
-//! MiB fsyncs and records how much is durable. The network task feeds it through
-//! a small bounded queue, so memory stays constant and hashing overlaps with
+//! MiB fsyncs and records how much is durable. The network task copies what it
+//! receives into a few pooled buffers ([`BufferPool`]) that the writer and the
+//! hashing threads share: memory stays at those buffers whatever the image size
+//! or the chunk sizes the network hands over, and hashing overlaps with
 //! receiving and writing.
 
 use std::fs::OpenOptions;
@@ -14,13 +16,16 @@ use tokio::task::JoinHandle;
 
 use super::DownloadError;
 use super::partial::{self, Partial};
+use super::pool::BufferPool;
 use crate::checksum::parallel::ParallelHasher;
 use crate::checksum::{ChecksumAlgorithm, Digests, MultiHasher};
 
-/// Chunks in flight between network and disk. hyper hands over chunks of up to a
-/// few hundred KiB on a fast link, so a short queue bounds memory to about 1 MiB
-/// while still letting hashing and writing overlap with receiving.
-const QUEUE: usize = 4;
+/// Buffers in flight between network, disk and hashing threads: one being
+/// filled, one written, one hashed and one queued keep all of them busy, and
+/// bound memory to 1 MiB. (The network's own chunks are dropped as soon as they
+/// are copied: kept in a queue, each pinned a read buffer of up to 400 KiB.)
+const BUFFERS: usize = 4;
+const BUFFER_SIZE: usize = 256 << 10;
 /// fsync and record progress this often.
 const SYNC_EVERY: u64 = 16 << 20;
 const READ_BUF: usize = 256 << 10;
@@ -35,6 +40,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
 pub struct Writer {
     tx: mpsc::Sender<Bytes>,
     worker: JoinHandle<Result<Digests, DownloadError>>,
+    pool: BufferPool,
+    /// The buffer being filled and how much of it is.
+    filling: Option<(Vec<u8>, usize)>,
 }
 
 impl Writer {
@@ -55,7 +63,7 @@ impl Writer {
             .map_err(io(&part))?;
         file.set_len(start).map_err(io(&part))?;
         file.seek(SeekFrom::Start(start)).map_err(io(&part))?;
-        let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(BUFFERS);
         let syncer = Syncer::spawn(
             file.try_clone().map_err(io(&part))?,
             dest.clone(),
@@ -84,17 +92,46 @@ impl Writer {
             partial::save(&dest, &record).map_err(io(&part))?;
             Ok(hasher.finish())
         });
-        Ok(Writer { tx, worker })
+        Ok(Writer {
+            tx,
+            worker,
+            pool: BufferPool::new(BUFFERS, BUFFER_SIZE),
+            filling: None,
+        })
     }
 
-    /// Queues a chunk; waits while the queue is full (backpressure). An error means
-    /// the worker stopped; `finish` says why.
-    pub async fn send(&self, chunk: Bytes) -> Result<(), ()> {
-        self.tx.send(chunk).await.map_err(|_| ())
+    /// Copies `data` into the pooled buffers and queues each one that is full;
+    /// waits while every buffer is in flight (backpressure). An error means the
+    /// worker stopped; `finish` says why.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<(), ()> {
+        while !data.is_empty() {
+            let (mut buf, mut filled) = match self.filling.take() {
+                Some(filling) => filling,
+                None => (self.pool.take().await, 0),
+            };
+            let n = data.len().min(buf.len() - filled);
+            buf[filled..filled + n].copy_from_slice(&data[..n]);
+            filled += n;
+            data = &data[n..];
+            if filled < buf.len() {
+                self.filling = Some((buf, filled));
+            } else {
+                let chunk = self.pool.freeze(buf, filled);
+                self.tx.send(chunk).await.map_err(|_| ())?;
+            }
+        }
+        Ok(())
     }
 
-    /// Waits for everything queued to be written, synced and hashed.
-    pub async fn finish(self) -> Result<Digests, DownloadError> {
+    /// Queues what is left in the buffer being filled, then waits for everything
+    /// to be written, synced and hashed.
+    pub async fn finish(mut self) -> Result<Digests, DownloadError> {
+        if let Some((buf, filled)) = self.filling.take()
+            && filled > 0
+        {
+            // If the worker stopped, its result below says why.
+            let _ = self.tx.send(self.pool.freeze(buf, filled)).await;
+        }
         drop(self.tx);
         self.worker.await.map_err(|e| DownloadError::Io {
             path: PathBuf::from("download writer"),
