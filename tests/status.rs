@@ -504,3 +504,46 @@ fn a_foreign_host_header_gets_421() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
     }
 }
+
+/// Plain HTTP answers off the routes: 404 for an unknown path, 405 with `Allow`
+/// for a known path asked with another method, HEAD as GET without a body, and
+/// a device id percent-decoded (400 when that is not UTF-8).
+#[test]
+fn unknown_paths_and_methods_get_plain_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = start(tmp.path());
+    let raw = |method: &str, path: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", agent.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer.to_ascii_lowercase()
+    };
+    let answer = raw("GET", "/nope");
+    assert!(answer.starts_with("http/1.1 404"), "{answer}");
+    let answer = raw("POST", "/status");
+    assert!(answer.starts_with("http/1.1 405"), "{answer}");
+    assert!(answer.contains("\r\nallow: get,head\r\n"), "{answer}");
+    let answer = raw("GET", "/devices/dev/update");
+    assert!(answer.starts_with("http/1.1 405"), "{answer}");
+    assert!(answer.contains("\r\nallow: post\r\n"), "{answer}");
+    let answer = raw("HEAD", "/status");
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("content-type: application/json"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("\r\n\r\n"), "a body after HEAD: {answer}");
+    let answer = raw("POST", "/devices/d%65v/cancel");
+    assert!(answer.starts_with("http/1.1 409"), "{answer}");
+    assert!(answer.contains(r#""device":"dev""#), "{answer}");
+    let answer = raw("POST", "/devices/%ff/cancel");
+    assert!(answer.starts_with("http/1.1 400"), "{answer}");
+    agent.stop();
+}

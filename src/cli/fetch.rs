@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use fota_agent::checksum::{Checksum, ChecksumAlgorithm};
 use fota_agent::download::{DownloadConfig, DownloadRequest, Downloader};
-use indicatif::{ProgressBar, ProgressStyle};
+
+use super::bar::{self, Bar};
 
 #[derive(clap::Args)]
 pub struct FetchArgs {
@@ -82,26 +83,28 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         also_hash: &[ChecksumAlgorithm::Sha256],
         headers: &[],
     };
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("[{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar
-    });
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| std::sync::Mutex::new(Bar::new()));
     let report = |done: u64, total: Option<u64>| {
         if let Some(bar) = &bar {
-            if let Some(t) = total {
-                bar.set_length(t);
-            }
-            bar.set_position(done);
+            let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
+            let rate = bar.rate(done);
+            bar.show(|| match total {
+                Some(t) => format!(
+                    "{} {}/{} {}/s",
+                    bar::gauge(done, t),
+                    bar::bytes(done),
+                    bar::bytes(t),
+                    bar::bytes(rate)
+                ),
+                None => format!("{} {}/s", bar::bytes(done), bar::bytes(rate)),
+            });
         }
     };
     let digests = downloader.fetch(&request, &report).await?;
     if let Some(bar) = &bar {
-        bar.finish_and_clear();
+        bar.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
     println!(
         "{}: {} bytes, sha256 {}",

@@ -1,6 +1,7 @@
 //! The binary's commands; the edge where library errors become `anyhow` and exit
 //! codes.
 
+mod bar;
 mod check;
 mod fetch;
 mod generate;

@@ -1,9 +1,10 @@
-//! Turns progress events into log lines (daemon) or a progress bar (terminal).
+//! Turns progress events into log lines (daemon) or a progress line (terminal).
 
 use std::io::IsTerminal;
 
 use fota_agent::progress::{Outcome, ProgressEvent, ProgressKind};
-use indicatif::{ProgressBar, ProgressStyle};
+
+use super::bar::{Bar, gauge};
 use tokio::sync::broadcast;
 
 /// Logs one event with structured fields.
@@ -57,12 +58,12 @@ pub async fn show_progress(mut rx: broadcast::Receiver<ProgressEvent>) {
     if !std::io::stderr().is_terminal() {
         return log_events(rx).await;
     }
-    let bar = ProgressBar::new(100);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>13} [{bar:40}] {pos:>3}% {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let mut bar = Bar::new();
+    let (mut step, mut percent, mut message) = (String::new(), 0u8, String::new());
+    let line = |step: &str, percent: u8, message: &str| {
+        let gauge = gauge(u64::from(percent), 100);
+        format!("{step:>13} {gauge} {percent:>3}% {message}")
+    };
     loop {
         let ev = match rx.recv().await {
             Ok(ev) => ev,
@@ -70,17 +71,22 @@ pub async fn show_progress(mut rx: broadcast::Receiver<ProgressEvent>) {
             Err(broadcast::error::RecvError::Closed) => break,
         };
         match &ev.kind {
-            ProgressKind::Sequence(_) => bar.set_message(ev.firmware_version.clone()),
-            ProgressKind::Step(step) => {
-                bar.set_prefix(step.to_string());
-                bar.set_position(0);
+            ProgressKind::Sequence(_) => message.clone_from(&ev.firmware_version),
+            ProgressKind::Step(s) => {
+                step = s.to_string();
+                percent = 0;
             }
-            ProgressKind::Percent(_, pct) => bar.set_position(u64::from(*pct)),
-            ProgressKind::Pending => bar.set_message("waiting"),
+            ProgressKind::Percent(_, pct) => {
+                percent = *pct;
+                bar.show(|| line(&step, percent, &message));
+                continue;
+            }
+            ProgressKind::Pending => message = "waiting".to_string(),
             ProgressKind::Finished(o) => {
-                bar.finish_with_message(o.to_string());
+                bar.finish(&line(&step, percent, &o.to_string()));
                 break;
             }
         }
+        bar.show_now(&line(&step, percent, &message));
     }
 }

@@ -1,6 +1,7 @@
 //! The endpoint's accept loop, bounded so that clients can never starve the
-//! agent: `axum::serve` keeps every connection as long as the client likes, and
-//! 1,100 idle half-sent requests once used up all 1,024 file descriptors.
+//! agent: a plain accept loop keeps every connection as long as the client
+//! likes, and 1,100 idle half-sent requests once used up all 1,024 file
+//! descriptors.
 //!
 //! - At most `max_connections` connections per listener. At the cap, a new
 //!   connection closes the oldest one that has not yet sent a request (an idle
@@ -15,13 +16,56 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tower_service::Service;
+
+use super::respond::Response;
+
+/// A listening socket the endpoint serves: TCP or unix.
+pub trait Accept: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept(&mut self) -> std::io::Result<Self::Io> {
+        tokio::net::TcpListener::accept(self)
+            .await
+            .map(|(io, _)| io)
+    }
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept(&mut self) -> std::io::Result<Self::Io> {
+        tokio::net::UnixListener::accept(self)
+            .await
+            .map(|(io, _)| io)
+    }
+}
+
+/// What answers each request of a connection.
+pub trait App:
+    Fn(hyper::Request<Incoming>) -> Self::Answer + Clone + Send + Sync + 'static
+{
+    type Answer: Future<Output = Response> + Send + 'static;
+}
+
+impl<F, A> App for F
+where
+    F: Fn(hyper::Request<Incoming>) -> A + Clone + Send + Sync + 'static,
+    A: Future<Output = Response> + Send + 'static,
+{
+    type Answer = A;
+}
+
+/// After a failed accept that is not the client's doing (out of file
+/// descriptors): wait this long before the next, rather than spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How many connections, and how long a request's headers may take.
 #[derive(Debug, Clone, Copy)]
@@ -51,17 +95,30 @@ impl Drop for DoneGuard {
 
 /// Serves `app` on `listener` within `limits` until `stop`; then lets open
 /// connections finish their answers.
-pub async fn serve<L>(mut listener: L, app: Router, limits: Limits, stop: CancellationToken)
-where
-    L: axum::serve::Listener,
-{
+pub async fn serve<L: Accept>(
+    mut listener: L,
+    app: impl App,
+    limits: Limits,
+    stop: CancellationToken,
+) {
     let mut open: VecDeque<Arc<Open>> = VecDeque::new();
     let mut tasks = JoinSet::new();
     loop {
-        let (io, _addr) = tokio::select! {
+        let accepted = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
             Some(_) = tasks.join_next() => continue,
+        };
+        let io = match accepted {
+            Ok(io) => io,
+            Err(e) if client_gone(&e) => continue,
+            Err(e) => {
+                tracing::warn!("status endpoint: cannot accept a connection: {e}");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
+            }
         };
         open.retain(|c| !c.done.is_cancelled());
         if open.len() >= limits.max_connections.max(1) {
@@ -101,17 +158,31 @@ where
     while tasks.join_next().await.is_some() {}
 }
 
+/// An accept error that only concerns the connection being accepted.
+fn client_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
 /// Serves one connection until it ends, is evicted, or (gracefully) `stop`.
-async fn connection<I>(io: I, app: Router, limits: Limits, conn: Arc<Open>, stop: CancellationToken)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+async fn connection<I>(
+    io: I,
+    app: impl App,
+    limits: Limits,
+    conn: Arc<Open>,
+    stop: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _done = DoneGuard(conn.clone());
     let marker = conn.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         marker.requested.store(true, Ordering::Relaxed);
-        let mut app = app.clone();
-        app.call(request.map(Body::new))
+        let answer = app(request);
+        async move { Ok::<_, std::convert::Infallible>(answer.await) }
     });
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

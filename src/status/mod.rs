@@ -12,8 +12,10 @@
 pub mod host;
 mod listener;
 pub mod metrics;
+mod respond;
 pub mod server;
 pub mod snapshot;
+pub mod sse;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

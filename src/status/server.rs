@@ -1,5 +1,6 @@
-//! The HTTP server of the status endpoint (axum): loopback TCP and optionally a
-//! unix socket, both serving the same routes.
+//! The HTTP server of the status endpoint (hyper): loopback TCP and optionally a
+//! unix socket, both serving the same routes. Six routes need no framework; the
+//! match in [`route`] is the routing table.
 //!
 //! - `GET /status` — [`super::Snapshot`] as JSON
 //! - `GET /metrics` — Prometheus text
@@ -12,32 +13,26 @@
 //! Over TCP every request first passes [`super::host::HostGuard`] (`421` for a
 //! foreign `Host`), and with `[status] allow_remote` reads need the token too.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{FromRequestParts, Path as UrlPath, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, post};
-use futures_util::{Stream, StreamExt};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap};
+use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Tracker;
-use super::listener::Limits;
+use super::listener::{Accept, Limits};
+use super::respond::{Response, json, reply};
 use crate::config::StatusConfig;
 use crate::engine::Engine;
-use crate::progress::{Outcome, ProgressEvent, ProgressKind};
 use crate::source::CancelOutcome;
 
-struct Shared {
+pub(super) struct Shared {
     engine: Engine,
     tracker: Arc<Tracker>,
     token: Option<String>,
@@ -45,8 +40,8 @@ struct Shared {
 }
 
 #[derive(Clone)]
-struct AppState {
-    shared: Arc<Shared>,
+pub(super) struct AppState {
+    pub(super) shared: Arc<Shared>,
     /// Served on the unix socket: actions need no token.
     privileged: bool,
     /// TCP only: the `Host` headers answered.
@@ -105,7 +100,7 @@ pub async fn start(
             .await
             .map_err(|source| EndpointError::Tcp { addr, source })?;
         endpoint_tcp = listener.local_addr().ok();
-        let app = router(AppState {
+        let state = AppState {
             shared: shared.clone(),
             privileged: false,
             hosts: Some(super::host::HostGuard::new(
@@ -113,21 +108,21 @@ pub async fn start(
                 config.allow_remote,
             )),
             token_for_reads: config.allow_remote,
-        });
-        serve(&mut tasks, listener, app, limits, shutdown.clone());
+        };
+        serve(&mut tasks, listener, state, limits, shutdown.clone());
     }
     if let Some(path) = &config.socket {
         let listener = bind_unix(path).map_err(|source| EndpointError::Unix {
             path: path.clone(),
             source,
         })?;
-        let app = router(AppState {
+        let state = AppState {
             shared: shared.clone(),
             privileged: true,
             hosts: None,
             token_for_reads: false,
-        });
-        serve(&mut tasks, listener, app, limits, shutdown.clone());
+        };
+        serve(&mut tasks, listener, state, limits, shutdown.clone());
     }
     Ok(Endpoint {
         tcp: endpoint_tcp,
@@ -170,121 +165,88 @@ impl Endpoint {
     }
 }
 
-/// Serves `app` on `listener` in `tasks` until `stop`, within `limits`.
-fn serve<L>(
+/// Serves `state`'s routes on `listener` in `tasks` until `stop`, within `limits`.
+fn serve<L: Accept>(
     tasks: &mut JoinSet<()>,
     listener: L,
-    app: Router,
+    state: AppState,
     limits: Limits,
     stop: CancellationToken,
-) where
-    L: axum::serve::Listener,
-{
+) {
+    let app = move |request| handle(state.clone(), request);
     tasks.spawn(super::listener::serve(listener, app, limits, stop));
 }
 
-fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/events", get(events))
-        .route("/check", post(check))
-        .route("/devices/{id}/update", post(update))
-        .route("/devices/{id}/cancel", post(cancel))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
-        .with_state(state)
+/// One request: [`gate`], then [`route`].
+async fn handle(s: AppState, request: Request<Incoming>) -> Response {
+    if let Some(refused) = gate(&s, request.headers()) {
+        return refused;
+    }
+    route(
+        &s,
+        request.method(),
+        request.uri().path(),
+        request.headers(),
+    )
+}
+
+/// The routing table. A known path asked with another method gets 405 and the
+/// methods it allows; HEAD is answered as GET (hyper leaves the body out).
+fn route(s: &AppState, method: &Method, path: &str, headers: &HeaderMap) -> Response {
+    let get = matches!(*method, Method::GET | Method::HEAD);
+    let post = *method == Method::POST;
+    let device_action = path
+        .strip_prefix("/devices/")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(id, action)| !id.is_empty() && matches!(*action, "update" | "cancel"));
+    match (path, device_action) {
+        ("/status", _) if get => json(StatusCode::OK, &s.shared.tracker.snapshot(&s.shared.engine)),
+        ("/metrics", _) if get => {
+            let body = super::metrics::render(&s.shared.tracker, &s.shared.engine);
+            reply(StatusCode::OK, super::metrics::CONTENT_TYPE, body)
+        }
+        ("/events", _) if get => {
+            super::sse::events(s.shared.engine.subscribe(), s.shared.shutdown.clone())
+        }
+        ("/check", _) if post => check(s, headers),
+        (_, Some((id, action))) if post => match known_device(s, headers, id) {
+            Ok(id) if action == "update" => update(s, id),
+            Ok(id) => cancel(s, id),
+            Err(refused) => refused,
+        },
+        ("/status" | "/metrics" | "/events", _) => not_allowed("GET,HEAD"),
+        ("/check", _) | (_, Some(_)) => not_allowed("POST"),
+        _ => super::respond::empty(StatusCode::NOT_FOUND),
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response {
+    let mut answer = super::respond::empty(StatusCode::METHOD_NOT_ALLOWED);
+    answer
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    answer
 }
 
 /// Before any route: a foreign `Host` gets 421 Misdirected Request (DNS
 /// rebinding), and with `allow_remote` a read without the token gets 403.
-async fn gate(
-    State(s): State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let headers = request.headers();
+fn gate(s: &AppState, headers: &HeaderMap) -> Option<Response> {
     if let Some(hosts) = &s.hosts {
         let host = headers.get(header::HOST).map(|h| h.to_str().unwrap_or(""));
         if !hosts.allows(host) {
             let why = "the status endpoint answers only to a loopback Host or its listen address";
-            return (
+            return Some(json(
                 StatusCode::MISDIRECTED_REQUEST,
-                Json(json!({ "error": why })),
-            )
-                .into_response();
+                &json!({ "error": why }),
+            ));
         }
     }
     if s.token_for_reads
-        && let Err(why) = authorize(&s, headers)
+        && let Err(why) = authorize(s, headers)
     {
-        return forbidden(why);
+        return Some(forbidden(why));
     }
-    next.run(request).await
-}
-
-async fn status(State(s): State<AppState>) -> Json<super::Snapshot> {
-    Json(s.shared.tracker.snapshot(&s.shared.engine))
-}
-
-async fn metrics(State(s): State<AppState>) -> Response {
-    let body = super::metrics::render(&s.shared.tracker, &s.shared.engine);
-    ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], body).into_response()
-}
-
-/// A progress event as the JSON of an SSE `data:` line.
-pub fn event_json(ev: &ProgressEvent) -> serde_json::Value {
-    let mut v = json!({
-        "device_id": ev.device_id,
-        "firmware_version": ev.firmware_version,
-        "kind": event_name(&ev.kind),
-    });
-    match &ev.kind {
-        ProgressKind::Sequence(steps) => v["steps"] = json!(steps),
-        ProgressKind::Step(step) => v["step"] = json!(step),
-        ProgressKind::Percent(step, pct) => {
-            v["step"] = json!(step);
-            v["percent"] = json!(pct);
-        }
-        ProgressKind::Pending => {}
-        ProgressKind::Finished(o) => {
-            v["outcome"] = json!(crate::logging::outcome_name(o));
-            if let Outcome::Failed(reason) = o {
-                v["reason"] = json!(reason);
-            }
-        }
-    }
-    v
-}
-
-fn event_name(kind: &ProgressKind) -> &'static str {
-    match kind {
-        ProgressKind::Sequence(_) => "sequence",
-        ProgressKind::Step(_) => "step",
-        ProgressKind::Percent(..) => "percent",
-        ProgressKind::Pending => "pending",
-        ProgressKind::Finished(_) => "finished",
-    }
-}
-
-async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let rx = s.shared.engine.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(ev) => {
-                    let event = Event::default()
-                        .event(event_name(&ev.kind))
-                        .data(event_json(&ev).to_string());
-                    return Some((Ok(event), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
-    // An open event stream must not hold up the shutdown.
-    .take_until(s.shared.shutdown.clone().cancelled_owned());
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    None
 }
 
 /// Actions need the unix socket or the bearer token.
@@ -308,55 +270,44 @@ fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), &'static str> {
 }
 
 fn forbidden(why: &str) -> Response {
-    (StatusCode::FORBIDDEN, Json(json!({ "error": why }))).into_response()
+    json(StatusCode::FORBIDDEN, &json!({ "error": why }))
 }
 
-fn unknown_device(id: &str) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({ "error": format!("unknown device {id:?}") })),
-    )
-        .into_response()
-}
-
-async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(why) = authorize(&s, &headers) {
+fn check(s: &AppState, headers: &HeaderMap) -> Response {
+    if let Err(why) = authorize(s, headers) {
         return forbidden(why);
     }
     tracing::info!("status endpoint: check requested");
     s.shared.engine.check_now();
-    (
+    json(
         StatusCode::ACCEPTED,
-        Json(json!({ "result": "check requested" })),
+        &json!({ "result": "check requested" }),
     )
-        .into_response()
 }
 
-/// The `{id}` of a device action, extracted only once the caller is authorized
-/// and the device exists, so every device route refuses the same way.
-struct KnownDevice(String);
-
-impl FromRequestParts<AppState> for KnownDevice {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
-        authorize(s, &parts.headers).map_err(forbidden)?;
-        let UrlPath(id) = UrlPath::<String>::from_request_parts(parts, s)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        if !s.shared.engine.devices().any(|d| d.id == id) {
-            return Err(unknown_device(&id));
-        }
-        Ok(KnownDevice(id))
+/// The `{id}` of a device action (percent-decoded), once the caller is
+/// authorized and the device exists, so every device route refuses the same way.
+fn known_device(s: &AppState, headers: &HeaderMap, raw: &str) -> Result<String, Response> {
+    authorize(s, headers).map_err(forbidden)?;
+    let id = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| {
+            let why = format!("device id {raw:?} is not UTF-8 once percent-decoded");
+            json(StatusCode::BAD_REQUEST, &json!({ "error": why }))
+        })?;
+    if !s.shared.engine.devices().any(|d| d.id == *id) {
+        let why = format!("unknown device {id:?}");
+        return Err(json(StatusCode::NOT_FOUND, &json!({ "error": why })));
     }
+    Ok(id.into_owned())
 }
 
 /// `{"result": …, "device": …}` with `code`: the answer of every device action.
 fn device_answer(code: StatusCode, result: &str, id: &str) -> Response {
-    (code, Json(json!({ "result": result, "device": id }))).into_response()
+    json(code, &json!({ "result": result, "device": id }))
 }
 
-async fn update(State(s): State<AppState>, KnownDevice(id): KnownDevice) -> Response {
+fn update(s: &AppState, id: String) -> Response {
     let engine = s.shared.engine.clone();
     if engine.is_busy(&id) {
         // One device, one update: nothing of a busy device runs beside its update.
@@ -372,7 +323,7 @@ async fn update(State(s): State<AppState>, KnownDevice(id): KnownDevice) -> Resp
     device_answer(StatusCode::ACCEPTED, "update cycle started", &id)
 }
 
-async fn cancel(State(s): State<AppState>, KnownDevice(id): KnownDevice) -> Response {
+fn cancel(s: &AppState, id: String) -> Response {
     let (code, result) = match s.shared.engine.cancel(&id) {
         CancelOutcome::Canceled => (StatusCode::OK, "canceled"),
         CancelOutcome::NotRunning => (StatusCode::CONFLICT, "not_running"),
