@@ -35,19 +35,64 @@ fn gone(pid: i32) -> bool {
     false
 }
 
-/// The README's demo: the pretend device goes from 1.0.0 to 2.0.0, then is up to date.
-#[test]
-fn demo_updates_the_demo_device_then_it_is_up_to_date() {
-    let tmp = tempfile::tempdir().unwrap();
+/// config/demo.toml with its state in `dir` and its paths made absolute.
+fn demo_config(dir: &Path) -> PathBuf {
     let demo = std::fs::read_to_string(repo().join("config/demo.toml")).unwrap();
     let config = demo
         .replace(
             "\"../target/demo-state\"",
-            &format!("{:?}", tmp.path().join("state")),
+            &format!("{:?}", dir.join("state")),
         )
         .replace("\"../", &format!("\"{}/", repo().display()));
-    let config_path = tmp.path().join("demo.toml");
-    std::fs::write(&config_path, config).unwrap();
+    let path = dir.join("demo.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// On a terminal `install` redraws one progress line in place and leaves it
+/// showing the outcome.
+#[test]
+fn install_on_a_terminal_draws_a_progress_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = demo_config(tmp.path());
+    let image = repo().join("demo/firmware/demo-sensor/demo-sensor-2.0.0.bin");
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    // The terminal is read while the agent runs, so it never blocks on a full one.
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut seen = Vec::new();
+        // EIO once the last writer (the agent) closed its side.
+        let _ = master.read_to_end(&mut seen);
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let mut install = agent();
+    install
+        .env("DEMO_FLASH", tmp.path().join("flash"))
+        .arg("--config")
+        .arg(&config)
+        .args(["install", "--device", "demo-sensor-1"])
+        .arg(&image)
+        .args(["--version", "2.0.0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(pty.slave));
+    let status = install.status().unwrap();
+    // `install` owned the last copy of the terminal's writing side.
+    drop(install);
+    let shown = reader.join().unwrap();
+    assert!(status.success(), "{shown}");
+    let full = format!("[{}] 100% success", "=".repeat(40));
+    // The terminal turns the final newline into CR LF.
+    let last = format!("\r{:>13} {full}\x1b[K\r\n", "UPDATING");
+    assert!(shown.contains(&last), "{shown:?}");
+    assert!(shown.contains("TRANSFERRING ["), "{shown:?}");
+}
+
+/// The README's demo: the pretend device goes from 1.0.0 to 2.0.0, then is up to date.
+#[test]
+fn demo_updates_the_demo_device_then_it_is_up_to_date() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config_path = demo_config(tmp.path());
     let flash = tmp.path().join("flash");
     let run_demo = |args: &[&str]| {
         agent()
