@@ -73,15 +73,17 @@ rss_peaks() {
 }
 
 # rss_parts PID: where PID's resident memory is now, in MiB: anonymous, the
-# binary's own mapping, libc + libm + ld.so, and other files.
+# binary's own mapping, libc + libm + ld.so, and other files; then PSS, which
+# charges each shared page to its sharers in part (libc is shared system-wide).
 rss_parts() {
     awk -v exe="$(readlink "/proc/$1/exe")" '
         /^[0-9a-f]+-[0-9a-f]+ / { name = $6 }
+        /^Pss:/ { pss += $2 }
         /^Rss:/ {
             if (name == exe) bin += $2
             else if (name ~ /\/(libc|libm|ld-linux)[^\/]*$/) lib += $2
             else if (name ~ /^\//) other += $2
             else anon += $2
         }
-        END { printf "anon %.1f, binary %.1f, libc/libm/ld %.1f, other files %.1f MiB", anon / 1024, bin / 1024, lib / 1024, other / 1024 }' "/proc/$1/smaps"
+        END { printf "anon %.1f, binary %.1f, libc/libm/ld %.1f, other files %.1f MiB; PSS %.1f MiB", anon / 1024, bin / 1024, lib / 1024, other / 1024, pss / 1024 }' "/proc/$1/smaps"
 }

@@ -11,7 +11,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 cargo build --release --locked
-target/release/fota-agent generate completions target/completions
+target/release/fota-agent-generate completions target/completions
 # -d: the binary comes from the project's toolchain, not Debian build-deps.
 dpkg-buildpackage -b -us -uc -d >/dev/null
 version=$(dpkg-parsechangelog -S Version)

@@ -5,81 +5,8 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(
-    name = "fota-agent",
-    version,
-    about = "Firmware update agent for Linux gateways"
-)]
-struct Args {
-    /// Configuration file [default: $FOTA_AGENT_CONFIG, or /etc/fota-agent/config.toml
-    /// when that is unset or empty].
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the agent: poll the source and apply updates.
-    Run {
-        /// One poll-and-apply cycle, then exit (non-zero if an update failed).
-        #[arg(long)]
-        once: bool,
-    },
-    /// Print each device's firmware status and the firmware it would get.
-    Check,
-    /// Ask the running agent's status endpoint what it is doing.
-    Status {
-        /// Print the endpoint's JSON as received.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Verify a local image and install it on a device now.
-    Install {
-        /// The configured device id.
-        #[arg(long)]
-        device: String,
-        /// The image file.
-        image: PathBuf,
-        /// The image's version; without it the version rules cannot be applied.
-        #[arg(long)]
-        version: Option<String>,
-        /// Expected SHA-256 of the image (hex).
-        #[arg(long)]
-        sha256: Option<String>,
-        /// Expected MD5 of the image (hex).
-        #[arg(long)]
-        md5: Option<String>,
-    },
-    /// Lock a device to one version (older or newer): it gets that version and no
-    /// other update until `unlock`.
-    Lock {
-        /// The configured device id.
-        device: String,
-        /// The version to install and keep.
-        version: String,
-        /// Install when the device next comes online (or the agent restarts),
-        /// not at the next cycle.
-        #[arg(long)]
-        on_reset: bool,
-    },
-    /// Remove a device's lock (`fota-agent lock`): it follows the releases again.
-    Unlock {
-        /// The configured device id.
-        device: String,
-    },
-    /// Validate the configuration file and exit.
-    CheckConfig,
-    /// Download and verify one file with the agent's download engine.
-    Fetch(cli::FetchArgs),
-    /// Write the man page or shell completions (used by the Debian package).
-    #[command(subcommand, hide = true)]
-    Generate(cli::Generate),
-}
+use clap::Parser;
+use cli::args::{Args, Command};
 
 /// `--config`, else a non-empty `FOTA_AGENT_CONFIG`, else the default path. (clap's
 /// own `env` refuses an empty variable even when `--config` is given.)
@@ -100,7 +27,6 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::CheckConfig => cli::check_config(&config),
         Command::Fetch(fetch) => cli::block_on(cli::fetch(fetch)),
-        Command::Generate(what) => cli::generate::<Args>(what),
         Command::Check => cli::block_on(cli::check(&config)),
         Command::Status { json } => cli::status(&config, json),
         Command::Lock {

@@ -1,7 +1,7 @@
 //! One test per README / docs claim that had none through the binary or the public
 //! API (issue #19): proxies, the free-space refusal, resume after a reboot,
 //! rollback with `only_newer = false`, the re-check of a staged image, the status
-//! socket's mode and `fota-agent generate`. Each was checked to fail when the
+//! socket's mode and `fota-agent-generate`. Each was checked to fail when the
 //! claim is broken in `src/` (see docs/testing.md).
 
 mod common;
@@ -329,8 +329,14 @@ fn the_status_socket_is_mode_0660() {
     assert!(child.wait().unwrap().success());
 }
 
+/// `fota-agent-generate WHAT DIR`, the package build's man page and completion
+/// writer.
 fn generate(what: &str, dir: &Path) {
-    let out = agent().args(["generate", what]).arg(dir).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fota-agent-generate"))
+        .arg(what)
+        .arg(dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
 

@@ -88,6 +88,40 @@ fn install_on_a_terminal_draws_a_progress_line() {
     assert!(shown.contains("TRANSFERRING ["), "{shown:?}");
 }
 
+/// The runtime runs one worker thread unless `TOKIO_WORKER_THREADS` says
+/// otherwise; a value that is not a thread count is refused by name.
+#[test]
+fn one_worker_thread_unless_the_environment_asks_for_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = demo_config(tmp.path());
+    let once = |workers: Option<&str>| {
+        let mut cmd = agent();
+        if let Some(n) = workers {
+            cmd.env("TOKIO_WORKER_THREADS", n);
+        }
+        cmd.env("DEMO_FLASH", tmp.path().join("flash"))
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "--once"])
+            .output()
+            .unwrap()
+    };
+    for (env, expected) in [(None, "workers=1"), (Some("3"), "workers=3")] {
+        let out = once(env);
+        let log = text(&out);
+        assert!(out.status.success(), "{log}");
+        assert!(log.contains(expected), "{env:?}: {log}");
+    }
+    for bad in ["0", "lots", "65"] {
+        let out = once(Some(bad));
+        let log = text(&out);
+        assert!(!out.status.success(), "{log}");
+        let why =
+            format!("TOKIO_WORKER_THREADS={bad:?}: expected a number of threads from 1 to 64");
+        assert!(log.contains(&why), "{log}");
+    }
+}
+
 /// The README's demo: the pretend device goes from 1.0.0 to 2.0.0, then is up to date.
 #[test]
 fn demo_updates_the_demo_device_then_it_is_up_to_date() {

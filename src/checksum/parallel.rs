@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::{ChecksumAlgorithm, Digests, MultiHasher};
 
 /// Chunks queued per algorithm. A [`Bytes`] clone is a reference: the callers'
-/// buffer pools (4 buffers of 256 KiB), not this queue, bound the memory.
+/// buffer pools (4 buffers of 128 or 256 KiB), not this queue, bound the memory.
 const QUEUE: usize = 4;
 
 type Worker = (SyncSender<Bytes>, JoinHandle<(ChecksumAlgorithm, String)>);

@@ -2,7 +2,6 @@
 //! verification code the agent uses), for pre-staging firmware and benchmarks.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,48 +9,8 @@ use anyhow::Context;
 use fota_agent::checksum::{Checksum, ChecksumAlgorithm};
 use fota_agent::download::{DownloadConfig, DownloadRequest, Downloader};
 
+use super::args::FetchArgs;
 use super::bar::{self, Bar};
-
-#[derive(clap::Args)]
-pub struct FetchArgs {
-    /// The http(s) URL.
-    pub url: String,
-    /// Where to write the verified file (`FILE.part` holds a partial download).
-    #[arg(short = 'o', long = "output")]
-    pub output: PathBuf,
-    /// Expected MD5 (hex).
-    #[arg(long)]
-    pub md5: Option<String>,
-    /// Expected SHA-256 (hex).
-    #[arg(long)]
-    pub sha256: Option<String>,
-    /// Expected SHA-512 (hex).
-    #[arg(long)]
-    pub sha512: Option<String>,
-    /// Expected size in bytes.
-    #[arg(long)]
-    pub size: Option<u64>,
-    /// PEM bundle of the CAs to trust instead of the system roots.
-    #[arg(long)]
-    pub ca_bundle: Option<PathBuf>,
-    /// PEM client certificate (and key, unless --client-key) for mTLS.
-    #[arg(long)]
-    pub client_cert: Option<PathBuf>,
-    #[arg(long)]
-    pub client_key: Option<PathBuf>,
-    /// Refuse http:// and redirects to it.
-    #[arg(long)]
-    pub https_only: bool,
-    /// Attempts before giving up.
-    #[arg(long, default_value_t = 5)]
-    pub attempts: u32,
-    /// Seconds without data before an attempt is abandoned (and resumed).
-    #[arg(long, default_value_t = 60)]
-    pub stall_timeout: u64,
-    /// Refuse images larger than this many bytes.
-    #[arg(long)]
-    pub max_size: Option<u64>,
-}
 
 pub async fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let mut checksums = Vec::new();

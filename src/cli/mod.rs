@@ -1,10 +1,10 @@
 //! The binary's commands; the edge where library errors become `anyhow` and exit
 //! codes.
 
+pub mod args;
 mod bar;
 mod check;
 mod fetch;
-mod generate;
 mod install;
 mod lock;
 mod malloc;
@@ -23,8 +23,7 @@ use fota_agent::engine::Engine;
 use fota_agent::state_lock::{self, StateLock};
 
 pub use check::check;
-pub use fetch::{FetchArgs, fetch};
-pub use generate::{Generate, generate};
+pub use fetch::fetch;
 pub use install::{InstallArgs, install};
 pub use lock::{lock, unlock};
 pub use malloc::tune as tune_malloc;
@@ -41,13 +40,32 @@ pub fn init_logging() {
 /// one: durable writes (`persist`, fsync on slow flash) run in `block_in_place`,
 /// which hands the worker's other tasks (serial timeouts, the status endpoint,
 /// the watchdog) to another thread meanwhile instead of stalling them.
+/// `TOKIO_WORKER_THREADS=N` runs N workers instead (a gateway with many devices
+/// updating at once).
 pub fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::Result<ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(worker_threads()?)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
         .block_on(f)
+}
+
+/// Environment variable that sets the runtime's worker threads (tokio's own
+/// name for it; it is parsed here so a bad value is an error, not a panic).
+const WORKER_THREADS_ENV: &str = "TOKIO_WORKER_THREADS";
+
+fn worker_threads() -> anyhow::Result<usize> {
+    let Some(value) = std::env::var_os(WORKER_THREADS_ENV) else {
+        return Ok(1);
+    };
+    value
+        .to_str()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .with_context(|| {
+            format!("{WORKER_THREADS_ENV}={value:?}: expected a number of threads from 1 to 64")
+        })
 }
 
 fn load(config: &Path) -> anyhow::Result<Config> {

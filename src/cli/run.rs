@@ -26,6 +26,7 @@ pub async fn run(config: &Path, once: bool) -> anyhow::Result<ExitCode> {
     tracing::info!(
         source = %engine.source_description(),
         devices = config.devices.len(),
+        workers = tokio::runtime::Handle::current().metrics().num_workers(),
         "fota-agent {} starting", env!("CARGO_PKG_VERSION")
     );
     if let Some(warning) = config.exposed_secrets_warning() {

@@ -22,10 +22,10 @@ use crate::checksum::{ChecksumAlgorithm, Digests, MultiHasher};
 
 /// Buffers in flight between network, disk and hashing threads: one being
 /// filled, one written, one hashed and one queued keep all of them busy, and
-/// bound memory to 1 MiB. (The network's own chunks are dropped as soon as they
+/// bound memory to 512 KiB. (The network's own chunks are dropped as soon as they
 /// are copied: kept in a queue, each pinned a read buffer of up to 400 KiB.)
 const BUFFERS: usize = 4;
-const BUFFER_SIZE: usize = 256 << 10;
+const BUFFER_SIZE: usize = 128 << 10;
 /// fsync and record progress this often.
 const SYNC_EVERY: u64 = 16 << 20;
 const READ_BUF: usize = 256 << 10;
