@@ -77,14 +77,25 @@ impl Rig {
 
     /// `fota-agent install --device boron IMAGE --version V`, to its end.
     async fn install(&self, image: &Path, version: &str) -> (bool, String) {
+        let image = image.to_str().unwrap();
+        self.output(&["install", "--device", "boron", image, "--version", version])
+            .await
+    }
+
+    /// `fota-agent ARGS`, which must succeed; its output.
+    async fn agent(&self, args: &[&str]) -> String {
+        let (ok, log) = self.output(args).await;
+        assert!(ok, "{args:?}: {log}");
+        log
+    }
+
+    /// `fota-agent ARGS` to its end: whether it succeeded, and its output.
+    async fn output(&self, args: &[&str]) -> (bool, String) {
         let mut cmd = tokio::process::Command::from(with_config(&self.config));
-        cmd.args(["install", "--device", "boron"])
-            .arg(image)
-            .args(["--version", version])
-            .stdin(Stdio::null());
+        cmd.args(args).stdin(Stdio::null());
         let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
             .await
-            .expect("fota-agent install hung")
+            .unwrap_or_else(|_| panic!("fota-agent {args:?} hung"))
             .unwrap();
         (out.status.success(), text(&out))
     }
@@ -158,7 +169,7 @@ async fn wrong_binaries_are_refused_before_anything_is_sent() {
         (
             user_binary(BORON, 1234, 7, 2000, 2),
             "7",
-            "built for product 1234, the device belongs to product 4321: quarantined",
+            "product id 1234 ≠ configured 4321: quarantined",
         ),
         (
             user_binary(BORON, PRODUCT, 7, 2000, 3),
@@ -180,6 +191,45 @@ async fn wrong_binaries_are_refused_before_anything_is_sent() {
     assert!(!ok && log.contains("CRC-32 mismatch"), "{log}");
     let s = sim.state();
     assert_eq!((s.flash_starts, s.blocks, s.applied), (0, 0, 0), "{s:?}");
+}
+
+/// Another product's binary offered by the directory source is refused by its
+/// suffix before download: `check` says why, `run` never starts the update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_products_binary_is_quarantined_before_download() {
+    let rig = Rig::new();
+    let v6 = user_binary(BORON, PRODUCT, 6, 3000, 6);
+    let sim = rig.sim(Some(v6.clone()), false);
+    // The agent gave the device its 6 earlier: it knows the module SHA.
+    let state = rig.tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("boron.particle.json"),
+        format!("{{\"versions\": {{\"{}\": \"6\"}}}}", sha_of(&v6)),
+    )
+    .unwrap();
+    let fw = rig.tmp.path().join("firmware/boron");
+    std::fs::write(fw.join("boron-7.bin"), user_binary(BORON, 1234, 7, 3000, 7)).unwrap();
+    std::fs::write(
+        fw.join("7.properties"),
+        "version = 7\nimage = boron-7.bin\n",
+    )
+    .unwrap();
+    const WHY: &str = "product id 1234 ≠ configured 4321: quarantined";
+
+    let check = rig.agent(&["check"]).await;
+    assert!(check.contains(&format!("not 7: {WHY}")), "{check}");
+    assert!(
+        check.contains("current=6") && check.contains("would get=-"),
+        "{check}"
+    );
+    let run = rig.agent(&["run", "--once"]).await;
+    assert_eq!(run.matches(WHY).count(), 1, "{run}");
+    assert!(run.contains("boron: 6: UP_TO_DATE"), "{run}");
+    assert!(!run.contains("particle binary"), "{run}");
+    let s = sim.state();
+    assert_eq!((s.flash_starts, s.blocks, s.applied), (0, 0, 0), "{s:?}");
+    assert_eq!(s.user_sha.as_deref(), Some(sha_of(&v6).as_str()));
 }
 
 /// A test sends what the agent refuses (through the library's flash function):
