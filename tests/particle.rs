@@ -75,6 +75,17 @@ impl Rig {
         p
     }
 
+    /// The directory source offers `bin` as `version`.
+    fn offer(&self, version: &str, bin: &[u8]) {
+        let fw = self.tmp.path().join("firmware/boron");
+        std::fs::write(fw.join(format!("{version}.bin")), bin).unwrap();
+        std::fs::write(
+            fw.join(format!("{version}.properties")),
+            format!("version = {version}\nimage = {version}.bin\n"),
+        )
+        .unwrap();
+    }
+
     /// `fota-agent install --device boron IMAGE --version V`, to its end.
     async fn install(&self, image: &Path, version: &str) -> (bool, String) {
         let image = image.to_str().unwrap();
@@ -121,13 +132,7 @@ async fn product_version_6_to_7_over_ymodem_confirmed_by_the_module_sha() {
     assert!(s.blocks >= 5, "{s:?}");
 
     // The directory source offers 7; `run` reads 6 from the module SHA.
-    let fw = rig.tmp.path().join("firmware/boron");
-    std::fs::write(fw.join("boron-7.bin"), &v7).unwrap();
-    std::fs::write(
-        fw.join("7.properties"),
-        "version = 7\nimage = boron-7.bin\n",
-    )
-    .unwrap();
+    rig.offer("7", &v7);
     let log_path = rig.tmp.path().join("run.log");
     let mut run = process::start_run(
         &rig.config,
@@ -193,8 +198,9 @@ async fn wrong_binaries_are_refused_before_anything_is_sent() {
     assert_eq!((s.flash_starts, s.blocks, s.applied), (0, 0, 0), "{s:?}");
 }
 
-/// Another product's binary offered by the directory source is refused by its
-/// suffix before download: `check` says why, `run` never starts the update.
+/// Another product's (and another platform's) binary offered by the directory
+/// source is refused by its suffix before download: `check` says why, `run`
+/// never starts the update.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_products_binary_is_quarantined_before_download() {
     let rig = Rig::new();
@@ -208,17 +214,16 @@ async fn another_products_binary_is_quarantined_before_download() {
         format!("{{\"versions\": {{\"{}\": \"6\"}}}}", sha_of(&v6)),
     )
     .unwrap();
-    let fw = rig.tmp.path().join("firmware/boron");
-    std::fs::write(fw.join("boron-7.bin"), user_binary(BORON, 1234, 7, 3000, 7)).unwrap();
-    std::fs::write(
-        fw.join("7.properties"),
-        "version = 7\nimage = boron-7.bin\n",
-    )
-    .unwrap();
+    rig.offer("7", &user_binary(BORON, 1234, 7, 3000, 7));
+    rig.offer("8", &user_binary(ARGON, PRODUCT, 8, 3000, 8));
     const WHY: &str = "product id 1234 ≠ configured 4321: quarantined";
 
     let check = rig.agent(&["check"]).await;
     assert!(check.contains(&format!("not 7: {WHY}")), "{check}");
+    assert!(
+        check.contains("not 8: built for platform 12, the device is platform 13"),
+        "{check}"
+    );
     assert!(
         check.contains("current=6") && check.contains("would get=-"),
         "{check}"
@@ -303,6 +308,25 @@ async fn the_device_rejects_what_the_agent_would_refuse() {
     assert_eq!(s.validation_failures, vec![-1300, -1360, -1330], "{s:?}");
     assert_eq!(s.applied, 0);
     assert_eq!(s.user_sha, None);
+}
+
+/// A binary every check of the agent passes (it fits the largest user part,
+/// 1.5 MiB) but this device's user part (256 KiB) does not: the device refuses
+/// it at the YMODEM header, and the update fails with its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_the_device_refuses_fails_the_update_with_its_message() {
+    let rig = Rig::new();
+    let sim = rig.sim(None, false);
+    let image = rig.write("big.bin", &user_binary(BORON, PRODUCT, 7, 300 * 1024, 11));
+    let (ok, log) = rig.install(&image, "7").await;
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("boron: failed")
+            && log.contains("The file size is higher than the allowed space memory!"),
+        "{log}"
+    );
+    let s = sim.state();
+    assert_eq!((s.flash_starts, s.applied, s.blocks), (1, 0, 0), "{s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
