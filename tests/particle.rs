@@ -8,7 +8,6 @@ mod process;
 mod xmodem_sim;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use fota_agent::progress::{Progress, ProgressKind, ProgressStep};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use particle_sim::{Sim, SimConfig, sha_of, user_binary};
-use process::{exit_within, text, until_or, with_config};
+use process::{exit_within, finish, until_or, with_config};
 
 const BORON: u16 = 13;
 const ARGON: u16 = 12;
@@ -103,12 +102,7 @@ impl Rig {
     /// `fota-agent ARGS` to its end: whether it succeeded, and its output.
     async fn output(&self, args: &[&str]) -> (bool, String) {
         let mut cmd = tokio::process::Command::from(with_config(&self.config));
-        cmd.args(args).stdin(Stdio::null());
-        let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("fota-agent {args:?} hung"))
-            .unwrap();
-        (out.status.success(), text(&out))
+        finish(cmd.args(args), &format!("fota-agent {args:?}")).await
     }
 }
 

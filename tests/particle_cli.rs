@@ -11,11 +11,10 @@ mod process;
 mod xmodem_sim;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use particle_sim::{Sim, SimConfig, sha_of, user_binary};
-use process::{text, until_or};
+use process::{finish, until_or};
 
 const BORON: u16 = 13;
 
@@ -40,13 +39,8 @@ async fn particle(home: &Path, args: &[&str]) -> (bool, String) {
     let mut cmd = tokio::process::Command::new(&cli);
     cmd.args(args)
         .env("HOME", home)
-        .env("PARTICLE_DISABLE_UPDATE", "true")
-        .stdin(Stdio::null());
-    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("particle {args:?} hung"))
-        .unwrap();
-    (out.status.success(), text(&out))
+        .env("PARTICLE_DISABLE_UPDATE", "true");
+    finish(&mut cmd, &format!("particle {args:?}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
