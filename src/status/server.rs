@@ -212,7 +212,7 @@ fn route(s: &AppState, method: &Method, path: &str, headers: &HeaderMap) -> Resp
         (_, Some((id, action))) if post => match known_device(s, headers, id) {
             Ok(id) if action == "update" => update(s, id),
             Ok(id) => cancel(s, id),
-            Err(refused) => refused,
+            Err((code, why)) => json(code, &why),
         },
         ("/status" | "/metrics" | "/events", _) => not_allowed("GET,HEAD"),
         ("/check", _) | (_, Some(_)) => not_allowed("POST"),
@@ -286,18 +286,26 @@ fn check(s: &AppState, headers: &HeaderMap) -> Response {
 }
 
 /// The `{id}` of a device action (percent-decoded), once the caller is
-/// authorized and the device exists, so every device route refuses the same way.
-fn known_device(s: &AppState, headers: &HeaderMap, raw: &str) -> Result<String, Response> {
-    authorize(s, headers).map_err(forbidden)?;
+/// authorized and the device exists, so every device route refuses the same
+/// way; else the refusal's status and JSON.
+fn known_device(
+    s: &AppState,
+    headers: &HeaderMap,
+    raw: &str,
+) -> Result<String, (StatusCode, serde_json::Value)> {
+    let refuse = |code, why: String| (code, json!({ "error": why }));
+    authorize(s, headers).map_err(|why| refuse(StatusCode::FORBIDDEN, why.to_string()))?;
     let id = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| {
             let why = format!("device id {raw:?} is not UTF-8 once percent-decoded");
-            json(StatusCode::BAD_REQUEST, &json!({ "error": why }))
+            refuse(StatusCode::BAD_REQUEST, why)
         })?;
     if !s.shared.engine.devices().any(|d| d.id == *id) {
-        let why = format!("unknown device {id:?}");
-        return Err(json(StatusCode::NOT_FOUND, &json!({ "error": why })));
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("unknown device {id:?}"),
+        ));
     }
     Ok(id.into_owned())
 }
