@@ -35,20 +35,19 @@ impl Bar {
 
     /// Shows `line` now.
     pub fn show_now(&mut self, line: &str) {
-        // A terminal that went away is no reason to stop the work.
-        let _ = write!(std::io::stderr(), "\r{line}\x1b[K");
+        draw(&format!("\r{line}\x1b[K"));
         self.drawn = Some(Instant::now());
     }
 
     /// Shows `line` and moves on to the next line: it stays on screen.
     pub fn finish(&mut self, line: &str) {
-        self.show_now(line);
-        let _ = writeln!(std::io::stderr());
+        draw(&format!("\r{line}\x1b[K\n"));
+        self.drawn = Some(Instant::now());
     }
 
     /// Erases the line.
     pub fn clear(&mut self) {
-        let _ = write!(std::io::stderr(), "\r\x1b[K");
+        draw("\r\x1b[K");
     }
 
     /// Bytes per second since the bar was made.
@@ -60,6 +59,13 @@ impl Bar {
             0
         }
     }
+}
+
+/// Writes `text` to stderr in one piece, so that a log line written by another
+/// thread cannot land inside it. A terminal that went away is no reason to stop
+/// the work: errors are ignored.
+fn draw(text: &str) {
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 /// `[=====>     ]` for `done` of `total`.
