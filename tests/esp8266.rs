@@ -494,7 +494,11 @@ async fn bad_images_are_refused_before_any_byte_is_sent() {
             "{what}: {reason}"
         );
         assert!(reason.contains(expected), "{what}: {reason}");
-        assert_eq!(bytes_before_marker(&sim), 0, "{what}: bytes reached the device");
+        assert_eq!(
+            bytes_before_marker(&sim),
+            0,
+            "{what}: bytes reached the device"
+        );
     }
 }
 
