@@ -157,7 +157,6 @@ async fn stalled_transfer_is_abandoned_and_resumed() {
         1,
     );
     let run = Run::new();
-    let started = Instant::now();
     run.fetch(
         &Downloader::new(config()).unwrap(),
         &s.url("/fw.bin"),
@@ -167,8 +166,9 @@ async fn stalled_transfer_is_abandoned_and_resumed() {
     .await
     .unwrap();
     run.assert_file(7, LEN);
-    assert!(started.elapsed() < Duration::from_secs(20));
-    assert_eq!(s.requests("/fw.bin")[1].status, 206);
+    // A client that sat out the stall would have made one request, not two.
+    let statuses: Vec<u16> = s.requests("/fw.bin").iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 206]);
 }
 
 #[tokio::test]
