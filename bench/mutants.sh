@@ -26,7 +26,7 @@ command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
 declare -A files=(
     [checksum]="src/checksum.rs src/checksum/parallel.rs"
     [murmur3]="src/checksum/murmur3.rs"
-    [download]="src/download/writer.rs src/download/partial.rs"
+    [download]="src/download/writer.rs src/download/partial.rs src/download/commit.rs"
     [engine]="src/engine/fetch.rs src/engine/decide.rs src/engine/update.rs"
     [persist]="src/persist/json_file.rs src/persist/outbox.rs"
     [trust]="src/trust/admit.rs src/trust/bundle.rs src/trust/checksums.rs src/trust/signature.rs"
@@ -54,15 +54,17 @@ for area in "${areas[@]}"; do
         --minimum-test-timeout 60 --build-timeout 1200)
     for f in ${files[$area]}; do args+=(--file "$f"); done
     # A rerun into the same output retests only what was not caught.
-    [ -d "$out/$area/mutants.out" ] && args+=(--iterate)
+    again=()
+    [ -d "$out/$area/mutants.out" ] && again=(--iterate)
     # Exit status 2 means "some mutants missed", 3 "some timed out": the
     # summary says which.
-    nice -n 10 cargo mutants "${args[@]}" -- --lib >"$out/$area.lib.log" 2>&1 || true
+    # The targets go in as cargo args (--cargo-arg), so each mutant builds only
+    # them: arguments after `--` reach `cargo test` but not its `--no-run` build.
+    nice -n 10 cargo mutants "${args[@]}" "${again[@]}" --cargo-arg=--lib >"$out/$area.lib.log" 2>&1 || true
     if [ -s "$out/$area/mutants.out/missed.txt" ] || [ -s "$out/$area/mutants.out/timeout.txt" ]; then
-        test_args=(--lib)
-        for t in ${tests[$area]}; do test_args+=(--test "$t"); done
-        args+=(--iterate)
-        nice -n 10 cargo mutants "${args[@]}" -- "${test_args[@]}" >"$out/$area.log" 2>&1 || true
+        targets=(--cargo-arg=--lib)
+        for t in ${tests[$area]}; do targets+=("--cargo-arg=--test=$t"); done
+        nice -n 10 cargo mutants "${args[@]}" --iterate "${targets[@]}" >"$out/$area.log" 2>&1 || true
     fi
 done
 

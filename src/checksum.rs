@@ -349,7 +349,13 @@ mod tests {
         assert_eq!(d.verify(std::slice::from_ref(&md5)), Ok(()));
         let err = d.verify(&[md5, wrong]).unwrap_err();
         assert!(
-            matches!(err, ChecksumError::Mismatch { algorithm: ChecksumAlgorithm::Sha256, .. }),
+            matches!(
+                err,
+                ChecksumError::Mismatch {
+                    algorithm: ChecksumAlgorithm::Sha256,
+                    ..
+                }
+            ),
             "{err}"
         );
         // An algorithm nobody hashed is a mismatch, not a pass.

@@ -316,6 +316,29 @@ async fn body_without_content_length_uses_head_size_or_streams() {
     assert_eq!(s.requests("/fw.bin")[0].method, "HEAD");
 }
 
+/// With no length announced (chunked) a body longer or shorter than the
+/// source's size never lands at `dest`, although its checksum is the one given:
+/// the longer one stops at the size, the shorter one is resumed and refused.
+#[tokio::test]
+async fn a_body_of_the_wrong_size_is_refused() {
+    let s = server().await;
+    s.set_faults("/fw.bin", Faults::new().no_content_length());
+    for size in [LEN - 1, LEN + 1] {
+        let run = Run::new();
+        let downloader = Downloader::new(config()).unwrap();
+        let err = run
+            .fetch(&downloader, &s.url("/fw.bin"), &sha256(7, LEN), Some(size))
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("passed its limit of") || msg.contains("416"),
+            "{size}: {msg}"
+        );
+        assert!(!run.dest().exists(), "{size}: {msg}");
+    }
+}
+
 #[tokio::test]
 async fn too_large_or_no_room_is_refused_before_downloading() {
     let s = server().await;

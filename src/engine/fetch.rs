@@ -362,3 +362,90 @@ async fn copy_hashing(
     let algorithms = algorithms_for(firmware);
     Ok(download::copy_to_part(source, dest, firmware.size, algorithms, copied).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum::Checksum;
+
+    const MD5_HELLO: &str = "5d41402abc4b2a76b9719d911017c592";
+    const SHA256_HELLO: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    /// `hello` staged as `<dest>.part` in `dir`, offered as `firmware`, through
+    /// the hash and the check that decide whether it is committed.
+    async fn stage_hello(dir: &Path, size: Option<u64>, md5: &str) -> Result<Digests, FetchError> {
+        let dest = dir.join("dev.img");
+        std::fs::write(part_path(&dest), b"hello").unwrap();
+        let mut firmware = Firmware::new("t", "2.0", FirmwareLocation::File(dest.clone()));
+        firmware.size = size;
+        firmware.checksums = vec![Checksum::new(ChecksumAlgorithm::Md5, md5).unwrap()];
+        let hashed = hash_file(&part_path(&dest), &firmware).await;
+        commit_checked(hashed, &firmware, &dest).await
+    }
+
+    #[tokio::test]
+    async fn size_and_checksum_decide_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("dev.img");
+        let digests = stage_hello(dir.path(), Some(5), MD5_HELLO).await.unwrap();
+        assert_eq!(digests.length, 5);
+        assert_eq!(digests.get(ChecksumAlgorithm::Sha256), Some(SHA256_HELLO));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+        assert!(!part_path(&dest).exists());
+    }
+
+    /// A size other than the source's is refused although the checksum matches
+    /// (a truncated image can carry the checksum of what arrived), and the
+    /// partial file goes, so the next attempt starts over.
+    #[tokio::test]
+    async fn another_size_is_refused_and_the_partial_file_removed() {
+        for size in [4, 6] {
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("dev.img");
+            let err = stage_hello(dir.path(), Some(size), MD5_HELLO)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, FetchError::Size { expected, actual: 5 } if expected == size),
+                "{err}"
+            );
+            assert!(!dest.exists() && !part_path(&dest).exists(), "{size}");
+        }
+        // No size from the source: the checksum alone decides.
+        let dir = tempfile::tempdir().unwrap();
+        stage_hello(dir.path(), None, MD5_HELLO).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_wrong_checksum_is_refused_and_the_partial_file_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("dev.img");
+        let err = stage_hello(dir.path(), Some(5), &"0".repeat(32))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Checksum(_)), "{err}");
+        assert!(!dest.exists() && !part_path(&dest).exists());
+    }
+
+    /// A staged image is re-checked against the SHA-256 recorded when it was
+    /// verified: one byte changed on disk and it is refused.
+    #[tokio::test]
+    async fn reverify_refuses_a_staged_image_changed_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = image_path(dir.path(), "dev");
+        std::fs::write(&path, b"hello").unwrap();
+        let firmware = Firmware::new("t", "2.0", FirmwareLocation::File(path.clone()));
+        let image = reverify(dir.path(), "dev", &firmware, SHA256_HELLO, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            image.digests().get(ChecksumAlgorithm::Sha256),
+            Some(SHA256_HELLO)
+        );
+        std::fs::write(&path, b"hellO").unwrap();
+        let err = reverify(dir.path(), "dev", &firmware, SHA256_HELLO, &[])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(SHA256_HELLO), "{err}");
+    }
+}
