@@ -51,7 +51,7 @@ echo "mutants of: ${areas[*]} (output in $out)"
 for area in "${areas[@]}"; do
     [ -n "${files[$area]:-}" ] || { echo "unknown area $area (one of: ${order[*]})" >&2; exit 2; }
     args=(--no-shuffle --jobs "${MUTANTS_JOBS:-1}" --output "$out/$area"
-        --minimum-test-timeout 60 --build-timeout 1200)
+        --build-timeout 1200)
     for f in ${files[$area]}; do args+=(--file "$f"); done
     # A rerun into the same output retests only what was not caught.
     again=()
