@@ -34,10 +34,10 @@ declare -A files=(
 declare -A tests=(
     [checksum]="download engine_download"
     [murmur3]="download"
-    [download]="download"
-    [engine]="engine engine_link engine_download"
+    [download]="download claims"
+    [engine]="engine claims engine_download"
     [persist]="engine reliability"
-    [trust]="trust trust_config"
+    [trust]="trust engine_download"
 )
 order=(checksum download engine persist trust murmur3)
 areas=("$@")
