@@ -274,6 +274,28 @@ async fn client_errors_are_not_retried_and_attempts_are_bounded() {
     assert_eq!(s.request_count("/fw.bin"), 4);
 }
 
+/// Every checksum the source gives must match: the right SHA-256 first does not
+/// excuse a wrong MD5 after it.
+#[tokio::test]
+async fn a_right_first_checksum_does_not_excuse_a_wrong_second() {
+    let s = server().await;
+    let run = Run::new();
+    let mut sums = sha256(7, LEN);
+    sums.push(Checksum::new(ChecksumAlgorithm::Md5, &synthetic_md5_hex(8, LEN)).unwrap());
+    let err = run
+        .fetch(
+            &Downloader::new(config()).unwrap(),
+            &s.url("/fw.bin"),
+            &sums,
+            Some(LEN),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("MD5 mismatch"), "{err}");
+    assert!(!run.dest().exists());
+    assert_no_partial(&run.dest());
+}
+
 #[tokio::test]
 async fn wrong_checksum_fails_naming_both_and_keeps_nothing() {
     let s = server().await;
