@@ -175,3 +175,60 @@ async fn blocking<T: Send + 'static>(
         .await
         .unwrap_or_else(|e| Err(TrustError::Io(format!("verification task: {e}"))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::download::DownloadConfig;
+
+    /// A local `.minisig` is read when it is a regular file of at most
+    /// `MAX_SIGNATURE_LEN` bytes; absent is "unsigned", anything else an error.
+    #[tokio::test]
+    async fn a_local_signature_is_a_small_regular_file_or_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fw.bin.minisig");
+        assert_eq!(read_local(&path).await.unwrap(), None);
+        let max = "x".repeat(MAX_SIGNATURE_LEN as usize);
+        std::fs::write(&path, &max).unwrap();
+        assert_eq!(
+            read_local(&path).await.unwrap().as_deref(),
+            Some(max.as_str())
+        );
+        std::fs::write(&path, format!("{max}x")).unwrap();
+        let err = read_local(&path).await.unwrap_err();
+        assert!(matches!(err, TrustError::Malformed(_)), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let err = read_local(&path).await.unwrap_err();
+        assert!(matches!(err, TrustError::Malformed(_)), "{err}");
+        // Not "absent": a path that cannot be looked at (a file as a folder).
+        std::fs::write(dir.path().join("plain"), b"").unwrap();
+        let err = read_local(&dir.path().join("plain/fw.bin.minisig"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TrustError::Io(_)), "{err}");
+    }
+
+    /// With `https_only`, a signature URL over plain HTTP is refused before
+    /// any request; without it, the request is made (and here fails to connect).
+    #[tokio::test]
+    async fn https_only_refuses_a_plain_http_signature_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/fw.bin.minisig");
+        let firmware = Firmware::new("t", "2.0", FirmwareLocation::Url(url.clone()));
+        let strict = Downloader::new(DownloadConfig {
+            https_only: true,
+            ..DownloadConfig::default()
+        })
+        .unwrap();
+        let err = fetch(&url, &firmware, &strict).await.unwrap_err();
+        assert!(err.to_string().contains("is not https"), "{err}");
+        let lenient = Downloader::new(DownloadConfig::default()).unwrap();
+        let err = fetch(&url, &firmware, &lenient).await.unwrap_err();
+        assert!(!err.to_string().contains("is not https"), "{err}");
+    }
+}
