@@ -4,8 +4,8 @@
 # file and runs the tests that should notice. Prints caught / missed / timeout /
 # unviable per file. Not part of .ci/run: it builds once per mutant. See
 # docs/testing.md.
-#   bench/mutants.sh [AREA...]      AREA: checksum download engine persist trust
-#                                   murmur3 (default: all but murmur3)
+#   bench/mutants.sh [AREA...]      AREA: checksum download engine update persist
+#                                   trust murmur3 (default: all but murmur3)
 # Two passes per area, so most mutants cost one small build: the unit tests
 # (`--lib`, one test binary) first, then only the survivors (`--iterate`) against
 # the integration binaries that drive the file. Builds go to a target dir of
@@ -27,7 +27,8 @@ declare -A files=(
     [checksum]="src/checksum.rs src/checksum/parallel.rs"
     [murmur3]="src/checksum/murmur3.rs"
     [download]="src/download/writer.rs src/download/partial.rs src/download/commit.rs"
-    [engine]="src/engine/fetch.rs src/engine/decide.rs src/engine/update.rs"
+    [engine]="src/engine/fetch.rs src/engine/decide.rs"
+    [update]="src/engine/update.rs"
     [persist]="src/persist/json_file.rs src/persist/outbox.rs"
     [trust]="src/trust/admit.rs src/trust/bundle.rs src/trust/checksums.rs src/trust/signature.rs"
 )
@@ -36,12 +37,13 @@ declare -A tests=(
     [murmur3]="download"
     [download]="download claims"
     [engine]="engine claims engine_download"
+    [update]="engine claims"
     [persist]="engine reliability"
     [trust]="trust engine_download"
 )
-order=(checksum download engine persist trust murmur3)
+order=(checksum download engine update persist trust murmur3)
 areas=("$@")
-[ ${#areas[@]} -gt 0 ] || areas=("${order[@]:0:5}")
+[ ${#areas[@]} -gt 0 ] || areas=("${order[@]:0:6}")
 
 out=${MUTANTS_OUT:-$(mktemp -d /var/tmp/fota-mutants.XXXXXX)}
 mkdir -p "$out"
