@@ -4,7 +4,7 @@
 # file and runs the tests that should notice. Prints caught / missed / timeout /
 # unviable per file. Not part of .ci/run: it builds once per mutant. See
 # docs/testing.md.
-#   bench/mutants.sh [AREA...]      AREA: checksum download engine update persist
+#   bench/mutants.sh [--summary] [AREA...]      AREA: checksum download engine update persist
 #                                   trust murmur3 (default: all but murmur3)
 # Two passes per area, so most mutants cost one small build: the unit tests
 # (`--lib`, one test binary) first, then only the survivors (`--iterate`) against
@@ -42,6 +42,9 @@ declare -A tests=(
     [trust]="trust engine_download"
 )
 order=(checksum download engine update persist trust murmur3)
+# --summary: only the table of an earlier run (MUTANTS_OUT).
+summary_only=false
+[ "${1:-}" = --summary ] && { summary_only=true; shift; }
 areas=("$@")
 [ ${#areas[@]} -gt 0 ] || areas=("${order[@]:0:6}")
 
@@ -50,7 +53,21 @@ mkdir -p "$out"
 export CARGO_TARGET_DIR=${MUTANTS_TARGET:-/var/tmp/fota-mutants-target}
 export CARGO_PROFILE_DEV_DEBUG=0 CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 echo "mutants of: ${areas[*]} (output in $out)"
+
+# `--iterate` leaves only the last run in mutants.out: what every run caught or
+# found unviable is kept in $out/<area>.caught / .unviable; what is still
+# missed or timing out is the last run's.
+mutants() {
+    local area=$1
+    shift
+    nice -n 10 cargo mutants "$@" || true
+    for kind in caught unviable; do
+        cat "$out/$area/mutants.out/$kind.txt" >>"$out/$area.$kind" 2>/dev/null || true
+    done
+}
+
 for area in "${areas[@]}"; do
+    $summary_only && break
     [ -n "${files[$area]:-}" ] || { echo "unknown area $area (one of: ${order[*]})" >&2; exit 2; }
     args=(--no-shuffle --jobs "${MUTANTS_JOBS:-1}" --output "$out/$area"
         --build-timeout 1200)
@@ -59,14 +76,14 @@ for area in "${areas[@]}"; do
     again=()
     [ -d "$out/$area/mutants.out" ] && again=(--iterate)
     # Exit status 2 means "some mutants missed", 3 "some timed out": the
-    # summary says which.
-    # The targets go in as cargo args (--cargo-arg), so each mutant builds only
-    # them: arguments after `--` reach `cargo test` but not its `--no-run` build.
-    nice -n 10 cargo mutants "${args[@]}" "${again[@]}" --cargo-arg=--lib >"$out/$area.lib.log" 2>&1 || true
+    # summary says which. The targets go in as cargo args (--cargo-arg), so
+    # each mutant builds only them: arguments after `--` reach `cargo test` but
+    # not its `--no-run` build.
+    mutants "$area" "${args[@]}" "${again[@]}" --cargo-arg=--lib >>"$out/$area.lib.log" 2>&1
     if [ -s "$out/$area/mutants.out/missed.txt" ] || [ -s "$out/$area/mutants.out/timeout.txt" ]; then
         targets=(--cargo-arg=--lib)
         for t in ${tests[$area]}; do targets+=("--cargo-arg=--test=$t"); done
-        nice -n 10 cargo mutants "${args[@]}" --iterate "${targets[@]}" >"$out/$area.log" 2>&1 || true
+        mutants "$area" "${args[@]}" --iterate "${targets[@]}" >>"$out/$area.log" 2>&1
     fi
 done
 
@@ -74,9 +91,10 @@ printf '\n%-34s %7s %7s %8s %9s\n' file caught missed timeout unviable
 for area in "${areas[@]}"; do
     dir="$out/$area/mutants.out"
     for f in ${files[$area]}; do
-        count() { grep -c "^$f:" "$dir/$1.txt" 2>/dev/null || true; }
-        printf '%-34s %7s %7s %8s %9s\n' "$f" "$(count caught)" "$(count missed)" \
-            "$(count timeout)" "$(count unviable)"
+        count() { sort -u "$@" 2>/dev/null | grep -c "^$f:" || true; }
+        printf '%-34s %7s %7s %8s %9s\n' "$f" "$(count "$out/$area.caught")" \
+            "$(count "$dir/missed.txt")" "$(count "$dir/timeout.txt")" \
+            "$(count "$out/$area.unviable")"
     done
     if [ -s "$dir/missed.txt" ]; then
         echo "missed in $area:"
