@@ -427,6 +427,42 @@ mod tests {
         assert!(!dest.exists() && !part_path(&dest).exists());
     }
 
+    /// A part name becomes part of a file name in the state directory.
+    #[test]
+    fn part_names_must_be_plain_file_names() {
+        for ok in ["image2", "user2.bin", "A-b_c.1"] {
+            assert!(plain_name(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "..", "../x", "a/b", "a b", "ü"] {
+            assert!(!plain_name(bad), "{bad}");
+        }
+    }
+
+    /// A device's image and its further files sit side by side, named after the
+    /// device, and are removed together.
+    #[test]
+    fn a_devices_images_are_removed_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image_path(dir.path(), "esp1");
+        let part = part_path_for(dir.path(), "esp1", "image2");
+        assert_eq!(image, dir.path().join("esp1.img"));
+        assert_eq!(part, dir.path().join("esp1.image2.img"));
+        let other = image_path(dir.path(), "esp2");
+        for p in [&image, &part, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let mut firmware = Firmware::new("esp", "2.0", FirmwareLocation::File(image.clone()));
+        firmware.parts = vec![crate::model::FirmwarePart {
+            name: "image2".into(),
+            location: FirmwareLocation::File(part.clone()),
+            size: None,
+            checksums: vec![],
+        }];
+        remove_images(dir.path(), "esp1", &firmware);
+        assert!(!image.exists() && !part.exists());
+        assert!(other.exists(), "another device's image went too");
+    }
+
     /// A staged image is re-checked against the SHA-256 recorded when it was
     /// verified: one byte changed on disk and it is refused.
     #[tokio::test]
