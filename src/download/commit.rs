@@ -93,6 +93,19 @@ mod tests {
         commit(&req, hasher.finish())
     }
 
+    /// A derived file (the image unpacked from a bundle) replaces the original.
+    #[test]
+    fn replace_durably_moves_the_file_over_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("fw.unpacked"), dir.path().join("fw.img"));
+        std::fs::write(&from, b"image").unwrap();
+        std::fs::write(&to, b"bundle").unwrap();
+        replace_durably(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"image");
+        assert!(!from.exists());
+        assert!(replace_durably(&from, &to).is_err(), "nothing left to move");
+    }
+
     #[test]
     fn a_verified_file_is_renamed_into_place_and_its_record_removed() {
         let dir = tempfile::tempdir().unwrap();

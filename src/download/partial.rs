@@ -106,7 +106,14 @@ mod tests {
     #[test]
     fn trusted_len_depends_on_the_boot() {
         let this = boot_id();
-        assert!(this.is_some(), "no /proc/sys/kernel/random/boot_id");
+        // The kernel's boot id, a UUID: not empty, not made up.
+        let uuid = this.as_deref().expect("no /proc/sys/kernel/random/boot_id");
+        assert_eq!(uuid.len(), 36, "{uuid}");
+        assert!(
+            uuid.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()),
+            "{uuid}"
+        );
+        assert_eq!(boot_id(), this, "the same boot, the same id");
         assert_eq!(record(this, 100).trusted_len(300), 300);
         assert_eq!(record(Some("another".into()), 100).trusted_len(300), 100);
         assert_eq!(record(None, 100).trusted_len(300), 100);

@@ -180,6 +180,74 @@ async fn blocking<T: Send + 'static>(
 mod tests {
     use super::*;
     use crate::download::DownloadConfig;
+    use crate::trust::TrustedKey;
+
+    /// A public key only (no image here is signed with it).
+    fn key() -> TrustedKey {
+        TrustedKey {
+            path: "release.pub".into(),
+            key: minisign_verify::PublicKey::from_base64(
+                "RWRMoDpPpWjyO/HYkhmrtRcqRTWa7HUNn+mDRAxpzgYpOAV2W/vRauJn",
+            )
+            .unwrap(),
+        }
+    }
+
+    fn policy(keys: Vec<TrustedKey>, require_signature: bool) -> TrustPolicy {
+        TrustPolicy {
+            keys,
+            require_signature,
+            allow_weak_checksums: false,
+        }
+    }
+
+    /// Served firmware with `checksums` and no signature URL.
+    fn served(checksums: Vec<crate::checksum::Checksum>) -> Firmware {
+        let url = FirmwareLocation::Url("http://127.0.0.1:9/fw.bin".into());
+        let mut firmware = Firmware::new("t", "2.0", url);
+        firmware.checksums = checksums;
+        firmware
+    }
+
+    fn sha256() -> crate::checksum::Checksum {
+        let hex = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        crate::checksum::Checksum::new(crate::checksum::ChecksumAlgorithm::Sha256, hex).unwrap()
+    }
+
+    /// Without keys the checksum policy refuses before any download; with keys
+    /// it waits for the image (it may turn out signed).
+    #[test]
+    fn precheck_applies_the_checksum_policy_only_without_keys() {
+        let err = precheck(&policy(vec![], false), &served(vec![])).unwrap_err();
+        assert_eq!(err, TrustError::WeakChecksum("none".into()));
+        precheck(&policy(vec![], false), &served(vec![sha256()])).unwrap();
+        precheck(&policy(vec![key()], true), &served(vec![])).unwrap();
+    }
+
+    /// An unsigned image under keys: refused when signatures are required, else
+    /// held to the checksum policy like firmware without keys.
+    #[tokio::test]
+    async fn an_unsigned_image_needs_no_requirement_and_a_strong_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("dev.img");
+        std::fs::write(&image, b"hello").unwrap();
+        let downloader = Downloader::new(DownloadConfig::default()).unwrap();
+        let admit_with = |policy: TrustPolicy, firmware: Firmware| {
+            let (image, downloader) = (image.clone(), &downloader);
+            async move {
+                let hasher = MultiHasher::new([]);
+                admit(&policy, &firmware, &image, downloader, hasher).await
+            }
+        };
+        let err = admit_with(policy(vec![key()], true), served(vec![sha256()])).await;
+        assert_eq!(err.unwrap_err(), TrustError::Missing);
+        let err = admit_with(policy(vec![key()], false), served(vec![])).await;
+        assert_eq!(err.unwrap_err(), TrustError::WeakChecksum("none".into()));
+        let ok = admit_with(policy(vec![key()], false), served(vec![sha256()])).await;
+        let admitted = ok.unwrap();
+        assert!(!admitted.signed && admitted.unpacked.is_none());
+        assert_eq!(std::fs::read(&image).unwrap(), b"hello");
+    }
 
     /// A local `.minisig` is read when it is a regular file of at most
     /// `MAX_SIGNATURE_LEN` bytes; absent is "unsigned", anything else an error.
