@@ -249,6 +249,40 @@ mod tests {
         assert_eq!(std::fs::read(&image).unwrap(), b"hello");
     }
 
+    /// A bundle is replaced by the image it holds (nothing left beside it),
+    /// whose digests are the ones returned.
+    #[tokio::test]
+    async fn a_bundle_is_replaced_by_its_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("dev.img");
+        let mut tar = tar::Builder::new(std::fs::File::create(&image).unwrap());
+        for (name, data) in [("fw.bin", &b"hello"[..]), ("fw.bin.minisig", b"sig")] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, name, data).unwrap();
+        }
+        tar.finish().unwrap();
+        drop(tar);
+        let downloader = Downloader::new(DownloadConfig::default()).unwrap();
+        let hasher = MultiHasher::new([crate::checksum::ChecksumAlgorithm::Sha256]);
+        let firmware = served(vec![sha256()]);
+        let admitted = admit(
+            &policy(vec![], false),
+            &firmware,
+            &image,
+            &downloader,
+            hasher,
+        )
+        .await
+        .unwrap();
+        let digests = admitted.unpacked.expect("not unpacked");
+        assert_eq!(digests.verify(&[sha256()]), Ok(()));
+        assert_eq!(std::fs::read(&image).unwrap(), b"hello");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
     /// A local `.minisig` is read when it is a regular file of at most
     /// `MAX_SIGNATURE_LEN` bytes; absent is "unsigned", anything else an error.
     #[tokio::test]
