@@ -283,6 +283,21 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
+    /// A local image's signature is `<file>.minisig` beside it; served firmware
+    /// without a signature URL has none.
+    #[tokio::test]
+    async fn the_detached_signature_of_a_local_image_lies_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fw.bin");
+        let local = Firmware::new("t", "2.0", FirmwareLocation::File(path.clone()));
+        let downloader = Downloader::new(DownloadConfig::default()).unwrap();
+        assert_eq!(detached(&local, &downloader).await.unwrap(), None);
+        std::fs::write(dir.path().join("fw.bin.minisig"), "signature text").unwrap();
+        let text = detached(&local, &downloader).await.unwrap();
+        assert_eq!(text.as_deref(), Some("signature text"));
+        assert_eq!(detached(&served(vec![]), &downloader).await.unwrap(), None);
+    }
+
     /// A local `.minisig` is read when it is a regular file of at most
     /// `MAX_SIGNATURE_LEN` bytes; absent is "unsigned", anything else an error.
     #[tokio::test]
