@@ -213,18 +213,18 @@ mod tests {
         let writer = Writer::start(dest.clone(), 0, sha256(), record()).unwrap();
         writer.send(Bytes::from_static(b"hello ")).await.unwrap();
         writer.send(Bytes::from_static(b"world")).await.unwrap();
-        let digests = writer.finish().await.unwrap();
+        assert_hello_world(&dest, writer.finish().await.unwrap());
+        assert_eq!(partial::load(&dest).unwrap().url, "http://x/fw.bin");
+    }
+
+    /// `hello world` written, hashed and recorded as durable for `dest`.
+    fn assert_hello_world(dest: &Path, digests: Digests) {
         assert_eq!(digests.length, 11);
-        assert_eq!(
-            digests.get(ChecksumAlgorithm::Sha256),
-            Some(SHA256_HELLO_WORLD)
-        );
-        assert_eq!(
-            std::fs::read(partial::part_path(&dest)).unwrap(),
-            b"hello world"
-        );
-        let saved = partial::load(&dest).unwrap();
-        assert_eq!((saved.url.as_str(), saved.durable), ("http://x/fw.bin", 11));
+        let sha256 = digests.get(ChecksumAlgorithm::Sha256);
+        assert_eq!(sha256, Some(SHA256_HELLO_WORLD));
+        let written = std::fs::read(partial::part_path(dest)).unwrap();
+        assert_eq!(written, b"hello world");
+        assert_eq!(partial::load(dest).unwrap().durable, 11);
     }
 
     /// A resumed download cuts whatever followed the trusted prefix and goes on
@@ -240,17 +240,7 @@ mod tests {
         assert_eq!(prefix.length(), 6);
         let writer = Writer::start(dest.clone(), 6, prefix, record()).unwrap();
         writer.send(Bytes::from_static(b"world")).await.unwrap();
-        let digests = writer.finish().await.unwrap();
-        assert_eq!(digests.length, 11);
-        assert_eq!(
-            digests.get(ChecksumAlgorithm::Sha256),
-            Some(SHA256_HELLO_WORLD)
-        );
-        assert_eq!(
-            std::fs::read(partial::part_path(&dest)).unwrap(),
-            b"hello world"
-        );
-        assert_eq!(partial::load(&dest).unwrap().durable, 11);
+        assert_hello_world(&dest, writer.finish().await.unwrap());
     }
 
     #[tokio::test]
