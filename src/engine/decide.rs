@@ -430,6 +430,8 @@ mod tests {
             (s.status(Some("9"), true), s.candidate),
             (FirmwareStatus::UpToDate, None)
         );
+        // Older images are not candidates at all, not refused ones for `check`.
+        assert_eq!(s.refused, vec![]);
         // Unreleased 9 on a device outside any group: with only_newer off it
         // goes back to the newest released.
         let mut back = device.clone();
