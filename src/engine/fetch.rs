@@ -427,6 +427,109 @@ mod tests {
         assert!(!dest.exists() && !part_path(&dest).exists());
     }
 
+    /// `fetch_and_verify` of `firmware` for device `dev` of type `t` into
+    /// `<dir>/downloads`, images at most `max` bytes; the percent reached and
+    /// the bytes counted.
+    async fn fetch_local(
+        dir: &Path,
+        firmware: &Firmware,
+        max: Option<u64>,
+    ) -> (Result<VerifiedImage, FetchError>, Option<u8>, u64) {
+        let downloads = dir.join("downloads");
+        std::fs::create_dir_all(&downloads).unwrap();
+        let downloader = Downloader::new(crate::download::DownloadConfig {
+            max_image_size: max,
+            ..Default::default()
+        })
+        .unwrap();
+        let (trust, bytes) = (TrustPolicy::default(), AtomicU64::new(0));
+        let ctx = FetchContext {
+            downloads: &downloads,
+            downloader: &downloader,
+            trust: &trust,
+            bytes: &bytes,
+        };
+        let (tx, _rx) = tokio::sync::broadcast::channel(64);
+        let progress = Progress::new("dev", "2.0", tx);
+        progress
+            .define_sequence(&[crate::progress::ProgressStep::Downloading])
+            .unwrap();
+        progress
+            .advance_to(crate::progress::ProgressStep::Downloading)
+            .unwrap();
+        let result = fetch_and_verify(&ctx, firmware, "dev", "t", &progress).await;
+        (result, progress.percent(), bytes.load(Ordering::Relaxed))
+    }
+
+    /// `hello` as a local image of type `t` in `dir`, with a second file `image2`.
+    fn local_hello(dir: &Path, part_md5: &str) -> Firmware {
+        std::fs::write(dir.join("fw.bin"), b"hello").unwrap();
+        std::fs::write(dir.join("fw2.bin"), b"hello").unwrap();
+        let mut firmware = Firmware::new("t", "2.0", FirmwareLocation::File(dir.join("fw.bin")));
+        firmware.size = Some(5);
+        firmware.parts = vec![crate::model::FirmwarePart {
+            name: "image2".into(),
+            location: FirmwareLocation::File(dir.join("fw2.bin")),
+            size: Some(5),
+            checksums: vec![Checksum::new(ChecksumAlgorithm::Md5, part_md5).unwrap()],
+        }];
+        firmware
+    }
+
+    #[tokio::test]
+    async fn a_local_image_and_its_part_are_copied_verified_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (image, percent, bytes) =
+            fetch_local(dir.path(), &local_hello(dir.path(), MD5_HELLO), None).await;
+        let image = image.unwrap();
+        assert_eq!(
+            image.path(),
+            image_path(&dir.path().join("downloads"), "dev")
+        );
+        assert_eq!(std::fs::read(image.path()).unwrap(), b"hello");
+        assert_eq!(
+            image.digests().get(ChecksumAlgorithm::Sha256),
+            Some(SHA256_HELLO)
+        );
+        assert_eq!(image.parts().len(), 1);
+        assert_eq!(std::fs::read(image.parts()[0].path()).unwrap(), b"hello");
+        assert_eq!((percent, bytes), (Some(100), 10));
+    }
+
+    /// Nothing is copied for another device type, a part name that is not a
+    /// plain file name, or an image over `max_image_size`; a part that fails
+    /// its check takes the image with it.
+    #[tokio::test]
+    async fn what_is_refused_leaves_nothing_in_the_downloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let downloads = dir.path().join("downloads");
+        let good = local_hello(dir.path(), MD5_HELLO);
+        let mut other_type = good.clone();
+        other_type.device_type = "u".into();
+        let mut bad_name = good.clone();
+        bad_name.parts[0].name = "../image2".into();
+        let bad_part = local_hello(dir.path(), &"0".repeat(32));
+        let cases = [
+            (other_type, None, "firmware is for device type \"u\""),
+            (bad_name, None, "part name \"../image2\""),
+            (
+                good.clone(),
+                Some(4),
+                "image of 5 bytes exceeds max_image_size 4",
+            ),
+            (bad_part, None, "MD5 mismatch"),
+        ];
+        for (firmware, max, why) in cases {
+            let (result, _, _) = fetch_local(dir.path(), &firmware, max).await;
+            let err = result.map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(why), "{why}: {err}");
+            assert_eq!(std::fs::read_dir(&downloads).unwrap().count(), 0, "{why}");
+        }
+        // At the limit is not over it.
+        let (result, _, _) = fetch_local(dir.path(), &good, Some(5)).await;
+        result.unwrap();
+    }
+
     /// A part name becomes part of a file name in the state directory.
     #[test]
     fn part_names_must_be_plain_file_names() {
