@@ -530,6 +530,48 @@ mod tests {
         result.unwrap();
     }
 
+    /// A source's own fetch: writes `hello` in two reported steps.
+    struct Hello;
+
+    #[async_trait::async_trait]
+    impl crate::model::RemoteFetch for Hello {
+        async fn fetch(
+            &self,
+            part: &Path,
+            report: crate::model::FetchReport<'_>,
+        ) -> Result<(), crate::model::FetchFailure> {
+            report(2, Some(5));
+            std::fs::write(part, b"hello").unwrap();
+            report(5, Some(5));
+            Ok(())
+        }
+    }
+
+    /// A source's own fetch is verified like a download, and refused before it
+    /// starts when the source's size is over `max_image_size` (at it is fine).
+    #[tokio::test]
+    async fn a_remote_image_is_verified_and_held_to_the_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = crate::model::RemoteImage {
+            name: "test:hello".into(),
+            fetcher: std::sync::Arc::new(Hello),
+        };
+        let mut firmware = Firmware::new("t", "2.0", FirmwareLocation::Remote(remote));
+        firmware.size = Some(5);
+        let sha256 = Checksum::new(ChecksumAlgorithm::Sha256, SHA256_HELLO).unwrap();
+        firmware.checksums = vec![sha256];
+        let (image, percent, _) = fetch_local(dir.path(), &firmware, Some(5)).await;
+        assert_eq!(std::fs::read(image.unwrap().path()).unwrap(), b"hello");
+        assert_eq!(percent, Some(100));
+        std::fs::remove_dir_all(dir.path().join("downloads")).unwrap();
+        let (image, _, _) = fetch_local(dir.path(), &firmware, Some(4)).await;
+        let err = image.map(|_| ()).unwrap_err().to_string();
+        assert!(
+            err.contains("image of 5 bytes exceeds max_image_size 4"),
+            "{err}"
+        );
+    }
+
     /// A part name becomes part of a file name in the state directory.
     #[test]
     fn part_names_must_be_plain_file_names() {
