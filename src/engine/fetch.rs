@@ -629,4 +629,34 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains(SHA256_HELLO), "{err}");
     }
+
+    /// A staged further file is re-checked against its own recorded SHA-256,
+    /// found by name; one not recorded is missing.
+    #[tokio::test]
+    async fn reverify_checks_each_part_against_its_own_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let firmware = local_hello(dir.path(), MD5_HELLO);
+        std::fs::write(image_path(dir.path(), "dev"), b"hello").unwrap();
+        std::fs::write(part_path_for(dir.path(), "dev", "image2"), b"hello").unwrap();
+        let record = |name: &str, sha256: &str| crate::store::StagedPart {
+            name: name.into(),
+            sha256: sha256.into(),
+        };
+        let wrong = "0".repeat(64);
+        let staged = [record("other", &wrong), record("image2", SHA256_HELLO)];
+        let image = reverify(dir.path(), "dev", &firmware, SHA256_HELLO, &staged)
+            .await
+            .unwrap();
+        assert_eq!(
+            image.parts()[0].path(),
+            part_path_for(dir.path(), "dev", "image2")
+        );
+        let err = reverify(dir.path(), "dev", &firmware, SHA256_HELLO, &staged[..1])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, FetchError::PartMissing(ref n) if n == "image2"),
+            "{err}"
+        );
+    }
 }
