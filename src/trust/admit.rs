@@ -326,6 +326,42 @@ mod tests {
         assert!(matches!(err, TrustError::Io(_)), "{err}");
     }
 
+    /// Serves one HTTP request with `status` and `body` on loopback; the URL.
+    async fn serve_once(status: &'static str, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/fw.bin.minisig", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = tcp.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            tcp.write_all(answer.as_bytes()).await.unwrap();
+        });
+        url
+    }
+
+    /// A served signature is its body when the server answers 200, and an
+    /// error naming the status otherwise.
+    #[tokio::test]
+    async fn a_served_signature_needs_a_success_status() {
+        let downloader = Downloader::new(DownloadConfig::default()).unwrap();
+        let url = serve_once("200 OK", "signature text").await;
+        let text = fetch(&url, &served(vec![]), &downloader).await.unwrap();
+        assert_eq!(text, "signature text");
+        let url = serve_once("404 Not Found", "").await;
+        let err = fetch(&url, &served(vec![]), &downloader).await.unwrap_err();
+        assert!(err.to_string().contains("HTTP 404"), "{err}");
+    }
+
     /// With `https_only`, a signature URL over plain HTTP is refused before
     /// any request; without it, the request is made (and here fails to connect).
     #[tokio::test]
