@@ -37,7 +37,7 @@ declare -A tests=(
     [murmur3]="download"
     [download]="download claims"
     [engine]="engine claims engine_download"
-    [update]="engine claims"
+    [update]="engine claims reliability engine_link"
     [persist]="engine reliability"
     [trust]="trust engine_download"
 )
