@@ -280,6 +280,7 @@ mod tests {
         ]);
         h.update(b"hello ");
         h.update(b"world");
+        assert_eq!(h.length(), 11);
         let d = h.finish();
         assert_eq!(d.length, 11);
         assert_eq!(
@@ -306,6 +307,60 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains(&"0".repeat(32)), "{msg}");
         assert!(msg.contains("9dd4e461268c8034f5c8564e155c67a6"), "{msg}");
+    }
+
+    /// Each digest is named as servers and logs spell it, takes exactly its hex
+    /// length, and round-trips through its name.
+    #[test]
+    fn every_algorithm_has_its_name_and_hex_length() {
+        use ChecksumAlgorithm::*;
+        let table = [
+            (Md5, "MD5", 32),
+            (Sha1, "SHA-1", 40),
+            (Sha256, "SHA-256", 64),
+            (Sha384, "SHA-384", 96),
+            (Sha512, "SHA-512", 128),
+            (Crc32, "CRC32", 8),
+            (Murmur3_32, "MURMUR3_32", 8),
+            (Murmur3_128, "MURMUR3_128", 32),
+        ];
+        for (alg, name, len) in table {
+            assert_eq!(alg.to_string(), name);
+            assert_eq!(name.parse(), Ok(alg), "{name}");
+            assert_eq!(name.to_ascii_lowercase().replace('-', "").parse(), Ok(alg));
+            let hex = "aB".repeat(len / 2);
+            let c = Checksum::new(alg, &hex).unwrap();
+            assert_eq!(c.to_string(), format!("{name}:{}", "ab".repeat(len / 2)));
+            assert!(Checksum::new(alg, &hex[1..]).is_err(), "{name}");
+            assert!(Checksum::new(alg, &format!("{hex}0")).is_err(), "{name}");
+        }
+    }
+
+    /// Every expected checksum counts, not only the first: a right MD5 does not
+    /// excuse a wrong SHA-256.
+    #[test]
+    fn verify_checks_every_expected_checksum() {
+        let mut h = MultiHasher::new([ChecksumAlgorithm::Md5, ChecksumAlgorithm::Sha256]);
+        h.update(b"x");
+        let d = h.finish();
+        let md5 = Checksum::new(ChecksumAlgorithm::Md5, "9dd4e461268c8034f5c8564e155c67a6");
+        let wrong = Checksum::new(ChecksumAlgorithm::Sha256, &"0".repeat(64));
+        let (md5, wrong) = (md5.unwrap(), wrong.unwrap());
+        assert_eq!(d.verify(std::slice::from_ref(&md5)), Ok(()));
+        let err = d.verify(&[md5, wrong]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChecksumError::Mismatch {
+                    algorithm: ChecksumAlgorithm::Sha256,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // An algorithm nobody hashed is a mismatch, not a pass.
+        let crc = Checksum::new(ChecksumAlgorithm::Crc32, "8cdc1683").unwrap();
+        assert!(d.verify(&[crc]).is_err());
     }
 
     #[test]

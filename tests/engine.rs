@@ -128,6 +128,32 @@ async fn background_device_transfers_first_and_updates_when_executable() {
     assert_eq!(engine.store().load("v1").unwrap().transferred, None);
 }
 
+/// An image larger than the device takes fails before anything is fetched or
+/// sent; one of exactly the limit goes through.
+#[tokio::test]
+async fn an_image_over_the_devices_limit_is_refused_before_the_transfer() {
+    for (limit, fits) in [(9, false), (10, true)] {
+        let (state, fw) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        offer(fw.path(), "sensor", "2.0", b"0123456789", "");
+        let dev = FakeDevice::new("1.0");
+        *dev.image_limit.lock().unwrap() = Some(limit);
+        let config = device_config("s1", "sensor", UpdatePolicy::Immediate);
+        let engine = engine(state.path(), fw.path(), vec![(config, dev.clone())]);
+        let results = engine.run_once().await;
+        if fits {
+            assert_eq!(results[0].outcome, Some(Outcome::Success), "{results:?}");
+            continue;
+        }
+        let Some(Outcome::Failed(reason)) = &results[0].outcome else {
+            panic!("expected a failure, got {results:?}");
+        };
+        let expected = "image of 10 bytes does not fit the device (9 bytes at most)";
+        assert!(reason.contains(expected), "{reason}");
+        assert_eq!(dev.transfers.load(Ordering::SeqCst), 0);
+        assert_eq!(dev.updates.load(Ordering::SeqCst), 0);
+    }
+}
+
 #[tokio::test]
 async fn checksum_mismatch_fails_before_the_handler_runs() {
     let (state, fw) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -98,10 +98,11 @@ fn engine(
 struct Run {
     outcome: Outcome,
     events: Vec<ProgressKind>,
-    took: Duration,
 }
 
-/// `engine.install` of `image` on one device behind `sim` with `handler`.
+/// `engine.install` of `image` on one device behind `sim` with `handler`. The
+/// engine allows an update 30 minutes: one still running after 2 means the
+/// handler's own per-step deadlines (seconds) did not end it.
 async fn install_with(sim: &Simulator, image: &[u8], handler: Esp8266Handler, offset: u32) -> Run {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("image.bin");
@@ -114,13 +115,16 @@ async fn install_with(sim: &Simulator, image: &[u8], handler: Esp8266Handler, of
         1,
     );
     let mut rx = engine.subscribe();
-    let start = Instant::now();
-    let outcome = engine.install("esp1", &path, None, vec![]).await.unwrap();
-    let took = start.elapsed();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(120),
+        engine.install("esp1", &path, None, vec![]),
+    )
+    .await
+    .expect("the handler's per-step deadlines did not end the update")
+    .unwrap();
     Run {
         outcome,
         events: common::drain(&mut rx),
-        took,
     }
 }
 
@@ -357,16 +361,14 @@ async fn a_silent_device_fails_within_seconds_and_the_next_attempt_succeeds() {
         reason,
         "esp8266 FLASH_DATA block 6/12 (seq 5): no response after 3 attempts"
     );
-    assert!(run.took < Duration::from_secs(10), "took {:?}", run.took);
 
-    // Still silent: the next attempt fails at SYNC, quickly.
+    // Still silent: the next attempt fails at SYNC.
     let run = install(&sim, &img, 0).await;
     assert!(
         failure(&run).starts_with("esp8266 SYNC: no response"),
         "{}",
         failure(&run)
     );
-    assert!(run.took < Duration::from_secs(5), "took {:?}", run.took);
 
     sim.recover();
     let run = install(&sim, &img, 0).await;
@@ -492,12 +494,34 @@ async fn bad_images_are_refused_before_any_byte_is_sent() {
             "{what}: {reason}"
         );
         assert!(reason.contains(expected), "{what}: {reason}");
-        std::thread::sleep(Duration::from_millis(50));
         assert_eq!(
-            sim.stats().bytes_received,
+            bytes_before_marker(&sim),
             0,
             "{what}: bytes reached the device"
         );
+    }
+}
+
+/// How many bytes the simulator received before a marker byte the test writes
+/// now: the pty delivers in order, so once the marker is in, so is everything a
+/// finished install wrote (no wait for "nothing more came").
+fn bytes_before_marker(sim: &Simulator) -> usize {
+    use std::io::Write;
+    let before = sim.stats().bytes_received;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(sim.path())
+        .unwrap()
+        .write_all(&[0xC0])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = sim.stats().bytes_received;
+        if now > before {
+            return now - 1;
+        }
+        assert!(Instant::now() < deadline, "the marker byte never arrived");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

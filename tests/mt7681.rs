@@ -135,6 +135,8 @@ fn rig_with(
         AgentConfig {
             state_dir: tmp.path().join("state"),
             poll_interval: Duration::from_secs(3600),
+            // A hang ends here with the engine's own reason; the handler's step
+            // timeouts (seconds) name the step instead.
             update_timeout: Duration::from_secs(120),
             confirm_window: Duration::from_secs(30),
             max_concurrent_updates: 1,
@@ -375,9 +377,7 @@ async fn silent_module_fails_in_recovery_step_then_a_second_attempt_works() {
     let mut sim_cfg = rig.sim();
     sim_cfg.faults.silent = true;
     sim_cfg.idle = Duration::from_secs(2);
-    let started = Instant::now();
     let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
-    let elapsed = started.elapsed();
     let reason = failure(&outcome);
     assert!(
         reason.contains("mt7681 recovery mode (AT#Reboot)")
@@ -385,8 +385,6 @@ async fn silent_module_fails_in_recovery_step_then_a_second_attempt_works() {
             && reason.contains("3 attempts of 1s"),
         "{reason}"
     );
-    // 3 attempts of 1 s, plus the version command and slack.
-    assert!(elapsed < Duration::from_secs(8), "{elapsed:?}");
     assert_eq!(sim.outcome, SimOutcome::Silent);
 
     // The module answers again: a second attempt works.
@@ -401,16 +399,13 @@ async fn module_silent_mid_transfer_fails_naming_the_block_then_retry_works() {
     let data = contents(2000, 5);
     let rig = sta_rig(&pty, &data);
     let sim_cfg = rig.silent_from_block(3);
-    let started = Instant::now();
     let (outcome, sim) = tokio::join!(rig.install("2.0"), mt7681_sim::run(&pty, sim_cfg));
-    let elapsed = started.elapsed();
     let reason = failure(&outcome);
     // 2000 bytes + header = 17 blocks; the third one goes unanswered.
     assert!(
         reason.contains("mt7681 xmodem block 3/17") && reason.contains("no ACK after 3 attempts"),
         "{reason}"
     );
-    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     assert_eq!(sim.outcome, SimOutcome::Silent);
     // The handler told the module to give up.
     assert!(

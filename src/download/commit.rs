@@ -64,3 +64,79 @@ fn rename_into_place(dest: &Path) -> Result<(), DownloadError> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum::{Checksum, ChecksumAlgorithm, MultiHasher};
+    use crate::download::partial::Partial;
+
+    const MD5_HELLO: &str = "5d41402abc4b2a76b9719d911017c592";
+
+    /// `hello` finished as `<dest>.part` (with its record) in `dir`, committed
+    /// against `size` and an MD5.
+    fn finish_hello(dir: &Path, size: Option<u64>, md5: &str) -> Result<Digests, DownloadError> {
+        let dest = dir.join("fw.bin");
+        std::fs::write(part_path(&dest), b"hello").unwrap();
+        partial::save(&dest, &Partial::default()).unwrap();
+        let mut hasher = MultiHasher::new([ChecksumAlgorithm::Md5]);
+        hasher.update(b"hello");
+        let checksums = [Checksum::new(ChecksumAlgorithm::Md5, md5).unwrap()];
+        let req = DownloadRequest {
+            url: "http://x/fw.bin",
+            dest: &dest,
+            size,
+            checksums: &checksums,
+            also_hash: &[],
+            headers: &[],
+        };
+        commit(&req, hasher.finish())
+    }
+
+    /// A derived file (the image unpacked from a bundle) replaces the original.
+    #[test]
+    fn replace_durably_moves_the_file_over_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("fw.unpacked"), dir.path().join("fw.img"));
+        std::fs::write(&from, b"image").unwrap();
+        std::fs::write(&to, b"bundle").unwrap();
+        replace_durably(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"image");
+        assert!(!from.exists());
+        assert!(replace_durably(&from, &to).is_err(), "nothing left to move");
+    }
+
+    #[test]
+    fn a_verified_file_is_renamed_into_place_and_its_record_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("fw.bin");
+        let digests = finish_hello(dir.path(), Some(5), MD5_HELLO).unwrap();
+        assert_eq!(digests.length, 5);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+        assert!(!part_path(&dest).exists() && !meta_path(&dest).exists());
+    }
+
+    /// The last line of defence (the stream already stops at the size and
+    /// resumes a short body): a finished file of another size than the source's
+    /// is refused even with a matching checksum, and forgotten.
+    #[test]
+    fn another_size_or_checksum_is_refused_and_nothing_kept() {
+        for (size, md5) in [
+            (Some(4), MD5_HELLO),
+            (Some(6), MD5_HELLO),
+            (None, "0".repeat(32).as_str()),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("fw.bin");
+            let err = finish_hello(dir.path(), size, md5).unwrap_err();
+            match size {
+                Some(s) => assert!(
+                    matches!(err, DownloadError::Size { expected, actual: 5 } if expected == s),
+                    "{err}"
+                ),
+                None => assert!(err.to_string().contains("MD5 mismatch"), "{err}"),
+            }
+            assert!(!dest.exists() && !part_path(&dest).exists() && !meta_path(&dest).exists());
+        }
+    }
+}

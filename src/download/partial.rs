@@ -87,3 +87,67 @@ pub fn discard(dest: &Path) {
     let _ = std::fs::remove_file(part_path(dest));
     let _ = std::fs::remove_file(meta_path(dest));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(boot_id: Option<String>, durable: u64) -> Partial {
+        Partial {
+            url: "http://x/fw.bin".into(),
+            durable,
+            boot_id,
+            ..Partial::default()
+        }
+    }
+
+    /// Within this boot the page cache kept every byte written; after a reboot
+    /// (or with no boot recorded) only the fsynced prefix is trusted.
+    #[test]
+    fn trusted_len_depends_on_the_boot() {
+        let this = boot_id();
+        // The kernel's boot id, a UUID: not empty, not made up.
+        let uuid = this.as_deref().expect("no /proc/sys/kernel/random/boot_id");
+        assert_eq!(uuid.len(), 36, "{uuid}");
+        assert!(
+            uuid.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()),
+            "{uuid}"
+        );
+        assert_eq!(boot_id(), this, "the same boot, the same id");
+        assert_eq!(record(this, 100).trusted_len(300), 300);
+        assert_eq!(record(Some("another".into()), 100).trusted_len(300), 100);
+        assert_eq!(record(None, 100).trusted_len(300), 100);
+        // A file cut shorter than its record: never more than is on disk.
+        assert_eq!(record(Some("another".into()), 100).trusted_len(40), 40);
+    }
+
+    #[test]
+    fn validator_is_a_strong_etag_else_last_modified() {
+        let mut p = record(None, 0);
+        assert_eq!(p.validator(), None);
+        p.last_modified = Some("Wed, 21 Oct 2015 07:28:00 GMT".into());
+        assert_eq!(p.validator(), p.last_modified.as_deref());
+        p.etag = Some("W/\"weak\"".into());
+        assert_eq!(p.validator(), p.last_modified.as_deref());
+        p.etag = Some("\"strong\"".into());
+        assert_eq!(p.validator(), Some("\"strong\""));
+    }
+
+    #[test]
+    fn record_saved_loaded_and_discarded_beside_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("fw.bin");
+        assert_eq!(part_path(&dest), dir.path().join("fw.bin.part"));
+        assert_eq!(meta_path(&dest), dir.path().join("fw.bin.part.json"));
+        assert_eq!(load(&dest), None);
+        let mut p = record(Some("boot".into()), 7);
+        p.total = Some(9);
+        save(&dest, &p).unwrap();
+        assert_eq!(load(&dest), Some(p));
+        std::fs::write(meta_path(&dest), b"{torn").unwrap();
+        assert_eq!(load(&dest), None, "a record that does not parse is none");
+        std::fs::write(part_path(&dest), b"1234567").unwrap();
+        discard(&dest);
+        assert!(!part_path(&dest).exists() && !meta_path(&dest).exists());
+    }
+}

@@ -224,3 +224,103 @@ pub async fn hash_file(
     let len = std::fs::metadata(path).map_err(io(path))?.len();
     Ok(hash_prefix(path, len, algorithms).await?.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA256_HELLO_WORLD: &str =
+        "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
+
+    fn sha256() -> MultiHasher {
+        MultiHasher::new([ChecksumAlgorithm::Sha256])
+    }
+
+    fn record() -> Partial {
+        Partial {
+            url: "http://x/fw.bin".into(),
+            ..Partial::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_hashes_and_records_what_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("fw.bin");
+        let mut writer = Writer::start(dest.clone(), 0, sha256(), record()).unwrap();
+        writer.write(b"hello ").await.unwrap();
+        writer.write(b"world").await.unwrap();
+        assert_hello_world(&dest, writer.finish().await.unwrap());
+        assert_eq!(partial::load(&dest).unwrap().url, "http://x/fw.bin");
+    }
+
+    /// `hello world` written, hashed and recorded as durable for `dest`.
+    fn assert_hello_world(dest: &Path, digests: Digests) {
+        assert_eq!(digests.length, 11);
+        let sha256 = digests.get(ChecksumAlgorithm::Sha256);
+        assert_eq!(sha256, Some(SHA256_HELLO_WORLD));
+        let written = std::fs::read(partial::part_path(dest)).unwrap();
+        assert_eq!(written, b"hello world");
+        assert_eq!(partial::load(dest).unwrap().durable, 11);
+    }
+
+    /// A resumed download cuts whatever followed the trusted prefix and goes on
+    /// hashing from the prefix's digests: the whole file's digest comes out.
+    #[tokio::test]
+    async fn resumes_after_the_prefix_cutting_what_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("fw.bin");
+        std::fs::write(partial::part_path(&dest), b"hello garbage past the prefix").unwrap();
+        let prefix = hash_prefix(&partial::part_path(&dest), 6, &[ChecksumAlgorithm::Sha256])
+            .await
+            .unwrap();
+        assert_eq!(prefix.length(), 6);
+        let mut writer = Writer::start(dest.clone(), 6, prefix, record()).unwrap();
+        writer.write(b"world").await.unwrap();
+        assert_hello_world(&dest, writer.finish().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn hash_prefix_refuses_a_file_shorter_than_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fw.bin.part");
+        std::fs::write(&path, b"hello world").unwrap();
+        let Err(err) = hash_prefix(&path, 12, &[ChecksumAlgorithm::Sha256]).await else {
+            panic!("a prefix longer than the file was hashed");
+        };
+        assert!(err.to_string().contains("shorter than 12 bytes"), "{err}");
+        let whole = hash_file(&path, &[ChecksumAlgorithm::Sha256])
+            .await
+            .unwrap();
+        assert_eq!(whole.length, 11);
+        assert_eq!(
+            whole.get(ChecksumAlgorithm::Sha256),
+            Some(SHA256_HELLO_WORLD)
+        );
+    }
+
+    /// Every `SYNC_EVERY` bytes the record says how much is on stable storage,
+    /// while the download still runs (a power cut then keeps that much).
+    #[tokio::test]
+    async fn progress_is_recorded_durable_during_the_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("fw.bin");
+        let mut writer = Writer::start(dest.clone(), 0, sha256(), record()).unwrap();
+        let chunk = vec![7u8; (SYNC_EVERY / 4) as usize];
+        for _ in 0..5 {
+            writer.write(&chunk).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while partial::load(&dest).map(|p| p.durable) != Some(SYNC_EVERY) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                partial::load(&dest)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let digests = writer.finish().await.unwrap();
+        assert_eq!(digests.length, SYNC_EVERY / 4 * 5);
+        assert_eq!(partial::load(&dest).unwrap().durable, SYNC_EVERY / 4 * 5);
+    }
+}

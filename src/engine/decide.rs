@@ -430,12 +430,49 @@ mod tests {
             (s.status(Some("9"), true), s.candidate),
             (FirmwareStatus::UpToDate, None)
         );
+        // Older images are not candidates at all, not refused ones for `check`.
+        assert_eq!(s.refused, vec![]);
         // Unreleased 9 on a device outside any group: with only_newer off it
         // goes back to the newest released.
         let mut back = device.clone();
         back.only_newer = false;
         let s = choose(&back, Some("9"), &offered, None);
         assert_eq!(s.candidate.map(|f| f.version).as_deref(), Some("7"));
+    }
+
+    /// The ESH firmware status of every kind of selection.
+    #[test]
+    fn status_table() {
+        use FirmwareStatus::*;
+        let offered = [fw("5", Release::All), fw("7", Release::All)];
+        let device = crate::config::tests::minimal_device("d", "t", &["u"]);
+        let to_7 = select(&device, Some("5"), &offered);
+        assert_eq!(
+            to_7.candidate.as_ref().map(|f| f.version.as_str()),
+            Some("7")
+        );
+        let up_to_date = select(&device, Some("7"), &offered);
+        let nothing_offered = select(&device, Some("7"), &[]);
+        let waiting = Selection {
+            pending: true,
+            offered_any: true,
+            ..Selection::default()
+        };
+        let rows = [
+            (&to_7, Some("5"), true, UpdateExecutable),
+            (&to_7, Some("5"), false, UpdateAvailable),
+            (&to_7, None, true, Unknown),
+            (&up_to_date, Some("7"), true, UpToDate),
+            (&nothing_offered, Some("7"), true, Unknown),
+            (&waiting, Some("5"), false, UpdateAvailable),
+        ];
+        for (selection, current, executable, status) in rows {
+            assert_eq!(
+                selection.status(current, executable),
+                status,
+                "{selection:?} {current:?} {executable}"
+            );
+        }
     }
 
     #[test]

@@ -175,3 +175,208 @@ async fn blocking<T: Send + 'static>(
         .await
         .unwrap_or_else(|e| Err(TrustError::Io(format!("verification task: {e}"))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::download::DownloadConfig;
+    use crate::trust::TrustedKey;
+
+    /// A public key only (no image here is signed with it).
+    fn key() -> TrustedKey {
+        TrustedKey {
+            path: "release.pub".into(),
+            key: minisign_verify::PublicKey::from_base64(
+                "RWRMoDpPpWjyO/HYkhmrtRcqRTWa7HUNn+mDRAxpzgYpOAV2W/vRauJn",
+            )
+            .unwrap(),
+        }
+    }
+
+    fn policy(keys: Vec<TrustedKey>, require_signature: bool) -> TrustPolicy {
+        TrustPolicy {
+            keys,
+            require_signature,
+            allow_weak_checksums: false,
+        }
+    }
+
+    /// Served firmware with `checksums` and no signature URL.
+    fn served(checksums: Vec<crate::checksum::Checksum>) -> Firmware {
+        let url = FirmwareLocation::Url("http://127.0.0.1:9/fw.bin".into());
+        let mut firmware = Firmware::new("t", "2.0", url);
+        firmware.checksums = checksums;
+        firmware
+    }
+
+    fn sha256() -> crate::checksum::Checksum {
+        let hex = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        crate::checksum::Checksum::new(crate::checksum::ChecksumAlgorithm::Sha256, hex).unwrap()
+    }
+
+    /// Without keys the checksum policy refuses before any download; with keys
+    /// it waits for the image (it may turn out signed).
+    #[test]
+    fn precheck_applies_the_checksum_policy_only_without_keys() {
+        let err = precheck(&policy(vec![], false), &served(vec![])).unwrap_err();
+        assert_eq!(err, TrustError::WeakChecksum("none".into()));
+        precheck(&policy(vec![], false), &served(vec![sha256()])).unwrap();
+        precheck(&policy(vec![key()], true), &served(vec![])).unwrap();
+    }
+
+    /// An unsigned image under keys: refused when signatures are required, else
+    /// held to the checksum policy like firmware without keys.
+    #[tokio::test]
+    async fn an_unsigned_image_needs_no_requirement_and_a_strong_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("dev.img");
+        std::fs::write(&image, b"hello").unwrap();
+        let downloader = Downloader::new(DownloadConfig::default()).unwrap();
+        let admit_with = |policy: TrustPolicy, firmware: Firmware| {
+            let (image, downloader) = (image.clone(), &downloader);
+            async move {
+                let hasher = MultiHasher::new([]);
+                admit(&policy, &firmware, &image, downloader, hasher).await
+            }
+        };
+        let err = admit_with(policy(vec![key()], true), served(vec![sha256()])).await;
+        assert_eq!(err.unwrap_err(), TrustError::Missing);
+        let err = admit_with(policy(vec![key()], false), served(vec![])).await;
+        assert_eq!(err.unwrap_err(), TrustError::WeakChecksum("none".into()));
+        let ok = admit_with(policy(vec![key()], false), served(vec![sha256()])).await;
+        let admitted = ok.unwrap();
+        assert!(!admitted.signed && admitted.unpacked.is_none());
+        assert_eq!(std::fs::read(&image).unwrap(), b"hello");
+    }
+
+    /// A bundle is replaced by the image it holds (nothing left beside it),
+    /// whose digests are the ones returned.
+    #[tokio::test]
+    async fn a_bundle_is_replaced_by_its_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("dev.img");
+        let mut tar = tar::Builder::new(std::fs::File::create(&image).unwrap());
+        for (name, data) in [("fw.bin", &b"hello"[..]), ("fw.bin.minisig", b"sig")] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, name, data).unwrap();
+        }
+        tar.finish().unwrap();
+        drop(tar);
+        let downloader = Downloader::new(DownloadConfig::default()).unwrap();
+        let hasher = MultiHasher::new([crate::checksum::ChecksumAlgorithm::Sha256]);
+        let firmware = served(vec![sha256()]);
+        let admitted = admit(
+            &policy(vec![], false),
+            &firmware,
+            &image,
+            &downloader,
+            hasher,
+        )
+        .await
+        .unwrap();
+        let digests = admitted.unpacked.expect("not unpacked");
+        assert_eq!(digests.verify(&[sha256()]), Ok(()));
+        assert_eq!(std::fs::read(&image).unwrap(), b"hello");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A local image's signature is `<file>.minisig` beside it; served firmware
+    /// without a signature URL has none.
+    #[tokio::test]
+    async fn the_detached_signature_of_a_local_image_lies_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fw.bin");
+        let local = Firmware::new("t", "2.0", FirmwareLocation::File(path.clone()));
+        let downloader = Downloader::new(DownloadConfig::default()).unwrap();
+        assert_eq!(detached(&local, &downloader).await.unwrap(), None);
+        std::fs::write(dir.path().join("fw.bin.minisig"), "signature text").unwrap();
+        let text = detached(&local, &downloader).await.unwrap();
+        assert_eq!(text.as_deref(), Some("signature text"));
+        assert_eq!(detached(&served(vec![]), &downloader).await.unwrap(), None);
+    }
+
+    /// A local `.minisig` is read when it is a regular file of at most
+    /// `MAX_SIGNATURE_LEN` bytes; absent is "unsigned", anything else an error.
+    #[tokio::test]
+    async fn a_local_signature_is_a_small_regular_file_or_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fw.bin.minisig");
+        assert_eq!(read_local(&path).await.unwrap(), None);
+        let max = "x".repeat(MAX_SIGNATURE_LEN as usize);
+        std::fs::write(&path, &max).unwrap();
+        assert_eq!(
+            read_local(&path).await.unwrap().as_deref(),
+            Some(max.as_str())
+        );
+        std::fs::write(&path, format!("{max}x")).unwrap();
+        let err = read_local(&path).await.unwrap_err();
+        assert!(matches!(err, TrustError::Malformed(_)), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let err = read_local(&path).await.unwrap_err();
+        assert!(matches!(err, TrustError::Malformed(_)), "{err}");
+        // Not "absent": a path that cannot be looked at (a file as a folder).
+        std::fs::write(dir.path().join("plain"), b"").unwrap();
+        let err = read_local(&dir.path().join("plain/fw.bin.minisig"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TrustError::Io(_)), "{err}");
+    }
+
+    /// Serves one HTTP request with `status` and `body` on loopback; the URL.
+    async fn serve_once(status: &'static str, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/fw.bin.minisig", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = tcp.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            tcp.write_all(answer.as_bytes()).await.unwrap();
+        });
+        url
+    }
+
+    /// A served signature is its body when the server answers 200, and an
+    /// error naming the status otherwise.
+    #[tokio::test]
+    async fn a_served_signature_needs_a_success_status() {
+        let downloader = Downloader::new(DownloadConfig::default()).unwrap();
+        let url = serve_once("200 OK", "signature text").await;
+        let text = fetch(&url, &served(vec![]), &downloader).await.unwrap();
+        assert_eq!(text, "signature text");
+        let url = serve_once("404 Not Found", "").await;
+        let err = fetch(&url, &served(vec![]), &downloader).await.unwrap_err();
+        assert!(err.to_string().contains("HTTP 404"), "{err}");
+    }
+
+    /// With `https_only`, a signature URL over plain HTTP is refused before
+    /// any request; without it, the request is made (here answered 404).
+    #[tokio::test]
+    async fn https_only_refuses_a_plain_http_signature_url() {
+        let url = serve_once("404 Not Found", "").await;
+        let firmware = Firmware::new("t", "2.0", FirmwareLocation::Url(url.clone()));
+        let strict = Downloader::new(DownloadConfig {
+            https_only: true,
+            ..DownloadConfig::default()
+        })
+        .unwrap();
+        let err = fetch(&url, &firmware, &strict).await.unwrap_err();
+        assert!(err.to_string().contains("is not https"), "{err}");
+        let lenient = Downloader::new(DownloadConfig::default()).unwrap();
+        let err = fetch(&url, &firmware, &lenient).await.unwrap_err();
+        assert!(err.to_string().contains("HTTP 404"), "{err}");
+    }
+}

@@ -167,6 +167,17 @@ mod tests {
         assert!(e.to_string().contains("not a plain file name"), "{e}");
     }
 
+    /// A signature entry is read only up to `MAX_SIGNATURE_LEN` bytes.
+    #[test]
+    fn an_oversized_signature_entry_is_refused() {
+        let max = vec![b's'; MAX_SIGNATURE_LEN as usize];
+        let u = unpack_of(&[("fw.bin", b"x"), ("fw.bin.minisig", &max)]).unwrap();
+        assert_eq!(u.signature.len(), max.len());
+        let over = vec![b's'; MAX_SIGNATURE_LEN as usize + 1];
+        let e = unpack_of(&[("fw.bin", b"x"), ("fw.bin.minisig", &over)]).unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
+    }
+
     #[test]
     fn a_plain_image_is_not_a_bundle() {
         let f = tempfile::NamedTempFile::new().unwrap();

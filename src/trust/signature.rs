@@ -105,6 +105,59 @@ mod tests {
         version: "2.0.1",
     };
 
+    /// `hello`, signed by `minisign -S -t "type=t version=2.0"` with the key
+    /// below (made for this test; its secret half was thrown away).
+    const SIGNED_HELLO: &str = "untrusted comment: signature from minisign secret key
+RURHoHvI/b37zAg87e//movdj+N5fbsydYB0LCEGP8cnS3HlmhGgg8dSHb3rS+FSdyGvFsAAmehAlz6iWfT14MvdZI8knJPI5AA=
+trusted comment: type=t version=2.0
+CRvBgimfJyRQmzrlcQS96KCe1RyMFJ+NxC2uP1al6cYyB0Y9Gz99YyS4MfprQgqbI6g887jxX3OKHzv0M6JRDw==
+";
+
+    fn key(base64: &str) -> TrustedKey {
+        TrustedKey {
+            path: "release.pub".into(),
+            key: minisign_verify::PublicKey::from_base64(base64).unwrap(),
+        }
+    }
+
+    /// The image as signed passes; one changed byte, another key or other
+    /// claims do not.
+    #[test]
+    fn a_signature_holds_for_its_key_bytes_and_claims_only() {
+        let signer = [key(
+            "RWRHoHvI/b37zIeQVpQZDop+3qqdKwHqA1JkMlJ0+8BcTtv33ZYlzeII",
+        )];
+        let other = [key(
+            "RWRMoDpPpWjyO/HYkhmrtRcqRTWa7HUNn+mDRAxpzgYpOAV2W/vRauJn",
+        )];
+        let sig = parse(SIGNED_HELLO).unwrap();
+        let claims = Claims {
+            device_type: "t",
+            version: "2.0",
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("fw.bin");
+        std::fs::write(&image, b"hello").unwrap();
+        assert_eq!(verify_file(&signer, &sig, claims, &image), Ok(()));
+        let newer = Claims {
+            version: "2.1",
+            ..claims
+        };
+        let replayed = verify_file(&signer, &sig, newer, &image).unwrap_err();
+        assert!(matches!(
+            replayed,
+            TrustError::Mismatch {
+                what: "version",
+                ..
+            }
+        ));
+        let unknown = verify_file(&other, &sig, claims, &image).unwrap_err();
+        assert_eq!(unknown, TrustError::UntrustedKey);
+        std::fs::write(&image, b"hellO").unwrap();
+        let changed = verify_file(&signer, &sig, claims, &image).unwrap_err();
+        assert_eq!(changed, TrustError::Invalid);
+    }
+
     #[test]
     fn the_comment_must_name_the_type_and_the_version() {
         assert_eq!(

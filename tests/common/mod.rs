@@ -31,6 +31,8 @@ pub struct FakeDevice {
     pub received: Mutex<Vec<u8>>,
     /// The transfer step takes this long (tokio time).
     pub transfer_takes: Mutex<Option<Duration>>,
+    /// The largest image the device takes (`UpdateHandler::image_limit`).
+    pub image_limit: Mutex<Option<u64>>,
 }
 
 impl FakeDevice {
@@ -49,6 +51,7 @@ impl FakeDevice {
             update_takes,
             received: Mutex::new(Vec::new()),
             transfer_takes: Mutex::new(None),
+            image_limit: Mutex::new(None),
         })
     }
 
@@ -65,6 +68,10 @@ impl FakeDevice {
 impl UpdateHandler for FakeDevice {
     async fn current_version(&self) -> Result<Option<String>, HandlerError> {
         Ok(self.version())
+    }
+
+    fn image_limit(&self) -> Option<u64> {
+        *self.image_limit.lock().unwrap()
     }
 
     async fn is_update_executable(&self) -> Result<bool, HandlerError> {

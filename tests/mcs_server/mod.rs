@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -278,8 +277,8 @@ async fn serve_http(
     );
     sock.write_all(response.as_bytes()).await?;
     sock.write_all(&content).await?;
-    sock.flush().await?;
-    tokio::time::sleep(Duration::from_millis(1)).await;
+    // Connection: close, and the request was read whole: a FIN, no reset.
+    sock.shutdown().await?;
     Ok(())
 }
 
