@@ -420,6 +420,13 @@ async fn installs_into_the_other_slot_reboots_and_marks_it_good() {
         "no outcome before the reboot: {}",
         gw.record()
     );
+    gw.until("UPDATING, then REBOOTING reported", |g| {
+        let log = g.log();
+        let at = |step: &str| log.find(&format!("step={step}"));
+        log.contains("update started: DOWNLOADING → TRANSFERRING → UPDATING → REBOOTING")
+            && at("UPDATING").is_some_and(|u| at("REBOOTING").is_some_and(|r| u < r))
+    })
+    .await;
 
     // After the reboot the agent comes up before RAUC, and waits for it.
     gw.power_cycle(true).await;

@@ -22,7 +22,7 @@ use self::dbus::Rauc;
 use super::command::CommandHandler;
 use super::{BackgroundTransfer, HandlerError, UpdateHandler, VerifiedImage};
 use crate::config::CommandConfig;
-use crate::progress::Progress;
+use crate::progress::{Progress, ProgressStep};
 
 /// How long start-up recovery waits for the RAUC service after a reboot (it may
 /// start after the agent, or be D-Bus activated slowly).
@@ -116,7 +116,10 @@ impl UpdateHandler for RaucHandler {
 
     /// The update step: the new slot becomes primary and the gateway reboots;
     /// the agent goes down with it. Returns only on failure.
-    async fn update(&self, image: &VerifiedImage, _progress: &Progress) -> Result<(), HandlerError> {
+    async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
+        if let Err(e) = progress.advance_to(ProgressStep::Updating) {
+            tracing::warn!(device = %self.device_id, "cannot report the update step: {e}");
+        }
         let rauc = Rauc::connect().await?;
         let target = &image.firmware().version;
         let other = rauc.slots().await?.into_iter().find(|s| s.state != "booted");
@@ -131,6 +134,9 @@ impl UpdateHandler for RaucHandler {
             ));
         }
         rauc.mark("active", "other").await?;
+        if let Err(e) = progress.advance_to(ProgressStep::Rebooting) {
+            tracing::warn!(device = %self.device_id, "cannot report the reboot: {e}");
+        }
         tracing::info!(device = %self.device_id, firmware_version = %target, "rebooting into the new slot");
         let asked = reboot::request(&self.config, &self.commands, &rauc).await;
         if asked.is_ok() {
@@ -150,6 +156,10 @@ impl UpdateHandler for RaucHandler {
 
     fn background_transfer(&self) -> Option<&dyn BackgroundTransfer> {
         Some(self)
+    }
+
+    fn reboots(&self) -> bool {
+        true
     }
 
     async fn resolve_after_restart(&self, version: &str) -> Option<Result<(), HandlerError>> {
