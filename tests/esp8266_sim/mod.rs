@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::termios;
+
+#[path = "../support/pty_pair.rs"]
+mod pty_pair;
 
 pub const MAGIC_REG: u32 = 0x4000_1000;
 pub const ESP8266_MAGIC: u32 = 0xFFF0_C101;
@@ -139,7 +142,8 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl Simulator {
     pub fn start(config: SimConfig) -> io::Result<Simulator> {
-        let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+        let (master, slave, path) = pty_pair::open_cloexec()?;
+        let pty = nix::pty::OpenptyResult { master, slave };
         // Raw, no echo: the client reconfigures the port anyway, but until it
         // does, the line discipline must not echo or translate.
         let mut t = termios::tcgetattr(pty.slave.as_fd()).map_err(io::Error::from)?;
@@ -155,7 +159,6 @@ impl Simulator {
             FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
         )
         .map_err(io::Error::from)?;
-        let path = std::fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd()))?;
         let mut flash = vec![0xFF; config.flash_size];
         let n = config.initial_flash.len().min(flash.len());
         flash[..n].copy_from_slice(&config.initial_flash[..n]);

@@ -9,9 +9,12 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
 use tokio::io::unix::AsyncFd;
+
+#[path = "../support/pty_pair.rs"]
+mod pty_pair;
 
 pub struct Pty {
     master: AsyncFd<File>,
@@ -25,25 +28,18 @@ impl Pty {
     /// A pty pair in raw mode (no echo, no line discipline), before anyone opens
     /// the slave.
     pub fn open() -> Pty {
-        let pair = nix::pty::openpty(None, None).expect("openpty");
-        let mut t = tcgetattr(&pair.slave).expect("tcgetattr");
+        let (master, slave, slave_path) = pty_pair::open_cloexec().expect("pty");
+        let mut t = tcgetattr(&slave).expect("tcgetattr");
         cfmakeraw(&mut t);
-        tcsetattr(&pair.slave, SetArg::TCSANOW, &t).expect("tcsetattr");
-        let slave_path =
-            std::fs::read_link(format!("/proc/self/fd/{}", pair.slave.as_raw_fd())).unwrap();
-        // Not inherited by the processes a test starts: a child holding the
-        // master would keep the slave from hanging up when the pty is dropped.
-        for fd in [&pair.master, &pair.slave] {
-            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
-        }
-        let flags = OFlag::from_bits_truncate(fcntl(&pair.master, FcntlArg::F_GETFL).unwrap());
-        fcntl(&pair.master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
+        tcsetattr(&slave, SetArg::TCSANOW, &t).expect("tcsetattr");
+        let flags = OFlag::from_bits_truncate(fcntl(&master, FcntlArg::F_GETFL).unwrap());
+        fcntl(&master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
         Pty {
             // SAFETY: the `File` owns the master fd, which nothing else closes or
             // replaces while the `AsyncFd` holds it.
-            master: unsafe { AsyncFd::register(File::from(pair.master)) }.expect("AsyncFd"),
+            master: unsafe { AsyncFd::register(File::from(master)) }.expect("AsyncFd"),
             buffered: Mutex::new(VecDeque::new()),
-            _slave: pair.slave,
+            _slave: slave,
             slave_path,
         }
     }
