@@ -1,8 +1,12 @@
-# Shared by the nspawn end-to-end tests (systemd.sh, rauc.sh); sourced, not run.
+# Shared by the nspawn end-to-end tests (systemd.sh, rauc.sh); sourced, not run:
+# works from the repository's root, $repo.
 # A debootstrapped Debian bookworm tree, cached in /var/cache/fota-agent-e2e
 # under a name derived from its package list (so a changed list debootstraps a
 # new tree instead of reusing one without the new packages); each run boots a
 # fresh copy of it with `systemd-nspawn -b`. Needs root.
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+repo=$(pwd)
 
 # What the cached tree holds besides minbase: systemd and D-Bus for the unit,
 # curl for the status endpoint, RAUC and polkit for tests/e2e/rauc.sh.
@@ -31,8 +35,9 @@ e2e_cached_tree() {
     echo "$cache"
 }
 
-# Sets $root to a fresh copy of the cached tree holding the built package as
-# /fota-agent.deb, removed (with any running container) on exit.
+# Sets $root to a fresh copy of the cached tree with the built package
+# installed (before the first boot, as on a freshly imaged gateway), removed
+# (with any running container) on exit.
 e2e_fresh_root() {
     e2e_tools
     local cache deb
@@ -43,6 +48,7 @@ e2e_fresh_root() {
     trap e2e_cleanup EXIT
     cp -a "$cache/." "$root/"
     cp "$deb" "$root/fota-agent.deb"
+    chroot_run dpkg -i /fota-agent.deb >"$root.dpkg.log" 2>&1 || { cat "$root.dpkg.log"; exit 1; }
 }
 
 e2e_cleanup() {

@@ -20,14 +20,10 @@
 # REBOOTING, the reboot, mark-good, version 2.0 reported, exactly one outcome.
 # Needs root, rauc, mksquashfs and openssl on the host (.ci/run installs them).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-repo=$(pwd)
-
 # shellcheck source=tests/e2e/lib.sh
-. tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
 e2e_fresh_root
 
-chroot_run dpkg -i /fota-agent.deb >"$root.dpkg.log" 2>&1 || { cat "$root.dpkg.log"; exit 1; }
 check "package ships the D-Bus policy" test -f "$root/usr/share/dbus-1/system.d/fota-agent-rauc.conf"
 check "package ships the polkit rule" test -f "$root/usr/share/polkit-1/rules.d/fota-agent.rules"
 

@@ -9,15 +9,9 @@
 # The Debian tree is cached in /var/cache/fota-agent-e2e (debootstrap takes
 # minutes; see lib.sh); every run works on a fresh copy of it. Needs root.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-repo=$(pwd)
-
 # shellcheck source=tests/e2e/lib.sh
-. tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
 e2e_fresh_root
-
-# Install before boot, as on a freshly imaged gateway.
-chroot_run dpkg -i /fota-agent.deb >"$root.dpkg.log" 2>&1 || { cat "$root.dpkg.log"; exit 1; }
 check "package installed, unit enabled" test -L "$root/etc/systemd/system/multi-user.target.wants/fota-agent.service"
 check "system user in dialout" grep -q '^dialout:.*fota-agent' "$root/etc/group"
 # Tokens and device keys live in config.toml: the service's group reads it, others do not.
