@@ -42,7 +42,15 @@ e2e_fresh_root() {
     e2e_tools
     local cache deb
     cache=$(e2e_cached_tree)
-    deb=$(bash debian/build.sh 2>/dev/null | tail -n 1)
+    local log
+    log=$(mktemp /var/tmp/fota-e2e-build.XXXXXX)
+    if ! deb=$(bash debian/build.sh 2>"$log" | tail -n 1); then
+        echo "e2e: debian/build.sh failed:" >&2
+        tail -n 30 "$log" >&2
+        rm -f "$log"
+        exit 1
+    fi
+    rm -f "$log"
     root=$(mktemp -d /var/tmp/fota-e2e.XXXXXX)
     nspawn_pid=""
     trap e2e_cleanup EXIT
@@ -105,6 +113,8 @@ e2e_boot() {
     [ -n "$leader" ] || { echo "container did not start"; cat "$root.console"; exit 1; }
     local state=""
     for _ in $(seq 600); do
+        # A container that reboots by itself early (rauc.sh) is up no longer.
+        kill -0 "$nspawn_pid" 2>/dev/null || { state="down again"; break; }
         state=$(ct systemctl is-system-running 2>/dev/null || true)
         case "$state" in running|degraded) break ;; esac
         sleep 0.1

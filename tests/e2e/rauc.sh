@@ -17,7 +17,9 @@
 # Checks: a bundle with a bad signature refused; a bundle installed ahead into
 # the other slot (background policy, window closed); a power cut before the
 # reboot boots the old system with nothing judged; the window opens: UPDATING,
-# REBOOTING, the reboot, mark-good, version 2.0 reported, exactly one outcome.
+# REBOOTING, the reboot, mark-good, version 2.0 reported, exactly one outcome;
+# then 3.0, whose new system is unhealthy: marked bad, the reboot back into 2.0,
+# the failure reported once.
 # Needs root, rauc, mksquashfs and openssl on the host (.ci/run installs them).
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
@@ -109,6 +111,7 @@ offer() { # offer VERSION: the bundle and its properties in the directory source
 withdraw() { rm -rf "$firmware"; }
 bundle 2.0 "$work/update-2.0.raucb"
 bundle 1.5 "$work/update-1.5.raucb"
+bundle 3.0 "$work/update-3.0.raucb"
 # One byte of the signed payload changed: the CMS signature no longer matches.
 printf 'X' | dd of="$work/update-1.5.raucb" bs=1 seek=200 conv=notrunc status=none
 
@@ -123,9 +126,16 @@ type = "acme-gw"
 handler = "rauc"
 policy = "background"
 executable_command = ["/usr/bin/test", "-e", "/var/lib/fota-agent/window-open"]
-health_command = ["/usr/bin/systemctl", "is-active", "--quiet", "rauc.service"]
+health_command = ["/usr/local/lib/fota-e2e/healthy"]
 os_release = "/etc/fota-e2e-os-release"
 CONF
+# Healthy: RAUC runs, and the test has not declared the system broken.
+cat >"$root$lib/healthy" <<SH
+#!/bin/sh
+if [ -e $gw/unhealthy ]; then echo "the e2e test declared this system broken" >&2; exit 1; fi
+exec /usr/bin/systemctl is-active --quiet rauc.service
+SH
+chmod 755 "$root$lib/healthy"
 mkdir -p "$root/etc/systemd/system/fota-agent.service.d"
 cat >"$root/etc/systemd/system/fota-agent.service.d/rauc.conf" <<'CONF'
 [Unit]
@@ -202,8 +212,33 @@ check "the update to 2.0 succeeds after the reboot" wait_for 120 success
 check "... slot 1 marked good" test "$(boot_state STATE_system1)" = good
 check "... version 2.0 reported" wait_for 30 reported 2.0
 check "... UPDATING then REBOOTING reported before the reboot" bash -c "nsenter -t $leader -m -u -i -n -p journalctl --no-pager -o cat -b -1 -u fota-agent | grep -E '^(UPDATING|REBOOTING)\$' | tr '\n' ' ' | grep -q '^UPDATING REBOOTING \$'"
-outcomes() { ct journalctl --no-pager -o json -u fota-agent | jq -r 'select(.DEVICE_ID == "gateway" and .FIRMWARE_VERSION == "2.0" and .OUTCOME != null) | .OUTCOME'; }
-echo "e2e: outcomes of 2.0 over all boots: $(outcomes | tr '\n' ' ')"
-check "... exactly one outcome over all boots" test "$(outcomes | wc -l)" = 1
+outcomes() { # outcomes VERSION: every outcome of it in the journal of all boots
+    ct journalctl --no-pager -o json -u fota-agent |
+        jq -r --arg v "$1" 'select(.DEVICE_ID == "gateway" and .FIRMWARE_VERSION == $v and .OUTCOME != null) | .OUTCOME'
+}
+echo "e2e: outcomes of 2.0 over all boots: $(outcomes 2.0 | tr '\n' ' ')"
+check "... exactly one outcome over all boots" test "$(outcomes 2.0 | wc -l)" = 1
+
+# --- 3.0 into slot 0, whose new system is unhealthy. ---
+touch "$root$gw/unhealthy"
+offer 3.0
+check "the agent reboots into 3.0" wait_for 120 went_down
+e2e_stop
+withdraw
+check "... slot 0 primary" test "$(boot_state PRIMARY)" = system0
+bootloader
+boot
+check "slot 0 booted" test "$(boot_state CURRENT)" = system0
+check "the unhealthy system reboots back by itself" wait_for 120 went_down
+e2e_stop
+check "... slot 0 marked bad" test "$(boot_state STATE_system0)" = bad
+check "... slot 1 primary again" test "$(boot_state PRIMARY)" = system1
+bootloader
+boot
+failed_health() { outcome_of 3.0 | grep -q '^failed.*health check failed.*declared this system broken'; }
+check "3.0 failed with the health check's reason" wait_for 60 failed_health
+check "... version 2.0 reported again" wait_for 60 reported 2.0
+echo "e2e: outcomes of 3.0 over all boots: $(outcomes 3.0 | tr '\n' ' ')"
+check "... reported once" test "$(outcomes 3.0)" = failed
 
 e2e_summary rauc-e2e
