@@ -8,7 +8,6 @@ mod process;
 mod xmodem_sim;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use fota_agent::progress::{Progress, ProgressKind, ProgressStep};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use particle_sim::{Sim, SimConfig, sha_of, user_binary};
-use process::{exit_within, text, until_or, with_config};
+use process::{exit_within, finish, until_or, with_config};
 
 const BORON: u16 = 13;
 const ARGON: u16 = 12;
@@ -75,18 +74,35 @@ impl Rig {
         p
     }
 
+    /// The directory source offers `bin` as `version`.
+    fn offer(&self, version: &str, bin: &[u8]) {
+        let fw = self.tmp.path().join("firmware/boron");
+        std::fs::write(fw.join(format!("{version}.bin")), bin).unwrap();
+        std::fs::write(
+            fw.join(format!("{version}.properties")),
+            format!("version = {version}\nimage = {version}.bin\n"),
+        )
+        .unwrap();
+    }
+
     /// `fota-agent install --device boron IMAGE --version V`, to its end.
     async fn install(&self, image: &Path, version: &str) -> (bool, String) {
-        let mut cmd = tokio::process::Command::from(with_config(&self.config));
-        cmd.args(["install", "--device", "boron"])
-            .arg(image)
-            .args(["--version", version])
-            .stdin(Stdio::null());
-        let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        let image = image.to_str().unwrap();
+        self.output(&["install", "--device", "boron", image, "--version", version])
             .await
-            .expect("fota-agent install hung")
-            .unwrap();
-        (out.status.success(), text(&out))
+    }
+
+    /// `fota-agent ARGS`, which must succeed; its output.
+    async fn agent(&self, args: &[&str]) -> String {
+        let (ok, log) = self.output(args).await;
+        assert!(ok, "{args:?}: {log}");
+        log
+    }
+
+    /// `fota-agent ARGS` to its end: whether it succeeded, and its output.
+    async fn output(&self, args: &[&str]) -> (bool, String) {
+        let mut cmd = tokio::process::Command::from(with_config(&self.config));
+        finish(cmd.args(args), &format!("fota-agent {args:?}")).await
     }
 }
 
@@ -110,13 +126,7 @@ async fn product_version_6_to_7_over_ymodem_confirmed_by_the_module_sha() {
     assert!(s.blocks >= 5, "{s:?}");
 
     // The directory source offers 7; `run` reads 6 from the module SHA.
-    let fw = rig.tmp.path().join("firmware/boron");
-    std::fs::write(fw.join("boron-7.bin"), &v7).unwrap();
-    std::fs::write(
-        fw.join("7.properties"),
-        "version = 7\nimage = boron-7.bin\n",
-    )
-    .unwrap();
+    rig.offer("7", &v7);
     let log_path = rig.tmp.path().join("run.log");
     let mut run = process::start_run(
         &rig.config,
@@ -158,7 +168,7 @@ async fn wrong_binaries_are_refused_before_anything_is_sent() {
         (
             user_binary(BORON, 1234, 7, 2000, 2),
             "7",
-            "built for product 1234, the device belongs to product 4321: quarantined",
+            "product id 1234 ≠ configured 4321: quarantined",
         ),
         (
             user_binary(BORON, PRODUCT, 7, 2000, 3),
@@ -180,6 +190,45 @@ async fn wrong_binaries_are_refused_before_anything_is_sent() {
     assert!(!ok && log.contains("CRC-32 mismatch"), "{log}");
     let s = sim.state();
     assert_eq!((s.flash_starts, s.blocks, s.applied), (0, 0, 0), "{s:?}");
+}
+
+/// Another product's (and another platform's) binary offered by the directory
+/// source is refused by its suffix before download: `check` says why, `run`
+/// never starts the update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_products_binary_is_quarantined_before_download() {
+    let rig = Rig::new();
+    let v6 = user_binary(BORON, PRODUCT, 6, 3000, 6);
+    let sim = rig.sim(Some(v6.clone()), false);
+    // The agent gave the device its 6 earlier: it knows the module SHA.
+    let state = rig.tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("boron.particle.json"),
+        format!("{{\"versions\": {{\"{}\": \"6\"}}}}", sha_of(&v6)),
+    )
+    .unwrap();
+    rig.offer("7", &user_binary(BORON, 1234, 7, 3000, 7));
+    rig.offer("8", &user_binary(ARGON, PRODUCT, 8, 3000, 8));
+    const WHY: &str = "product id 1234 ≠ configured 4321: quarantined";
+
+    let check = rig.agent(&["check"]).await;
+    assert!(check.contains(&format!("not 7: {WHY}")), "{check}");
+    assert!(
+        check.contains("not 8: built for platform 12, the device is platform 13"),
+        "{check}"
+    );
+    assert!(
+        check.contains("current=6") && check.contains("would get=-"),
+        "{check}"
+    );
+    let run = rig.agent(&["run", "--once"]).await;
+    assert_eq!(run.matches(WHY).count(), 1, "{run}");
+    assert!(run.contains("boron: 6: UP_TO_DATE"), "{run}");
+    assert!(!run.contains("particle binary"), "{run}");
+    let s = sim.state();
+    assert_eq!((s.flash_starts, s.blocks, s.applied), (0, 0, 0), "{s:?}");
+    assert_eq!(s.user_sha.as_deref(), Some(sha_of(&v6).as_str()));
 }
 
 /// A test sends what the agent refuses (through the library's flash function):
@@ -253,6 +302,25 @@ async fn the_device_rejects_what_the_agent_would_refuse() {
     assert_eq!(s.validation_failures, vec![-1300, -1360, -1330], "{s:?}");
     assert_eq!(s.applied, 0);
     assert_eq!(s.user_sha, None);
+}
+
+/// A binary every check of the agent passes (it fits the largest user part,
+/// 1.5 MiB) but this device's user part (256 KiB) does not: the device refuses
+/// it at the YMODEM header, and the update fails with its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_the_device_refuses_fails_the_update_with_its_message() {
+    let rig = Rig::new();
+    let sim = rig.sim(None, false);
+    let image = rig.write("big.bin", &user_binary(BORON, PRODUCT, 7, 300 * 1024, 11));
+    let (ok, log) = rig.install(&image, "7").await;
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("boron: failed")
+            && log.contains("The file size is higher than the allowed space memory!"),
+        "{log}"
+    );
+    let s = sim.state();
+    assert_eq!((s.flash_starts, s.applied, s.blocks), (1, 0, 0), "{s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

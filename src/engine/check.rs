@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{CycleResult, Device, DeviceReport, Engine, decide, installed};
+use super::{CycleResult, Device, DeviceReport, Engine, decide, installed, vet};
 use crate::model::FirmwareStatus;
 use crate::progress::Outcome;
 use crate::source::DeviceVersion;
@@ -59,17 +59,20 @@ impl Engine {
             }
         };
         let source_error = errors.last().filter(|e| e.starts_with("source: ")).cloned();
-        let selection = match self
+        let vetted = vet::vet(device, offered).await;
+        let offered = &vetted.admitted;
+        let mut selection = match self
             .inner
             .locks
             .view(&self.inner.store, &device.config, answered)
         {
-            Ok(lock) => decide::choose(&device.config, current.as_deref(), &offered, lock.as_ref()),
+            Ok(lock) => decide::choose(&device.config, current.as_deref(), offered, lock.as_ref()),
             Err(e) => {
                 errors.push(format!("lock: {e}"));
                 decide::Selection::default()
             }
         };
+        vetted.into_selection(&mut selection);
         let executable = if selection.candidate.is_some() {
             match self
                 .step(

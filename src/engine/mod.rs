@@ -23,6 +23,7 @@ mod run_loop;
 mod source_task;
 mod survivor;
 pub mod update;
+mod vet;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

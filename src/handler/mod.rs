@@ -198,6 +198,14 @@ pub trait UpdateHandler: Send + Sync {
     /// confirms by the version the device reports.
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError>;
 
+    /// Why the handler refuses `offer` before a byte of it is downloaded, when
+    /// the offer itself tells (a local file whose header the handler can read);
+    /// `Err` holds the reason in words, shown by `check` and logged by `run`.
+    /// Admitting is no promise: [`Self::update`] checks the image again.
+    async fn vet(&self, _offer: &Firmware) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The largest image the device can take (its flash, the configured
     /// region), when known: the engine refuses a larger offer before it
     /// downloads a byte (and a larger download before the device is touched).

@@ -170,25 +170,33 @@ async fn boot(cfg: &SimConfig, state: &Mutex<SimState>, pty: &Pty, user: &mut Op
     let mut listening = false;
     let opens = OpenWatch::new(&pty.slave_path);
     let mut coding_pending = false;
-    loop {
-        // A host open sets the line coding (cdc-acm does on every open), a
-        // baud change sets it too: either at 28800 starts listening mode.
+    // A host open sets the line coding (cdc-acm does on every open), a baud
+    // change sets it too: either at 28800 starts listening mode.
+    let mut line_coding = |listening: &mut bool| {
         coding_pending |= opens.opened();
         let baud = pty.baud();
         if baud != last_baud || coding_pending {
             if baud == LISTEN_BAUD {
-                listening = true;
+                *listening = true;
                 coding_pending = false;
             }
             last_baud = baud;
         }
+    };
+    loop {
+        line_coding(&mut listening);
         state.lock().unwrap().listening = listening;
         let Some(b) = pty.read_byte(Duration::from_millis(10)).await else {
             continue;
         };
+        // The line coding (a control request) reaches the device before any
+        // byte the host writes after it: a host that writes `f` right after
+        // opening at 28800 (particle-cli) is heard in listening mode.
+        line_coding(&mut listening);
         if !listening {
             continue; // the application does not read the USB serial
         }
+        state.lock().unwrap().listening = listening;
         match b {
             b's' => {
                 let info = module_info(cfg.platform_id, user.as_deref());

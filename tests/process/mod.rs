@@ -93,6 +93,17 @@ pub fn start_run(config: &Path, stderr: std::process::Stdio) -> std::process::Ch
         .unwrap()
 }
 
+/// Runs `cmd` to its end (bounded, 90 s: a hang fails the test naming
+/// `what`): whether it succeeded, and its whole output.
+pub async fn finish(cmd: &mut tokio::process::Command, what: &str) -> (bool, String) {
+    cmd.stdin(std::process::Stdio::null());
+    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung"))
+        .unwrap();
+    (out.status.success(), text(&out))
+}
+
 /// Waits (bounded, 20 s) until `f` holds, without blocking the async runtime the
 /// test's servers run on.
 pub async fn until<F: Fn() -> bool>(what: &str, f: F) {

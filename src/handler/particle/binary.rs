@@ -59,7 +59,7 @@ pub enum BinaryError {
     NotUserPart(u8),
     #[error("built for platform {found}, the device is platform {expected}")]
     Platform { found: u16, expected: u16 },
-    #[error("built for product {found}, the device belongs to product {expected}: quarantined")]
+    #[error("product id {found} ≠ configured {expected}: quarantined")]
     Product { found: u16, expected: u16 },
     #[error("its PRODUCT_VERSION is {found}, but version {offered} was offered")]
     Version { found: u16, offered: String },
@@ -74,24 +74,54 @@ pub struct Expect<'a> {
     pub version: Option<&'a str>,
 }
 
+/// Reads what `path` says about itself from its prefix and suffix alone (88
+/// bytes, whatever the file's size): enough to vet an offer before it is
+/// downloaded or sent. The SHA-256 is the suffix's, not yet checked.
+pub fn peek(path: &Path) -> Result<UserBinary, BinaryError> {
+    let mut f = std::fs::File::open(path).map_err(io_error(path))?;
+    peek_file(&mut f, path)
+}
+
 /// Reads and verifies `path` in one pass (CRC and SHA-256 streamed, never the
 /// whole file in memory).
 pub fn read(path: &Path) -> Result<UserBinary, BinaryError> {
-    let io = |source| BinaryError::Io {
+    let io = io_error(path);
+    let mut f = std::fs::File::open(path).map_err(&io)?;
+    let bin = peek_file(&mut f, path)?;
+    let mut crc = [0u8; CRC_LEN as usize];
+    f.seek(SeekFrom::Start(bin.len - CRC_LEN)).map_err(&io)?;
+    f.read_exact(&mut crc).map_err(&io)?;
+    let stored = u32::from_be_bytes(crc);
+    let (computed, sha) = digests(&mut f, bin.len).map_err(&io)?;
+    if computed != stored {
+        return Err(BinaryError::Crc { stored, computed });
+    }
+    if hex::encode_upper(sha) != bin.sha256 {
+        return Err(BinaryError::Sha);
+    }
+    Ok(bin)
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> BinaryError + '_ {
+    move |source| BinaryError::Io {
         path: path.display().to_string(),
         source,
-    };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let len = f.metadata().map_err(io)?.len();
+    }
+}
+
+/// The prefix and suffix fields of the open file `f`, with the size checks.
+fn peek_file(f: &mut std::fs::File, path: &Path) -> Result<UserBinary, BinaryError> {
+    let io = io_error(path);
+    let len = f.metadata().map_err(&io)?.len();
     if len < PREFIX_LEN + SUFFIX_LEN + CRC_LEN {
         return Err(BinaryError::TooShort { len });
     }
     let mut prefix = [0u8; PREFIX_LEN as usize];
-    f.read_exact(&mut prefix).map_err(io)?;
-    let mut tail = [0u8; (SUFFIX_LEN + CRC_LEN) as usize];
+    f.read_exact(&mut prefix).map_err(&io)?;
+    let mut suffix = [0u8; SUFFIX_LEN as usize];
     f.seek(SeekFrom::Start(len - SUFFIX_LEN - CRC_LEN))
-        .map_err(io)?;
-    f.read_exact(&mut tail).map_err(io)?;
+        .map_err(&io)?;
+    f.read_exact(&mut suffix).map_err(&io)?;
 
     let le16 = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
     let le32 = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
@@ -99,24 +129,16 @@ pub fn read(path: &Path) -> Result<UserBinary, BinaryError> {
     if u64::from(end.wrapping_sub(start)) + CRC_LEN != len || end < start {
         return Err(BinaryError::EndAddress { start, end, len });
     }
-    let found = le16(&tail, 38);
+    let found = le16(&suffix, 38);
     if u64::from(found) != SUFFIX_LEN {
         return Err(BinaryError::SuffixSize { found });
-    }
-    let stored = u32::from_be_bytes([tail[40], tail[41], tail[42], tail[43]]);
-    let (computed, sha) = digests(&mut f, len).map_err(io)?;
-    if computed != stored {
-        return Err(BinaryError::Crc { stored, computed });
-    }
-    if sha[..] != tail[6..38] {
-        return Err(BinaryError::Sha);
     }
     Ok(UserBinary {
         platform_id: le16(&prefix, 12),
         module_function: prefix[14],
-        product_id: le16(&tail, 0),
-        product_version: le16(&tail, 2),
-        sha256: hex::encode_upper(sha),
+        product_id: le16(&suffix, 0),
+        product_version: le16(&suffix, 2),
+        sha256: hex::encode_upper(&suffix[6..38]),
         len,
     })
 }

@@ -107,7 +107,13 @@ pub async fn flash<L: Link>(
             ),
         ));
     }
-    sent?;
+    if let Err(e) = sent {
+        // The device says why it canceled (e.g. a file larger than its user part).
+        return Err(HandlerError::failed(
+            "particle transfer",
+            format!("{e}{}", said(&text)),
+        ));
+    }
     if !text.contains(APPLIED) {
         tracing::warn!(
             device = %progress.device_id(),

@@ -33,6 +33,7 @@ use self::flash::FlashOptions;
 use self::known::KnownFirmware;
 use super::xmodem::transfer::cancel_cut_off;
 use super::{HandlerError, UpdateHandler, VerifiedImage};
+use crate::model::{Firmware, FirmwareLocation};
 use crate::progress::Progress;
 
 /// Updates one Particle device over USB serial.
@@ -67,13 +68,18 @@ impl ParticleHandler {
             .await
             .map_err(|e| HandlerError::failed("particle binary", e.to_string()))?
             .map_err(|e| HandlerError::failed("particle binary", e.to_string()))?;
-        bin.check(&Expect {
+        bin.check(&self.expect(version))
+            .map_err(|e| HandlerError::failed("particle binary", format!("refused: {e}")))?;
+        Ok(bin)
+    }
+
+    /// What this device requires of a binary offered as `version`.
+    fn expect<'a>(&self, version: &'a str) -> Expect<'a> {
+        Expect {
             platform_id: self.config.platform_id,
             product_id: self.config.product_id,
             version: Some(version),
-        })
-        .map_err(|e| HandlerError::failed("particle binary", format!("refused: {e}")))?;
-        Ok(bin)
+        }
     }
 
     /// The device's platform as `s` reports it must be the configured one.
@@ -116,6 +122,23 @@ impl UpdateHandler for ParticleHandler {
             );
         }
         Ok(version)
+    }
+
+    /// An offer on local disk (the directory source) is checked by its prefix
+    /// and suffix before it is downloaded: another product's binary (the cloud
+    /// would quarantine the device), another platform's, or a PRODUCT_VERSION
+    /// other than the offered version never starts an update.
+    async fn vet(&self, offer: &Firmware) -> Result<(), String> {
+        let FirmwareLocation::File(path) = &offer.location else {
+            return Ok(());
+        };
+        let path = path.clone();
+        let bin = tokio::task::spawn_blocking(move || binary::peek(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        bin.check(&self.expect(&offer.version))
+            .map_err(|e| e.to_string())
     }
 
     async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
