@@ -115,7 +115,8 @@ e2e_boot() {
     for _ in $(seq 600); do
         # A container that reboots by itself early (rauc.sh) is up no longer.
         kill -0 "$nspawn_pid" 2>/dev/null || { state="down again"; break; }
-        state=$(ct systemctl is-system-running 2>/dev/null || true)
+        # Bounded: a call into a container that goes down under it can hang.
+        state=$(timeout 5 nsenter -t "$leader" -m -u -i -n -p systemctl is-system-running 2>/dev/null || true)
         case "$state" in running|degraded) break ;; esac
         sleep 0.1
     done

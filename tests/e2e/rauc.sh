@@ -163,7 +163,7 @@ outcome_of() { # outcome_of VERSION: the recorded outcome of that version, if an
     record | jq -er --arg v "$1" 'select(.in_flight == null and .last_outcome.version == $v) | .last_outcome | "\(.outcome) \(.reason // "")"'
 }
 # The gateway is the only device: its version is the only one reported.
-reported() { ct curl -sf http://127.0.0.1:8470/status | grep -q "\"current_version\":\"$1\""; }
+reported() { ct curl -sf -m 5 http://127.0.0.1:8470/status | grep -q "\"current_version\":\"$1\""; }
 
 # --- Boot 1: the factory system (slot 0, version 1.0). ---
 boot
