@@ -50,6 +50,7 @@ struct Gateway {
     port: u16,
     /// No `reboot_command`: the agent asks logind (tests/rauc_gateway/logind.rs).
     via_logind: bool,
+    health_timeout: &'static str,
 }
 
 impl Drop for Gateway {
@@ -138,6 +139,7 @@ impl Gateway {
             runs: 0,
             port,
             via_logind: false,
+            health_timeout: "10s",
         };
         gw.make_signer("ca");
         gw.configure("", "");
@@ -187,10 +189,10 @@ impl Gateway {
                  [status]\nlisten = \"127.0.0.1:{}\"\n\
                  [source]\nkind = \"directory\"\npath = \"{p}/firmware\"\n\
                  [[device]]\nid = \"gateway\"\ntype = \"{COMPATIBLE}\"\nhandler = \"rauc\"\n\
-                 health_command = [\"{p}/health.sh\"]\nhealth_timeout = \"10s\"\n\
+                 health_command = [\"{p}/health.sh\"]\nhealth_timeout = \"{}\"\n\
                  min_uptime = \"1s\"\n{reboot}\
                  reboot_timeout = \"10min\"\nos_release = \"{p}/os-release\"\n{device}",
-                self.port
+                self.port, self.health_timeout
             ),
         )
         .unwrap();
@@ -418,6 +420,13 @@ async fn installs_into_the_other_slot_reboots_and_marks_it_good() {
         "no outcome before the reboot: {}",
         gw.record()
     );
+    gw.until("UPDATING, then REBOOTING reported", |g| {
+        let log = g.log();
+        let at = |step: &str| log.find(&format!("step={step}"));
+        log.contains("update started: DOWNLOADING → TRANSFERRING → UPDATING → REBOOTING")
+            && at("UPDATING").is_some_and(|u| at("REBOOTING").is_some_and(|r| u < r))
+    })
+    .await;
 
     // After the reboot the agent comes up before RAUC, and waits for it.
     gw.power_cycle(true).await;
@@ -500,9 +509,9 @@ async fn a_bundle_signed_by_an_unknown_key_is_refused_by_rauc() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_unhealthy_new_slot_is_marked_bad_and_the_old_one_boots_again() {
-    let mut gw = Gateway::new(false);
+/// Offers 2.0 and reboots into it; its health check fails. Returns the
+/// failure, once sure the new slot was marked bad and the gateway rebooted back.
+async fn rolled_back(gw: &mut Gateway) -> String {
     gw.offer("2.0", COMPATIBLE, "ca");
     gw.start_rauc().await;
     gw.start_agent();
@@ -513,9 +522,16 @@ async fn an_unhealthy_new_slot_is_marked_bad_and_the_old_one_boots_again() {
     let outcome = gw
         .outcome()
         .expect("the failure is recorded before the reboot back");
-    assert!(outcome.contains("health check failed"), "{outcome}");
     assert_eq!(gw.boot_state("STATE_system1"), "bad");
     assert_eq!(gw.boot_state("PRIMARY"), "system0");
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unhealthy_new_slot_is_marked_bad_and_the_old_one_boots_again() {
+    let mut gw = Gateway::new(false);
+    let outcome = rolled_back(&mut gw).await;
+    assert!(outcome.contains("health check failed"), "{outcome}");
 
     // The operator withdraws 2.0; the old system comes up and nothing is
     // judged or reported again.
@@ -535,6 +551,43 @@ async fn an_unhealthy_new_slot_is_marked_bad_and_the_old_one_boots_again() {
         "{log}"
     );
     assert_eq!(gw.reboots(), 2);
+}
+
+/// Whether process `pid` still runs (a zombie is dead, only not reaped).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s[s.rfind(')')? + 2..].starts_with(['Z', 'X'])))
+        .is_some_and(|zombie| !zombie)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_health_check_is_killed_with_its_group_at_its_limit() {
+    let mut gw = Gateway::new(true);
+    let p = gw.dir().display().to_string();
+    // Forks a grandchild that would outlive a kill of the command alone, and hangs.
+    write_exec(
+        &gw.dir().join("health.sh"),
+        &format!("echo $$ > {p}/leader\nsleep 1000 &\necho $! > {p}/grandchild\nwait\n"),
+    );
+    gw.health_timeout = "2s";
+    gw.configure("", "");
+    let outcome = rolled_back(&mut gw).await;
+    assert!(
+        outcome.contains("health check failed: health command: timed out after 2s"),
+        "{outcome}"
+    );
+    let pid = |name: &str| {
+        std::fs::read_to_string(gw.dir().join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (leader, grandchild) = (pid("leader"), pid("grandchild"));
+    gw.until("the health check's whole group killed", |_| {
+        !running(&leader) && !running(&grandchild)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

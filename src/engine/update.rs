@@ -195,7 +195,7 @@ async fn steps(ctx: &Context<'_>, job: &Job<'_>) -> Result<(), UpdateError> {
         (Mode::TransferOnly, false) => &[Downloading],
         _ => &[Downloading, Transferring, Updating],
     };
-    progress.define_sequence(sequence)?;
+    progress.define_sequence(&with_reboot(device, sequence))?;
     fits(device, firmware.size)?;
     set_phase(store, id, firmware, Phase::Transfer, None)?;
     progress.next()?;
@@ -235,6 +235,16 @@ async fn steps(ctx: &Context<'_>, job: &Job<'_>) -> Result<(), UpdateError> {
     confirm_version(device, store, &firmware.version, ctx.confirm_window).await
 }
 
+/// `steps`, and REBOOTING after UPDATING when the device's update step reboots
+/// the gateway.
+fn with_reboot(device: &Device, steps: &[ProgressStep]) -> Vec<ProgressStep> {
+    let mut steps = steps.to_vec();
+    if device.handler.reboots() && steps.last() == Some(&ProgressStep::Updating) {
+        steps.push(ProgressStep::Rebooting);
+    }
+    steps
+}
+
 /// Refuses an image larger than the device can take (see
 /// [`crate::handler::UpdateHandler::image_limit`]).
 fn fits(device: &Device, size: Option<u64>) -> Result<(), UpdateError> {
@@ -253,13 +263,14 @@ async fn update_staged(ctx: &Context<'_>, job: &Job<'_>) -> Result<(), UpdateErr
     let store = ctx.store;
     let id = &device.config.id;
     let reflash = job.mode == Mode::Reflash;
-    progress.define_sequence(
+    progress.define_sequence(&with_reboot(
+        device,
         if device.handler.background_transfer().is_some() && !reflash {
             &[ProgressStep::Updating]
         } else {
             &[ProgressStep::Transferring, ProgressStep::Updating]
         },
-    )?;
+    ))?;
     let state = store.load(id)?;
     let version = &firmware.version;
     let (sha256, parts) = if reflash {

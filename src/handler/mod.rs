@@ -232,6 +232,13 @@ pub trait UpdateHandler: Send + Sync {
     fn background_transfer(&self) -> Option<&dyn BackgroundTransfer> {
         None
     }
+
+    /// Whether the update step ends in the gateway's reboot: the sequence then
+    /// ends UPDATING → REBOOTING, and the handler enters REBOOTING before it
+    /// asks for the reboot.
+    fn reboots(&self) -> bool {
+        false
+    }
 }
 
 /// Moves firmware to the device ahead of the update step, so the later update is

@@ -7,57 +7,11 @@
 # failed with the error visible, and purge removing the state.
 #
 # The Debian tree is cached in /var/cache/fota-agent-e2e (debootstrap takes
-# minutes); every run works on a fresh copy of it. Needs root.
+# minutes; see lib.sh); every run works on a fresh copy of it. Needs root.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-repo=$(pwd)
-
-cache=/var/cache/fota-agent-e2e/bookworm
-need=()
-command -v systemd-nspawn >/dev/null || need+=(systemd-container)
-command -v debootstrap >/dev/null || need+=(debootstrap)
-if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
-if [ ! -d "$cache" ]; then
-    echo "e2e: debootstrapping bookworm into $cache (once)"
-    rm -rf "$cache.tmp"
-    mkdir -p "$(dirname "$cache")"
-    debootstrap --variant=minbase \
-        --include=systemd,systemd-sysv,dbus,iproute2,curl,adduser,ca-certificates \
-        bookworm "$cache.tmp" >/dev/null
-    mv "$cache.tmp" "$cache"
-fi
-
-deb=$(bash debian/build.sh 2>/dev/null | tail -n 1)
-root=$(mktemp -d /var/tmp/fota-e2e.XXXXXX)
-nspawn_pid=""
-cleanup() {
-    if [ -n "$nspawn_pid" ]; then
-        kill "$nspawn_pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$nspawn_pid" 2>/dev/null || true
-    fi
-    rm -rf "$root"
-}
-trap cleanup EXIT
-cp -a "$cache/." "$root/"
-cp "$deb" "$root/fota-agent.deb"
-
-passed=0
-failed=0
-check() { # check NAME COMMAND...: one line per check
-    local name=$1; shift
-    if "$@"; then
-        echo "ok   $name"; passed=$((passed + 1))
-    else
-        echo "FAIL $name"; failed=$((failed + 1))
-    fi
-}
-chroot_run() { systemd-nspawn -q -D "$root" --register=no --keep-unit "$@"; }
-
-# Install before boot, as on a freshly imaged gateway.
-chroot_run dpkg -i /fota-agent.deb >"$root.dpkg.log" 2>&1 || { cat "$root.dpkg.log"; exit 1; }
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
+e2e_fresh_root
 check "package installed, unit enabled" test -L "$root/etc/systemd/system/multi-user.target.wants/fota-agent.service"
 check "system user in dialout" grep -q '^dialout:.*fota-agent' "$root/etc/group"
 # Tokens and device keys live in config.toml: the service's group reads it, others do not.
@@ -91,32 +45,8 @@ Environment=DEMO_FLASH=/var/lib/fota-agent/demo-sensor-1.flash
 WatchdogSec=6s
 CONF
 
-systemd-nspawn -D "$root" -b --register=no --keep-unit --private-network \
-    --console=pipe >"$root.console" 2>&1 &
-nspawn_pid=$!
-leader=""
-for _ in $(seq 300); do
-    leader=$(pgrep -P "$nspawn_pid" -x systemd | head -n 1 || true)
-    [ -n "$leader" ] && break
-    sleep 0.1
-done
-[ -n "$leader" ] || { echo "container did not start"; cat "$root.console"; exit 1; }
-ct() { nsenter -t "$leader" -m -u -i -n -p "$@"; }
-for _ in $(seq 600); do
-    state=$(ct systemctl is-system-running 2>/dev/null || true)
-    case "$state" in running|degraded) break ;; esac
-    sleep 0.1
-done
-echo "e2e: container is $state"
+e2e_boot
 
-wait_for() { # wait_for SECONDS COMMAND...
-    local deadline=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do
-        [ $SECONDS -lt $deadline ] || return 1
-        sleep 0.5
-    done
-}
-active() { [ "$(ct systemctl show -p ActiveState --value fota-agent)" = active ]; }
 check "unit active after boot (READY=1 reached)" wait_for 30 active
 check "systemd-analyze verify is clean" bash -c "! nsenter -t $leader -m -u -i -n -p systemd-analyze verify --man=no fota-agent.service 2>&1 | grep ."
 exposure=$(ct systemd-analyze security fota-agent.service 2>/dev/null | sed -n 's/.*Overall exposure level for fota-agent.service: \([0-9.]*\).*/\1/p')
@@ -161,5 +91,4 @@ check "config error visible in systemctl status" bash -c "nsenter -t $leader -m 
 ct dpkg --purge fota-agent >/dev/null 2>&1
 check "purge removes /var/lib/fota-agent" test ! -e "$root/var/lib/fota-agent"
 
-echo "systemd-e2e: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+e2e_summary systemd-e2e

@@ -12,6 +12,11 @@
 //! | transfer   | `transfer_command`   | the image path     | the engine's update time |
 //! | update     | `update_command`     | the image path     | the engine's update time |
 //!
+//! Other handlers run their auxiliary commands through the same supervision
+//! ([`CommandHandler::run_checked`]): a serial handler's `reset_command`
+//! (`FOTA_STEP=reset`), RAUC's `health_command` (`health`) and `reboot_command`
+//! (`reboot`), each with its own limit.
+//!
 //! Environment (added to the agent's own): `FOTA_DEVICE_ID`, `FOTA_DEVICE_TYPE`,
 //! `FOTA_STEP` (`version`, `executable`, `transfer`, `update`); for transfer and
 //! update also `FOTA_IMAGE` (the verified image's path), `FOTA_VERSION`,
@@ -90,13 +95,17 @@ const ENV_NAMES: [&str; 8] = [
 
 /// Which command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
+pub enum Step {
     Version,
     Executable,
     Transfer,
     Update,
     /// A serial handler's `reset_command` (resets the device into its loader).
     Reset,
+    /// RAUC's `health_command` (is the new system healthy?).
+    Health,
+    /// RAUC's `reboot_command`.
+    Reboot,
 }
 
 impl Step {
@@ -108,6 +117,8 @@ impl Step {
             Step::Transfer => "transfer",
             Step::Update => "update",
             Step::Reset => "reset",
+            Step::Health => "health",
+            Step::Reboot => "reboot",
         }
     }
 
@@ -119,6 +130,8 @@ impl Step {
             Step::Transfer => "transfer command",
             Step::Update => "update command",
             Step::Reset => "reset command",
+            Step::Health => "health command",
+            Step::Reboot => "reboot command",
         }
     }
 
@@ -202,17 +215,34 @@ impl CommandHandler {
     /// device's reset line), killed after `command_timeout`; fails unless it
     /// exits 0.
     pub async fn run_reset(&self, argv: &[String]) -> Result<(), HandlerError> {
-        let out = self.run_bounded(Step::Reset, argv).await?;
+        self.run_checked(Step::Reset, argv, self.config.command_timeout)
+            .await
+    }
+
+    /// Runs another handler's auxiliary command (`step` names it in
+    /// `FOTA_STEP` and errors); its whole process group is killed after `limit`.
+    /// Fails unless it exits 0, with the last stderr line as the reason.
+    pub async fn run_checked(
+        &self,
+        step: Step,
+        argv: &[String],
+        limit: Duration,
+    ) -> Result<(), HandlerError> {
+        let out = self.run_bounded(step, argv, limit).await?;
         if out.status.success() {
             Ok(())
         } else {
-            Err(out.failure(Step::Reset))
+            Err(out.failure(step))
         }
     }
 
-    /// Runs a version or executable command, killed after `command_timeout`.
-    async fn run_bounded(&self, step: Step, argv: &[String]) -> Result<RunOutput, HandlerError> {
-        let after = self.config.command_timeout;
+    /// Runs a command that is not cancelable, its group killed after `after`.
+    async fn run_bounded(
+        &self,
+        step: Step,
+        argv: &[String],
+        after: Duration,
+    ) -> Result<RunOutput, HandlerError> {
         match tokio::time::timeout(after, self.run(step, argv, None, None)).await {
             Ok(result) => result,
             // The dropped run killed the process group.
@@ -382,7 +412,8 @@ impl UpdateHandler for CommandHandler {
         let Some(argv) = &self.config.version_command else {
             return Ok(None);
         };
-        let out = self.run_bounded(Step::Version, argv).await?;
+        let out = self.run_bounded(Step::Version, argv, self.config.command_timeout)
+            .await?;
         if !out.status.success() {
             return Err(out.failure(Step::Version));
         }
@@ -393,7 +424,8 @@ impl UpdateHandler for CommandHandler {
         let Some(argv) = &self.config.executable_command else {
             return Ok(true);
         };
-        let out = self.run_bounded(Step::Executable, argv).await?;
+        let out = self.run_bounded(Step::Executable, argv, self.config.command_timeout)
+            .await?;
         match out.status.code() {
             Some(0) => Ok(true),
             Some(1) => Ok(false),

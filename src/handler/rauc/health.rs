@@ -7,9 +7,17 @@ use std::time::Duration;
 
 use super::config::RaucConfig;
 use super::dbus::Slot;
+use crate::handler::command::{CommandHandler, Step};
 
-/// Why the booted system is not the healthy target, or `Ok`.
-pub(super) async fn check(config: &RaucConfig, booted: &Slot, target: &str) -> Result<(), String> {
+/// Why the booted system is not the healthy target, or `Ok`. `health_command`
+/// runs under `commands`' supervision: at `health_timeout` its whole process
+/// group is killed, so nothing it started outlives the verdict.
+pub(super) async fn check(
+    config: &RaucConfig,
+    commands: &CommandHandler,
+    booted: &Slot,
+    target: &str,
+) -> Result<(), String> {
     let running = booted.bundle_version.as_deref().unwrap_or("no bundle version");
     if running != target {
         return Err(format!(
@@ -19,7 +27,8 @@ pub(super) async fn check(config: &RaucConfig, booted: &Slot, target: &str) -> R
     }
     wait_uptime(config.min_uptime).await?;
     if let Some(argv) = &config.health_command {
-        super::process::run(argv, config.health_timeout)
+        commands
+            .run_checked(Step::Health, argv, config.health_timeout)
             .await
             .map_err(|e| format!("health check failed: {e}"))?;
     }

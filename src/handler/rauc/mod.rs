@@ -10,7 +10,6 @@
 pub mod config;
 mod dbus;
 mod health;
-mod process;
 mod reboot;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,17 +19,26 @@ use async_trait::async_trait;
 
 use self::config::RaucConfig;
 use self::dbus::Rauc;
+use super::command::CommandHandler;
 use super::{BackgroundTransfer, HandlerError, UpdateHandler, VerifiedImage};
-use crate::progress::Progress;
+use crate::config::CommandConfig;
+use crate::progress::{Progress, ProgressStep};
 
 /// How long start-up recovery waits for the RAUC service after a reboot (it may
 /// start after the agent, or be D-Bus activated slowly).
 const SERVICE_WAIT: Duration = Duration::from_secs(120);
 
+/// Limit of the commands that only ask something (`executable_command`,
+/// `reboot_command`).
+const SHORT_LIMIT: Duration = Duration::from_secs(60);
+
 pub struct RaucHandler {
     device_id: String,
     device_type: String,
     config: RaucConfig,
+    /// Runs the configured commands under the command handler's process-group
+    /// supervision, each killed with its group at its limit.
+    commands: CommandHandler,
     /// Set when recovery marked the booted slot bad: the reboot back into the
     /// old slot waits until the failure is recorded (`after_resolved`).
     reboot_back: AtomicBool,
@@ -38,10 +46,22 @@ pub struct RaucHandler {
 
 impl RaucHandler {
     pub fn new(device_id: &str, device_type: &str, config: RaucConfig) -> Self {
+        let commands = CommandHandler::new(
+            device_id,
+            device_type,
+            CommandConfig {
+                version_command: None,
+                executable_command: config.executable_command.clone(),
+                transfer_command: None,
+                update_command: vec![],
+                command_timeout: SHORT_LIMIT,
+            },
+        );
         RaucHandler {
             device_id: device_id.to_string(),
             device_type: device_type.to_string(),
             config,
+            commands,
             reboot_back: AtomicBool::new(false),
         }
     }
@@ -88,20 +108,18 @@ impl UpdateHandler for RaucHandler {
         Ok(booted.bundle_version.or_else(|| self.os_release_version()))
     }
 
-    /// Whether the reboot may happen now (`executable_command`).
+    /// Whether the reboot may happen now (`executable_command`: 0 = now,
+    /// 1 = not now, anything else an error).
     async fn is_update_executable(&self) -> Result<bool, HandlerError> {
-        let Some(argv) = &self.config.executable_command else {
-            return Ok(true);
-        };
-        match process::exit_status(argv, process::SHORT_LIMIT).await {
-            Ok(status) => Ok(status.is_ok()),
-            Err(e) => Err(HandlerError::failed("executable_command", e)),
-        }
+        self.commands.is_update_executable().await
     }
 
     /// The update step: the new slot becomes primary and the gateway reboots;
     /// the agent goes down with it. Returns only on failure.
-    async fn update(&self, image: &VerifiedImage, _progress: &Progress) -> Result<(), HandlerError> {
+    async fn update(&self, image: &VerifiedImage, progress: &Progress) -> Result<(), HandlerError> {
+        if let Err(e) = progress.advance_to(ProgressStep::Updating) {
+            tracing::warn!(device = %self.device_id, "cannot report the update step: {e}");
+        }
         let rauc = Rauc::connect().await?;
         let target = &image.firmware().version;
         let other = rauc.slots().await?.into_iter().find(|s| s.state != "booted");
@@ -116,8 +134,11 @@ impl UpdateHandler for RaucHandler {
             ));
         }
         rauc.mark("active", "other").await?;
+        if let Err(e) = progress.advance_to(ProgressStep::Rebooting) {
+            tracing::warn!(device = %self.device_id, "cannot report the reboot: {e}");
+        }
         tracing::info!(device = %self.device_id, firmware_version = %target, "rebooting into the new slot");
-        let asked = reboot::request(&self.config, &rauc).await;
+        let asked = reboot::request(&self.config, &self.commands, &rauc).await;
         if asked.is_ok() {
             tokio::time::sleep(self.config.reboot_timeout).await;
         }
@@ -137,12 +158,16 @@ impl UpdateHandler for RaucHandler {
         Some(self)
     }
 
+    fn reboots(&self) -> bool {
+        true
+    }
+
     async fn resolve_after_restart(&self, version: &str) -> Option<Result<(), HandlerError>> {
         let (rauc, booted) = match Rauc::booted_when_up(SERVICE_WAIT).await {
             Ok(found) => found,
             Err(e) => return Some(Err(e)),
         };
-        Some(match health::check(&self.config, &booted, version).await {
+        Some(match health::check(&self.config, &self.commands, &booted, version).await {
             Ok(()) => rauc.mark("good", "booted").await.map(|m| {
                 tracing::info!(device = %self.device_id, firmware_version = %version, "{m}");
             }),
@@ -159,7 +184,7 @@ impl UpdateHandler for RaucHandler {
             return;
         }
         let rebooted = match Rauc::connect().await {
-            Ok(rauc) => reboot::request(&self.config, &rauc).await,
+            Ok(rauc) => reboot::request(&self.config, &self.commands, &rauc).await,
             Err(e) => Err(e),
         };
         if let Err(e) = rebooted {

@@ -4,13 +4,17 @@
 use super::config::RaucConfig;
 use super::dbus::Rauc;
 use crate::handler::HandlerError;
+use crate::handler::command::{CommandHandler, Step};
 
-/// Asks for the reboot; returns once it was accepted.
-pub(super) async fn request(config: &RaucConfig, rauc: &Rauc) -> Result<(), HandlerError> {
+/// Asks for the reboot; returns once it was accepted (`reboot_command` exited
+/// 0 within `commands`' limit, its group killed after it).
+pub(super) async fn request(
+    config: &RaucConfig,
+    commands: &CommandHandler,
+    rauc: &Rauc,
+) -> Result<(), HandlerError> {
     match &config.reboot_command {
-        Some(argv) => super::process::run(argv, super::process::SHORT_LIMIT)
-            .await
-            .map_err(|e| HandlerError::failed("reboot", e)),
+        Some(argv) => commands.run_checked(Step::Reboot, argv, commands.config().command_timeout).await,
         None => rauc.logind_reboot().await,
     }
 }
