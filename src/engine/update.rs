@@ -394,3 +394,6 @@ fn finish(store: &Store, job: &Job<'_>, outcome: Option<Outcome>) {
         fetch::remove_images(&store.downloads_dir(), id, firmware);
     }
 }
+
+#[cfg(test)]
+mod tests;
