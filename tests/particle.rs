@@ -229,6 +229,16 @@ async fn another_products_binary_is_quarantined_before_download() {
     let s = sim.state();
     assert_eq!((s.flash_starts, s.blocks, s.applied), (0, 0, 0), "{s:?}");
     assert_eq!(s.user_sha.as_deref(), Some(sha_of(&v6).as_str()));
+
+    // Locked to the quarantined version: `check` says why it is not installed.
+    rig.agent(&["lock", "boron", "7"]).await;
+    let check = rig.agent(&["check"]).await;
+    assert!(
+        check.contains(&format!("locked to 7: version 7 is refused: {WHY}")),
+        "{check}"
+    );
+    rig.agent(&["run", "--once"]).await;
+    assert_eq!(sim.state().flash_starts, 0);
 }
 
 /// A test sends what the agent refuses (through the library's flash function):

@@ -41,6 +41,59 @@ impl Vetted {
             return;
         }
         selection.offered_any = true;
+        // A lock on a version the handler refused: it is offered, so say why
+        // it is not installed rather than "not offered".
+        if let Some(note) = &mut selection.lock {
+            for (version, reason) in &self.vetoed {
+                let missing = format!(": version {version} is not offered");
+                if let Some(head) = note.strip_suffix(&missing) {
+                    *note = format!("{head}: version {version} is refused: {reason}");
+                    break;
+                }
+            }
+        }
         selection.refused.splice(0..0, self.vetoed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vetted(vetoed: &[(&str, &str)]) -> Vetted {
+        Vetted {
+            admitted: Vec::new(),
+            vetoed: vetoed
+                .iter()
+                .map(|(v, r)| (v.to_string(), r.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_lock_on_a_refused_version_says_why() {
+        let quarantined = "product id 1234 ≠ configured 4321: quarantined";
+        let mut selection = Selection {
+            lock: Some("locked to 7: version 7 is not offered".into()),
+            ..Selection::default()
+        };
+        vetted(&[("6", "other"), ("7", quarantined)]).into_selection(&mut selection);
+        assert_eq!(
+            selection.lock.as_deref(),
+            Some(format!("locked to 7: version 7 is refused: {quarantined}").as_str())
+        );
+        assert!(selection.offered_any);
+        assert_eq!(selection.refused.len(), 2);
+
+        // A lock on a version that really is not offered keeps its words.
+        let mut selection = Selection {
+            lock: Some("locked to 9: version 9 is not offered".into()),
+            ..Selection::default()
+        };
+        vetted(&[("7", quarantined)]).into_selection(&mut selection);
+        assert_eq!(
+            selection.lock.as_deref(),
+            Some("locked to 9: version 9 is not offered")
+        );
     }
 }
