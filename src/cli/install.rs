@@ -34,6 +34,8 @@ pub async fn install(config: &Path, args: InstallArgs) -> anyhow::Result<ExitCod
             "note: no --version given: the version rules (only-newer, prerequisites) cannot be applied and the result is not confirmed by the device's version"
         );
     }
+    // Set up: what runs from here on is the copy, the hashing and the handler.
+    super::resident::release_startup_code();
     let shown = tokio::spawn(super::render::show_progress(engine.subscribe()));
     let work = engine.install(
         &args.device,

@@ -9,6 +9,7 @@ mod install;
 mod lock;
 mod malloc;
 mod render;
+mod resident;
 mod run;
 mod status;
 mod stop_signal;
