@@ -35,6 +35,8 @@ enum Step {
 struct Dev {
     version: Mutex<Option<String>>,
     background: bool,
+    /// Its update step ends in the gateway's reboot (RAUC's).
+    reboots: bool,
     next: Mutex<Step>,
     updates: AtomicUsize,
 }
@@ -44,6 +46,7 @@ impl Dev {
         Arc::new(Dev {
             version: Mutex::new(Some("1.0".into())),
             background,
+            reboots: false,
             next: Mutex::new(next),
             updates: AtomicUsize::new(0),
         })
@@ -69,8 +72,17 @@ impl UpdateHandler for Dev {
         progress
             .advance_to(Updating)
             .map_err(|e| HandlerError::failed("update", e.to_string()))?;
+        if self.reboots {
+            progress
+                .advance_to(Rebooting)
+                .map_err(|e| HandlerError::failed("update", e.to_string()))?;
+        }
         *self.version.lock().unwrap() = Some(image.firmware().version.clone());
         Ok(())
+    }
+
+    fn reboots(&self) -> bool {
+        self.reboots
     }
 
     fn background_transfer(&self) -> Option<&dyn BackgroundTransfer> {
@@ -385,4 +397,43 @@ async fn an_installed_record_is_void_only_from_the_update_step_on() {
         .await;
     assert!(failed(&outcome).contains("device busy"));
     assert_eq!(bench.state().installed, None);
+}
+
+/// A device whose update step reboots the gateway ends its sequence with
+/// REBOOTING after UPDATING; a transfer ahead of time, which does not reboot,
+/// has no REBOOTING step.
+#[tokio::test]
+async fn a_rebooting_device_announces_rebooting_after_updating_only() {
+    let bench = Bench::new();
+    let fw = bench.firmware("2.0");
+    let dev = Arc::new(Dev {
+        reboots: true,
+        ..Arc::into_inner(Dev::new(true, Step::Succeeds)).unwrap()
+    });
+
+    let (outcome, kinds) = bench.run(&dev, &fw, Mode::TransferOnly).await;
+    assert_eq!(outcome, None);
+    assert_eq!(
+        kinds[0],
+        ProgressKind::Sequence(vec![Downloading, Transferring])
+    );
+    let (outcome, kinds) = bench.run(&dev, &fw, Mode::UpdateTransferred).await;
+    assert_eq!(outcome, Some(Outcome::Success));
+    assert_eq!(
+        kinds,
+        [
+            ProgressKind::Sequence(vec![Updating, Rebooting]),
+            ProgressKind::Step(Updating),
+            ProgressKind::Step(Rebooting),
+            ProgressKind::Finished(Outcome::Success),
+        ]
+    );
+
+    let fw = bench.firmware("3.0");
+    let (outcome, kinds) = bench.run(&dev, &fw, Mode::Immediate).await;
+    assert_eq!(outcome, Some(Outcome::Success));
+    assert_eq!(
+        kinds[0],
+        ProgressKind::Sequence(vec![Downloading, Transferring, Updating, Rebooting])
+    );
 }
