@@ -76,10 +76,7 @@ impl<T: Serialize + DeserializeOwned> JsonFile<T> {
     }
 
     fn dir(&self) -> &Path {
-        match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        }
+        parent_dir(&self.path)
     }
 
     /// The document; `None` when there is none yet. One that does not parse is
@@ -174,10 +171,7 @@ async fn spawn_write(path: PathBuf, bytes: Vec<u8>) -> Result<(), PersistError> 
 /// over `path`, fsync of the folder.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     LazyLock::force(&STARTED);
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = parent_dir(path);
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(&temp_prefix(path))
@@ -188,6 +182,15 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError
     tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
     tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
     fsync_dir(dir)
+}
+
+/// The folder `path` is in: `.` for a bare file name (whose parent is the
+/// empty path, which neither opens nor syncs).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// `.<name>.<pid>-`: the pid tells a killed process's leftover from a save of
@@ -214,11 +217,10 @@ fn temp_pid(name: &str) -> Option<i32> {
 }
 
 /// Whether the temp file `name`, modified at `modified`, is a killed save's
-/// leftover: its process is gone, or (no pid in the name) it is older than this
-/// process.
+/// leftover: its process is gone (this one, alive, never is), or (no pid in the
+/// name) it is older than this process.
 fn is_leftover(name: &str, modified: Option<SystemTime>) -> bool {
     match temp_pid(name) {
-        Some(pid) if pid == std::process::id() as i32 => false,
         Some(pid) => matches!(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
             Err(nix::errno::Errno::ESRCH)
@@ -352,6 +354,102 @@ mod tests {
             names(dir.path()),
             vec![live.as_str(), ".doc.json.fresh1.tmp", "other.json"]
         );
+    }
+
+    #[tokio::test]
+    async fn an_async_save_writes_the_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = JsonFile::<Doc>::open(dir.path().join("doc.json"));
+        let doc: Doc = [("b".to_string(), 2)].into();
+        file.save(&doc).await.unwrap();
+        assert_eq!(file.load().unwrap(), Some(doc));
+        // A save that cannot write says so (the folder is a file).
+        let blocked = JsonFile::<Doc>::at(dir.path().join("doc.json/inner.json"));
+        assert!(matches!(
+            blocked.save(&Doc::default()).await,
+            Err(PersistError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_document_is_an_error_not_an_absent_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // A folder where the document should be: EISDIR, not "none yet".
+        let file = JsonFile::<Doc>::open(dir.path().join("doc.json"));
+        std::fs::create_dir(file.path()).unwrap();
+        assert!(matches!(file.load(), Err(PersistError::Io { .. })));
+        assert!(file.path().is_dir(), "nothing was moved aside");
+    }
+
+    #[test]
+    fn a_bare_file_name_lives_in_the_current_folder() {
+        assert_eq!(parent_dir(Path::new("doc.json")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("/")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("a/doc.json")), Path::new("a"));
+        assert_eq!(JsonFile::<Doc>::at("doc.json").dir(), Path::new("."));
+    }
+
+    /// On a multi-threaded runtime a blocking save hands its worker's other
+    /// tasks to another thread: with one worker, a task spawned before the save
+    /// still runs while the save blocks.
+    #[test]
+    fn a_blocking_save_does_not_stall_the_runtime() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let ran = rt.block_on(async {
+            tokio::spawn(async {
+                let (tx, rx) = std::sync::mpsc::channel();
+                tokio::spawn(async move { tx.send(()).unwrap() });
+                off_runtime(|| rx.recv_timeout(Duration::from_secs(30)))
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(ran, Ok(()), "the other task never ran during the save");
+    }
+
+    #[test]
+    fn what_counts_as_a_temp_file() {
+        for name in [
+            ".doc.json.123-AbC123.tmp",
+            ".doc.json.a1b2c3.tmp",
+            ".tmpAbC123",
+        ] {
+            assert!(is_temp_name(name), "{name}");
+        }
+        // A document, and names that only look half like a temp file.
+        for name in [
+            "doc.json",
+            "state.json",
+            "doc.json.tmp",
+            ".doc.json",
+            ".tmp",
+            "..tmp",
+            ".tmpAbC12",
+        ] {
+            assert!(!is_temp_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_temp_file_without_a_pid_is_a_leftover_only_when_older_than_the_process() {
+        let started = *STARTED;
+        let name = ".doc.json.a1b2c3.tmp";
+        assert!(is_leftover(name, Some(started - Duration::from_secs(5))));
+        // Within the timestamp margin, or newer: maybe a save of ours.
+        assert!(!is_leftover(name, Some(started - TIMESTAMP_MARGIN)));
+        assert!(!is_leftover(name, Some(started)));
+        assert!(!is_leftover(name, Some(SystemTime::now())));
+        assert!(!is_leftover(name, None));
+        // With a pid: whether that process lives, whatever the age.
+        let ours = format!(".doc.json.{}-AbC123.tmp", std::process::id());
+        assert!(!is_leftover(&ours, Some(UNIX_EPOCH)));
+        assert!(is_leftover(
+            ".doc.json.99999999-AbC123.tmp",
+            Some(SystemTime::now())
+        ));
     }
 
     #[test]

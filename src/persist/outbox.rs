@@ -325,6 +325,20 @@ mod tests {
         fn queue_mut(&mut self) -> &mut VecDeque<u32> {
             &mut self.queue
         }
+        /// Entries from 100 on stand for intermediate progress: queued in
+        /// memory only, their dequeue not written.
+        fn dequeue_is_written(entry: &u32) -> bool {
+            *entry < 100
+        }
+    }
+
+    /// `f`, which must finish within an hour of the paused clock: a hang fails
+    /// the test (the clock jumps ahead when every task waits) instead of
+    /// stalling it.
+    async fn within<T>(f: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(3600), f)
+            .await
+            .expect("still waiting after an hour")
     }
 
     const BACKOFF: Backoff = Backoff {
@@ -367,9 +381,12 @@ mod tests {
     }
 
     async fn until(attempts: &Attempts, n: usize) {
-        while attempts.lock().unwrap().len() < n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        within(async {
+            while attempts.lock().unwrap().len() < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
     }
 
     fn entries(attempts: &Attempts) -> Vec<u32> {
@@ -387,12 +404,12 @@ mod tests {
         let outbox = open(dir.path());
         assert_eq!(outbox.lock().queue, [1, 2, 3]);
         let (attempts, shutdown) = drain(&outbox, |_, _| Ok(())).await;
-        outbox.flush().await;
+        within(outbox.flush()).await;
         assert_eq!(entries(&attempts), vec![1, 2, 3]);
         assert_eq!(on_disk(dir.path()), Vec::<u32>::new());
         // Queued later: woken, sent, gone from disk.
         outbox.change(|d| d.queue.push_back(4));
-        outbox.flush().await;
+        within(outbox.flush()).await;
         assert_eq!(entries(&attempts), vec![1, 2, 3, 4]);
         assert_eq!(on_disk(dir.path()), Vec::<u32>::new());
         shutdown.cancel();
@@ -423,7 +440,7 @@ mod tests {
             );
         }
         // Still queued on disk while it failed; gone once delivered.
-        outbox.flush().await;
+        within(outbox.flush()).await;
         assert_eq!(on_disk(dir.path()), Vec::<u32>::new());
         shutdown.cancel();
     }
@@ -461,7 +478,7 @@ mod tests {
             _ => Ok(()),
         })
         .await;
-        outbox.flush().await;
+        within(outbox.flush()).await;
         assert_eq!(entries(&attempts), vec![1, 2]);
         assert_eq!(on_disk(dir.path()), Vec::<u32>::new());
         shutdown.cancel();
@@ -492,14 +509,94 @@ mod tests {
         // After the restart 1 goes out again (the one duplicate), then 2, once.
         let outbox = open(dir.path());
         let (attempts, shutdown) = drain(&outbox, |_, _| Ok(())).await;
-        outbox.flush().await;
+        within(outbox.flush()).await;
         assert_eq!(entries(&attempts), vec![1, 2]);
         shutdown.cancel();
         drop(outbox);
         let outbox = open(dir.path());
         let (attempts, shutdown) = drain(&outbox, |_, _| Ok(())).await;
-        outbox.flush().await;
+        within(outbox.flush()).await;
         assert!(entries(&attempts).is_empty());
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_sends_what_was_queued_while_the_drain_task_was_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path());
+        let (attempts, shutdown) = drain(&outbox, |_, _| Ok(())).await;
+        for i in 1..=3 {
+            outbox.change(|d| d.queue.push_back(i));
+            within(outbox.flush()).await;
+            assert_eq!(entries(&attempts), (1..=i).collect::<Vec<_>>());
+            tokio::task::yield_now().await;
+        }
+        shutdown.cancel();
+    }
+
+    /// The wait grows with the failures in a row: after the third, each is
+    /// drawn below the 4 s cap, so 37 of them all under the 1 s base would
+    /// mean the count never grew (odds of 4^-37 otherwise).
+    #[tokio::test(start_paused = true)]
+    async fn the_backoff_grows_with_the_failures_in_a_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path());
+        outbox.change(|d| d.queue.push_back(1));
+        let (attempts, shutdown) = drain(&outbox, |n, _| match n {
+            0..40 => Err(SendError::transient("503")),
+            _ => Ok(()),
+        })
+        .await;
+        until(&attempts, 41).await;
+        let times: Vec<Instant> = attempts.lock().unwrap().iter().map(|a| a.1).collect();
+        let longest = times[3..].windows(2).map(|p| p[1] - p[0]).max().unwrap();
+        assert!(longest > BACKOFF.base, "longest wait {longest:?}");
+        assert!(longest <= BACKOFF.max, "longest wait {longest:?}");
+        shutdown.cancel();
+    }
+
+    /// An entry whose dequeue is not written (queued in memory only) is
+    /// written when its send fails, so it survives a restart while it waits.
+    #[tokio::test(start_paused = true)]
+    async fn an_unwritten_entry_is_written_once_its_send_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path());
+        let (attempts, shutdown) = drain(&outbox, |n, _| match n {
+            0 => Err(SendError::transient("503")),
+            _ => Ok(()),
+        })
+        .await;
+        outbox.lock().queue.push_back(100);
+        assert_eq!(on_disk(dir.path()), Vec::<u32>::new());
+        outbox.wake();
+        until(&attempts, 1).await;
+        within(outbox.flush()).await;
+        assert_eq!(on_disk(dir.path()), vec![100]);
+        shutdown.cancel();
+    }
+
+    /// A drain task that stopped says so (a flush returns at once) and lets a
+    /// new one start.
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_drain_task_can_be_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path());
+        let shutdown = CancellationToken::new();
+        let (o, s) = (outbox.clone(), shutdown.clone());
+        let task = tokio::spawn(async move {
+            let send = |_: u32| async { Ok(()) };
+            o.run(send, &s).await;
+        });
+        tokio::task::yield_now().await;
+        shutdown.cancel();
+        within(task).await.unwrap();
+        outbox.change(|d| d.queue.push_back(1));
+        within(outbox.flush()).await;
+        assert_eq!(outbox.lock().queue, [1], "nothing drains it now");
+
+        let (attempts, shutdown) = drain(&outbox, |_, _| Ok(())).await;
+        within(outbox.flush()).await;
+        assert_eq!(entries(&attempts), vec![1]);
         shutdown.cancel();
     }
 }
