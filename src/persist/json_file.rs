@@ -402,7 +402,7 @@ mod tests {
             tokio::spawn(async {
                 let (tx, rx) = std::sync::mpsc::channel();
                 tokio::spawn(async move { tx.send(()).unwrap() });
-                off_runtime(|| rx.recv_timeout(Duration::from_secs(30)))
+                off_runtime(|| rx.recv_timeout(Duration::from_secs(10)))
             })
             .await
             .unwrap()
