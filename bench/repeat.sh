@@ -6,7 +6,8 @@
 # as long). The output of each failed run is kept under OUT.
 #   bench/repeat.sh [N] [NAME...]    NAME: `lib`, `fota-agent` (the binary's unit
 #                                     tests) or an integration test (`engine`, ...)
-# N defaults to 20. OUT=DIR keeps the logs there (default: a new dir under /var/tmp).
+# N defaults to 20. OUT=DIR keeps the logs and the copies of the binaries that
+# ran there (default: a new dir under /var/tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-20}
@@ -26,6 +27,13 @@ for line in sys.stdin:
         print(name + "\t" + m["executable"])
 ')
 [ -n "$list" ] || { echo "no test binaries (does it build? cargo test --no-run)" >&2; exit 1; }
+
+# Copies of the binaries, so a build during the runs does not swap them.
+mkdir -p "$out/bin"
+list=$(while IFS=$'\t' read -r name exe; do
+    cp "$exe" "$out/bin/$name"
+    printf '%s\t%s\n' "$name" "$out/bin/$name"
+done <<<"$list")
 
 # cargo test runs each binary from the package root with these set.
 export CARGO_MANIFEST_DIR=$PWD CARGO_PKG_NAME=fota-agent

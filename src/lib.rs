@@ -15,6 +15,7 @@ pub mod logging;
 pub mod model;
 pub mod persist;
 pub mod progress;
+pub mod resident;
 pub mod schedule;
 pub mod secret_eq;
 pub mod serial;

@@ -62,7 +62,7 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     // Set up (arguments, TLS roots): what runs from here on is the download.
-    super::resident::release_startup_code();
+    fota_agent::resident::release_file_pages();
     let digests = downloader.fetch(&request, &report).await?;
     if let Some(bar) = &bar {
         bar.lock().unwrap_or_else(|p| p.into_inner()).clear();

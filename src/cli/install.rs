@@ -35,7 +35,7 @@ pub async fn install(config: &Path, args: InstallArgs) -> anyhow::Result<ExitCod
         );
     }
     // Set up: what runs from here on is the copy, the hashing and the handler.
-    super::resident::release_startup_code();
+    fota_agent::resident::release_file_pages();
     let shown = tokio::spawn(super::render::show_progress(engine.subscribe()));
     let work = engine.install(
         &args.device,

@@ -9,7 +9,6 @@ mod install;
 mod lock;
 mod malloc;
 mod render;
-mod resident;
 mod run;
 mod status;
 mod stop_signal;

@@ -96,7 +96,7 @@ async fn serve(config: &Config, engine: Engine, tracker: Arc<Tracker>) -> anyhow
     notifier.ready(&tracker.status_line(&engine));
     // Start-up is over: what runs from here on is cycles, the endpoint and the
     // timers.
-    super::resident::release_startup_code();
+    fota_agent::resident::release_file_pages();
     if let Some(period) = systemd::watchdog_period() {
         // The engine's loop beats twice per ping period; the pinger checks it.
         engine.set_heartbeat(period / 2);

@@ -77,6 +77,9 @@ impl Engine {
                     results = &mut cycle => {
                         let report = self.report_versions(&results);
                         self.step("source", "reporting versions", Duration::ZERO, report).await;
+                        // The next cycle is a poll interval away: its code
+                        // need not stay mapped meanwhile (see `resident`).
+                        crate::resident::release_file_pages();
                         break;
                     }
                     _ = beat.tick(), if beating => self.inner.life.beat(),
