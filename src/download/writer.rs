@@ -64,16 +64,11 @@ impl Writer {
         file.set_len(start).map_err(io(&part))?;
         file.seek(SeekFrom::Start(start)).map_err(io(&part))?;
         let (tx, mut rx) = mpsc::channel::<Bytes>(BUFFERS);
-        let syncer = Syncer::spawn(
-            file.try_clone().map_err(io(&part))?,
-            dest.clone(),
-            record.clone(),
-        );
+        let syncer = Syncer::spawn(file.try_clone().map_err(io(&part))?, dest, record);
         let worker = tokio::task::spawn_blocking(move || {
             // Hashing beside the write, not after it: with SHA-256 the two take
             // about as long, and a download is then no slower than its write.
             let mut hasher = ParallelHasher::resume(hasher).map_err(io(&part))?;
-            let mut record = record;
             let mut position = start;
             let mut unsynced = 0u64;
             while let Some(chunk) = rx.blocking_recv() {
@@ -86,10 +81,7 @@ impl Writer {
                     unsynced = 0;
                 }
             }
-            syncer.finish();
-            file.sync_all().map_err(io(&part))?;
-            record.durable = position;
-            partial::save(&dest, &record).map_err(io(&part))?;
+            syncer.finish(position).map_err(io(&part))?;
             Ok(hasher.finish())
         });
         Ok(Writer {
@@ -142,20 +134,27 @@ impl Writer {
 
 /// Makes written bytes durable in the background: fsyncs a clone of the file
 /// descriptor on its own thread and then records how much is durable, so the
-/// writer never waits for the disk in the middle of a download.
+/// writer never waits for the disk in the middle of a download. The last
+/// record is written by the same thread, after every earlier one: an earlier,
+/// smaller one can never land after it.
 struct Syncer {
-    tx: std::sync::mpsc::Sender<u64>,
-    thread: std::thread::JoinHandle<()>,
+    /// Bytes written so far, and whether it is the end of the download.
+    tx: std::sync::mpsc::Sender<(u64, bool)>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
 }
 
 impl Syncer {
     fn spawn(file: std::fs::File, dest: PathBuf, mut record: Partial) -> Syncer {
-        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, bool)>();
         let thread = std::thread::spawn(move || {
-            while let Ok(mut position) = rx.recv() {
-                // Coalesce requests that piled up while the last sync ran.
-                while let Ok(later) = rx.try_recv() {
-                    position = later;
+            while let Ok(first) = rx.recv() {
+                // Coalesce requests that piled up while the last sync ran; the
+                // end of the download is always the last request.
+                let (position, end) = rx.try_iter().fold(first, |_, later| later);
+                if end {
+                    file.sync_all()?;
+                    record.durable = position;
+                    return partial::save(&dest, &record);
                 }
                 // Everything up to `position` was written before the request, so
                 // after fdatasync it is on stable storage.
@@ -164,17 +163,24 @@ impl Syncer {
                     let _ = partial::save(&dest, &record);
                 }
             }
+            // The writer stopped without finishing (it failed): nothing to add.
+            Ok(())
         });
         Syncer { tx, thread }
     }
 
     fn request(&self, position: u64) {
-        let _ = self.tx.send(position);
+        let _ = self.tx.send((position, false));
     }
 
-    fn finish(self) {
+    /// Makes all `position` bytes durable and records them, after every
+    /// earlier record.
+    fn finish(self, position: u64) -> std::io::Result<()> {
+        let _ = self.tx.send((position, true));
         drop(self.tx);
-        let _ = self.thread.join();
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the sync thread panicked")))
     }
 }
 
