@@ -126,6 +126,17 @@ impl Agent {
     }
 }
 
+/// A test that ends without `stop`, or fails before it, leaves no agent
+/// running behind it.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// An agent with one command-handler device `dev` of type `t` running 1.0, the
 /// version offered. Its update waits for `<dir>/go`; its version and update
 /// commands append `v` and `u` to `<dir>/calls`.
