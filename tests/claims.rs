@@ -123,6 +123,44 @@ fn free_bytes(dir: &Path) -> u64 {
     free
 }
 
+/// `fetch -o fw.bin` (a bare name, in the current folder) checks the free
+/// space of that folder too: an image larger than the disk is refused before
+/// any byte is written.
+#[tokio::test]
+async fn fetch_into_the_current_folder_refuses_an_image_larger_than_the_disk() {
+    let s = TestServer::start(ServerOptions::default()).await;
+    let dir = tempdir();
+    let size = free_bytes(dir.path()).saturating_mul(2);
+    s.add_synthetic("/huge.bin", size, 7);
+    let mut c = agent();
+    c.current_dir(dir.path())
+        .args([
+            "fetch",
+            &s.url("/huge.bin"),
+            "-o",
+            "fw.bin",
+            "--attempts",
+            "1",
+        ])
+        .args(["--max-size", &size.to_string()])
+        .stdin(Stdio::null());
+    let mut c = tokio::process::Command::from(c);
+    // A fetch that does not check the space downloads until the timeout: it
+    // must not outlive the test.
+    c.kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), c.output())
+        .await
+        .expect("fetch did not end")
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("not enough space"), "{}", text(&out));
+    assert_eq!(
+        s.served_body_bytes("/huge.bin"),
+        0,
+        "refused before the body"
+    );
+}
+
 #[tokio::test]
 async fn a_reserve_larger_than_the_free_space_refuses_before_any_byte() {
     let s = TestServer::start(ServerOptions::default()).await;

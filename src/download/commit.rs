@@ -8,7 +8,7 @@ use std::path::Path;
 use super::partial::{self, meta_path, part_path};
 use super::{DownloadError, DownloadRequest};
 use crate::checksum::Digests;
-use crate::persist::fsync_dir;
+use crate::persist::{fsync_dir, parent_dir};
 
 /// Checks size and checksums of the downloaded file; renames it into place, or
 /// discards it.
@@ -28,11 +28,9 @@ pub(super) fn commit(
         return Err(e);
     }
     rename_into_place(req.dest)?;
-    if let Some(dir) = req.dest.parent() {
-        // The file is complete and verified either way; a folder that cannot be
-        // synced only risks downloading it again after a power cut.
-        let _ = fsync_dir(dir);
-    }
+    // The file is complete and verified either way; a folder that cannot be
+    // synced only risks downloading it again after a power cut.
+    let _ = fsync_dir(parent_dir(req.dest));
     let _ = std::fs::remove_file(meta_path(req.dest));
     Ok(digests)
 }
@@ -42,7 +40,7 @@ pub(super) fn commit(
 /// survives a power cut.
 pub fn commit_staged(dest: &Path) -> Result<(), DownloadError> {
     rename_into_place(dest)?;
-    let dir = dest.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(dest);
     fsync_dir(dir).map_err(|e| DownloadError::Io {
         path: dir.to_path_buf(),
         source: std::io::Error::other(e),
@@ -55,7 +53,7 @@ pub fn commit_staged(dest: &Path) -> Result<(), DownloadError> {
 pub fn replace_durably(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::File::open(from)?.sync_all()?;
     std::fs::rename(from, to)?;
-    fsync_dir(to.parent().unwrap_or(Path::new("."))).map_err(std::io::Error::other)
+    fsync_dir(parent_dir(to)).map_err(std::io::Error::other)
 }
 
 fn rename_into_place(dest: &Path) -> Result<(), DownloadError> {

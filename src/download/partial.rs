@@ -74,7 +74,7 @@ pub fn load(dest: &Path) -> Option<Partial> {
 /// Writes the record atomically (temp file + rename), so it is never torn.
 pub fn save(dest: &Path, partial: &Partial) -> std::io::Result<()> {
     let path = meta_path(dest);
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = crate::persist::parent_dir(&path);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     serde_json::to_writer(&mut tmp, partial)?;
     tmp.as_file().sync_all()?;

@@ -97,7 +97,7 @@ pub(super) fn check_room(
     {
         return Err(DownloadError::TooLarge { size: total, max });
     }
-    let dir = dest.parent().unwrap_or(Path::new("."));
+    let dir = crate::persist::parent_dir(dest);
     let needed = total.map_or(0, |t| t.saturating_sub(have));
     super::check_free_space(dir, needed, dl.config.free_space_reserve)
 }

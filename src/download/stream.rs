@@ -117,7 +117,7 @@ async fn receive(
         check_ceiling(url, ceiling, received)?;
         if received - space_checked >= limits::SPACE_CHECK_EVERY {
             space_checked = received;
-            let dir = req.dest.parent().unwrap_or(std::path::Path::new("."));
+            let dir = crate::persist::parent_dir(req.dest);
             let still = total.map_or(0, |t| t.saturating_sub(received));
             super::check_free_space(dir, still, dl.config.free_space_reserve)?;
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{PersistError, fsync_dir, io_err};
+use super::{PersistError, fsync_dir, io_err, parent_dir};
 
 /// Temp files of this process are never older than this: a temp file older than
 /// it (less a margin for coarse file timestamps) is a killed save's leftover,
@@ -182,15 +182,6 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError
     tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
     tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
     fsync_dir(dir)
-}
-
-/// The folder `path` is in: `.` for a bare file name (whose parent is the
-/// empty path, which neither opens nor syncs).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
 }
 
 /// `.<name>.<pid>-`: the pid tells a killed process's leftover from a save of

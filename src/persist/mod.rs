@@ -50,6 +50,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
     }
 }
 
+/// The folder `path` is in: `.` for a bare file name, whose parent is the
+/// empty path (which neither opens, syncs nor reports free space).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Makes a rename (or a new file) in `dir` durable: the folder entry itself is
 /// only on disk after the folder is synced.
 pub fn fsync_dir(dir: &Path) -> Result<(), PersistError> {

@@ -155,7 +155,7 @@ impl RemoteFetch for ChunkFetcher {
             .await
             .map_err(|e| FetchFailure::permanent(format!("{}: {e}", part.display())))?;
         let io = |e: std::io::Error| FetchFailure::permanent(format!("{}: {e}", part.display()));
-        let dir = part.parent().unwrap_or(Path::new("."));
+        let dir = crate::persist::parent_dir(part);
         let left = self.size.map_or(0, |s| s.saturating_sub(done));
         self.room(dir, left)?;
         report(done, self.size);
