@@ -73,12 +73,7 @@ fn mapping_header(line: &str) -> Option<Option<(usize, usize)>> {
     let end = usize::from_str_radix(end, 16).ok()?;
     let perms = fields.next()?.as_bytes();
     let path = fields.nth(3).unwrap_or("");
-    let candidate = perms.len() == 4
-        && perms[0] == b'r'
-        && perms[1] == b'-'
-        && perms[3] == b'p'
-        && path.starts_with('/')
-        && end > start;
+    let candidate = matches!(perms, [b'r', b'-', _, b'p']) && path.starts_with('/') && end > start;
     Some(candidate.then_some((start, end)))
 }
 
