@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use fota_agent::model::{FirmwareStatus, UpdatePolicy};
+use fota_agent::model::{FirmwareLocation, FirmwareStatus, UpdatePolicy};
 use fota_agent::progress::{Outcome, ProgressKind, ProgressStep::*};
 use fota_agent::source::CancelOutcome;
 
@@ -264,7 +264,12 @@ async fn firmware_for_another_type_never_reaches_the_device() {
     // Even installed by hand, the verified image is for the device's own type only,
     // and a version rule refusal stops it before any byte moves.
     let outcome = engine
-        .install("s1", &image, Some("0.5"), vec![])
+        .install(
+            "s1",
+            FirmwareLocation::File(image.clone()),
+            Some("0.5"),
+            vec![],
+        )
         .await
         .unwrap();
     assert!(

@@ -17,7 +17,7 @@ use fota_agent::config::{DeviceConfig, Esp8266Config, EspReset, HandlerConfig, S
 use fota_agent::engine::Engine;
 use fota_agent::handler::UpdateHandler;
 use fota_agent::handler::esp8266::{Esp8266Handler, Timeouts, image};
-use fota_agent::model::UpdatePolicy;
+use fota_agent::model::{FirmwareLocation, UpdatePolicy};
 use fota_agent::progress::{Outcome, ProgressKind, ProgressStep};
 use fota_agent::source::directory::DirectorySource;
 use fota_agent::version::VersionScheme;
@@ -117,7 +117,7 @@ async fn install_with(sim: &Simulator, image: &[u8], handler: Esp8266Handler, of
     let mut rx = engine.subscribe();
     let outcome = tokio::time::timeout(
         Duration::from_secs(120),
-        engine.install("esp1", &path, None, vec![]),
+        engine.install("esp1", FirmwareLocation::File(path.clone()), None, vec![]),
     )
     .await
     .expect("the handler's per-step deadlines did not end the update")

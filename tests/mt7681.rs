@@ -18,7 +18,7 @@ use fota_agent::config::{
 use fota_agent::engine::Engine;
 use fota_agent::handler::UpdateHandler;
 use fota_agent::handler::mt7681::{Mt7681Handler, encode_header};
-use fota_agent::model::UpdatePolicy;
+use fota_agent::model::{FirmwareLocation, UpdatePolicy};
 use fota_agent::progress::{Outcome, ProgressEvent, ProgressKind};
 use fota_agent::source::directory::DirectorySource;
 use fota_agent::version::VersionScheme;
@@ -159,7 +159,12 @@ fn rig_with(
 impl Rig {
     async fn install(&self, version: &str) -> Outcome {
         self.engine
-            .install("wifi", &self.image, Some(version), vec![])
+            .install(
+                "wifi",
+                FirmwareLocation::File(self.image.clone()),
+                Some(version),
+                vec![],
+            )
             .await
             .unwrap()
     }
@@ -500,7 +505,12 @@ async fn not_higher_versions_are_refused_before_anything_is_sent() {
     // An image installed without a version is refused too.
     let outcome = rig
         .engine
-        .install("wifi", &rig.image, None, vec![])
+        .install(
+            "wifi",
+            FirmwareLocation::File(rig.image.clone()),
+            None,
+            vec![],
+        )
         .await
         .unwrap();
     let reason = failure(&outcome);

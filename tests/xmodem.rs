@@ -20,7 +20,7 @@ use fota_agent::config::{
 use fota_agent::engine::Engine;
 use fota_agent::handler::UpdateHandler;
 use fota_agent::handler::xmodem::XmodemHandler;
-use fota_agent::model::UpdatePolicy;
+use fota_agent::model::{FirmwareLocation, UpdatePolicy};
 use fota_agent::progress::{Outcome, ProgressEvent, ProgressKind, ProgressStep};
 use fota_agent::source::directory::DirectorySource;
 use fota_agent::version::VersionScheme;
@@ -111,7 +111,12 @@ fn rig(cfg: XmodemConfig, data: &[u8]) -> Rig {
 impl Rig {
     async fn install(&self) -> Outcome {
         self.engine
-            .install("mcu", &self.image, None, vec![])
+            .install(
+                "mcu",
+                FirmwareLocation::File(self.image.clone()),
+                None,
+                vec![],
+            )
             .await
             .unwrap()
     }

@@ -43,8 +43,9 @@ pub enum Command {
         /// The configured device id.
         #[arg(long)]
         device: String,
-        /// The image file.
-        image: PathBuf,
+        /// The image file, or an http(s) URL: then it is downloaded into the
+        /// state directory like a server's offer (resumable, checked on the way).
+        image: String,
         /// The image's version; without it the version rules cannot be applied.
         #[arg(long)]
         version: Option<String>,

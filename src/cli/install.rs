@@ -1,6 +1,8 @@
 //! `fota-agent install`: verify a local image and run the device's handler on it now.
 
 use std::path::{Path, PathBuf};
+
+use fota_agent::model::FirmwareLocation;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -10,7 +12,8 @@ use fota_agent::state_lock::LockError;
 
 pub struct InstallArgs {
     pub device: String,
-    pub image: PathBuf,
+    /// A file path, or an http(s) URL.
+    pub image: String,
     pub version: Option<String>,
     pub sha256: Option<String>,
     pub md5: Option<String>,
@@ -39,7 +42,7 @@ pub async fn install(config: &Path, args: InstallArgs) -> anyhow::Result<ExitCod
     let shown = tokio::spawn(super::render::show_progress(engine.subscribe()));
     let work = engine.install(
         &args.device,
-        &args.image,
+        location(&args.image),
         args.version.as_deref(),
         checksums,
     );
@@ -77,5 +80,32 @@ fn suggest_running_agent(e: anyhow::Error, device: &str) -> anyhow::Error {
              (see `fota-agent status`), or stop it first (systemctl stop fota-agent)"
         ),
         _ => e,
+    }
+}
+
+/// An `http://` or `https://` argument is downloaded; anything else is a file.
+fn location(image: &str) -> FirmwareLocation {
+    let scheme = image.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("http" | "https") => FirmwareLocation::Url(image.to_string()),
+        _ => FirmwareLocation::File(PathBuf::from(image)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_and_https_are_urls_and_anything_else_a_file() {
+        for url in ["http://h/fw.bin", "HTTPS://h/fw.bin"] {
+            assert!(matches!(location(url), FirmwareLocation::Url(u) if u == url));
+        }
+        for file in ["fw.bin", "/var/fw.bin", "ftp://h/fw.bin", "./http://x"] {
+            assert!(
+                matches!(location(file), FirmwareLocation::File(p) if p == Path::new(file)),
+                "{file}"
+            );
+        }
     }
 }

@@ -8,26 +8,28 @@ use crate::model::{Firmware, FirmwareLocation};
 use crate::progress::Outcome;
 
 impl Engine {
-    /// Installs a local image on a device now (`fota-agent install`): verified like
-    /// any other, and checked against the device's version rules when `version` is
-    /// given.
+    /// Installs an image on a device now (`fota-agent install`): a local file, or
+    /// a URL downloaded as a server's offer would be; verified like any other, and
+    /// checked against the device's version rules when `version` is given.
     pub async fn install(
         &self,
         device_id: &str,
-        image: &Path,
+        image: FirmwareLocation,
         version: Option<&str>,
         checksums: Vec<crate::checksum::Checksum>,
     ) -> Result<Outcome, EngineError> {
         let device = self.device(device_id)?;
         // A wrong path is the operator's typo, not a failed update: nothing is
         // recorded for the device.
-        readable_file(image)?;
+        if let FirmwareLocation::File(path) = &image {
+            readable_file(path)?;
+        }
         // Claimed before the version is read: no command of a busy device runs.
         let claim = self.claim(device_id)?;
         let mut firmware = Firmware::new(
             &device.config.device_type,
             version.unwrap_or("unknown"),
-            FirmwareLocation::File(image.to_path_buf()),
+            image,
         );
         firmware.checksums = checksums;
         if let Some(reason) = self.locked_out(&device.config, version) {

@@ -1,0 +1,164 @@
+//! `fota-agent install --device ID URL`: the run path from a URL in one process
+//! (download into the state directory, verify, handler), through the binary
+//! against a loopback HTTP server.
+
+mod process;
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use process::{agent, finish, write_exec};
+use support::http_server::*;
+
+const LEN: u64 = 3 << 20;
+
+struct Rig {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Rig {
+    /// A command-handler device `box` whose update command copies the image to
+    /// `dest` and records each run in `runs`; plain `http://` allowed.
+    fn new() -> Rig {
+        Rig::with_source("https_only = false\n")
+    }
+
+    /// [`Rig::new`] with `source` as the `[source]` table's further keys.
+    fn with_source(source: &str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("firmware")).unwrap();
+        write_exec(
+            &d.join("update"),
+            &format!(
+                "echo run >> {runs:?}\ncat \"$1\" > {dest:?}\n",
+                runs = d.join("runs"),
+                dest = d.join("dest"),
+            ),
+        );
+        let config = d.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nstate_dir = {state:?}\n\
+                 [source]\nkind = \"directory\"\npath = {fw:?}\n{source}\
+                 [[device]]\nid = \"box\"\ntype = \"box\"\nhandler = \"command\"\n\
+                 update_command = [{update:?}]\n",
+                state = d.join("state"),
+                fw = d.join("firmware"),
+                update = d.join("update"),
+            ),
+        )
+        .unwrap();
+        Rig { dir, config }
+    }
+
+    async fn install(&self, url: &str, sha256: &str) -> (bool, String) {
+        let mut c = agent();
+        c.arg("--config")
+            .arg(&self.config)
+            .args(["install", "--device", "box", "--sha256", sha256, url]);
+        finish(&mut tokio::process::Command::from(c), "install").await
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// What is left in the state directory's downloads folder.
+    fn staged(&self) -> Vec<String> {
+        let downloads = self.path("state").join("downloads");
+        std::fs::read_dir(&downloads)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn runs(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_image_from_a_url_is_downloaded_verified_and_installed() {
+    let (s, rig) = (
+        TestServer::start(ServerOptions::default()).await,
+        Rig::new(),
+    );
+    s.add_synthetic("/fw.bin", LEN, 9);
+    s.set_etag("/fw.bin", Some("\"v9\""));
+    // The first GET breaks off mid-body (the fault is queued for the size
+    // probe's HEAD too, which has no body): the next resumes where it stopped.
+    s.push_faults("/fw.bin", Faults::new().drop_after(LEN / 3), 2);
+    let (ok, out) = rig
+        .install(&s.url("/fw.bin"), &synthetic_sha256_hex(9, LEN))
+        .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("box: success"), "{out}");
+    let written = std::fs::read(rig.path("dest")).unwrap();
+    assert!(
+        written == synthetic_bytes(9, 0..LEN),
+        "the device got other bytes"
+    );
+    assert_eq!(runs(&rig.path("runs")), 1);
+    let gets: Vec<_> = s
+        .requests("/fw.bin")
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect();
+    assert!(gets.len() >= 2, "the body was not cut: {gets:#?}");
+    let from = gets[gets.len() - 1]
+        .range()
+        .and_then(|r| r.strip_prefix("bytes="));
+    assert!(
+        from.is_some_and(|f| f != "0-"),
+        "the last attempt did not resume: {from:?}"
+    );
+    assert_eq!(
+        rig.staged(),
+        Vec::<String>::new(),
+        "the staged image is kept"
+    );
+}
+
+#[tokio::test]
+async fn an_image_from_a_url_with_another_digest_never_reaches_the_handler() {
+    let (s, rig) = (
+        TestServer::start(ServerOptions::default()).await,
+        Rig::new(),
+    );
+    s.add_synthetic("/fw.bin", LEN, 9);
+    let (ok, out) = rig
+        .install(&s.url("/fw.bin"), &synthetic_sha256_hex(8, LEN))
+        .await;
+    assert!(!ok, "{out}");
+    assert!(out.to_lowercase().contains("sha-256"), "{out}");
+    assert_eq!(runs(&rig.path("runs")), 0, "the handler ran");
+    assert!(!rig.path("dest").exists());
+    assert_eq!(
+        rig.staged(),
+        Vec::<String>::new(),
+        "a refused image is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_plain_http_url_is_refused_unless_https_only_is_off() {
+    let (s, rig) = (
+        TestServer::start(ServerOptions::default()).await,
+        Rig::with_source(""),
+    );
+    s.add_synthetic("/fw.bin", LEN, 9);
+    let (ok, out) = rig
+        .install(&s.url("/fw.bin"), &synthetic_sha256_hex(9, LEN))
+        .await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("https_only is set"), "{out}");
+    assert_eq!(s.requests("/fw.bin").len(), 0, "the server was asked");
+    assert_eq!(runs(&rig.path("runs")), 0, "the handler ran");
+}
