@@ -2,6 +2,7 @@
 //! (download into the state directory, verify, handler), through the binary
 //! against a loopback HTTP server.
 
+mod minisign;
 mod process;
 mod support;
 
@@ -18,36 +19,45 @@ struct Rig {
 }
 
 impl Rig {
-    /// A command-handler device `box` whose update command copies the image to
-    /// `dest` and records each run in `runs`; plain `http://` allowed.
+    /// A command-handler device `box` on version 1.0 whose update command copies
+    /// the image to `dest`, records each run in `runs` and the version in
+    /// `version`; plain `http://` allowed.
     fn new() -> Rig {
-        Rig::with_source("https_only = false\n")
+        Rig::with("https_only = false\n", "")
     }
 
-    /// [`Rig::new`] with `source` as the `[source]` table's further keys.
-    fn with_source(source: &str) -> Rig {
+    /// [`Rig::new`] with `source` as the `[source]` table's further keys and
+    /// `tables` after it (keys live in the rig's `keys/`).
+    fn with(source: &str, tables: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("firmware")).unwrap();
+        std::fs::create_dir_all(d.join("keys")).unwrap();
         write_exec(
             &d.join("update"),
             &format!(
-                "echo run >> {runs:?}\ncat \"$1\" > {dest:?}\n",
+                "echo run >> {runs:?}\ncat \"$1\" > {dest:?}\necho \"$FOTA_VERSION\" > {version:?}\n",
                 runs = d.join("runs"),
                 dest = d.join("dest"),
+                version = d.join("version"),
             ),
+        );
+        write_exec(
+            &d.join("current"),
+            &format!("cat {:?} 2>/dev/null || echo 1.0\n", d.join("version")),
         );
         let config = d.join("agent.toml");
         std::fs::write(
             &config,
             format!(
                 "[agent]\nstate_dir = {state:?}\n\
-                 [source]\nkind = \"directory\"\npath = {fw:?}\n{source}\
+                 [source]\nkind = \"directory\"\npath = {fw:?}\n{source}{tables}\n\
                  [[device]]\nid = \"box\"\ntype = \"box\"\nhandler = \"command\"\n\
-                 update_command = [{update:?}]\n",
+                 update_command = [{update:?}]\nversion_command = [{current:?}]\n",
                 state = d.join("state"),
                 fw = d.join("firmware"),
                 update = d.join("update"),
+                current = d.join("current"),
             ),
         )
         .unwrap();
@@ -55,10 +65,16 @@ impl Rig {
     }
 
     async fn install(&self, url: &str, sha256: &str) -> (bool, String) {
+        self.install_with(&[url, "--sha256", sha256]).await
+    }
+
+    /// `install --device box ARGS…`.
+    async fn install_with(&self, args: &[&str]) -> (bool, String) {
         let mut c = agent();
         c.arg("--config")
             .arg(&self.config)
-            .args(["install", "--device", "box", "--sha256", sha256, url]);
+            .args(["install", "--device", "box"])
+            .args(args);
         finish(&mut tokio::process::Command::from(c), "install").await
     }
 
@@ -151,7 +167,7 @@ async fn an_image_from_a_url_with_another_digest_never_reaches_the_handler() {
 async fn a_plain_http_url_is_refused_unless_https_only_is_off() {
     let (s, rig) = (
         TestServer::start(ServerOptions::default()).await,
-        Rig::with_source(""),
+        Rig::with("", ""),
     );
     s.add_synthetic("/fw.bin", LEN, 9);
     let (ok, out) = rig
@@ -161,4 +177,48 @@ async fn a_plain_http_url_is_refused_unless_https_only_is_off() {
     assert!(out.contains("https_only is set"), "{out}");
     assert_eq!(s.requests("/fw.bin").len(), 0, "the server was asked");
     assert_eq!(runs(&rig.path("runs")), 0, "the handler ran");
+}
+
+#[tokio::test]
+async fn with_keys_a_signed_bundle_from_a_url_installs_and_a_bare_image_is_refused() {
+    let (s, rig) = (
+        TestServer::start(ServerOptions::default()).await,
+        Rig::with(
+            "https_only = false\n",
+            "[trust]\npublic_keys = [\"keys/release.pub\"]",
+        ),
+    );
+    let release = minisign::keypair(&rig.path("keys"), "release");
+    let image = rig.path("box-2.0.bin");
+    std::fs::write(&image, b"box firmware 2.0").unwrap();
+    release.sign(&image, "type=box version=2.0");
+    minisign::bundle(&image, &rig.path("box-2.0.tar"));
+    s.add_file("/box-2.0.bin", std::fs::read(&image).unwrap());
+    s.add_file(
+        "/box-2.0.tar",
+        std::fs::read(rig.path("box-2.0.tar")).unwrap(),
+    );
+
+    let (ok, out) = rig
+        .install_with(&[&s.url("/box-2.0.bin"), "--version", "2.0"])
+        .await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("no .minisig"), "{out}");
+    assert_eq!(runs(&rig.path("runs")), 0, "the handler ran");
+
+    let (ok, out) = rig
+        .install_with(&[&s.url("/box-2.0.tar"), "--version", "2.0"])
+        .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("signature verified"), "{out}");
+    assert_eq!(
+        std::fs::read(rig.path("dest")).unwrap(),
+        b"box firmware 2.0"
+    );
+    assert_eq!(runs(&rig.path("runs")), 1);
+    assert_eq!(
+        rig.staged(),
+        Vec::<String>::new(),
+        "the staged image is kept"
+    );
 }
