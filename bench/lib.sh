@@ -18,7 +18,8 @@ bench_agent() {
 }
 
 # start_nginx WORK: serves WORK/srv on a random loopback port (config and pid in
-# WORK/nginx); sets port, base and nginx_pid, and returns once it answers FILE.
+# WORK/nginx), and again under /100mbit/ at 100 Mbit/s; sets port, base and
+# nginx_pid, and returns once it answers FILE.
 start_nginx() {
     local work=$1 file=$2
     mkdir -p "$work/nginx"
@@ -29,7 +30,9 @@ events { worker_connections 64; }
 http { access_log off; sendfile on; client_body_temp_path $work/nginx;
   proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx;
   scgi_temp_path $work/nginx; types { application/octet-stream bin mender swu; }
-  server { listen 127.0.0.1:$port; root $work/srv; } }
+  server { listen 127.0.0.1:$port; root $work/srv;
+    # The same files at a gateway's link speed, 100 Mbit/s.
+    location /100mbit/ { alias $work/srv/; limit_rate 12500k; } } }
 CONF
     nginx -c "$work/nginx/nginx.conf" &
     nginx_pid=$!

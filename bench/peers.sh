@@ -2,8 +2,10 @@
 # Side-by-side benchmark against what Debian packages: the same 256 MiB job for
 # fota-agent, Mender (module-image with a copy+sync update module) and SWUpdate
 # (a .swu with a rawfile handler), interleaved, median of 3. Every tool ends with
-# the image copied to a destination file and fsynced. Prints one table: time,
-# peak RSS, binary and package size. Not a test: nothing here passes or fails.
+# the image copied to a destination file and fsynced. Then `fetch` against
+# `curl -o` (and a fsyncing curl) from loopback, and at 100 Mbit/s. Prints one
+# table: time, peak RSS, binary and package size. Not a test: nothing here
+# passes or fails.
 #   bench/peers.sh [SIZE_MIB] [RUNS]
 # Installs mender-client, mender-artifact, swupdate, nginx-light, time, bc, curl
 # (apt, when missing). Mender and SWUpdate run with configs and data folders in a
@@ -36,6 +38,9 @@ mkdir -p "$work"/{srv,out,state,firmware,mender/{data,work},nginx}
 img="$work/srv/image.bin"
 head -c "$((size_mib << 20))" /dev/urandom >"$img"
 sha=$(sha256sum "$img" | cut -d' ' -f1)
+# 64 MiB for the runs at a gateway's link speed (nginx's /100mbit/).
+head -c $((64 << 20)) "$img" >"$work/srv/link.bin"
+link_sha=$(sha256sum "$work/srv/link.bin" | cut -d' ' -f1)
 dest="$work/out/image.bin"  # Mender's single-file keeps the payload's name
 
 # The one install step every tool runs: copy the image to $dest and fsync it.
@@ -101,7 +106,9 @@ mender_local() { mender $mender_args install "$work/srv/image.mender" && mender 
 mender_url() { mender $mender_args install "$base/image.mender" && mender $mender_args commit; }
 swu_local() { swupdate -k "$work/swu.crt" -H bench:1.0 -M -m -l 2 -i "$work/srv/image.swu" && sync -d "$dest"; }
 swu_url() { swupdate -k "$work/swu.crt" -H bench:1.0 -M -m -l 2 -d "-u $base/image.swu" && sync -d "$dest"; }
-export -f agent_local agent_url mender_local mender_url swu_local swu_url
+# curl as durable as `fetch`: the file fsynced before it returns.
+curl_sync() { curl -sf -o "$work/fetched.bin" "$base/image.bin" && sync -d "$work/fetched.bin"; }
+export -f agent_local agent_url mender_local mender_url swu_local swu_url curl_sync
 export agent work sha img base dest mender_args
 
 for _ in $(seq "$runs"); do
@@ -113,6 +120,9 @@ for _ in $(seq "$runs"); do
     measure swu_url bash -c swu_url
     measure agent_fetch "$agent" fetch "$base/image.bin" -o "$work/fetched.bin" --sha256 "$sha"
     measure curl_o curl -sf -o "$work/fetched.bin" "$base/image.bin"
+    measure curl_sync bash -c curl_sync
+    measure agent_fetch_link "$agent" fetch "$base/100mbit/link.bin" -o "$work/fetched.bin" --sha256 "$link_sha"
+    measure curl_o_link curl -sf -o "$work/fetched.bin" "$base/100mbit/link.bin"
 done
 
 # Idle RSS: `run` with the directory source and the status endpoint up, once the
@@ -144,4 +154,5 @@ printf '| %-36s | %-22s | %-22s | %-22s |\n' ".deb" "$our_deb_size" "$(deb_size 
 printf '| %-36s | %-22s | %-22s | %-22s |\n' "idle RSS (directory, status up)" "$idle_rss" "" ""
 printf '| %-36s | %-22s | %-22s | %-22s |\n' "install local image (copy + sync)" "$(median agent_local)" "$(median mender_local)" "$(median swu_local)"
 printf '| %-36s | %-22s | %-22s | %-22s |\n' "install from a URL (nginx)" "$(median agent_url)" "$(median mender_url)" "$(median swu_url)"
-printf '| %-36s | %-22s | %-22s | %-22s |\n' "fetch + verify alone" "$(median agent_fetch)" "curl -o: $(median curl_o)" ""
+printf '| %-36s | %-22s | %-22s | %-22s |\n' "fetch + verify alone" "$(median agent_fetch)" "curl -o: $(median curl_o)" "curl -o && sync: $(median curl_sync)"
+printf '| %-36s | %-22s | %-22s | %-22s |\n' "fetch + verify, 64 MiB at 100 Mbit/s" "$(median agent_fetch_link)" "curl -o: $(median curl_o_link)" ""
