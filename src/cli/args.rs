@@ -38,7 +38,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Verify a local image and install it on a device now.
+    /// Verify an image (a local file or an http(s) URL) and install it on a device now.
     Install {
         /// The configured device id.
         #[arg(long)]

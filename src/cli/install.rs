@@ -1,4 +1,5 @@
-//! `fota-agent install`: verify a local image and run the device's handler on it now.
+//! `fota-agent install`: verify an image (a local file, or downloaded from a URL)
+//! and run the device's handler on it now.
 
 use std::path::{Path, PathBuf};
 
