@@ -82,15 +82,17 @@ impl Rig {
         self.dir.path().join(name)
     }
 
-    /// What is left in the state directory's downloads folder.
-    fn staged(&self) -> Vec<String> {
+    /// Nothing is left in the state directory's downloads folder: an image
+    /// installed or refused is not kept, nor is its partial file.
+    fn assert_nothing_staged(&self) {
         let downloads = self.path("state").join("downloads");
-        std::fs::read_dir(&downloads)
+        let left: Vec<String> = std::fs::read_dir(&downloads)
             .map(|d| {
                 d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left in {}: {left:?}", downloads.display());
     }
 }
 
@@ -135,11 +137,7 @@ async fn an_image_from_a_url_is_downloaded_verified_and_installed() {
         from.is_some_and(|f| f != "0-"),
         "the last attempt did not resume: {from:?}"
     );
-    assert_eq!(
-        rig.staged(),
-        Vec::<String>::new(),
-        "the staged image is kept"
-    );
+    rig.assert_nothing_staged();
 }
 
 #[tokio::test]
@@ -156,11 +154,7 @@ async fn an_image_from_a_url_with_another_digest_never_reaches_the_handler() {
     assert!(out.to_lowercase().contains("sha-256"), "{out}");
     assert_eq!(runs(&rig.path("runs")), 0, "the handler ran");
     assert!(!rig.path("dest").exists());
-    assert_eq!(
-        rig.staged(),
-        Vec::<String>::new(),
-        "a refused image is kept"
-    );
+    rig.assert_nothing_staged();
 }
 
 #[tokio::test]
@@ -216,9 +210,5 @@ async fn with_keys_a_signed_bundle_from_a_url_installs_and_a_bare_image_is_refus
         b"box firmware 2.0"
     );
     assert_eq!(runs(&rig.path("runs")), 1);
-    assert_eq!(
-        rig.staged(),
-        Vec::<String>::new(),
-        "the staged image is kept"
-    );
+    rig.assert_nothing_staged();
 }
