@@ -212,3 +212,23 @@ async fn with_keys_a_signed_bundle_from_a_url_installs_and_a_bare_image_is_refus
     assert_eq!(runs(&rig.path("runs")), 1);
     rig.assert_nothing_staged();
 }
+
+#[tokio::test]
+async fn a_downgrade_from_a_url_is_refused_before_any_byte_is_fetched() {
+    let (s, rig) = (
+        TestServer::start(ServerOptions::default()).await,
+        Rig::new(),
+    );
+    s.add_synthetic("/fw.bin", LEN, 9);
+    let (ok, out) = rig
+        .install_with(&[&s.url("/fw.bin"), "--version", "0.9"])
+        .await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("target version 0.9 is not newer than current 1.0"),
+        "{out}"
+    );
+    assert_eq!(s.requests("/fw.bin").len(), 0, "the server was asked");
+    assert_eq!(runs(&rig.path("runs")), 0, "the handler ran");
+    rig.assert_nothing_staged();
+}
