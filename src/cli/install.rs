@@ -2,12 +2,11 @@
 //! and run the device's handler on it now.
 
 use std::path::{Path, PathBuf};
-
-use fota_agent::model::FirmwareLocation;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use fota_agent::checksum::{Checksum, ChecksumAlgorithm};
+use fota_agent::model::FirmwareLocation;
 use fota_agent::progress::Outcome;
 use fota_agent::state_lock::LockError;
 
