@@ -96,6 +96,15 @@ impl Rig {
     }
 }
 
+/// A loopback server with the image at `/fw.bin`: LEN synthetic bytes (seed 9)
+/// under a validator, so an interrupted download can resume.
+async fn serving_fw() -> TestServer {
+    let s = TestServer::start(ServerOptions::default()).await;
+    s.add_synthetic("/fw.bin", LEN, 9);
+    s.set_etag("/fw.bin", Some("\"v9\""));
+    s
+}
+
 fn runs(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|s| s.lines().count())
@@ -104,12 +113,7 @@ fn runs(path: &Path) -> usize {
 
 #[tokio::test]
 async fn an_image_from_a_url_is_downloaded_verified_and_installed() {
-    let (s, rig) = (
-        TestServer::start(ServerOptions::default()).await,
-        Rig::new(),
-    );
-    s.add_synthetic("/fw.bin", LEN, 9);
-    s.set_etag("/fw.bin", Some("\"v9\""));
+    let (s, rig) = (serving_fw().await, Rig::new());
     // The first GET breaks off mid-body (the fault is queued for the size
     // probe's HEAD too, which has no body): the next resumes where it stopped.
     s.push_faults("/fw.bin", Faults::new().drop_after(LEN / 3), 2);
@@ -142,11 +146,7 @@ async fn an_image_from_a_url_is_downloaded_verified_and_installed() {
 
 #[tokio::test]
 async fn an_image_from_a_url_with_another_digest_never_reaches_the_handler() {
-    let (s, rig) = (
-        TestServer::start(ServerOptions::default()).await,
-        Rig::new(),
-    );
-    s.add_synthetic("/fw.bin", LEN, 9);
+    let (s, rig) = (serving_fw().await, Rig::new());
     let (ok, out) = rig
         .install(&s.url("/fw.bin"), &synthetic_sha256_hex(8, LEN))
         .await;
@@ -159,11 +159,7 @@ async fn an_image_from_a_url_with_another_digest_never_reaches_the_handler() {
 
 #[tokio::test]
 async fn a_plain_http_url_is_refused_unless_https_only_is_off() {
-    let (s, rig) = (
-        TestServer::start(ServerOptions::default()).await,
-        Rig::with("", ""),
-    );
-    s.add_synthetic("/fw.bin", LEN, 9);
+    let (s, rig) = (serving_fw().await, Rig::with("", ""));
     let (ok, out) = rig
         .install(&s.url("/fw.bin"), &synthetic_sha256_hex(9, LEN))
         .await;
@@ -215,11 +211,7 @@ async fn with_keys_a_signed_bundle_from_a_url_installs_and_a_bare_image_is_refus
 
 #[tokio::test]
 async fn a_downgrade_from_a_url_is_refused_before_any_byte_is_fetched() {
-    let (s, rig) = (
-        TestServer::start(ServerOptions::default()).await,
-        Rig::new(),
-    );
-    s.add_synthetic("/fw.bin", LEN, 9);
+    let (s, rig) = (serving_fw().await, Rig::new());
     let (ok, out) = rig
         .install_with(&[&s.url("/fw.bin"), "--version", "0.9"])
         .await;

@@ -393,6 +393,11 @@ mod tests {
         attempts.lock().unwrap().iter().map(|(e, _)| *e).collect()
     }
 
+    /// When each attempt was made, in order.
+    fn times(attempts: &Attempts) -> Vec<Instant> {
+        attempts.lock().unwrap().iter().map(|(_, t)| *t).collect()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn order_is_kept_and_the_queue_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
@@ -430,7 +435,7 @@ mod tests {
         .await;
         until(&attempts, 7).await;
         assert_eq!(entries(&attempts), vec![1, 1, 1, 1, 1, 1, 2]);
-        let times: Vec<Instant> = attempts.lock().unwrap().iter().map(|a| a.1).collect();
+        let times = times(&attempts);
         for (i, pair) in times.windows(2).take(5).enumerate() {
             let gap = pair[1] - pair[0];
             let cap = (BACKOFF.base * 2u32.pow(i as u32)).min(BACKOFF.max);
@@ -459,7 +464,7 @@ mod tests {
         })
         .await;
         until(&attempts, 2).await;
-        let times: Vec<Instant> = attempts.lock().unwrap().iter().map(|a| a.1).collect();
+        let times = times(&attempts);
         let gap = times[1] - times[0];
         assert!(
             gap >= Duration::from_secs(30) && gap < Duration::from_secs(31),
@@ -548,7 +553,7 @@ mod tests {
         })
         .await;
         until(&attempts, 41).await;
-        let times: Vec<Instant> = attempts.lock().unwrap().iter().map(|a| a.1).collect();
+        let times = times(&attempts);
         let longest = times[3..].windows(2).map(|p| p[1] - p[0]).max().unwrap();
         assert!(longest > BACKOFF.base, "longest wait {longest:?}");
         assert!(longest <= BACKOFF.max, "longest wait {longest:?}");
