@@ -473,6 +473,31 @@ async fn https_only_refuses_http_and_redirects_to_it() {
     assert_eq!(plain.request_count("/fw.bin"), 0);
 }
 
+/// `https_only` reads the scheme as a URL parser does: `HTTPS://` is https and
+/// is fetched, `HTTP://` is refused before any request.
+#[tokio::test]
+async fn https_only_reads_the_scheme_case_insensitively() {
+    let plain = server().await;
+    let tls = TestServer::start_tls(ServerOptions::default(), TlsSetup::server_only()).await;
+    tls.add_synthetic("/fw.bin", LEN, 7);
+    let d = Downloader::new(DownloadConfig {
+        https_only: true,
+        ca_bundle: Some(tls.tls_files().ca_cert.clone()),
+        ..config()
+    })
+    .unwrap();
+    let run = Run::new();
+    let upper = plain.url("/fw.bin").replacen("http://", "HTTP://", 1);
+    let err = run.fetch(&d, &upper, &[], None).await.unwrap_err();
+    assert!(matches!(err, DownloadError::Insecure(_)), "{err}");
+    assert_eq!(plain.request_count("/fw.bin"), 0);
+    let upper = tls.url("/fw.bin").replacen("https://", "HTTPS://", 1);
+    run.fetch(&d, &upper, &sha256(7, LEN), Some(LEN))
+        .await
+        .unwrap();
+    run.assert_file(7, LEN);
+}
+
 /// The agent process is killed mid-download and started again: the final file is
 /// byte-identical and the bytes already on disk are not fetched again.
 #[tokio::test]

@@ -217,6 +217,13 @@ pub struct Downloader {
     config: DownloadConfig,
 }
 
+/// Whether `url` is an https URL, the test `https_only` makes before any
+/// request (redirects are checked the same way): the scheme as a URL parser reads
+/// it, so `HTTPS://` counts, and a URL that does not parse does not.
+pub fn is_https(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "https")
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, DownloadError> {
     std::fs::read(path).map_err(|source| DownloadError::Io {
         path: path.to_path_buf(),
@@ -302,7 +309,7 @@ impl Downloader {
         req: &DownloadRequest<'_>,
         progress: ProgressFn<'_>,
     ) -> Result<Digests, DownloadError> {
-        if self.config.https_only && !req.url.starts_with("https://") {
+        if self.config.https_only && !is_https(req.url) {
             return Err(DownloadError::Insecure(req.url.to_string()));
         }
         if let (Some(size), Some(max)) = (req.size, self.config.max_image_size)

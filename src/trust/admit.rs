@@ -144,7 +144,7 @@ async fn fetch(
     downloader: &Downloader,
 ) -> Result<String, TrustError> {
     let failed = |why: String| TrustError::Malformed(format!("cannot fetch the .minisig: {why}"));
-    if downloader.config().https_only && !url.starts_with("https://") {
+    if downloader.config().https_only && !crate::download::is_https(url) {
         return Err(failed(format!("{url} is not https")));
     }
     let mut request = downloader.client().get(url);
