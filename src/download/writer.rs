@@ -28,6 +28,10 @@ const BUFFERS: usize = 4;
 const BUFFER_SIZE: usize = 128 << 10;
 /// fsync and record progress this often.
 const SYNC_EVERY: u64 = 16 << 20;
+/// Start the disk's write-out this often: per 128 KiB buffer the block layer's
+/// work cost a loopback fetch of 256 MiB 0.03 s, per MiB nothing measurable,
+/// and at most a MiB is left for the final sync.
+const WRITEBACK_EVERY: u64 = 1 << 20;
 const READ_BUF: usize = 256 << 10;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
@@ -71,11 +75,15 @@ impl Writer {
             let mut hasher = ParallelHasher::resume(hasher).map_err(io(&part))?;
             let mut position = start;
             let mut unsynced = 0u64;
+            let mut unflushed_from = start;
             while let Some(chunk) = rx.blocking_recv() {
                 hasher.update(&chunk);
                 file.write_all(&chunk).map_err(io(&part))?;
-                start_writeback(&file, position, chunk.len());
                 position += chunk.len() as u64;
+                if position - unflushed_from >= WRITEBACK_EVERY {
+                    start_writeback(&file, unflushed_from, position - unflushed_from);
+                    unflushed_from = position;
+                }
                 unsynced += chunk.len() as u64;
                 if unsynced >= SYNC_EVERY {
                     syncer.request(position);
@@ -139,7 +147,7 @@ impl Writer {
 /// final one took 10 ms without this, 0.2 ms with it) and dirty pages never
 /// pile up in a small gateway's memory. A hint: an error only means the
 /// syncs write more.
-fn start_writeback(file: &std::fs::File, offset: u64, len: usize) {
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
         return;
