@@ -41,11 +41,14 @@ CONF
 }
 
 # measure NAME CMD...: one run's wall seconds and peak RSS (KiB) appended to
-# $work/NAME, after the script's own clean_outputs.
+# $work/NAME, after the script's own clean_outputs and a sync: what an earlier
+# run left unwritten (`curl -o`, Mender's unsynced staging file) is not written
+# back during, and charged to, the next one.
 measure() {
     local name=$1
     shift
     clean_outputs
+    sync
     /usr/bin/time -f '%e %M' -o "$work/t" "$@" >"$work/last.log" 2>&1 ||
         { echo "$name failed:" >&2; tail -n 20 "$work/last.log" >&2; exit 1; }
     cat "$work/t" >>"$work/$name"
