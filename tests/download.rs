@@ -448,17 +448,22 @@ async fn tls_with_the_configured_ca_and_mtls() {
     run.assert_file(3, LEN);
 }
 
+/// A downloader with `https_only` that trusts `tls`'s test CA.
+fn https_only_trusting(tls: &TestServer) -> Downloader {
+    Downloader::new(DownloadConfig {
+        https_only: true,
+        ca_bundle: Some(tls.tls_files().ca_cert.clone()),
+        ..config()
+    })
+    .unwrap()
+}
+
 #[tokio::test]
 async fn https_only_refuses_http_and_redirects_to_it() {
     let plain = server().await;
     let tls = TestServer::start_tls(ServerOptions::default(), TlsSetup::server_only()).await;
     tls.set_faults("/fw.bin", Faults::new().redirect(302, plain.url("/fw.bin")));
-    let d = Downloader::new(DownloadConfig {
-        https_only: true,
-        ca_bundle: Some(tls.tls_files().ca_cert.clone()),
-        ..config()
-    })
-    .unwrap();
+    let d = https_only_trusting(&tls);
     let run = Run::new();
     let err = run
         .fetch(&d, &plain.url("/fw.bin"), &[], None)
@@ -480,12 +485,7 @@ async fn https_only_reads_the_scheme_case_insensitively() {
     let plain = server().await;
     let tls = TestServer::start_tls(ServerOptions::default(), TlsSetup::server_only()).await;
     tls.add_synthetic("/fw.bin", LEN, 7);
-    let d = Downloader::new(DownloadConfig {
-        https_only: true,
-        ca_bundle: Some(tls.tls_files().ca_cert.clone()),
-        ..config()
-    })
-    .unwrap();
+    let d = https_only_trusting(&tls);
     let run = Run::new();
     let upper = plain.url("/fw.bin").replacen("http://", "HTTP://", 1);
     let err = run.fetch(&d, &upper, &[], None).await.unwrap_err();
