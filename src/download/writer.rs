@@ -73,21 +73,20 @@ impl Writer {
             // Hashing beside the write, not after it: with SHA-256 the two take
             // about as long, and a download is then no slower than its write.
             let mut hasher = ParallelHasher::resume(hasher).map_err(io(&part))?;
-            let mut position = start;
-            let mut unsynced = 0u64;
-            let mut unflushed_from = start;
+            // How far the file is written, and how far the last write-out hint
+            // and the last sync request reached.
+            let (mut position, mut hinted, mut sync_asked) = (start, start, start);
             while let Some(chunk) = rx.blocking_recv() {
                 hasher.update(&chunk);
                 file.write_all(&chunk).map_err(io(&part))?;
                 position += chunk.len() as u64;
-                if position - unflushed_from >= WRITEBACK_EVERY {
-                    start_writeback(&file, unflushed_from, position - unflushed_from);
-                    unflushed_from = position;
+                if position - hinted >= WRITEBACK_EVERY {
+                    start_writeback(&file, hinted, position - hinted);
+                    hinted = position;
                 }
-                unsynced += chunk.len() as u64;
-                if unsynced >= SYNC_EVERY {
+                if position - sync_asked >= SYNC_EVERY {
                     syncer.request(position);
-                    unsynced = 0;
+                    sync_asked = position;
                 }
             }
             syncer.finish(position).map_err(io(&part))?;
