@@ -24,28 +24,20 @@ sha=$(sha256sum "$work/srv/fw.bin" | cut -d' ' -f1)
 start_nginx "$work" fw.bin
 url="$base/fw.bin"
 
-secs() { # runs "$@", prints wall seconds
-    local t0 t1
-    t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
-    echo "$t1 - $t0" | bc -l | xargs printf '%.2f'
-}
-best() { # best of 3 runs of "$@" (first run warms the page cache)
-    local b=999999 t
-    for _ in 1 2 3; do
-        rm -f "$work"/out*
-        sync # what the last run left unwritten is not charged to this one
-        t=$(secs "$@")
-        b=$(echo "if ($t < $b) $t else $b" | bc -l)
-    done
-    printf '%.2f' "$b"
-}
-curl_only=$(best curl -sf -o "$work/out" "$url")
-curl_sync=$(best bash -c "curl -sf -o '$work/out' '$url' && sync -d '$work/out'")
-curl_sha=$(best bash -c "curl -sf -o '$work/out' '$url' && sha256sum '$work/out'")
-agent_t=$(best "$agent" fetch "$url" -o "$work/out" --sha256 "$sha")
-rm -f "$work"/out*
-/usr/bin/time -v "$agent" fetch "$url" -o "$work/out" --sha256 "$sha" 2> "$work/time.txt" >/dev/null
-rss_kib=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
+# Interleaved, each run after bench/lib.sh's clean_outputs and sync.
+clean_outputs() { rm -f "$work"/out*; }
+for _ in 1 2 3; do
+    measure curl_o curl -sf -o "$work/out" "$url"
+    measure curl_sync bash -c "curl -sf -o '$work/out' '$url' && sync -d '$work/out'"
+    measure curl_sha bash -c "curl -sf -o '$work/out' '$url' && sha256sum '$work/out'"
+    measure fetch "$agent" fetch "$url" -o "$work/out" --sha256 "$sha"
+done
+best() { sort -n "$work/$1" | awk 'NR == 1 {printf "%.2f", $1}'; }
+curl_only=$(best curl_o)
+curl_sync=$(best curl_sync)
+curl_sha=$(best curl_sha)
+agent_t=$(best fetch)
+rss_kib=$(sort -n -k2 "$work/fetch" | awk 'END {print $2}')
 
 mibs() { echo "$size_mib / $1" | bc -l | xargs printf '%.0f'; }
 printf '\n%s MiB from nginx over loopback, best of 3, %s\n\n' "$size_mib" "$(date -u +%F)"
@@ -55,4 +47,4 @@ printf '| %-38s | %8s | %8s |\n' "curl -o" "$curl_only" "$(mibs "$curl_only")"
 printf '| %-38s | %8s | %8s |\n' "curl -o && sync -d (fdatasync)" "$curl_sync" "$(mibs "$curl_sync")"
 printf '| %-38s | %8s | %8s |\n' "curl -o && sha256sum" "$curl_sha" "$(mibs "$curl_sha")"
 printf '| %-38s | %8s | %8s |\n' "fota-agent fetch --sha256" "$agent_t" "$(mibs "$agent_t")"
-printf '\nfota-agent peak RSS: %.1f MiB\n' "$(echo "$rss_kib / 1024" | bc -l)"
+printf '\nfota-agent peak RSS (largest of its 3 runs): %.1f MiB\n' "$(echo "$rss_kib / 1024" | bc -l)"
